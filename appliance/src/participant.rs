@@ -1,0 +1,122 @@
+//! A child process's membership in the appliance: it maps the shared region,
+//! claims its slot, reports its lifecycle and heartbeats there, where the
+//! supervisor watches.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::monotonic_ns;
+use crate::region::layout::{ParticipantSlot, SlotStatus};
+use crate::region::{RegionError, SharedRegion};
+
+/// Which slot of the region header a process owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotId {
+    /// The control cluster (management service).
+    Control,
+    /// Data cluster `i`.
+    Cluster(u32),
+}
+
+impl std::fmt::Display for SlotId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SlotId::Control => write!(f, "control cluster"),
+            SlotId::Cluster(i) => write!(f, "data cluster {i}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error(transparent)]
+    Region(#[from] RegionError),
+    #[error("the region has {count} data clusters; there is no {slot}")]
+    NoSuchSlot { slot: SlotId, count: u32 },
+}
+
+/// A process's claimed slot in the mapped region.
+#[derive(Debug)]
+pub struct Participant {
+    region: SharedRegion,
+    id: SlotId,
+    generation: u64,
+}
+
+impl Participant {
+    /// Maps the region at `path` and claims slot `id` for this process.
+    pub fn join(path: &Path, id: SlotId) -> Result<Self, JoinError> {
+        let region = SharedRegion::open(path)?;
+        let header = region.header();
+        let slot = match id {
+            SlotId::Control => header.control_slot(),
+            SlotId::Cluster(i) => header.cluster_slot(i).ok_or(JoinError::NoSuchSlot {
+                slot: id,
+                count: header.cluster_count(),
+            })?,
+        };
+        let generation = slot.generation();
+        slot.claim(std::process::id());
+        Ok(Self {
+            region,
+            id,
+            generation,
+        })
+    }
+
+    pub fn id(&self) -> SlotId {
+        self.id
+    }
+
+    pub fn region(&self) -> &SharedRegion {
+        &self.region
+    }
+
+    fn slot(&self) -> &ParticipantSlot {
+        let header = self.region.header();
+        match self.id {
+            SlotId::Control => header.control_slot(),
+            SlotId::Cluster(i) => header.cluster_slot(i).expect("checked at join"),
+        }
+    }
+
+    /// False once the supervisor has handed this slot to a newer process;
+    /// this process must then stop writing to it.
+    pub fn owns_slot(&self) -> bool {
+        self.slot().generation() == self.generation
+    }
+
+    pub fn set_status(&self, status: SlotStatus) {
+        if self.owns_slot() {
+            self.slot().set_status(status);
+        }
+    }
+
+    /// Records a heartbeat; returns false if the slot is no longer ours.
+    pub fn beat(&self) -> bool {
+        if !self.owns_slot() {
+            return false;
+        }
+        self.slot().beat(monotonic_ns());
+        true
+    }
+
+    /// Beats every `interval` on the current tokio runtime until the slot is
+    /// lost. A process whose work loops can stall should beat from those
+    /// loops instead, so a stall shows.
+    pub fn spawn_heartbeat(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                if !me.beat() {
+                    tracing::error!(slot = %me.id, "slot handed to a newer process; heartbeat stops");
+                    return;
+                }
+            }
+        })
+    }
+}
