@@ -244,19 +244,31 @@ impl ApplianceConfig {
         let t = &self.topology;
         check(
             (1..=MAX_DATA_CLUSTERS as u32).contains(&t.data_clusters),
-            format!("topology.data_clusters = {}: must be 1 to {MAX_DATA_CLUSTERS}", t.data_clusters),
+            format!(
+                "topology.data_clusters = {}: must be 1 to {MAX_DATA_CLUSTERS}",
+                t.data_clusters
+            ),
         );
         check(
             (1..=MAX_CORES_PER_CLUSTER).contains(&t.cores_per_cluster),
-            format!("topology.cores_per_cluster = {}: must be 1 to {MAX_CORES_PER_CLUSTER}", t.cores_per_cluster),
+            format!(
+                "topology.cores_per_cluster = {}: must be 1 to {MAX_CORES_PER_CLUSTER}",
+                t.cores_per_cluster
+            ),
         );
         check(
             (1..=MAX_CORES_PER_CLUSTER).contains(&t.control_cores),
-            format!("topology.control_cores = {}: must be 1 to {MAX_CORES_PER_CLUSTER}", t.control_cores),
+            format!(
+                "topology.control_cores = {}: must be 1 to {MAX_CORES_PER_CLUSTER}",
+                t.control_cores
+            ),
         );
         check(
             (1..=MAX_REGION_MIB).contains(&self.memory.region_mib),
-            format!("memory.region_mib = {}: must be 1 to {MAX_REGION_MIB}", self.memory.region_mib),
+            format!(
+                "memory.region_mib = {}: must be 1 to {MAX_REGION_MIB}",
+                self.memory.region_mib
+            ),
         );
         check(
             !self.state_dir.as_os_str().is_empty(),
@@ -264,13 +276,19 @@ impl ApplianceConfig {
         );
         check(
             self.memory.shm_dir.is_absolute(),
-            format!("memory.shm_dir = {:?}: must be an absolute path", self.memory.shm_dir),
+            format!(
+                "memory.shm_dir = {:?}: must be an absolute path",
+                self.memory.shm_dir
+            ),
         );
 
         let s = &self.supervisor;
         check(
             s.heartbeat_interval_ms >= 10,
-            format!("supervisor.heartbeat_interval_ms = {}: must be at least 10", s.heartbeat_interval_ms),
+            format!(
+                "supervisor.heartbeat_interval_ms = {}: must be at least 10",
+                s.heartbeat_interval_ms
+            ),
         );
         check(
             s.heartbeat_timeout_ms >= 3 * s.heartbeat_interval_ms,
@@ -304,14 +322,20 @@ impl ApplianceConfig {
         );
         check(
             s.stop_timeout_ms >= 100,
-            format!("supervisor.stop_timeout_ms = {}: must be at least 100", s.stop_timeout_ms),
+            format!(
+                "supervisor.stop_timeout_ms = {}: must be at least 100",
+                s.stop_timeout_ms
+            ),
         );
 
         for (key, value) in [
             ("binaries.dataplane", &self.binaries.dataplane),
             ("binaries.management", &self.binaries.management),
         ] {
-            check(!value.as_os_str().is_empty(), format!("{key} is empty: it must name a program"));
+            check(
+                !value.as_os_str().is_empty(),
+                format!("{key} is empty: it must name a program"),
+            );
         }
 
         let d = &self.dataplane;
@@ -327,7 +351,10 @@ impl ApplianceConfig {
                 ),
             );
         }
-        check(d.discovery_port != 0, "dataplane.discovery_port = 0: must be 1 to 65535".to_string());
+        check(
+            d.discovery_port != 0,
+            "dataplane.discovery_port = 0: must be 1 to 65535".to_string(),
+        );
 
         if problems.is_empty() {
             Ok(())
@@ -406,21 +433,36 @@ mod tests {
 
     #[test]
     fn impossible_values_are_named() {
-        let err = parse("[topology]\ndata_clusters = 0\n").unwrap_err().to_string();
+        let err = parse("[topology]\ndata_clusters = 0\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("topology.data_clusters"), "{err}");
-        let err = parse("[topology]\ndata_clusters = 65\n").unwrap_err().to_string();
+        let err = parse("[topology]\ndata_clusters = 65\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("topology.data_clusters"), "{err}");
-        let err = parse("[supervisor]\nheartbeat_timeout_ms = 100\n").unwrap_err().to_string();
+        let err = parse("[supervisor]\nheartbeat_timeout_ms = 100\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("supervisor.heartbeat_timeout_ms"), "{err}");
-        let err = parse("[dataplane]\nnbd_base_port = 65534\n").unwrap_err().to_string();
+        let err = parse("[dataplane]\nnbd_base_port = 65534\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("dataplane.nbd_base_port"), "{err}");
     }
 
     #[test]
     fn wrong_types_and_enum_values_are_named() {
-        let err = parse("[memory]\nhugepages = \"sometimes\"\n").unwrap_err().to_string();
-        assert!(err.contains("sometimes") && err.contains("hugepages"), "{err}");
-        let err = parse("[management]\nhttps_listen = \"not an address\"\n").unwrap_err().to_string();
+        let err = parse("[memory]\nhugepages = \"sometimes\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sometimes") && err.contains("hugepages"),
+            "{err}"
+        );
+        let err = parse("[management]\nhttps_listen = \"not an address\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("https_listen"), "{err}");
     }
 
@@ -430,11 +472,20 @@ mod tests {
             state_dir: PathBuf::from("/var/lib/shoal"),
             ..Default::default()
         };
-        assert_eq!(config.supervisor_socket(), Path::new("/var/lib/shoal/shoald.sock"));
-        assert_eq!(config.dataplane_socket(3), Path::new("/var/lib/shoal/dataplane-3.sock"));
+        assert_eq!(
+            config.supervisor_socket(),
+            Path::new("/var/lib/shoal/shoald.sock")
+        );
+        assert_eq!(
+            config.dataplane_socket(3),
+            Path::new("/var/lib/shoal/dataplane-3.sock")
+        );
         assert_eq!(config.nvmf_port(3), 4423);
         assert_eq!(config.nbd_port(1), 10810);
         config.dataplane.rpc_socket_dir = PathBuf::from("/run/shoal");
-        assert_eq!(config.dataplane_socket(0), Path::new("/run/shoal/dataplane-0.sock"));
+        assert_eq!(
+            config.dataplane_socket(0),
+            Path::new("/run/shoal/dataplane-0.sock")
+        );
     }
 }

@@ -99,8 +99,12 @@ fn parse_mounts(mounts: &str, default_page_size: u64) -> Vec<HugetlbfsMount> {
         .lines()
         .filter_map(|line| {
             let mut fields = line.split_whitespace();
-            let (_source, target, fstype, options) =
-                (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
+            let (_source, target, fstype, options) = (
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+                fields.next()?,
+            );
             if fstype != "hugetlbfs" {
                 return None;
             }
@@ -119,7 +123,9 @@ fn parse_mounts(mounts: &str, default_page_size: u64) -> Vec<HugetlbfsMount> {
 
 /// Sizes as the kernel prints them in mount options: "2M", "1G", "2048k".
 fn parse_size(text: &str) -> Option<u64> {
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let number: u64 = digits.parse().ok()?;
     let scale = match unit.to_ascii_uppercase().as_str() {

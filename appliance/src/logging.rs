@@ -46,7 +46,12 @@ where
     N: for<'a> FormatFields<'a> + 'static,
     F: FormatEvent<S, N>,
 {
-    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         write!(writer, "{} ", self.tag)?;
         self.inner.format_event(ctx, writer, event)
     }
@@ -68,7 +73,10 @@ pub fn init(role: Role) {
         builder
             .event_format(Tagged {
                 tag,
-                inner: Format::default().without_time().with_target(false).with_ansi(false),
+                inner: Format::default()
+                    .without_time()
+                    .with_target(false)
+                    .with_ansi(false),
             })
             .try_init()
     } else {

@@ -120,3 +120,15 @@ impl Participant {
         })
     }
 }
+
+/// Waits for SIGTERM or SIGINT and returns its name. Children stop cleanly
+/// on either: the supervisor sends SIGTERM, a developer presses Ctrl-C.
+pub async fn stop_requested() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    })
+}

@@ -51,7 +51,9 @@ impl Topology {
             Placement { cpus, cores }
         };
         let control = take(config.control_cores);
-        let data = (0..config.data_clusters).map(|_| take(config.cores_per_cluster)).collect();
+        let data = (0..config.data_clusters)
+            .map(|_| take(config.cores_per_cluster))
+            .collect();
         let cores_requested = next;
         let shared_cpus = cores_requested > machine_cpus.len();
         let pinned = match config.pinning {
@@ -88,7 +90,9 @@ impl Topology {
             (false, true) => format!("{layout}: every cluster pinned to its own CPUs"),
             (false, false) => format!("{layout}: pinning disabled by topology.pinning"),
             (true, false) => format!("{layout}: clusters share CPUs, so they are not pinned"),
-            (true, true) => format!("{layout}: clusters share CPUs and are pinned anyway (topology.pinning = \"always\")"),
+            (true, true) => format!(
+                "{layout}: clusters share CPUs and are pinned anyway (topology.pinning = \"always\")"
+            ),
         }
     }
 }

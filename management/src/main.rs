@@ -1,1 +1,29 @@
-fn main(){}
+//! shoal-management: the Redfish/Swordfish service, started by shoald.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use shoal_appliance::logging::{self, Role};
+use shoal_management::args::Args;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    logging::init(Role::Management);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(shoal_management::service::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,1 +1,333 @@
+//! Harness for end-to-end tests: runs the real `shoald` (which runs the real
+//! dataplane and management binaries) in a temporary state directory with
+//! free loopback ports, talks to it over its control socket, and always
+//! cleans up its processes.
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+use shoal_appliance::jsonrpc::{CallError, call_blocking};
+
+/// Directory holding shoald, shoal-dataplane, shoal-management and
+/// shoal-rpc. `SHOAL_BIN_DIR` points at installed binaries; otherwise they
+/// are built (or found up to date) with the cargo profile of this test.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("SHOAL_BIN_DIR") {
+            return PathBuf::from(dir);
+        }
+        // target/<profile>/deps/<test binary>
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target/<profile>/deps layout");
+        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+            Some("debug") => "dev".to_string(),
+            Some(other) => other.to_string(),
+            None => panic!("cannot tell the cargo profile from {}", exe.display()),
+        };
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--bins", "--profile", &profile])
+            .args([
+                "-p",
+                "shoal-appliance",
+                "-p",
+                "shoal-dataplane",
+                "-p",
+                "shoal-management",
+            ])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .status()
+            .expect("run cargo build for the binaries under test");
+        assert!(status.success(), "building the binaries under test failed");
+        profile_dir.to_path_buf()
+    })
+}
+
+/// A free TCP port on loopback (bound, then released for the appliance).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The first of `count` consecutive free loopback ports.
+pub fn free_port_block(count: u16) -> u16 {
+    for _ in 0..200 {
+        let base = free_port();
+        if base.checked_add(count).is_none() {
+            continue;
+        }
+        let all_free = (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no block of {count} free ports found");
+}
+
+/// Configuration for one test appliance, as a TOML table.
+pub struct ApplianceBuilder {
+    dir: tempfile::TempDir,
+    config: toml::Table,
+    envs: Vec<(String, String)>,
+}
+
+impl ApplianceBuilder {
+    /// Sets a dotted key (`"supervisor.crash_loop_limit"`) in the config.
+    pub fn set(mut self, key: &str, value: impl Into<toml::Value>) -> Self {
+        let mut table = &mut self.config;
+        let mut parts: Vec<&str> = key.split('.').collect();
+        let last = parts.pop().expect("non-empty key");
+        for part in parts {
+            table = table
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("key path goes through tables");
+        }
+        table.insert(last.to_string(), value.into());
+        self
+    }
+
+    pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.envs.push((name.to_string(), value.into()));
+        self
+    }
+
+    /// The temporary directory everything of this appliance lives in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes the config and starts shoald. Does not wait for readiness.
+    pub fn start(self) -> Appliance {
+        let config_path = self.dir.path().join("appliance.toml");
+        std::fs::write(&config_path, toml::to_string(&self.config).unwrap()).unwrap();
+        let log_path = self.dir.path().join("shoald.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut command = Command::new(bin_dir().join("shoald"));
+        command
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .env_remove("SHOAL_STATE_DIR")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        for (name, value) in &self.envs {
+            command.env(name, value);
+        }
+        let process = command.spawn().expect("start shoald");
+        let state_dir = self.dir.path().join("state");
+        Appliance {
+            dir: self.dir,
+            state_dir,
+            config_path,
+            log_path,
+            process: Some(process),
+        }
+    }
+}
+
+/// A running shoald and everything it started.
+pub struct Appliance {
+    pub dir: tempfile::TempDir,
+    pub state_dir: PathBuf,
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+    process: Option<Child>,
+}
+
+/// How long a test waits for the appliance to reach a state before it
+/// fails with the appliance's log.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Appliance {
+    /// A test appliance: `clusters` data clusters, ordinary shared memory in
+    /// the temp dir, free ports, fast heartbeats.
+    pub fn builder(clusters: u32) -> ApplianceBuilder {
+        let dir = tempfile::Builder::new()
+            .prefix("shoal-test-")
+            .tempdir()
+            .unwrap();
+        let shm = dir.path().join("shm");
+        std::fs::create_dir(&shm).unwrap();
+        let state_dir = dir.path().join("state");
+        let clusters_i = i64::from(clusters);
+        let block = free_port_block(2 * clusters as u16 + 1);
+        ApplianceBuilder {
+            config: toml::Table::new(),
+            envs: Vec::new(),
+            dir,
+        }
+        .set("state_dir", state_dir.display().to_string())
+        .set("topology.data_clusters", clusters_i)
+        .set("memory.hugepages", "off")
+        .set("memory.region_mib", 8)
+        .set("memory.shm_dir", shm.display().to_string())
+        .set("supervisor.heartbeat_interval_ms", 50)
+        .set("supervisor.heartbeat_timeout_ms", 1000)
+        .set("supervisor.start_timeout_ms", 10_000)
+        .set("supervisor.restart_backoff_initial_ms", 50)
+        .set("supervisor.restart_backoff_max_ms", 500)
+        .set("supervisor.stop_timeout_ms", 3000)
+        .set(
+            "management.https_listen",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .set(
+            "management.http_redirect_listen",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .set("dataplane.nvmf_base_port", i64::from(block))
+        .set("dataplane.nbd_base_port", i64::from(block) + clusters_i)
+        .set(
+            "dataplane.discovery_port",
+            i64::from(block) + 2 * clusters_i,
+        )
+    }
+
+    /// Starts a default test appliance and waits until every child runs.
+    pub fn start_ready(clusters: u32) -> Self {
+        let appliance = Self::builder(clusters).start();
+        appliance.wait_for("all children running", STARTUP_TIMEOUT, |s| {
+            s["state"] == "running"
+        });
+        appliance
+    }
+
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.process.as_ref().expect("shoald running").id() as i32)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.state_dir.join("shoald.sock")
+    }
+
+    /// Calls a supervisor method.
+    pub fn rpc(&self, method: &str, params: Option<Value>) -> Result<Value, CallError> {
+        call_blocking(&self.socket(), method, params, Duration::from_secs(10))
+    }
+
+    pub fn status(&self) -> Value {
+        self.rpc("appliance_get_status", None)
+            .unwrap_or_else(|e| panic!("appliance_get_status failed: {e}\n{}", self.log()))
+    }
+
+    /// Status of data cluster `index`.
+    pub fn cluster(&self, index: usize) -> Value {
+        self.status()["clusters"][index].clone()
+    }
+
+    /// Polls the status until `done` holds; panics with the log on timeout.
+    pub fn wait_for(&self, what: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(status) = self.rpc("appliance_get_status", None)
+                && done(&status)
+            {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let last = self.rpc("appliance_get_status", None).ok();
+                panic!(
+                    "timed out after {timeout:?} waiting for {what}\nlast status: {last:#?}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        kill(self.pid(), signal).expect("signal shoald");
+    }
+
+    /// Waits for shoald to exit; panics with the log after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let process = self.process.as_mut().expect("shoald was started");
+        loop {
+            if let Some(status) = process.try_wait().expect("wait for shoald") {
+                self.process = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "shoald did not exit within {timeout:?}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything shoald and its children logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        let Some(mut process) = self.process.take() else {
+            return;
+        };
+        let pid = Pid::from_raw(process.id() as i32);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = process.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Children die with shoald (PR_SET_PDEATHSIG).
+        let _ = process.kill();
+        let _ = process.wait();
+    }
+}
+
+/// True while `pid` names a live (not zombie) process.
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state letter follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The executable name of `pid`.
+pub fn process_name(pid: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+}
+
+/// The pids of every child in a status answer.
+pub fn child_pids(status: &Value) -> Vec<i32> {
+    status["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&status["management"]))
+        .filter_map(|c| c["pid"].as_i64())
+        .map(|p| p as i32)
+        .collect()
+}

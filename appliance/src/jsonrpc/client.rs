@@ -48,12 +48,18 @@ impl RpcClient {
         self.stream.write_all(&request).await?;
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            if let Some(value) = self.decoder.next_value().map_err(|e| CallError::Protocol(e.to_string()))? {
+            if let Some(value) = self
+                .decoder
+                .next_value()
+                .map_err(|e| CallError::Protocol(e.to_string()))?
+            {
                 return decode_response(value, id);
             }
             let n = self.stream.read(&mut chunk).await?;
             if n == 0 {
-                return Err(CallError::Protocol("connection closed before the response".into()));
+                return Err(CallError::Protocol(
+                    "connection closed before the response".into(),
+                ));
             }
             self.decoder.push(&chunk[..n]);
         }
@@ -75,12 +81,17 @@ pub fn call_blocking(
     let mut decoder = Decoder::new();
     let mut chunk = [0u8; 16 * 1024];
     loop {
-        if let Some(value) = decoder.next_value().map_err(|e| CallError::Protocol(e.to_string()))? {
+        if let Some(value) = decoder
+            .next_value()
+            .map_err(|e| CallError::Protocol(e.to_string()))?
+        {
             return decode_response(value, 1);
         }
         let n = stream.read(&mut chunk)?;
         if n == 0 {
-            return Err(CallError::Protocol("connection closed before the response".into()));
+            return Err(CallError::Protocol(
+                "connection closed before the response".into(),
+            ));
         }
         decoder.push(&chunk[..n]);
     }
@@ -101,7 +112,9 @@ fn decode_response(mut value: Value, id: u64) -> Result<Value, CallError> {
         if let Some(error) = value.get_mut("error").map(Value::take) {
             return Err(parse_error_object(error));
         }
-        return Err(CallError::Protocol(format!("response for another request: {value}")));
+        return Err(CallError::Protocol(format!(
+            "response for another request: {value}"
+        )));
     }
     if let Some(error) = value.get_mut("error").map(Value::take) {
         return Err(parse_error_object(error));

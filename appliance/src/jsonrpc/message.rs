@@ -44,11 +44,17 @@ impl RpcError {
     }
 
     pub fn method_not_found(method: &str) -> Self {
-        Self::new(codes::METHOD_NOT_FOUND, format!("Method not found: {method}"))
+        Self::new(
+            codes::METHOD_NOT_FOUND,
+            format!("Method not found: {method}"),
+        )
     }
 
     pub fn invalid_params(detail: impl std::fmt::Display) -> Self {
-        Self::new(codes::INVALID_PARAMS, format!("Invalid parameters: {detail}"))
+        Self::new(
+            codes::INVALID_PARAMS,
+            format!("Invalid parameters: {detail}"),
+        )
     }
 
     pub fn internal(detail: impl std::fmt::Display) -> Self {
@@ -74,7 +80,10 @@ impl Request {
     /// failure returns the id to answer with (null when unknown) and the error.
     pub fn from_value(value: Value) -> Result<Self, (Value, RpcError)> {
         let Value::Object(mut object) = value else {
-            return Err((Value::Null, RpcError::invalid_request("a request must be a JSON object")));
+            return Err((
+                Value::Null,
+                RpcError::invalid_request("a request must be a JSON object"),
+            ));
         };
         let id = object.remove("id");
         let reply_id = id.clone().unwrap_or(Value::Null);
@@ -82,7 +91,10 @@ impl Request {
         if let Some(id) = &id
             && !(id.is_string() || id.is_number() || id.is_null())
         {
-            return Err((Value::Null, RpcError::invalid_request("\"id\" must be a string, number or null")));
+            return Err((
+                Value::Null,
+                RpcError::invalid_request("\"id\" must be a string, number or null"),
+            ));
         }
         match object.remove("jsonrpc") {
             Some(Value::String(v)) if v == VERSION => {}
@@ -140,7 +152,8 @@ mod tests {
 
     #[test]
     fn valid_request_and_notification() {
-        let r = Request::from_value(json!({"jsonrpc":"2.0","method":"m","params":{"a":1},"id":7})).unwrap();
+        let r = Request::from_value(json!({"jsonrpc":"2.0","method":"m","params":{"a":1},"id":7}))
+            .unwrap();
         assert_eq!(r.id, Some(json!(7)));
         assert_eq!(r.method, "m");
         assert_eq!(Request::from_value(r.to_value()).unwrap(), r);
@@ -178,7 +191,12 @@ mod tests {
         assert!(err.message.contains("cluster"), "{}", err.message);
         let err = parse_params::<P>(Some(json!({"cluster": "one"}))).unwrap_err();
         assert!(err.message.contains("invalid type"), "{}", err.message);
-        assert_eq!(parse_params::<P>(Some(json!({"cluster": 2}))).unwrap().cluster, 2);
+        assert_eq!(
+            parse_params::<P>(Some(json!({"cluster": 2})))
+                .unwrap()
+                .cluster,
+            2
+        );
     }
 
     #[test]

@@ -132,7 +132,11 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
-pub async fn serve(listener: UnixListener, router: Arc<Router>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: UnixListener,
+    router: Arc<Router>,
+    shutdown: impl Future<Output = ()>,
+) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
@@ -206,24 +210,39 @@ mod tests {
 
     fn router() -> Router {
         Router::new()
-            .method("echo", |params| async move { Ok(params.unwrap_or(Value::Null)) })
+            .method(
+                "echo",
+                |params| async move { Ok(params.unwrap_or(Value::Null)) },
+            )
             .method("boom", |_| async move { panic!("handler bug") })
     }
 
     #[tokio::test]
     async fn dispatch_success_errors_and_batches() {
         let r = router();
-        let reply = r.handle_value(json!({"jsonrpc":"2.0","method":"echo","params":[1],"id":1})).await;
+        let reply = r
+            .handle_value(json!({"jsonrpc":"2.0","method":"echo","params":[1],"id":1}))
+            .await;
         assert_eq!(reply, Some(json!({"jsonrpc":"2.0","id":1,"result":[1]})));
 
-        let reply = r.handle_value(json!({"jsonrpc":"2.0","method":"nope","id":2})).await.unwrap();
+        let reply = r
+            .handle_value(json!({"jsonrpc":"2.0","method":"nope","id":2}))
+            .await
+            .unwrap();
         assert_eq!(reply["error"]["code"], codes::METHOD_NOT_FOUND);
 
-        let reply = r.handle_value(json!({"jsonrpc":"2.0","method":"boom","id":3})).await.unwrap();
+        let reply = r
+            .handle_value(json!({"jsonrpc":"2.0","method":"boom","id":3}))
+            .await
+            .unwrap();
         assert_eq!(reply["error"]["code"], codes::INTERNAL_ERROR);
 
         // A notification gets no answer.
-        assert_eq!(r.handle_value(json!({"jsonrpc":"2.0","method":"echo"})).await, None);
+        assert_eq!(
+            r.handle_value(json!({"jsonrpc":"2.0","method":"echo"}))
+                .await,
+            None
+        );
 
         let reply = r
             .handle_value(json!([
@@ -246,7 +265,10 @@ mod tests {
     async fn rpc_get_methods_lists_everything() {
         let names = router().call("rpc_get_methods", None).await.unwrap();
         assert_eq!(names, json!(["boom", "echo", "rpc_get_methods"]));
-        let err = router().call("rpc_get_methods", Some(json!({"bogus": 1}))).await.unwrap_err();
+        let err = router()
+            .call("rpc_get_methods", Some(json!({"bogus": 1})))
+            .await
+            .unwrap_err();
         assert_eq!(err.code, codes::INVALID_PARAMS);
     }
 
@@ -271,7 +293,9 @@ mod tests {
         let result = client.call("echo", Some(json!({"k": "v"}))).await.unwrap();
         assert_eq!(result, json!({"k": "v"}));
         let err = client.call("missing", None).await.unwrap_err();
-        assert!(matches!(err, crate::jsonrpc::CallError::Rpc(e) if e.code == codes::METHOD_NOT_FOUND));
+        assert!(
+            matches!(err, crate::jsonrpc::CallError::Rpc(e) if e.code == codes::METHOD_NOT_FOUND)
+        );
 
         stop.send(()).unwrap();
         server.await.unwrap();

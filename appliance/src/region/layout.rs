@@ -89,7 +89,8 @@ impl ParticipantSlot {
         self.heartbeat_ns.store(0, Ordering::Relaxed);
         self.heartbeat_count.store(0, Ordering::Relaxed);
         self.pid.store(0, Ordering::Relaxed);
-        self.status.store(SlotStatus::Spawned as u32, Ordering::Relaxed);
+        self.status
+            .store(SlotStatus::Spawned as u32, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Release) + 1
     }
 
@@ -156,7 +157,7 @@ pub struct RegionHeader {
 pub const HEADER_SIZE: usize = std::mem::size_of::<RegionHeader>();
 
 const _: () = assert!(std::mem::size_of::<ParticipantSlot>() == CACHE_LINE);
-const _: () = assert!(HEADER_SIZE % CACHE_LINE == 0);
+const _: () = assert!(HEADER_SIZE.is_multiple_of(CACHE_LINE));
 
 impl RegionHeader {
     pub fn layout_version(&self) -> u32 {

@@ -47,7 +47,9 @@ pub enum RegionError {
         claimed: u64,
         actual: u64,
     },
-    #[error("region describes {count} data clusters, more than the {MAX_DATA_CLUSTERS} this layout holds")]
+    #[error(
+        "region describes {count} data clusters, more than the {MAX_DATA_CLUSTERS} this layout holds"
+    )]
     TooManyClusters { count: u32 },
 }
 
@@ -126,7 +128,11 @@ impl SharedRegion {
             path: path.to_path_buf(),
             source,
         };
-        let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len() as usize;
         if len < HEADER_SIZE {
             return Err(RegionError::TooSmall {
@@ -278,11 +284,17 @@ mod tests {
     fn open_refuses_foreign_or_truncated_files() {
         let dir = tempfile::tempdir().unwrap();
         let (_file, path) = sized_file(dir.path(), 1 << 16);
-        assert!(matches!(SharedRegion::open(&path), Err(RegionError::BadMagic { .. })));
+        assert!(matches!(
+            SharedRegion::open(&path),
+            Err(RegionError::BadMagic { .. })
+        ));
 
         let small = dir.path().join("small.region");
         std::fs::write(&small, [0u8; 100]).unwrap();
-        assert!(matches!(SharedRegion::open(&small), Err(RegionError::TooSmall { .. })));
+        assert!(matches!(
+            SharedRegion::open(&small),
+            Err(RegionError::TooSmall { .. })
+        ));
     }
 
     #[test]
@@ -291,6 +303,9 @@ mod tests {
         let (file, path) = sized_file(dir.path(), 1 << 16);
         let _owner = SharedRegion::initialise(&file, &path, 1 << 16, SPEC, false).unwrap();
         file.set_len(1 << 17).unwrap();
-        assert!(matches!(SharedRegion::open(&path), Err(RegionError::SizeMismatch { .. })));
+        assert!(matches!(
+            SharedRegion::open(&path),
+            Err(RegionError::SizeMismatch { .. })
+        ));
     }
 }

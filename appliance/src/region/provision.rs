@@ -105,7 +105,9 @@ impl ProvisionedRegion {
     }
 
     pub fn region(&self) -> &SharedRegion {
-        self.region.as_ref().expect("region is present until teardown")
+        self.region
+            .as_ref()
+            .expect("region is present until teardown")
     }
 
     /// Unmaps the region, removes its file, unmounts what was mounted and
@@ -128,7 +130,9 @@ impl Drop for ProvisionedRegion {
 /// `shoal-<hash of the state directory>.region`: unique per appliance
 /// instance, stable across its restarts.
 pub fn region_file_name(state_dir: &Path) -> String {
-    let canonical = state_dir.canonicalize().unwrap_or_else(|_| state_dir.to_path_buf());
+    let canonical = state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_path_buf());
     // FNV-1a: tiny, and stable across Rust releases unlike DefaultHasher.
     let hash = canonical
         .as_os_str()
@@ -164,13 +168,17 @@ fn on_hugetlbfs(
             page_size,
             backing: Backing::Hugetlbfs,
         };
-        let region = SharedRegion::initialise(&file, &path, size as usize, spec, true)
-            .map_err(|e| match e {
+        let region = SharedRegion::initialise(&file, &path, size as usize, spec, true).map_err(
+            |e| match e {
                 RegionError::Map { errno, .. } => {
-                    format!("mapping {pages} hugepages of {} KiB failed: {errno}", page_size / 1024)
+                    format!(
+                        "mapping {pages} hugepages of {} KiB failed: {errno}",
+                        page_size / 1024
+                    )
                 }
                 other => other.to_string(),
-            })?;
+            },
+        )?;
         tracing::info!(
             path = %path.display(),
             size_mib = size / MIB,
@@ -209,7 +217,12 @@ fn hugetlbfs_dir(
             .iter()
             .find(|m| &m.path == wanted)
             .map(|m| m.path.clone())
-            .ok_or_else(|| format!("memory.hugetlbfs_mount {} is not a hugetlbfs mount", wanted.display()));
+            .ok_or_else(|| {
+                format!(
+                    "memory.hugetlbfs_mount {} is not a hugetlbfs mount",
+                    wanted.display()
+                )
+            });
     }
     if let Some(found) = mounts.iter().find(|m| m.page_size == page_size) {
         return Ok(found.path.clone());
@@ -224,7 +237,12 @@ fn hugetlbfs_dir(
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some(options.as_str()),
     )
-    .map_err(|errno| format!("no hugetlbfs mounted and mounting one at {} failed: {errno}", dir.display()))?;
+    .map_err(|errno| {
+        format!(
+            "no hugetlbfs mounted and mounting one at {} failed: {errno}",
+            dir.display()
+        )
+    })?;
     tracing::info!(path = %dir.display(), "mounted hugetlbfs");
     undo.mounted = Some(dir.clone());
     Ok(dir)
@@ -232,8 +250,14 @@ fn hugetlbfs_dir(
 
 /// Makes sure `pages` pages are available, reserving the shortfall when
 /// allowed.
-fn ensure_pages(config: &MemoryConfig, page_size: u64, pages: u64, undo: &mut Undo) -> Result<(), String> {
-    let pool = hugepages::pool(page_size).map_err(|e| format!("cannot read the hugepage pool: {e}"))?;
+fn ensure_pages(
+    config: &MemoryConfig,
+    page_size: u64,
+    pages: u64,
+    undo: &mut Undo,
+) -> Result<(), String> {
+    let pool =
+        hugepages::pool(page_size).map_err(|e| format!("cannot read the hugepage pool: {e}"))?;
     let shortfall = pages.saturating_sub(pool.available());
     if shortfall == 0 {
         return Ok(());
@@ -247,7 +271,10 @@ fn ensure_pages(config: &MemoryConfig, page_size: u64, pages: u64, undo: &mut Un
         )
     };
     if !config.reserve_hugepages {
-        return Err(format!("{}; memory.reserve_hugepages is false", describe(pool)));
+        return Err(format!(
+            "{}; memory.reserve_hugepages is false",
+            describe(pool)
+        ));
     }
     if !Uid::effective().is_root() {
         return Err(format!("{}; reserving more needs root", describe(pool)));
@@ -258,9 +285,13 @@ fn ensure_pages(config: &MemoryConfig, page_size: u64, pages: u64, undo: &mut Un
         undo.reserved = Some((page_size, added as u64));
         tracing::info!(pages = added, "reserved hugepages for the shared region");
     }
-    let after = hugepages::pool(page_size).map_err(|e| format!("cannot read the hugepage pool: {e}"))?;
+    let after =
+        hugepages::pool(page_size).map_err(|e| format!("cannot read the hugepage pool: {e}"))?;
     if after.available() < pages {
-        return Err(format!("{}; the kernel granted only {added} more", describe(after)));
+        return Err(format!(
+            "{}; the kernel granted only {added} more",
+            describe(after)
+        ));
     }
     Ok(())
 }
@@ -306,7 +337,9 @@ fn in_shared_memory(
 /// sizes it (a whole number of pages on hugetlbfs).
 fn create_region_file(path: &Path, len: u64, undo: &mut Undo) -> std::io::Result<File> {
     match std::fs::remove_file(path) {
-        Ok(()) => tracing::info!(path = %path.display(), "removed a region file left by an earlier run"),
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "removed a region file left by an earlier run")
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -345,7 +378,10 @@ mod tests {
         };
         let provisioned = ProvisionedRegion::create(&config, state.path(), 3).unwrap();
         let path = provisioned.region().path().to_path_buf();
-        assert_eq!(provisioned.region().header().backing(), Some(Backing::SharedMemory));
+        assert_eq!(
+            provisioned.region().header().backing(),
+            Some(Backing::SharedMemory)
+        );
         assert_eq!(provisioned.region().len(), 2 << 20);
         assert!(SharedRegion::open(&path).is_ok());
         assert!(provisioned.teardown().is_empty());

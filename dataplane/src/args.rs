@@ -1,0 +1,33 @@
+//! Command line of `shoal-dataplane`, as the supervisor passes it.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "shoal-dataplane",
+    version,
+    about = "Shoal I/O engine for one data cluster"
+)]
+pub struct Args {
+    /// Index of the data cluster this process runs.
+    #[arg(long)]
+    pub cluster: u32,
+    /// The appliance's shared region (created by shoald).
+    #[arg(long, value_name = "PATH")]
+    pub region: PathBuf,
+    /// JSON-RPC control socket to serve.
+    #[arg(long, value_name = "PATH")]
+    pub rpc_socket: PathBuf,
+    /// Reactor cores this cluster runs.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cores: u32,
+    /// CPUs assigned to the cluster, comma separated (informational when
+    /// shoald did not pin).
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub cpus: Vec<usize>,
+    /// Heartbeat period in milliseconds.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub heartbeat_interval_ms: u64,
+}
