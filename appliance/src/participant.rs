@@ -132,3 +132,62 @@ pub async fn stop_requested() -> std::io::Result<&'static str> {
         _ = int.recv() => "SIGINT",
     })
 }
+
+impl Participant {
+    /// The lifecycle every child shares: report running, heartbeat, wait for
+    /// SIGTERM/SIGINT, report stopping, run `drain` (close sockets, finish
+    /// work), report stopped.
+    pub async fn run_until_stopped<F, Fut>(
+        self: &Arc<Self>,
+        heartbeat_every: Duration,
+        drain: F,
+    ) -> std::io::Result<()>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        self.beat();
+        self.set_status(SlotStatus::Running);
+        let heartbeat = self.spawn_heartbeat(heartbeat_every);
+        tracing::info!("{} running", self.id);
+        let signal = stop_requested().await?;
+        tracing::info!("{signal} received: stopping");
+        self.set_status(SlotStatus::Stopping);
+        heartbeat.abort();
+        drain().await;
+        self.set_status(SlotStatus::Stopped);
+        tracing::info!("{} stopped", self.id);
+        Ok(())
+    }
+}
+
+/// `main` of a child binary: builds the runtime, runs `service`, and turns
+/// its outcome into the exit code shoald reads (0 clean, 1 failure).
+pub fn child_main<Fut>(multi_thread: bool, service: Fut) -> std::process::ExitCode
+where
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(service) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shoal_appliance::logging::{self, Role};
+use shoal_appliance::participant::child_main;
 use shoal_dataplane::args::Args;
 
 fn main() -> ExitCode {
@@ -11,21 +12,5 @@ fn main() -> ExitCode {
     logging::init(Role::Dataplane {
         cluster: args.cluster,
     });
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(shoal_dataplane::service::run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    child_main(false, shoal_dataplane::service::run(args))
 }

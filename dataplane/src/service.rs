@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use shoal_appliance::jsonrpc;
-use shoal_appliance::participant::{Participant, SlotId, stop_requested};
-use shoal_appliance::region::layout::SlotStatus;
+use shoal_appliance::participant::{Participant, SlotId};
 
 use crate::args::Args;
 
@@ -33,24 +32,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let _ = server_stopped.await;
         },
     ));
+    tracing::info!(socket = %args.rpc_socket.display(), "JSON-RPC listening");
 
-    participant.beat();
-    participant.set_status(SlotStatus::Running);
-    let heartbeat = participant.spawn_heartbeat(Duration::from_millis(args.heartbeat_interval_ms));
-    tracing::info!(socket = %args.rpc_socket.display(), "data cluster running");
-
-    let signal = stop_requested()
+    let heartbeat_every = Duration::from_millis(args.heartbeat_interval_ms);
+    participant
+        .run_until_stopped(heartbeat_every, || async {
+            let _ = stop_server.send(());
+            let _ = server.await;
+            if let Err(e) = std::fs::remove_file(&args.rpc_socket) {
+                tracing::warn!("cannot remove {}: {e}", args.rpc_socket.display());
+            }
+        })
         .await
-        .context("cannot install signal handlers")?;
-    tracing::info!("{signal} received: stopping");
-    participant.set_status(SlotStatus::Stopping);
-    heartbeat.abort();
-    let _ = stop_server.send(());
-    let _ = server.await;
-    if let Err(e) = std::fs::remove_file(&args.rpc_socket) {
-        tracing::warn!("cannot remove {}: {e}", args.rpc_socket.display());
-    }
-    participant.set_status(SlotStatus::Stopped);
-    tracing::info!("data cluster stopped");
-    Ok(())
+        .context("cannot install signal handlers")
 }

@@ -4,26 +4,11 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use shoal_appliance::logging::{self, Role};
+use shoal_appliance::participant::child_main;
 use shoal_management::args::Args;
 
 fn main() -> ExitCode {
     let args = Args::parse();
     logging::init(Role::Management);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(shoal_management::service::run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    child_main(true, shoal_management::service::run(args))
 }

@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use shoal_appliance::participant::{Participant, SlotId, stop_requested};
-use shoal_appliance::region::layout::SlotStatus;
+use shoal_appliance::participant::{Participant, SlotId};
 
 use crate::args::Args;
 
@@ -15,18 +14,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Participant::join(&args.region, SlotId::Control)
             .with_context(|| format!("cannot join the shared region {}", args.region.display()))?,
     );
-    participant.beat();
-    participant.set_status(SlotStatus::Running);
-    let heartbeat = participant.spawn_heartbeat(Duration::from_millis(args.heartbeat_interval_ms));
-    tracing::info!(state_dir = %args.state_dir.display(), "management service running");
-
-    let signal = stop_requested()
+    tracing::info!(state_dir = %args.state_dir.display(), "management service starting");
+    let heartbeat_every = Duration::from_millis(args.heartbeat_interval_ms);
+    participant
+        .run_until_stopped(heartbeat_every, || async {})
         .await
-        .context("cannot install signal handlers")?;
-    tracing::info!("{signal} received: stopping");
-    participant.set_status(SlotStatus::Stopping);
-    heartbeat.abort();
-    participant.set_status(SlotStatus::Stopped);
-    tracing::info!("management service stopped");
-    Ok(())
+        .context("cannot install signal handlers")
 }
