@@ -6,5 +6,7 @@
 //! heartbeat there, and serves its JSON-RPC control socket.
 
 pub mod args;
+pub mod bdev;
+pub mod reactor;
 pub mod rpc;
 pub mod service;

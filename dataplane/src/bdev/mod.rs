@@ -1,0 +1,388 @@
+//! The block device layer, after SPDK's bdev.
+//!
+//! A [`Bdev`] is a named block device with a block size, a block count and
+//! a UUID. Its module (malloc, null, uring, raid, ...) implements
+//! [`BdevBackend`]. I/O is never submitted to the bdev itself but to an
+//! [`IoChannel`](channel::IoChannel): one per bdev per reactor, created on
+//! first use and owned by that reactor, so the I/O path shares nothing
+//! between threads. Requests own their buffer ([`IoBuf`]) and get it back
+//! with the completion.
+//!
+//! Virtual bdevs (raid) *claim* their base bdevs: a claimed bdev cannot be
+//! claimed again nor deleted, and neither can an exported one.
+
+pub mod buf;
+pub mod channel;
+pub mod malloc;
+pub mod null;
+pub mod registry;
+pub mod stats;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use nix::errno::Errno;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use buf::IoBuf;
+pub use channel::IoChannel;
+pub use registry::BdevRegistry;
+
+/// Kinds of I/O, SPDK's `spdk_bdev_io_type` subset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IoKind {
+    Read,
+    Write,
+    Flush,
+    Unmap,
+    WriteZeroes,
+    Reset,
+}
+
+impl IoKind {
+    pub const ALL: [IoKind; 6] = [
+        IoKind::Read,
+        IoKind::Write,
+        IoKind::Flush,
+        IoKind::Unmap,
+        IoKind::WriteZeroes,
+        IoKind::Reset,
+    ];
+
+    /// Whether the request carries a data buffer.
+    pub fn has_data(self) -> bool {
+        matches!(self, IoKind::Read | IoKind::Write)
+    }
+}
+
+/// One I/O request. `buf` is present (and exactly `num_blocks` blocks long)
+/// for reads and writes.
+#[derive(Debug)]
+pub struct IoRequest {
+    pub kind: IoKind,
+    pub offset_blocks: u64,
+    pub num_blocks: u64,
+    pub buf: Option<IoBuf>,
+    /// Force unit access: the write is durable when it completes.
+    pub fua: bool,
+}
+
+impl IoRequest {
+    pub fn read(offset_blocks: u64, buf: IoBuf, block_size: u32) -> Self {
+        Self::with_buf(IoKind::Read, offset_blocks, buf, block_size)
+    }
+
+    pub fn write(offset_blocks: u64, buf: IoBuf, block_size: u32) -> Self {
+        Self::with_buf(IoKind::Write, offset_blocks, buf, block_size)
+    }
+
+    fn with_buf(kind: IoKind, offset_blocks: u64, buf: IoBuf, block_size: u32) -> Self {
+        Self {
+            kind,
+            offset_blocks,
+            num_blocks: (buf.len() / block_size as usize) as u64,
+            buf: Some(buf),
+            fua: false,
+        }
+    }
+
+    /// A request without data (flush, unmap, write zeroes, reset).
+    pub fn range(kind: IoKind, offset_blocks: u64, num_blocks: u64) -> Self {
+        Self {
+            kind,
+            offset_blocks,
+            num_blocks,
+            buf: None,
+            fua: false,
+        }
+    }
+}
+
+/// Why an I/O failed. Each maps to the errno NBD and NVMe front-ends report.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IoError {
+    #[error("I/O error")]
+    Io,
+    #[error("blocks {offset}..{end} are beyond the device's {num_blocks} blocks")]
+    OutOfRange { offset: u64, end: u64, num_blocks: u64 },
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
+    #[error("operation not supported by this device")]
+    NotSupported,
+    #[error("device is being removed")]
+    Removed,
+}
+
+impl IoError {
+    pub fn errno(&self) -> Errno {
+        match self {
+            IoError::Io => Errno::EIO,
+            IoError::OutOfRange { .. } | IoError::Invalid(_) => Errno::EINVAL,
+            IoError::NotSupported => Errno::EOPNOTSUPP,
+            IoError::Removed => Errno::ESHUTDOWN,
+        }
+    }
+}
+
+/// A finished request: the buffer comes back with the result.
+#[derive(Debug)]
+pub struct IoCompletion {
+    pub buf: Option<IoBuf>,
+    pub result: Result<(), IoError>,
+}
+
+impl IoCompletion {
+    pub fn new(buf: Option<IoBuf>, result: Result<(), IoError>) -> Self {
+        Self { buf, result }
+    }
+}
+
+/// The future of one I/O; runs on the reactor that submitted it.
+pub type IoFuture = Pin<Box<dyn Future<Output = IoCompletion>>>;
+
+/// What a bdev module implements.
+pub trait BdevBackend: Send + Sync + 'static {
+    /// The module's name ("malloc", "null", "uring", "raid"); delete RPCs
+    /// refuse a bdev of another module.
+    fn module(&self) -> &'static str;
+
+    /// SPDK's `product_name`, e.g. "Malloc disk".
+    fn product_name(&self) -> &'static str;
+
+    fn supports(&self, kind: IoKind) -> bool;
+
+    /// Creates this module's per-reactor state. Called on the reactor that
+    /// will use it.
+    fn create_channel(&self) -> Box<dyn BackendChannel>;
+
+    /// Module details for `bdev_get_bdevs`, under `driver_specific`.
+    fn driver_specific(&self) -> Option<(&'static str, Value)> {
+        None
+    }
+
+    /// Bdevs this one is built on (virtual bdevs), released on delete.
+    fn base_bdevs(&self) -> Vec<Arc<Bdev>> {
+        Vec::new()
+    }
+}
+
+/// A module's per-reactor I/O path. `submit` is only called with requests
+/// the generic layer validated (in range, buffer sized, kind supported).
+pub trait BackendChannel {
+    fn submit(&self, io: IoRequest) -> IoFuture;
+}
+
+/// Failures of bdev management, reported over JSON-RPC as `-errno`.
+#[derive(Debug, thiserror::Error)]
+pub enum BdevError {
+    #[error("bdev {0} already exists")]
+    Exists(String),
+    #[error("bdev {0} not found")]
+    NotFound(String),
+    #[error("bdev {name} is in use by {user}")]
+    Busy { name: String, user: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+}
+
+impl BdevError {
+    pub fn errno(&self) -> Errno {
+        match self {
+            BdevError::Exists(_) => Errno::EEXIST,
+            BdevError::NotFound(_) => Errno::ENODEV,
+            BdevError::Busy { .. } => Errno::EBUSY,
+            BdevError::Invalid(_) => Errno::EINVAL,
+            BdevError::Io { source, .. } => source.raw_os_error().map_or(Errno::EIO, Errno::from_raw),
+        }
+    }
+}
+
+impl From<BdevError> for shoal_appliance::jsonrpc::RpcError {
+    fn from(error: BdevError) -> Self {
+        shoal_appliance::jsonrpc::RpcError::errno(error.errno(), error.to_string())
+    }
+}
+
+/// Geometry and identity every bdev has.
+#[derive(Debug, Clone)]
+pub struct BdevSpec {
+    pub name: String,
+    pub uuid: Option<Uuid>,
+    pub block_size: u32,
+    pub num_blocks: u64,
+}
+
+/// Largest supported block size.
+pub const MAX_BLOCK_SIZE: u32 = 64 * 1024;
+
+impl BdevSpec {
+    /// Checks the geometry: a power-of-two block size from 512 bytes to
+    /// 64 KiB, at least one block, a usable name.
+    pub fn validate(&self) -> Result<(), BdevError> {
+        if self.name.is_empty() || self.name.len() > 255 || self.name.chars().any(|c| c.is_control() || c == '/') {
+            return Err(BdevError::Invalid(format!(
+                "bdev name {:?} must be 1 to 255 characters without '/' or control characters",
+                self.name
+            )));
+        }
+        if !self.block_size.is_power_of_two() || !(512..=MAX_BLOCK_SIZE).contains(&self.block_size) {
+            return Err(BdevError::Invalid(format!(
+                "block_size {} must be a power of two from 512 to {MAX_BLOCK_SIZE}",
+                self.block_size
+            )));
+        }
+        if self.num_blocks == 0 {
+            return Err(BdevError::Invalid("num_blocks must be at least 1".into()));
+        }
+        if self.num_blocks.checked_mul(u64::from(self.block_size)).is_none() {
+            return Err(BdevError::Invalid("num_blocks x block_size overflows 64 bits".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A registered block device.
+pub struct Bdev {
+    id: u64,
+    name: String,
+    uuid: Uuid,
+    block_size: u32,
+    num_blocks: u64,
+    backend: Box<dyn BdevBackend>,
+    /// The virtual bdev that claimed this one.
+    claimed_by: Mutex<Option<String>>,
+    /// Front-end exports serving this bdev (e.g. "nbd export vol0").
+    exported_by: Mutex<Vec<String>>,
+    /// Statistics of channels already released.
+    retired: Mutex<stats::IoStats>,
+}
+
+impl std::fmt::Debug for Bdev {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bdev")
+            .field("name", &self.name)
+            .field("block_size", &self.block_size)
+            .field("num_blocks", &self.num_blocks)
+            .finish()
+    }
+}
+
+impl Bdev {
+    fn new(id: u64, spec: BdevSpec, backend: Box<dyn BdevBackend>) -> Self {
+        Self {
+            id,
+            name: spec.name,
+            uuid: spec.uuid.unwrap_or_else(Uuid::new_v4),
+            block_size: spec.block_size,
+            num_blocks: spec.num_blocks,
+            backend,
+            claimed_by: Mutex::new(None),
+            exported_by: Mutex::new(Vec::new()),
+            retired: Mutex::new(stats::IoStats::default()),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn uuid(&self) -> Uuid {
+        self.uuid
+    }
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+    pub fn num_blocks(&self) -> u64 {
+        self.num_blocks
+    }
+    pub fn size_bytes(&self) -> u64 {
+        self.num_blocks * u64::from(self.block_size)
+    }
+    pub fn supports(&self, kind: IoKind) -> bool {
+        self.backend.supports(kind)
+    }
+    pub fn backend(&self) -> &dyn BdevBackend {
+        self.backend.as_ref()
+    }
+
+    /// Claims this bdev for `owner` (a virtual bdev). One claim at a time.
+    pub fn claim(&self, owner: &str) -> Result<(), BdevError> {
+        let mut claimed = self.claimed_by.lock().expect("claim lock");
+        if let Some(existing) = claimed.as_ref() {
+            return Err(BdevError::Busy {
+                name: self.name.clone(),
+                user: format!("bdev {existing}"),
+            });
+        }
+        *claimed = Some(owner.to_string());
+        Ok(())
+    }
+
+    pub fn release_claim(&self) {
+        *self.claimed_by.lock().expect("claim lock") = None;
+    }
+
+    pub fn claimed_by(&self) -> Option<String> {
+        self.claimed_by.lock().expect("claim lock").clone()
+    }
+
+    /// Records that a front-end serves this bdev; deletion is refused until
+    /// the export is removed.
+    pub fn add_export(&self, export: &str) {
+        self.exported_by.lock().expect("export lock").push(export.to_string());
+    }
+
+    pub fn remove_export(&self, export: &str) {
+        self.exported_by.lock().expect("export lock").retain(|e| e != export);
+    }
+
+    pub fn exports(&self) -> Vec<String> {
+        self.exported_by.lock().expect("export lock").clone()
+    }
+
+    /// Statistics folded in from channels already released.
+    pub fn retired_stats(&self) -> stats::IoStats {
+        *self.retired.lock().expect("stats lock")
+    }
+
+    pub(crate) fn retire_stats(&self, stats: &stats::IoStats) {
+        self.retired.lock().expect("stats lock").add(stats);
+    }
+
+    /// The bdev as `bdev_get_bdevs` shows it, SPDK's field names.
+    pub fn describe(&self) -> Value {
+        let mut supported = serde_json::Map::new();
+        for kind in IoKind::ALL {
+            supported.insert(
+                serde_json::to_value(kind).expect("kind serialises").as_str().expect("string").to_string(),
+                self.supports(kind).into(),
+            );
+        }
+        let mut driver_specific = serde_json::Map::new();
+        if let Some((key, value)) = self.backend.driver_specific() {
+            driver_specific.insert(key.to_string(), value);
+        }
+        serde_json::json!({
+            "name": self.name,
+            "aliases": [],
+            "product_name": self.backend.product_name(),
+            "block_size": self.block_size,
+            "num_blocks": self.num_blocks,
+            "uuid": self.uuid.to_string(),
+            "claimed": self.claimed_by().is_some(),
+            "claimed_by": self.claimed_by(),
+            "exported_by": self.exports(),
+            "zoned": false,
+            "supported_io_types": supported,
+            "driver_specific": driver_specific,
+        })
+    }
+}

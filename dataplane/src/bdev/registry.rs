@@ -1,0 +1,88 @@
+//! The bdevs of this dataplane by name. Only the control path (JSON-RPC)
+//! takes its lock; the I/O path holds `Arc<Bdev>`s and channels.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::{Bdev, BdevBackend, BdevError, BdevSpec};
+
+#[derive(Default)]
+pub struct BdevRegistry {
+    bdevs: Mutex<BTreeMap<String, Arc<Bdev>>>,
+    next_id: AtomicU64,
+}
+
+impl BdevRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a new bdev; names and UUIDs are unique.
+    pub fn register(&self, spec: BdevSpec, backend: Box<dyn BdevBackend>) -> Result<Arc<Bdev>, BdevError> {
+        spec.validate()?;
+        let mut bdevs = self.bdevs.lock().expect("registry lock");
+        if bdevs.contains_key(&spec.name) {
+            return Err(BdevError::Exists(spec.name));
+        }
+        if let Some(uuid) = spec.uuid
+            && let Some(other) = bdevs.values().find(|b| b.uuid() == uuid)
+        {
+            return Err(BdevError::Invalid(format!("uuid {uuid} is already used by bdev {}", other.name())));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let bdev = Arc::new(Bdev::new(id, spec, backend));
+        bdevs.insert(bdev.name().to_string(), Arc::clone(&bdev));
+        tracing::info!(
+            bdev = bdev.name(),
+            module = bdev.backend().module(),
+            block_size = bdev.block_size(),
+            num_blocks = bdev.num_blocks(),
+            "bdev registered"
+        );
+        Ok(bdev)
+    }
+
+    /// A bdev by name or UUID.
+    pub fn get(&self, name: &str) -> Result<Arc<Bdev>, BdevError> {
+        let bdevs = self.bdevs.lock().expect("registry lock");
+        bdevs
+            .get(name)
+            .or_else(|| bdevs.values().find(|b| b.uuid().to_string() == name))
+            .cloned()
+            .ok_or_else(|| BdevError::NotFound(name.to_string()))
+    }
+
+    pub fn list(&self) -> Vec<Arc<Bdev>> {
+        self.bdevs.lock().expect("registry lock").values().cloned().collect()
+    }
+
+    /// Removes bdev `name` of `module`. Refused while the bdev is claimed or
+    /// exported. Releases the claims it held on its base bdevs. The caller
+    /// releases the reactors' channels.
+    pub fn unregister(&self, name: &str, module: &str) -> Result<Arc<Bdev>, BdevError> {
+        let mut bdevs = self.bdevs.lock().expect("registry lock");
+        let bdev = bdevs.get(name).ok_or_else(|| BdevError::NotFound(name.to_string()))?;
+        if bdev.backend().module() != module {
+            return Err(BdevError::NotFound(format!("{name} (it is a {} bdev, not {module})", bdev.backend().module())));
+        }
+        if let Some(owner) = bdev.claimed_by() {
+            return Err(BdevError::Busy {
+                name: name.to_string(),
+                user: format!("bdev {owner}"),
+            });
+        }
+        if let Some(export) = bdev.exports().first() {
+            return Err(BdevError::Busy {
+                name: name.to_string(),
+                user: export.clone(),
+            });
+        }
+        let bdev = bdevs.remove(name).expect("present");
+        for base in bdev.backend().base_bdevs() {
+            base.release_claim();
+        }
+        tracing::info!(bdev = name, "bdev unregistered");
+        Ok(bdev)
+    }
+}
