@@ -1,34 +1,83 @@
 //! I/O buffers: owned, aligned memory handed to a bdev with a request and
 //! handed back with its completion, as io_uring and DMA require.
+//!
+//! A buffer may be split into views that share its allocation (a raid bdev
+//! sends each strip of a request to a different leg without copying). The
+//! allocation lives until its last view is dropped, so a view still owned
+//! by the kernel never points at freed memory.
 
 use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 /// Alignment of every I/O buffer: enough for O_DIRECT on any block size up
 /// to 4 KiB and for page-granular devices.
 pub const IO_BUF_ALIGN: usize = 4096;
 
-/// An aligned, zero-initialised byte buffer.
-pub struct IoBuf {
+struct Allocation {
     ptr: NonNull<u8>,
-    len: usize,
     layout: Layout,
 }
 
-// SAFETY: IoBuf owns its allocation exclusively, like a Box<[u8]>.
-unsafe impl Send for IoBuf {}
-unsafe impl Sync for IoBuf {}
+// SAFETY: the allocation is plain memory; access discipline is IoBuf's.
+unsafe impl Send for Allocation {}
+unsafe impl Sync for Allocation {}
+
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        // SAFETY: allocated in IoBuf::new with this exact layout.
+        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
+    }
+}
+
+/// An aligned, zero-initialised byte buffer, or a view of part of one.
+pub struct IoBuf {
+    alloc: Arc<Allocation>,
+    offset: usize,
+    len: usize,
+}
 
 impl IoBuf {
     /// A zeroed buffer of `len` bytes (at least one page is allocated so the
     /// pointer is always valid and aligned).
     pub fn new(len: usize) -> Self {
-        let layout = Layout::from_size_align(len.max(1).next_multiple_of(IO_BUF_ALIGN), IO_BUF_ALIGN)
-            .expect("I/O buffer size fits a Layout");
+        let layout =
+            Layout::from_size_align(len.max(1).next_multiple_of(IO_BUF_ALIGN), IO_BUF_ALIGN)
+                .expect("I/O buffer size fits a Layout");
         // SAFETY: layout has non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        Self { ptr, len, layout }
+        Self {
+            alloc: Arc::new(Allocation { ptr, layout }),
+            offset: 0,
+            len,
+        }
+    }
+
+    /// A buffer holding a copy of `data`.
+    pub fn from_slice(data: &[u8]) -> Self {
+        let mut buf = Self::new(data.len());
+        buf.as_mut_slice().copy_from_slice(data);
+        buf
+    }
+
+    /// A view of `len` bytes at `offset` sharing this buffer's memory.
+    ///
+    /// # Safety
+    /// While the view lives, nobody may write bytes of the range through
+    /// another buffer while this view is read or written, and nobody may
+    /// read them while this view is written: views handed to concurrent
+    /// I/Os must not overlap unless all of them only read the memory.
+    pub unsafe fn view(&self, offset: usize, len: usize) -> IoBuf {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "view out of bounds"
+        );
+        IoBuf {
+            alloc: Arc::clone(&self.alloc),
+            offset: self.offset + offset,
+            len,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -40,21 +89,24 @@ impl IoBuf {
     }
 
     pub fn as_ptr(&self) -> *const u8 {
-        self.ptr.as_ptr()
+        // SAFETY: offset is within the allocation (checked when viewing).
+        unsafe { self.alloc.ptr.as_ptr().add(self.offset) }
     }
 
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.ptr.as_ptr()
+        // SAFETY: as above.
+        unsafe { self.alloc.ptr.as_ptr().add(self.offset) }
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: ptr is valid for len initialised bytes, owned by self.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        // SAFETY: valid for len initialised bytes; overlapping writers are
+        // excluded by view()'s contract.
+        unsafe { std::slice::from_raw_parts(self.as_ptr(), self.len) }
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as above, and &mut self gives exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        // SAFETY: as above, and &mut self excludes other users of this view.
+        unsafe { std::slice::from_raw_parts_mut(self.as_mut_ptr(), self.len) }
     }
 
     /// Shrinks the visible length (the allocation stays).
@@ -63,16 +115,12 @@ impl IoBuf {
     }
 }
 
-impl Drop for IoBuf {
-    fn drop(&mut self) {
-        // SAFETY: allocated in new() with this exact layout.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
-    }
-}
-
 impl std::fmt::Debug for IoBuf {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IoBuf").field("len", &self.len).finish()
+        f.debug_struct("IoBuf")
+            .field("offset", &self.offset)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
@@ -90,5 +138,26 @@ mod tests {
         buf.truncate(10);
         assert_eq!(buf.len(), 10);
         assert_eq!(IoBuf::new(0).len(), 0);
+    }
+
+    #[test]
+    fn views_share_memory_and_outlive_the_parent() {
+        let parent = IoBuf::from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        // SAFETY: the two views are disjoint and the parent is not used
+        // while they are written.
+        let (mut low, mut high) = unsafe { (parent.view(0, 4), parent.view(4, 4)) };
+        low.as_mut_slice()[0] = 10;
+        high.as_mut_slice()[3] = 80;
+        drop(parent);
+        assert_eq!(low.as_slice(), &[10, 2, 3, 4]);
+        assert_eq!(high.as_slice(), &[5, 6, 7, 80]);
+    }
+
+    #[test]
+    #[should_panic(expected = "view out of bounds")]
+    fn a_view_past_the_end_is_refused() {
+        let parent = IoBuf::new(8);
+        // SAFETY: never reached.
+        let _ = unsafe { parent.view(4, 8) };
     }
 }

@@ -28,15 +28,19 @@ pub struct IoChannel {
 impl Bdev {
     /// This reactor's channel for the bdev, created on first use.
     pub fn channel(self: &Arc<Self>) -> Rc<IoChannel> {
-        CHANNELS.with(|channels| {
-            Rc::clone(channels.borrow_mut().entry(self.id()).or_insert_with(|| {
-                Rc::new(IoChannel {
-                    bdev: Arc::clone(self),
-                    backend: self.backend().create_channel(),
-                    stats: Cell::new(IoStats::default()),
-                })
-            }))
-        })
+        if let Some(channel) = CHANNELS.with(|channels| channels.borrow().get(&self.id()).cloned())
+        {
+            return channel;
+        }
+        // Created outside the table's borrow: a virtual bdev's channel
+        // creates its base bdevs' channels in turn.
+        let channel = Rc::new(IoChannel {
+            bdev: Arc::clone(self),
+            backend: self.backend().create_channel(),
+            stats: Cell::new(IoStats::default()),
+        });
+        CHANNELS.with(|channels| channels.borrow_mut().insert(self.id(), Rc::clone(&channel)));
+        channel
     }
 }
 
@@ -90,7 +94,9 @@ impl IoChannel {
         match (&io.buf, io.kind.has_data()) {
             (Some(buf), true) => {
                 if buf.len() as u64 != io.num_blocks * u64::from(self.bdev.block_size()) {
-                    return Err(IoError::Invalid("buffer length is not num_blocks x block_size"));
+                    return Err(IoError::Invalid(
+                        "buffer length is not num_blocks x block_size",
+                    ));
                 }
                 if io.num_blocks == 0 {
                     return Err(IoError::Invalid("zero-length read or write"));
@@ -123,7 +129,9 @@ mod tests {
     use crate::bdev::{BdevRegistry, BdevSpec, IoBuf, IoKind};
 
     fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         tokio::task::LocalSet::new().block_on(&rt, f)
     }
 
@@ -144,7 +152,10 @@ mod tests {
             assert!(matches!(done.result, Err(IoError::OutOfRange { .. })));
             let mut bad = IoRequest::read(0, IoBuf::new(512), 512);
             bad.num_blocks = 2;
-            assert!(matches!(submit(&bdev, bad).await.result, Err(IoError::Invalid(_))));
+            assert!(matches!(
+                submit(&bdev, bad).await.result,
+                Err(IoError::Invalid(_))
+            ));
             let ok = submit(&bdev, IoRequest::read(6, IoBuf::new(1024), 512)).await;
             assert!(ok.result.is_ok());
             let stats = channel_stats(bdev.id()).unwrap();

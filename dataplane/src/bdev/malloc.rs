@@ -7,7 +7,8 @@ use std::sync::Arc;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous, munmap};
 
 use super::{
-    BackendChannel, Bdev, BdevBackend, BdevError, BdevRegistry, BdevSpec, IoCompletion, IoFuture, IoKind, IoRequest,
+    BackendChannel, Bdev, BdevBackend, BdevError, BdevRegistry, BdevSpec, IoCompletion, IoFuture,
+    IoKind, IoRequest,
 };
 
 /// The device's memory: an anonymous mapping, zero-filled by the kernel on
@@ -27,7 +28,8 @@ unsafe impl Sync for Memory {}
 
 impl Memory {
     fn new(len: usize) -> Result<Self, BdevError> {
-        let length = NonZeroUsize::new(len).ok_or_else(|| BdevError::Invalid("malloc bdev of 0 bytes".into()))?;
+        let length = NonZeroUsize::new(len)
+            .ok_or_else(|| BdevError::Invalid("malloc bdev of 0 bytes".into()))?;
         // SAFETY: a fresh private anonymous mapping.
         let base = unsafe {
             mmap_anonymous(
@@ -114,7 +116,11 @@ impl BackendChannel for MallocChannel {
         // the device size and the buffer length against len.
         match (io.kind, io.buf.as_mut()) {
             (IoKind::Read, Some(buf)) => unsafe {
-                std::ptr::copy_nonoverlapping(self.memory.range(offset, len), buf.as_mut_ptr(), len);
+                std::ptr::copy_nonoverlapping(
+                    self.memory.range(offset, len),
+                    buf.as_mut_ptr(),
+                    len,
+                );
             },
             (IoKind::Write, Some(buf)) => unsafe {
                 std::ptr::copy_nonoverlapping(buf.as_ptr(), self.memory.range(offset, len), len);

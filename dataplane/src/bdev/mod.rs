@@ -15,6 +15,7 @@ pub mod buf;
 pub mod channel;
 pub mod malloc;
 pub mod null;
+pub mod raid;
 pub mod registry;
 pub mod stats;
 
@@ -108,7 +109,11 @@ pub enum IoError {
     #[error("I/O error")]
     Io,
     #[error("blocks {offset}..{end} are beyond the device's {num_blocks} blocks")]
-    OutOfRange { offset: u64, end: u64, num_blocks: u64 },
+    OutOfRange {
+        offset: u64,
+        end: u64,
+        num_blocks: u64,
+    },
     #[error("invalid request: {0}")]
     Invalid(&'static str),
     #[error("operation not supported by this device")]
@@ -188,7 +193,10 @@ pub enum BdevError {
     #[error("{0}")]
     Invalid(String),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 }
 
 impl BdevError {
@@ -198,7 +206,9 @@ impl BdevError {
             BdevError::NotFound(_) => Errno::ENODEV,
             BdevError::Busy { .. } => Errno::EBUSY,
             BdevError::Invalid(_) => Errno::EINVAL,
-            BdevError::Io { source, .. } => source.raw_os_error().map_or(Errno::EIO, Errno::from_raw),
+            BdevError::Io { source, .. } => {
+                source.raw_os_error().map_or(Errno::EIO, Errno::from_raw)
+            }
         }
     }
 }
@@ -225,13 +235,17 @@ impl BdevSpec {
     /// Checks the geometry: a power-of-two block size from 512 bytes to
     /// 64 KiB, at least one block, a usable name.
     pub fn validate(&self) -> Result<(), BdevError> {
-        if self.name.is_empty() || self.name.len() > 255 || self.name.chars().any(|c| c.is_control() || c == '/') {
+        if self.name.is_empty()
+            || self.name.len() > 255
+            || self.name.chars().any(|c| c.is_control() || c == '/')
+        {
             return Err(BdevError::Invalid(format!(
                 "bdev name {:?} must be 1 to 255 characters without '/' or control characters",
                 self.name
             )));
         }
-        if !self.block_size.is_power_of_two() || !(512..=MAX_BLOCK_SIZE).contains(&self.block_size) {
+        if !self.block_size.is_power_of_two() || !(512..=MAX_BLOCK_SIZE).contains(&self.block_size)
+        {
             return Err(BdevError::Invalid(format!(
                 "block_size {} must be a power of two from 512 to {MAX_BLOCK_SIZE}",
                 self.block_size
@@ -240,8 +254,14 @@ impl BdevSpec {
         if self.num_blocks == 0 {
             return Err(BdevError::Invalid("num_blocks must be at least 1".into()));
         }
-        if self.num_blocks.checked_mul(u64::from(self.block_size)).is_none() {
-            return Err(BdevError::Invalid("num_blocks x block_size overflows 64 bits".into()));
+        if self
+            .num_blocks
+            .checked_mul(u64::from(self.block_size))
+            .is_none()
+        {
+            return Err(BdevError::Invalid(
+                "num_blocks x block_size overflows 64 bits".into(),
+            ));
         }
         Ok(())
     }
@@ -337,11 +357,17 @@ impl Bdev {
     /// Records that a front-end serves this bdev; deletion is refused until
     /// the export is removed.
     pub fn add_export(&self, export: &str) {
-        self.exported_by.lock().expect("export lock").push(export.to_string());
+        self.exported_by
+            .lock()
+            .expect("export lock")
+            .push(export.to_string());
     }
 
     pub fn remove_export(&self, export: &str) {
-        self.exported_by.lock().expect("export lock").retain(|e| e != export);
+        self.exported_by
+            .lock()
+            .expect("export lock")
+            .retain(|e| e != export);
     }
 
     pub fn exports(&self) -> Vec<String> {
@@ -362,7 +388,11 @@ impl Bdev {
         let mut supported = serde_json::Map::new();
         for kind in IoKind::ALL {
             supported.insert(
-                serde_json::to_value(kind).expect("kind serialises").as_str().expect("string").to_string(),
+                serde_json::to_value(kind)
+                    .expect("kind serialises")
+                    .as_str()
+                    .expect("string")
+                    .to_string(),
                 self.supports(kind).into(),
             );
         }

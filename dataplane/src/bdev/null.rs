@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use super::{BackendChannel, Bdev, BdevBackend, BdevError, BdevRegistry, BdevSpec, IoCompletion, IoFuture, IoKind, IoRequest};
+use super::{
+    BackendChannel, Bdev, BdevBackend, BdevError, BdevRegistry, BdevSpec, IoCompletion, IoFuture,
+    IoKind, IoRequest,
+};
 
 struct Null;
 

@@ -7,10 +7,13 @@ use std::sync::{Arc, Mutex};
 
 use super::{Bdev, BdevBackend, BdevError, BdevSpec};
 
+/// Bdev ids are unique in the process (reactors key their channels by
+/// id), even across registries.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 #[derive(Default)]
 pub struct BdevRegistry {
     bdevs: Mutex<BTreeMap<String, Arc<Bdev>>>,
-    next_id: AtomicU64,
 }
 
 impl BdevRegistry {
@@ -19,7 +22,11 @@ impl BdevRegistry {
     }
 
     /// Registers a new bdev; names and UUIDs are unique.
-    pub fn register(&self, spec: BdevSpec, backend: Box<dyn BdevBackend>) -> Result<Arc<Bdev>, BdevError> {
+    pub fn register(
+        &self,
+        spec: BdevSpec,
+        backend: Box<dyn BdevBackend>,
+    ) -> Result<Arc<Bdev>, BdevError> {
         spec.validate()?;
         let mut bdevs = self.bdevs.lock().expect("registry lock");
         if bdevs.contains_key(&spec.name) {
@@ -28,9 +35,12 @@ impl BdevRegistry {
         if let Some(uuid) = spec.uuid
             && let Some(other) = bdevs.values().find(|b| b.uuid() == uuid)
         {
-            return Err(BdevError::Invalid(format!("uuid {uuid} is already used by bdev {}", other.name())));
+            return Err(BdevError::Invalid(format!(
+                "uuid {uuid} is already used by bdev {}",
+                other.name()
+            )));
         }
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let bdev = Arc::new(Bdev::new(id, spec, backend));
         bdevs.insert(bdev.name().to_string(), Arc::clone(&bdev));
         tracing::info!(
@@ -54,7 +64,12 @@ impl BdevRegistry {
     }
 
     pub fn list(&self) -> Vec<Arc<Bdev>> {
-        self.bdevs.lock().expect("registry lock").values().cloned().collect()
+        self.bdevs
+            .lock()
+            .expect("registry lock")
+            .values()
+            .cloned()
+            .collect()
     }
 
     /// Removes bdev `name` of `module`. Refused while the bdev is claimed or
@@ -62,9 +77,14 @@ impl BdevRegistry {
     /// releases the reactors' channels.
     pub fn unregister(&self, name: &str, module: &str) -> Result<Arc<Bdev>, BdevError> {
         let mut bdevs = self.bdevs.lock().expect("registry lock");
-        let bdev = bdevs.get(name).ok_or_else(|| BdevError::NotFound(name.to_string()))?;
+        let bdev = bdevs
+            .get(name)
+            .ok_or_else(|| BdevError::NotFound(name.to_string()))?;
         if bdev.backend().module() != module {
-            return Err(BdevError::NotFound(format!("{name} (it is a {} bdev, not {module})", bdev.backend().module())));
+            return Err(BdevError::NotFound(format!(
+                "{name} (it is a {} bdev, not {module})",
+                bdev.backend().module()
+            )));
         }
         if let Some(owner) = bdev.claimed_by() {
             return Err(BdevError::Busy {

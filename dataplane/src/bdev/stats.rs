@@ -72,9 +72,13 @@ impl IoStats {
         self.num_write_zeroes_ops += other.num_write_zeroes_ops;
         self.num_reset_ops += other.num_reset_ops;
         self.read_latency_ticks += other.read_latency_ticks;
-        self.max_read_latency_ticks = self.max_read_latency_ticks.max(other.max_read_latency_ticks);
+        self.max_read_latency_ticks = self
+            .max_read_latency_ticks
+            .max(other.max_read_latency_ticks);
         self.write_latency_ticks += other.write_latency_ticks;
-        self.max_write_latency_ticks = self.max_write_latency_ticks.max(other.max_write_latency_ticks);
+        self.max_write_latency_ticks = self
+            .max_write_latency_ticks
+            .max(other.max_write_latency_ticks);
         self.unmap_latency_ticks += other.unmap_latency_ticks;
         self.num_io_errors += other.num_io_errors;
     }

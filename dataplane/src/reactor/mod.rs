@@ -113,7 +113,10 @@ impl ReactorHandle {
     }
 
     /// Runs `f` on this reactor and waits for its result.
-    pub async fn call<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Option<R> {
+    pub async fn call<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Option<R> {
         let (reply, answer) = oneshot::channel();
         if !self.send(move || {
             let _ = reply.send(f());
@@ -270,7 +273,9 @@ fn run_reactor(
     local.block_on(&runtime, async {
         let tick_stats = Arc::clone(&stats);
         let _tick = poller::Poller::register("reactor_tick", Some(TICK_INTERVAL), move || {
-            tick_stats.last_tick_ns.store(monotonic_ns(), Ordering::Relaxed);
+            tick_stats
+                .last_tick_ns
+                .store(monotonic_ns(), Ordering::Relaxed);
             poller::PollStatus::Idle
         });
         loop {
@@ -297,7 +302,10 @@ mod tests {
     #[test]
     fn messages_run_on_the_target_reactor_and_answer() {
         let reactors = Reactors::start(3, &[], false).unwrap();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let seen = runtime.block_on(reactors.call_all(current));
         assert_eq!(seen, vec![Some(0), Some(1), Some(2)]);
         assert_eq!(current(), None);
@@ -309,7 +317,10 @@ mod tests {
             tokio::task::yield_now().await;
             tx.send((*local + 1, current())).unwrap();
         });
-        assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), (42, Some(1)));
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+            (42, Some(1))
+        );
         reactors.shutdown();
     }
 
@@ -321,7 +332,12 @@ mod tests {
         for handle in reactors.iter() {
             let stats = handle.stats();
             // Parked nearly all the time: busy well under a tenth.
-            assert!(stats.busy_ns() * 10 < stats.idle_ns(), "busy {} idle {}", stats.busy_ns(), stats.idle_ns());
+            assert!(
+                stats.busy_ns() * 10 < stats.idle_ns(),
+                "busy {} idle {}",
+                stats.busy_ns(),
+                stats.idle_ns()
+            );
         }
         reactors.shutdown();
     }

@@ -28,7 +28,11 @@ pub struct Poller {
 
 impl Poller {
     /// Registers `poll` on the current reactor. Must be called on a reactor.
-    pub fn register(name: &'static str, period: Option<Duration>, mut poll: impl FnMut() -> PollStatus + 'static) -> Self {
+    pub fn register(
+        name: &'static str,
+        period: Option<Duration>,
+        mut poll: impl FnMut() -> PollStatus + 'static,
+    ) -> Self {
         let task = tokio::task::spawn_local(async move {
             match period {
                 Some(period) => {
@@ -48,7 +52,8 @@ impl Poller {
                                 tokio::task::yield_now().await;
                             }
                             PollStatus::Idle => {
-                                backoff = (backoff * 2).clamp(Duration::from_millis(1), MAX_IDLE_BACKOFF);
+                                backoff =
+                                    (backoff * 2).clamp(Duration::from_millis(1), MAX_IDLE_BACKOFF);
                                 tokio::time::sleep(backoff).await;
                             }
                         }
@@ -77,7 +82,10 @@ mod tests {
     use std::rc::Rc;
 
     fn on_local<F: std::future::Future>(f: F) -> F::Output {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         tokio::task::LocalSet::new().block_on(&runtime, f)
     }
 
@@ -106,7 +114,11 @@ mod tests {
             let counter = Rc::clone(&runs);
             let _poller = Poller::register("work", None, move || {
                 counter.set(counter.get() + 1);
-                if counter.get() < 1000 { PollStatus::Busy } else { PollStatus::Idle }
+                if counter.get() < 1000 {
+                    PollStatus::Busy
+                } else {
+                    PollStatus::Idle
+                }
             });
             tokio::time::sleep(Duration::from_millis(200)).await;
             // 1000 busy polls complete quickly; idle polls then back off to

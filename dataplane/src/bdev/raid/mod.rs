@@ -1,0 +1,660 @@
+//! `raid`: virtual bdevs built on other bdevs: raid0 (striping), raid1
+//! (mirroring) and concat, SPDK's `bdev_raid` levels.
+//!
+//! A raid bdev claims its base bdevs. Requests are split at strip (raid0)
+//! or leg (concat) boundaries; the pieces go to the legs concurrently as
+//! views of the request's buffer, so no data is copied, and the request
+//! fails if any piece fails.
+//!
+//! raid1 writes every operational leg and succeeds while at least one leg
+//! took the write; a leg that fails an I/O is marked failed and no longer
+//! used (degraded mode, logged once). Reads go round-robin to operational
+//! legs and are retried on the next leg when one fails. There are no
+//! checksums: like md raid1, a leg returning wrong data without an error is
+//! not detected.
+
+pub mod map;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use self::map::{Chunk, ConcatMap, StripeMap};
+use super::{
+    BackendChannel, Bdev, BdevBackend, BdevError, BdevRegistry, BdevSpec, IoBuf, IoChannel,
+    IoCompletion, IoError, IoFuture, IoKind, IoRequest,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RaidLevel {
+    Raid0,
+    Raid1,
+    Concat,
+}
+
+impl RaidLevel {
+    /// Accepts SPDK's spellings: "raid0"/"0", "raid1"/"1", "concat".
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "raid0" | "0" => Some(Self::Raid0),
+            "raid1" | "1" => Some(Self::Raid1),
+            "concat" => Some(Self::Concat),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Raid0 => "raid0",
+            Self::Raid1 => "raid1",
+            Self::Concat => "concat",
+        }
+    }
+}
+
+/// What `bdev_raid_create` asks for.
+#[derive(Debug, Clone)]
+pub struct RaidConfig {
+    pub name: String,
+    pub level: RaidLevel,
+    /// Strip size for raid0 and concat; must be 0 for raid1.
+    pub strip_size_kb: u32,
+    pub base_bdevs: Vec<String>,
+    pub uuid: Option<Uuid>,
+}
+
+/// Most legs one raid bdev may have.
+pub const MAX_BASE_BDEVS: usize = 64;
+
+enum Layout {
+    Stripe(StripeMap),
+    Concat(ConcatMap),
+    Mirror,
+}
+
+struct Raid {
+    state: Arc<RaidState>,
+}
+
+/// What the raid bdev and its channels on every reactor share.
+struct RaidState {
+    name: String,
+    level: RaidLevel,
+    strip_size_kb: u32,
+    legs: Vec<Arc<Bdev>>,
+    layout: Layout,
+    /// raid1: legs taken out of service after an I/O error.
+    failed: Vec<AtomicBool>,
+}
+
+/// Validates `config`, claims the base bdevs and registers the raid bdev.
+pub fn create_raid(registry: &BdevRegistry, config: RaidConfig) -> Result<Arc<Bdev>, BdevError> {
+    let minimum = if config.level == RaidLevel::Raid1 {
+        2
+    } else {
+        1
+    };
+    if config.base_bdevs.len() < minimum || config.base_bdevs.len() > MAX_BASE_BDEVS {
+        return Err(BdevError::Invalid(format!(
+            "{} needs {minimum} to {MAX_BASE_BDEVS} base bdevs, got {}",
+            config.level.name(),
+            config.base_bdevs.len()
+        )));
+    }
+    for (i, name) in config.base_bdevs.iter().enumerate() {
+        if config.base_bdevs[..i].contains(name) {
+            return Err(BdevError::Invalid(format!(
+                "base bdev {name} is listed twice"
+            )));
+        }
+    }
+    let legs = config
+        .base_bdevs
+        .iter()
+        .map(|name| registry.get(name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let block_size = legs[0].block_size();
+    if let Some(odd) = legs.iter().find(|l| l.block_size() != block_size) {
+        return Err(BdevError::Invalid(format!(
+            "base bdev {} has {}-byte blocks, {} has {block_size}: all legs need the same block size",
+            odd.name(),
+            odd.block_size(),
+            legs[0].name()
+        )));
+    }
+    let (layout, num_blocks) = plan_layout(&config, &legs, block_size)?;
+
+    let mut claimed = Vec::new();
+    for leg in &legs {
+        if let Err(e) = leg.claim(&config.name) {
+            claimed.iter().for_each(|l: &&Arc<Bdev>| l.release_claim());
+            return Err(e);
+        }
+        claimed.push(leg);
+    }
+    let raid = RaidState {
+        name: config.name.clone(),
+        level: config.level,
+        strip_size_kb: config.strip_size_kb,
+        failed: legs.iter().map(|_| AtomicBool::new(false)).collect(),
+        legs: legs.clone(),
+        layout,
+    };
+    let spec = BdevSpec {
+        name: config.name,
+        uuid: config.uuid,
+        block_size,
+        num_blocks,
+    };
+    let raid = Raid {
+        state: Arc::new(raid),
+    };
+    registry.register(spec, Box::new(raid)).inspect_err(|_| {
+        legs.iter().for_each(|l| l.release_claim());
+    })
+}
+
+fn plan_layout(
+    config: &RaidConfig,
+    legs: &[Arc<Bdev>],
+    block_size: u32,
+) -> Result<(Layout, u64), BdevError> {
+    let smallest = legs
+        .iter()
+        .map(|l| l.num_blocks())
+        .min()
+        .expect("at least one leg");
+    match config.level {
+        RaidLevel::Raid1 => {
+            if config.strip_size_kb != 0 {
+                return Err(BdevError::Invalid(
+                    "raid1 takes no strip_size_kb (use 0)".into(),
+                ));
+            }
+            Ok((Layout::Mirror, smallest))
+        }
+        RaidLevel::Raid0 | RaidLevel::Concat => {
+            let strip_bytes = u64::from(config.strip_size_kb) * 1024;
+            if !config.strip_size_kb.is_power_of_two() || strip_bytes < u64::from(block_size) {
+                return Err(BdevError::Invalid(format!(
+                    "strip_size_kb {} must be a power of two of at least one block ({block_size} bytes)",
+                    config.strip_size_kb
+                )));
+            }
+            let strip_blocks = strip_bytes / u64::from(block_size);
+            if config.level == RaidLevel::Concat {
+                let sizes: Vec<u64> = legs.iter().map(|l| l.num_blocks()).collect();
+                let map = ConcatMap::new(&sizes);
+                let blocks = map.volume_blocks();
+                return Ok((Layout::Concat(map), blocks));
+            }
+            let map = StripeMap {
+                legs: legs.len(),
+                strip_blocks,
+            };
+            let blocks = map.volume_blocks(smallest);
+            if blocks == 0 {
+                return Err(BdevError::Invalid(format!(
+                    "the smallest base bdev ({smallest} blocks) is smaller than one {}-KiB strip",
+                    config.strip_size_kb
+                )));
+            }
+            Ok((Layout::Stripe(map), blocks))
+        }
+    }
+}
+
+impl RaidState {
+    fn operational(&self) -> usize {
+        self.failed
+            .iter()
+            .filter(|f| !f.load(Ordering::Relaxed))
+            .count()
+    }
+
+    fn state(&self) -> &'static str {
+        match (self.level, self.operational()) {
+            (_, 0) => "offline",
+            (RaidLevel::Raid1, _) => "online",
+            (_, n) if n == self.legs.len() => "online",
+            _ => "offline",
+        }
+    }
+
+    fn mark_failed(&self, leg: usize, error: &IoError) {
+        if !self.failed[leg].swap(true, Ordering::Relaxed) {
+            tracing::error!(
+                raid = self.name,
+                leg = self.legs[leg].name(),
+                "base bdev failed an I/O ({error}); {} of {} legs remain operational",
+                self.operational(),
+                self.legs.len()
+            );
+        }
+    }
+
+    /// `bdev_raid_get_bdevs`' description of this raid.
+    pub fn info(&self) -> Value {
+        json!({
+            "name": self.name,
+            "raid_level": self.level.name(),
+            "strip_size_kb": self.strip_size_kb,
+            "state": self.state(),
+            "num_base_bdevs": self.legs.len(),
+            "num_base_bdevs_discovered": self.legs.len(),
+            "num_base_bdevs_operational": self.operational(),
+            "base_bdevs_list": self.legs.iter().zip(&self.failed).map(|(leg, failed)| json!({
+                "name": leg.name(),
+                "uuid": leg.uuid().to_string(),
+                "is_configured": !failed.load(Ordering::Relaxed),
+                "data_offset": 0,
+                "data_size": leg.num_blocks(),
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+impl BdevBackend for Raid {
+    fn module(&self) -> &'static str {
+        "raid"
+    }
+
+    fn product_name(&self) -> &'static str {
+        "Raid Volume"
+    }
+
+    fn supports(&self, kind: IoKind) -> bool {
+        self.state.legs.iter().all(|leg| leg.supports(kind))
+    }
+
+    fn create_channel(&self) -> Box<dyn BackendChannel> {
+        Box::new(RaidChannel {
+            legs: self.state.legs.iter().map(|leg| leg.channel()).collect(),
+            next_read: Cell::new(0),
+            raid: Arc::clone(&self.state),
+        })
+    }
+
+    fn driver_specific(&self) -> Option<(&'static str, Value)> {
+        Some(("raid", self.state.info()))
+    }
+
+    fn base_bdevs(&self) -> Vec<Arc<Bdev>> {
+        self.state.legs.clone()
+    }
+}
+
+struct RaidChannel {
+    legs: Vec<Rc<IoChannel>>,
+    next_read: Cell<usize>,
+    raid: Arc<RaidState>,
+}
+
+impl BackendChannel for RaidChannel {
+    fn submit(&self, io: IoRequest) -> IoFuture {
+        let raid = Arc::clone(&self.raid);
+        let legs = self.legs.clone();
+        match &self.raid.layout {
+            Layout::Stripe(map) => {
+                let chunks = map.split(io.offset_blocks, io.num_blocks);
+                Box::pin(split_io(raid, legs, io, chunks))
+            }
+            Layout::Concat(map) => {
+                let chunks = map.split(io.offset_blocks, io.num_blocks);
+                Box::pin(split_io(raid, legs, io, chunks))
+            }
+            Layout::Mirror if io.kind == IoKind::Read => {
+                let first = self.next_read.get();
+                self.next_read.set(first.wrapping_add(1));
+                Box::pin(mirror_read(raid, legs, io, first))
+            }
+            Layout::Mirror => Box::pin(mirror_write(raid, legs, io)),
+        }
+    }
+}
+
+/// raid0 and concat: each chunk to its leg, concurrently.
+async fn split_io(
+    raid: Arc<RaidState>,
+    legs: Vec<Rc<IoChannel>>,
+    io: IoRequest,
+    chunks: Vec<Chunk>,
+) -> IoCompletion {
+    if matches!(io.kind, IoKind::Flush | IoKind::Reset) {
+        let all = legs
+            .iter()
+            .map(|leg| leg.submit(IoRequest::range(io.kind, 0, 0)));
+        let result = first_error(join_all(all).await);
+        return IoCompletion::new(io.buf, result);
+    }
+    let block_size = raid.legs[0].block_size() as usize;
+    // One chunk: forward the request itself, no views needed.
+    if let [chunk] = chunks.as_slice() {
+        let forwarded = IoRequest {
+            offset_blocks: chunk.leg_offset,
+            ..io
+        };
+        return legs[chunk.leg].submit(forwarded).await;
+    }
+    let pieces = chunks.iter().map(|chunk| {
+        let buf = io.buf.as_ref().map(|buf| {
+            // SAFETY: chunks cover disjoint ranges of the request, and the
+            // parent buffer is not touched until every piece completed.
+            unsafe {
+                buf.view(
+                    chunk.request_offset as usize * block_size,
+                    chunk.num_blocks as usize * block_size,
+                )
+            }
+        });
+        legs[chunk.leg].submit(IoRequest {
+            kind: io.kind,
+            offset_blocks: chunk.leg_offset,
+            num_blocks: chunk.num_blocks,
+            buf,
+            fua: io.fua,
+        })
+    });
+    let result = first_error(join_all(pieces).await);
+    IoCompletion::new(io.buf, result)
+}
+
+/// raid1 read: round-robin over operational legs, retried on the next one.
+async fn mirror_read(
+    raid: Arc<RaidState>,
+    legs: Vec<Rc<IoChannel>>,
+    io: IoRequest,
+    first: usize,
+) -> IoCompletion {
+    let count = legs.len();
+    let mut buf = io.buf;
+    let mut last_error = IoError::Io;
+    for attempt in 0..count {
+        let leg = (first + attempt) % count;
+        if raid.failed[leg].load(Ordering::Relaxed) {
+            continue;
+        }
+        let completion = legs[leg]
+            .submit(IoRequest {
+                kind: IoKind::Read,
+                offset_blocks: io.offset_blocks,
+                num_blocks: io.num_blocks,
+                buf: buf.take(),
+                fua: false,
+            })
+            .await;
+        buf = completion.buf;
+        match completion.result {
+            Ok(()) => return IoCompletion::new(buf, Ok(())),
+            Err(error) => {
+                raid.mark_failed(leg, &error);
+                last_error = error;
+            }
+        }
+    }
+    IoCompletion::new(buf, Err(last_error))
+}
+
+/// raid1 write (and unmap, write zeroes, flush, reset): every operational
+/// leg; succeeds if at least one leg did.
+async fn mirror_write(
+    raid: Arc<RaidState>,
+    legs: Vec<Rc<IoChannel>>,
+    io: IoRequest,
+) -> IoCompletion {
+    let targets: Vec<usize> = (0..legs.len())
+        .filter(|&leg| !raid.failed[leg].load(Ordering::Relaxed))
+        .collect();
+    let len = io.buf.as_ref().map_or(0, IoBuf::len);
+    let writes = targets.iter().map(|&leg| {
+        // SAFETY: every leg only reads the buffer (it is a write's data).
+        let buf = io.buf.as_ref().map(|buf| unsafe { buf.view(0, len) });
+        legs[leg].submit(IoRequest {
+            kind: io.kind,
+            offset_blocks: io.offset_blocks,
+            num_blocks: io.num_blocks,
+            buf,
+            fua: io.fua,
+        })
+    });
+    let results = join_all(writes).await;
+    let mut succeeded = 0;
+    let mut last_error = IoError::Io;
+    for (&leg, completion) in targets.iter().zip(results) {
+        match completion.result {
+            Ok(()) => succeeded += 1,
+            Err(error) => {
+                raid.mark_failed(leg, &error);
+                last_error = error;
+            }
+        }
+    }
+    let result = if succeeded > 0 {
+        Ok(())
+    } else {
+        Err(last_error)
+    };
+    IoCompletion::new(io.buf, result)
+}
+
+fn first_error(completions: Vec<IoCompletion>) -> Result<(), IoError> {
+    completions
+        .into_iter()
+        .find_map(|c| c.result.err())
+        .map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bdev::channel::submit;
+    use crate::bdev::malloc::create_malloc;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        tokio::task::LocalSet::new().block_on(&rt, f)
+    }
+
+    fn malloc(registry: &BdevRegistry, name: &str, blocks: u64) -> Arc<Bdev> {
+        let spec = BdevSpec {
+            name: name.into(),
+            uuid: None,
+            block_size: 512,
+            num_blocks: blocks,
+        };
+        create_malloc(registry, spec).unwrap()
+    }
+
+    fn config(name: &str, level: RaidLevel, strip_size_kb: u32, legs: &[&str]) -> RaidConfig {
+        RaidConfig {
+            name: name.into(),
+            level,
+            strip_size_kb,
+            base_bdevs: legs.iter().map(|s| s.to_string()).collect(),
+            uuid: None,
+        }
+    }
+
+    /// Every block of the volume gets its own index as content.
+    fn pattern(blocks: u64) -> IoBuf {
+        let mut buf = IoBuf::new(blocks as usize * 512);
+        for (i, block) in buf.as_mut_slice().chunks_mut(512).enumerate() {
+            block.fill((i % 251) as u8);
+        }
+        buf
+    }
+
+    #[test]
+    fn raid0_places_strips_round_robin_and_reads_back() {
+        let registry = BdevRegistry::new();
+        let legs = [malloc(&registry, "a", 70), malloc(&registry, "b", 64)];
+        let raid = create_raid(&registry, config("r0", RaidLevel::Raid0, 4, &["a", "b"])).unwrap();
+        // Whole 8-block strips of the smaller leg, times two legs.
+        assert_eq!(raid.num_blocks(), 128);
+        block_on(async {
+            let written = submit(&raid, IoRequest::write(0, pattern(128), 512)).await;
+            assert!(written.result.is_ok());
+            let read = submit(&raid, IoRequest::read(0, IoBuf::new(128 * 512), 512)).await;
+            assert_eq!(read.buf.unwrap().as_slice(), pattern(128).as_slice());
+            // Strip 1 (volume blocks 8..16) is leg b's first strip.
+            let leg = submit(&legs[1], IoRequest::read(0, IoBuf::new(8 * 512), 512)).await;
+            assert!(
+                leg.buf
+                    .unwrap()
+                    .as_slice()
+                    .chunks(512)
+                    .enumerate()
+                    .all(|(i, b)| b[0] == (8 + i) as u8)
+            );
+            // An unaligned request across three strips.
+            let read = submit(&raid, IoRequest::read(5, IoBuf::new(20 * 512), 512)).await;
+            let whole = pattern(128);
+            assert_eq!(
+                read.buf.unwrap().as_slice(),
+                &whole.as_slice()[5 * 512..25 * 512]
+            );
+        });
+    }
+
+    #[test]
+    fn claims_prevent_reuse_and_deletion_until_the_raid_goes() {
+        let registry = BdevRegistry::new();
+        malloc(&registry, "a", 64);
+        malloc(&registry, "b", 64);
+        create_raid(&registry, config("r1", RaidLevel::Raid1, 0, &["a", "b"])).unwrap();
+        let again = create_raid(&registry, config("r2", RaidLevel::Concat, 4, &["a"])).unwrap_err();
+        assert!(matches!(again, BdevError::Busy { .. }), "{again}");
+        let delete = registry.unregister("a", "malloc").unwrap_err();
+        assert!(matches!(delete, BdevError::Busy { .. }), "{delete}");
+        registry.unregister("r1", "raid").unwrap();
+        registry.unregister("a", "malloc").unwrap();
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_and_claim_nothing() {
+        let registry = BdevRegistry::new();
+        malloc(&registry, "a", 64);
+        malloc(&registry, "b", 64);
+        let cases = [
+            config("x", RaidLevel::Raid1, 0, &["a"]),
+            config("x", RaidLevel::Raid0, 3, &["a", "b"]),
+            config("x", RaidLevel::Raid0, 64, &["a", "b"]),
+            config("x", RaidLevel::Raid1, 4, &["a", "b"]),
+            config("x", RaidLevel::Raid0, 4, &["a", "a"]),
+            config("x", RaidLevel::Raid0, 4, &["a", "missing"]),
+        ];
+        for case in cases {
+            assert!(create_raid(&registry, case.clone()).is_err(), "{case:?}");
+        }
+        assert!(registry.list().iter().all(|b| b.claimed_by().is_none()));
+    }
+
+    /// A leg that fails every I/O.
+    struct Broken;
+    struct BrokenChannel;
+    impl BdevBackend for Broken {
+        fn module(&self) -> &'static str {
+            "broken"
+        }
+        fn product_name(&self) -> &'static str {
+            "Broken disk"
+        }
+        fn supports(&self, _: IoKind) -> bool {
+            true
+        }
+        fn create_channel(&self) -> Box<dyn BackendChannel> {
+            Box::new(BrokenChannel)
+        }
+    }
+    impl BackendChannel for BrokenChannel {
+        fn submit(&self, io: IoRequest) -> IoFuture {
+            Box::pin(std::future::ready(IoCompletion::new(
+                io.buf,
+                Err(IoError::Io),
+            )))
+        }
+    }
+
+    #[test]
+    fn raid1_survives_a_failing_leg_and_fails_cleanly_without_legs() {
+        let registry = BdevRegistry::new();
+        malloc(&registry, "good", 64);
+        let spec = BdevSpec {
+            name: "bad".into(),
+            uuid: None,
+            block_size: 512,
+            num_blocks: 64,
+        };
+        registry.register(spec, Box::new(Broken)).unwrap();
+        let raid = create_raid(
+            &registry,
+            config("m", RaidLevel::Raid1, 0, &["bad", "good"]),
+        )
+        .unwrap();
+        block_on(async {
+            assert!(
+                submit(&raid, IoRequest::write(0, pattern(64), 512))
+                    .await
+                    .result
+                    .is_ok()
+            );
+            for _ in 0..4 {
+                let read = submit(&raid, IoRequest::read(0, IoBuf::new(64 * 512), 512)).await;
+                assert!(read.result.is_ok());
+                assert_eq!(read.buf.unwrap().as_slice(), pattern(64).as_slice());
+            }
+        });
+        let info = raid.describe()["driver_specific"]["raid"].clone();
+        assert_eq!(info["num_base_bdevs_operational"], 1);
+        assert_eq!(info["state"], "online");
+
+        let registry = BdevRegistry::new();
+        for name in ["x", "y"] {
+            let spec = BdevSpec {
+                name: name.into(),
+                uuid: None,
+                block_size: 512,
+                num_blocks: 8,
+            };
+            registry.register(spec, Box::new(Broken)).unwrap();
+        }
+        let raid =
+            create_raid(&registry, config("dead", RaidLevel::Raid1, 0, &["x", "y"])).unwrap();
+        block_on(async {
+            let write = submit(&raid, IoRequest::write(0, pattern(8), 512)).await;
+            assert_eq!(write.result, Err(IoError::Io));
+            let read = submit(&raid, IoRequest::read(0, IoBuf::new(512), 512)).await;
+            assert_eq!(read.result, Err(IoError::Io));
+        });
+        assert_eq!(
+            raid.describe()["driver_specific"]["raid"]["state"],
+            "offline"
+        );
+    }
+
+    #[test]
+    fn concat_appends_legs() {
+        let registry = BdevRegistry::new();
+        malloc(&registry, "a", 10);
+        let b = malloc(&registry, "b", 20);
+        let raid = create_raid(&registry, config("c", RaidLevel::Concat, 1, &["a", "b"])).unwrap();
+        assert_eq!(raid.num_blocks(), 30);
+        block_on(async {
+            assert!(
+                submit(&raid, IoRequest::write(0, pattern(30), 512))
+                    .await
+                    .result
+                    .is_ok()
+            );
+            let leg = submit(&b, IoRequest::read(0, IoBuf::new(512), 512)).await;
+            assert_eq!(leg.buf.unwrap().as_slice()[0], 10);
+        });
+    }
+}
