@@ -18,6 +18,7 @@ pub mod null;
 pub mod raid;
 pub mod registry;
 pub mod stats;
+pub mod uring;
 
 use std::future::Future;
 use std::pin::Pin;
