@@ -121,6 +121,7 @@ pub struct DataplaneConfig {
     pub discovery_port: u16,
     pub nbd_base_port: u16,
     pub rpc_socket_dir: PathBuf,
+    pub startup_config_dir: PathBuf,
 }
 
 impl Default for ApplianceConfig {
@@ -204,6 +205,7 @@ impl Default for DataplaneConfig {
             discovery_port: 8009,
             nbd_base_port: 10809,
             rpc_socket_dir: PathBuf::new(),
+            startup_config_dir: PathBuf::new(),
         }
     }
 }
@@ -376,6 +378,19 @@ impl ApplianceConfig {
             &self.dataplane.rpc_socket_dir
         };
         dir.join(format!("dataplane-{index}.sock"))
+    }
+
+    /// The startup RPC file of data cluster `index`, if the configuration
+    /// names a directory and the file exists there.
+    pub fn dataplane_startup_config(&self, index: u32) -> Option<PathBuf> {
+        if self.dataplane.startup_config_dir.as_os_str().is_empty() {
+            return None;
+        }
+        let path = self
+            .dataplane
+            .startup_config_dir
+            .join(format!("dataplane-{index}.json"));
+        path.exists().then_some(path)
     }
 
     /// NVMe/TCP port of data cluster `index`.

@@ -102,16 +102,24 @@ impl Participant {
         true
     }
 
-    /// Beats every `interval` on the current tokio runtime until the slot is
-    /// lost. A process whose work loops can stall should beat from those
-    /// loops instead, so a stall shows.
-    pub fn spawn_heartbeat(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+    /// Beats every `interval` on the current tokio runtime while `healthy`
+    /// says the process's own work loops are alive, until the slot is lost.
+    /// An unhealthy process stops beating, so the supervisor restarts it.
+    pub fn spawn_heartbeat(
+        self: &Arc<Self>,
+        interval: Duration,
+        healthy: impl Fn() -> bool + Send + 'static,
+    ) -> tokio::task::JoinHandle<()> {
         let me = Arc::clone(self);
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticker.tick().await;
+                if !healthy() {
+                    tracing::warn!(slot = %me.id, "work loops stalled: withholding the heartbeat");
+                    continue;
+                }
                 if !me.beat() {
                     tracing::error!(slot = %me.id, "slot handed to a newer process; heartbeat stops");
                     return;
@@ -134,12 +142,13 @@ pub async fn stop_requested() -> std::io::Result<&'static str> {
 }
 
 impl Participant {
-    /// The lifecycle every child shares: report running, heartbeat, wait for
-    /// SIGTERM/SIGINT, report stopping, run `drain` (close sockets, finish
-    /// work), report stopped.
+    /// The lifecycle every child shares: report running, heartbeat (while
+    /// `healthy`), wait for SIGTERM/SIGINT, report stopping, run `drain`
+    /// (close sockets, finish work), report stopped.
     pub async fn run_until_stopped<F, Fut>(
         self: &Arc<Self>,
         heartbeat_every: Duration,
+        healthy: impl Fn() -> bool + Send + 'static,
         drain: F,
     ) -> std::io::Result<()>
     where
@@ -148,7 +157,7 @@ impl Participant {
     {
         self.beat();
         self.set_status(SlotStatus::Running);
-        let heartbeat = self.spawn_heartbeat(heartbeat_every);
+        let heartbeat = self.spawn_heartbeat(heartbeat_every, healthy);
         tracing::info!("{} running", self.id);
         let signal = stop_requested().await?;
         tracing::info!("{signal} received: stopping");

@@ -1,5 +1,6 @@
 //! Command line of `shoal-dataplane`, as the supervisor passes it.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
@@ -23,10 +24,19 @@ pub struct Args {
     /// Reactor cores this cluster runs.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub cores: u32,
-    /// CPUs assigned to the cluster, comma separated (informational when
-    /// shoald did not pin).
+    /// CPUs assigned to the cluster, comma separated.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub cpus: Vec<usize>,
+    /// Pin reactor i to CPU cpus[i % len] (shoald asks for it when every
+    /// cluster has CPUs of its own).
+    #[arg(long)]
+    pub pin: bool,
+    /// Address of this cluster's NBD server; none when absent.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub nbd_listen: Option<SocketAddr>,
+    /// JSON file of RPC calls applied at start (SPDK's JSON config format).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Heartbeat period in milliseconds.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub heartbeat_interval_ms: u64,

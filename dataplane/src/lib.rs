@@ -7,6 +7,8 @@
 
 pub mod args;
 pub mod bdev;
+pub mod nbd;
 pub mod reactor;
 pub mod rpc;
 pub mod service;
+pub mod startup_config;

@@ -17,7 +17,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(state_dir = %args.state_dir.display(), "management service starting");
     let heartbeat_every = Duration::from_millis(args.heartbeat_interval_ms);
     participant
-        .run_until_stopped(heartbeat_every, || async {})
+        .run_until_stopped(heartbeat_every, || true, || async {})
         .await
         .context("cannot install signal handlers")
 }

@@ -151,7 +151,7 @@ pub fn current() -> Option<u32> {
 /// The reactors of this data cluster.
 pub struct Reactors {
     handles: Vec<ReactorHandle>,
-    threads: Vec<JoinHandle<()>>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
     stop: CancellationToken,
 }
 
@@ -186,7 +186,7 @@ impl Reactors {
         }
         Ok(Self {
             handles,
-            threads,
+            threads: std::sync::Mutex::new(threads),
             stop,
         })
     }
@@ -230,14 +230,21 @@ impl Reactors {
         results
     }
 
-    /// Stops every reactor: tasks are dropped, threads joined.
-    pub fn shutdown(self) {
+    /// Handles of every reactor, for code that spreads work over them.
+    pub fn handles(&self) -> Vec<ReactorHandle> {
+        self.handles.clone()
+    }
+
+    /// Stops every reactor: tasks are dropped, threads joined. Must not be
+    /// called from a reactor.
+    pub fn shutdown(&self) {
         self.stop.cancel();
         for handle in &self.handles {
             // Wake a parked reactor so it sees the cancellation.
             handle.send(|| {});
         }
-        for thread in self.threads {
+        let threads = std::mem::take(&mut *self.threads.lock().expect("reactor threads lock"));
+        for thread in threads {
             let _ = thread.join();
         }
     }

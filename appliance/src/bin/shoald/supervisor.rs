@@ -142,7 +142,7 @@ impl Supervisor {
         for (index, placement) in (0u32..).zip(&topology.data) {
             let launch = LaunchSpec {
                 program: binaries_dir.join(&config.binaries.dataplane),
-                args: dataplane_args(&config, index, placement, &region_path),
+                args: dataplane_args(&config, index, placement, topology.pinned, &region_path),
                 cpus: pin(placement)?,
             };
             dataplanes.push(Child::new(
@@ -462,6 +462,7 @@ fn dataplane_args(
     config: &ApplianceConfig,
     index: u32,
     placement: &Placement,
+    pinned: bool,
     region: &Path,
 ) -> Vec<OsString> {
     let cpus = placement
@@ -470,7 +471,8 @@ fn dataplane_args(
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    vec![
+    let nbd = std::net::SocketAddr::new(config.dataplane.listen_address, config.nbd_port(index));
+    let mut args: Vec<OsString> = vec![
         "--cluster".into(),
         index.to_string().into(),
         "--region".into(),
@@ -483,7 +485,17 @@ fn dataplane_args(
         cpus.into(),
         "--heartbeat-interval-ms".into(),
         config.supervisor.heartbeat_interval_ms.to_string().into(),
-    ]
+        "--nbd-listen".into(),
+        nbd.to_string().into(),
+    ];
+    if pinned {
+        args.push("--pin".into());
+    }
+    if let Some(startup) = config.dataplane_startup_config(index) {
+        args.push("--config".into());
+        args.push(startup.into());
+    }
+    args
 }
 
 fn management_args(config: &ApplianceConfig, region: &Path) -> Vec<OsString> {

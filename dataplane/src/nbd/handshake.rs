@@ -1,0 +1,229 @@
+//! Fixed newstyle negotiation: from the server greeting to the export the
+//! client chose (NBD_OPT_GO or NBD_OPT_EXPORT_NAME), or to the end of a
+//! connection that only listed, asked for information or aborted.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::exports::{Export, Exports};
+use super::proto::*;
+
+/// What negotiation ended in.
+pub enum Outcome {
+    /// Enter transmission on this export.
+    Transmit {
+        export: Arc<Export>,
+        structured: bool,
+    },
+    /// The client aborted or negotiation failed; close the connection.
+    Close,
+}
+
+/// Transmission flags of `export` for a client with or without structured
+/// replies.
+pub fn transmission_flags(export: &Export, structured: bool) -> u16 {
+    use crate::bdev::IoKind;
+    let mut flags = TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_SEND_FUA | TFLAG_CAN_MULTI_CONN;
+    if export.read_only {
+        flags |= TFLAG_READ_ONLY;
+    }
+    if export.bdev.supports(IoKind::Unmap) {
+        flags |= TFLAG_SEND_TRIM;
+    }
+    if export.bdev.supports(IoKind::WriteZeroes) {
+        flags |= TFLAG_SEND_WRITE_ZEROES;
+    }
+    if structured {
+        flags |= TFLAG_SEND_DF;
+    }
+    flags
+}
+
+pub async fn negotiate<S>(stream: &mut S, exports: &Exports) -> std::io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut greeting = Vec::with_capacity(18);
+    greeting.extend_from_slice(&NBDMAGIC.to_be_bytes());
+    greeting.extend_from_slice(&IHAVEOPT.to_be_bytes());
+    greeting.extend_from_slice(&(FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES).to_be_bytes());
+    stream.write_all(&greeting).await?;
+
+    let client_flags = stream.read_u32().await?;
+    if client_flags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
+        tracing::debug!(client_flags, "client sent unknown handshake flags; closing");
+        return Ok(Outcome::Close);
+    }
+    let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
+    let mut structured = false;
+
+    loop {
+        let mut header = [0u8; 16];
+        stream.read_exact(&mut header).await?;
+        let (option, length) = match parse_option_header(&header) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                tracing::debug!("{e}; closing");
+                return Ok(Outcome::Close);
+            }
+        };
+        if length > MAX_OPTION_BYTES {
+            // Not worth reading to stay in sync: say why and hang up.
+            stream
+                .write_all(&option_reply(
+                    option,
+                    REP_ERR_TOO_BIG,
+                    b"option payload too large",
+                ))
+                .await?;
+            return Ok(Outcome::Close);
+        }
+        let mut data = vec![0u8; length as usize];
+        stream.read_exact(&mut data).await?;
+
+        let reply = |kind: u32, message: &str| option_reply(option, kind, message.as_bytes());
+        match option {
+            OPT_EXPORT_NAME => {
+                let export = std::str::from_utf8(&data)
+                    .ok()
+                    .and_then(|name| find(exports, name));
+                // The protocol has no error reply here: an unknown name closes.
+                let Some(export) = export else {
+                    return Ok(Outcome::Close);
+                };
+                let mut answer = Vec::with_capacity(134);
+                answer.extend_from_slice(&export.bdev.size_bytes().to_be_bytes());
+                answer.extend_from_slice(&transmission_flags(&export, false).to_be_bytes());
+                if !no_zeroes {
+                    answer.extend_from_slice(&[0u8; 124]);
+                }
+                stream.write_all(&answer).await?;
+                return Ok(Outcome::Transmit {
+                    export,
+                    structured: false,
+                });
+            }
+            OPT_ABORT => {
+                stream.write_all(&reply(REP_ACK, "")).await?;
+                return Ok(Outcome::Close);
+            }
+            OPT_LIST => {
+                if !data.is_empty() {
+                    stream
+                        .write_all(&reply(REP_ERR_INVALID, "NBD_OPT_LIST takes no data"))
+                        .await?;
+                    continue;
+                }
+                let mut answer = Vec::new();
+                for export in exports.list() {
+                    let mut item = (export.name.len() as u32).to_be_bytes().to_vec();
+                    item.extend_from_slice(export.name.as_bytes());
+                    answer.extend(option_reply(option, REP_SERVER, &item));
+                }
+                answer.extend(reply(REP_ACK, ""));
+                stream.write_all(&answer).await?;
+            }
+            OPT_INFO | OPT_GO => {
+                let Some(request) = parse_info_request(&data) else {
+                    stream
+                        .write_all(&reply(REP_ERR_INVALID, "malformed NBD_OPT_INFO/GO payload"))
+                        .await?;
+                    continue;
+                };
+                let Some(export) = find(exports, &request.name) else {
+                    let message = format!("no export named {:?}", request.name);
+                    stream.write_all(&reply(REP_ERR_UNKNOWN, &message)).await?;
+                    continue;
+                };
+                let mut answer = option_reply(
+                    option,
+                    REP_INFO,
+                    &info_export(
+                        export.bdev.size_bytes(),
+                        transmission_flags(&export, structured),
+                    ),
+                );
+                let block_size = export.bdev.block_size();
+                answer.extend(option_reply(
+                    option,
+                    REP_INFO,
+                    &info_block_size(block_size, block_size.max(4096), MAX_PAYLOAD_BYTES),
+                ));
+                if request.items.contains(&INFO_NAME) {
+                    answer.extend(option_reply(
+                        option,
+                        REP_INFO,
+                        &info_text(INFO_NAME, &export.name),
+                    ));
+                }
+                if request.items.contains(&INFO_DESCRIPTION) {
+                    let description = format!(
+                        "{} ({})",
+                        export.bdev.name(),
+                        export.bdev.backend().product_name()
+                    );
+                    answer.extend(option_reply(
+                        option,
+                        REP_INFO,
+                        &info_text(INFO_DESCRIPTION, &description),
+                    ));
+                }
+                answer.extend(reply(REP_ACK, ""));
+                stream.write_all(&answer).await?;
+                if option == OPT_GO {
+                    return Ok(Outcome::Transmit { export, structured });
+                }
+            }
+            OPT_STRUCTURED_REPLY => {
+                if !data.is_empty() {
+                    stream
+                        .write_all(&reply(
+                            REP_ERR_INVALID,
+                            "NBD_OPT_STRUCTURED_REPLY takes no data",
+                        ))
+                        .await?;
+                } else {
+                    structured = true;
+                    stream.write_all(&reply(REP_ACK, "")).await?;
+                }
+            }
+            OPT_LIST_META_CONTEXT | OPT_SET_META_CONTEXT => {
+                if !structured {
+                    stream
+                        .write_all(&reply(
+                            REP_ERR_INVALID,
+                            "meta contexts need structured replies first",
+                        ))
+                        .await?;
+                } else if !meta_context_request_is_valid(&data) {
+                    stream
+                        .write_all(&reply(REP_ERR_INVALID, "malformed meta context request"))
+                        .await?;
+                } else {
+                    // No meta context is offered: zero contexts, then ACK.
+                    stream.write_all(&reply(REP_ACK, "")).await?;
+                }
+            }
+            OPT_STARTTLS => {
+                stream
+                    .write_all(&reply(REP_ERR_POLICY, "TLS is not offered on this port"))
+                    .await?;
+            }
+            _ => {
+                stream
+                    .write_all(&reply(REP_ERR_UNSUP, "option not supported"))
+                    .await?;
+            }
+        }
+    }
+}
+
+/// An export by name; the empty name selects the only export, if one.
+fn find(exports: &Exports, name: &str) -> Option<Arc<Export>> {
+    if name.is_empty() {
+        exports.default_export()
+    } else {
+        exports.get(name)
+    }
+}

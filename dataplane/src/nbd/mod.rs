@@ -1,0 +1,14 @@
+//! The NBD front-end: serves bdevs as named exports over TCP to qemu,
+//! libnbd (nbdinfo, nbdcopy, fio's nbd engine) and the kernel's nbd-client.
+//!
+//! - [`proto`]: the wire format;
+//! - [`handshake`]: fixed newstyle option negotiation;
+//! - [`transmission`]: the request/reply loop;
+//! - [`exports`]: export name -> bdev;
+//! - [`server`]: the listener, spreading connections over the reactors.
+
+pub mod exports;
+pub mod handshake;
+pub mod proto;
+pub mod server;
+pub mod transmission;

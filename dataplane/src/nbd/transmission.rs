@@ -1,0 +1,329 @@
+//! The transmission phase: requests in, replies out, many in flight.
+//!
+//! A reader reads request headers (and write payloads, straight into I/O
+//! buffers), checks them, and starts each I/O as its own task on this
+//! reactor; a writer sends replies as they complete, in completion order,
+//! batching whatever is ready into one flush. A malformed request gets its
+//! NBD error and costs nobody else anything; a request the stream cannot be
+//! resynchronised after (bad magic, an oversized write) closes this
+//! connection only.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::exports::Export;
+use super::proto::*;
+use crate::bdev::{IoBuf, IoChannel, IoError, IoKind, IoRequest};
+
+/// Requests one connection may have in flight; the reader waits beyond.
+pub const MAX_IN_FLIGHT: usize = 128;
+
+/// Command flags this server understands.
+const KNOWN_FLAGS: u16 = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_DF;
+
+/// One reply to send.
+struct Reply {
+    cookie: u64,
+    offset: u64,
+    outcome: Result<Option<IoBuf>, (u32, String)>,
+}
+
+impl Reply {
+    fn error(request: &Request, errno: u32, message: impl Into<String>) -> Self {
+        Self {
+            cookie: request.cookie,
+            offset: request.offset,
+            outcome: Err((errno, message.into())),
+        }
+    }
+}
+
+/// Serves requests on `stream` for `export` until the client disconnects,
+/// breaks the protocol, or the export is stopped.
+pub async fn transmit(
+    stream: TcpStream,
+    export: Arc<Export>,
+    structured: bool,
+) -> std::io::Result<()> {
+    let _counted = export.connect();
+    let (read_half, write_half) = stream.into_split();
+    let (replies, outgoing) = mpsc::unbounded_channel();
+    let writer = tokio::task::spawn_local(write_replies(write_half, outgoing, structured));
+    let read_result = read_requests(read_half, &export, replies).await;
+    // The writer ends once every in-flight request has sent its reply.
+    let write_result = writer
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    read_result.and(write_result)
+}
+
+async fn read_requests(
+    read_half: OwnedReadHalf,
+    export: &Arc<Export>,
+    replies: mpsc::UnboundedSender<Reply>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::with_capacity(256 * 1024, read_half);
+    let channel = export.bdev.channel();
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let block_size = u64::from(export.bdev.block_size());
+    let size = export.bdev.size_bytes();
+    loop {
+        let slot = Arc::clone(&slots)
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        let mut header = [0u8; REQUEST_BYTES];
+        tokio::select! {
+            _ = export.stopped() => return Ok(()),
+            read = reader.read_exact(&mut header) => match read {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e),
+            },
+        }
+        let request = match parse_request(&header) {
+            Ok(request) => request,
+            Err(e) => {
+                tracing::debug!(export = export.name, "{e}: closing the connection");
+                return Ok(());
+            }
+        };
+
+        // A write's payload follows its header whatever we think of the
+        // request: read it first to stay in step with the stream.
+        let payload = if request.command == CMD_WRITE {
+            if request.length > MAX_PAYLOAD_BYTES {
+                let message = format!(
+                    "write of {} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte maximum",
+                    request.length
+                );
+                let _ = replies.send(Reply::error(&request, EOVERFLOW, message));
+                return Ok(());
+            }
+            let mut buf = IoBuf::new(request.length as usize);
+            reader.read_exact(buf.as_mut_slice()).await?;
+            Some(buf)
+        } else {
+            None
+        };
+
+        if request.command == CMD_DISC {
+            return Ok(());
+        }
+        match check(&request, export, block_size, size) {
+            Err((errno, message)) => {
+                let _ = replies.send(Reply::error(&request, errno, message));
+            }
+            Ok(Some(mut io)) => {
+                if payload.is_some() {
+                    io.buf = payload;
+                }
+                let channel = Rc::clone(&channel);
+                let replies = replies.clone();
+                tokio::task::spawn_local(async move {
+                    let reply = execute(&channel, &request, io).await;
+                    let _ = replies.send(reply);
+                    drop(slot);
+                });
+            }
+            Ok(None) => {
+                // Nothing to do (a trim smaller than one block).
+                let _ = replies.send(Reply {
+                    cookie: request.cookie,
+                    offset: request.offset,
+                    outcome: Ok(None),
+                });
+            }
+        }
+    }
+}
+
+/// Checks a request against the export and turns it into a bdev request.
+/// `Ok(None)` means there is nothing to do; errors carry the NBD errno.
+fn check(
+    request: &Request,
+    export: &Export,
+    block_size: u64,
+    size: u64,
+) -> Result<Option<IoRequest>, (u32, String)> {
+    if request.flags & !KNOWN_FLAGS != 0 {
+        return Err((
+            EINVAL,
+            format!("unknown command flags {:#x}", request.flags & !KNOWN_FLAGS),
+        ));
+    }
+    let writes = matches!(request.command, CMD_WRITE | CMD_TRIM | CMD_WRITE_ZEROES);
+    if writes && export.read_only {
+        return Err((EPERM, "the export is read-only".into()));
+    }
+    let offset = request.offset;
+    let length = u64::from(request.length);
+    let end = offset.checked_add(length);
+    let beyond_end = end.is_none_or(|end| end > size);
+    let aligned = offset.is_multiple_of(block_size) && length.is_multiple_of(block_size);
+    let misaligned = || {
+        (
+            EINVAL,
+            format!("offset and length must be multiples of the {block_size}-byte block size"),
+        )
+    };
+    let range = |kind: IoKind| IoRequest::range(kind, offset / block_size, length / block_size);
+    match request.command {
+        CMD_READ => {
+            if length == 0 {
+                return Err((EINVAL, "zero-length read".into()));
+            }
+            if request.length > MAX_PAYLOAD_BYTES {
+                return Err((
+                    EOVERFLOW,
+                    format!("read exceeds the {MAX_PAYLOAD_BYTES}-byte maximum"),
+                ));
+            }
+            if beyond_end {
+                return Err((
+                    EINVAL,
+                    format!("read beyond the end of the {size}-byte export"),
+                ));
+            }
+            if !aligned {
+                return Err(misaligned());
+            }
+            let buf = IoBuf::new(request.length as usize);
+            Ok(Some(IoRequest::read(
+                offset / block_size,
+                buf,
+                block_size as u32,
+            )))
+        }
+        CMD_WRITE | CMD_WRITE_ZEROES => {
+            if length == 0 {
+                return Err((EINVAL, "zero-length write".into()));
+            }
+            if beyond_end {
+                return Err((
+                    ENOSPC,
+                    format!("write beyond the end of the {size}-byte export"),
+                ));
+            }
+            if !aligned {
+                return Err(misaligned());
+            }
+            let kind = if request.command == CMD_WRITE {
+                IoKind::Write
+            } else {
+                IoKind::WriteZeroes
+            };
+            let mut io = range(kind);
+            io.fua = request.flags & CMD_FLAG_FUA != 0;
+            Ok(Some(io))
+        }
+        CMD_TRIM => {
+            if beyond_end {
+                return Err((
+                    EINVAL,
+                    format!("trim beyond the end of the {size}-byte export"),
+                ));
+            }
+            // Trim is advisory: shrink it to the whole blocks it covers.
+            let first = offset.div_ceil(block_size);
+            let last = (offset + length) / block_size;
+            Ok((last > first).then(|| IoRequest::range(IoKind::Unmap, first, last - first)))
+        }
+        CMD_FLUSH => Ok(Some(IoRequest::range(IoKind::Flush, 0, 0))),
+        other => Err((EINVAL, format!("command {other} is not supported"))),
+    }
+}
+
+async fn execute(channel: &IoChannel, request: &Request, io: IoRequest) -> Reply {
+    let is_read = io.kind == IoKind::Read;
+    let fua = io.fua;
+    let mut completion = channel.submit(io).await;
+    if completion.result.is_ok() && fua && !is_read {
+        // Force unit access: bdevs without native FUA get a flush.
+        completion.result = channel
+            .submit(IoRequest::range(IoKind::Flush, 0, 0))
+            .await
+            .result;
+    }
+    let outcome = match completion.result {
+        Ok(()) => Ok(if is_read { completion.buf } else { None }),
+        Err(error) => Err((wire_errno(&error), error.to_string())),
+    };
+    Reply {
+        cookie: request.cookie,
+        offset: request.offset,
+        outcome,
+    }
+}
+
+fn wire_errno(error: &IoError) -> u32 {
+    match error {
+        IoError::Io => EIO,
+        IoError::OutOfRange { .. } | IoError::Invalid(_) => EINVAL,
+        IoError::NotSupported => ENOTSUP,
+        IoError::Removed => ESHUTDOWN,
+    }
+}
+
+async fn write_replies(
+    write_half: OwnedWriteHalf,
+    mut outgoing: mpsc::UnboundedReceiver<Reply>,
+    structured: bool,
+) -> std::io::Result<()> {
+    let mut out = BufWriter::with_capacity(256 * 1024, write_half);
+    while let Some(reply) = outgoing.recv().await {
+        encode(&mut out, reply, structured).await?;
+        while let Ok(reply) = outgoing.try_recv() {
+            encode(&mut out, reply, structured).await?;
+        }
+        out.flush().await?;
+    }
+    out.shutdown().await
+}
+
+async fn encode(
+    out: &mut BufWriter<OwnedWriteHalf>,
+    reply: Reply,
+    structured: bool,
+) -> std::io::Result<()> {
+    match (reply.outcome, structured) {
+        (Ok(data), false) => {
+            out.write_all(&simple_reply(0, reply.cookie)).await?;
+            if let Some(data) = data {
+                out.write_all(data.as_slice()).await?;
+            }
+        }
+        (Err((errno, _)), false) => out.write_all(&simple_reply(errno, reply.cookie)).await?,
+        (Ok(Some(data)), true) => {
+            let length = 8 + data.len() as u32;
+            out.write_all(&structured_header(
+                REPLY_FLAG_DONE,
+                REPLY_TYPE_OFFSET_DATA,
+                reply.cookie,
+                length,
+            ))
+            .await?;
+            out.write_all(&reply.offset.to_be_bytes()).await?;
+            out.write_all(data.as_slice()).await?;
+        }
+        (Ok(None), true) => {
+            out.write_all(&structured_header(
+                REPLY_FLAG_DONE,
+                REPLY_TYPE_NONE,
+                reply.cookie,
+                0,
+            ))
+            .await?;
+        }
+        (Err((errno, message)), true) => {
+            out.write_all(&structured_error(reply.cookie, errno, &message))
+                .await?
+        }
+    }
+    Ok(())
+}
