@@ -331,3 +331,65 @@ pub fn child_pids(status: &Value) -> Vec<i32> {
         .map(|p| p as i32)
         .collect()
 }
+
+impl Appliance {
+    /// Calls a method on data cluster `index`'s JSON-RPC socket.
+    pub fn dataplane_rpc(
+        &self,
+        index: u32,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, CallError> {
+        let socket = self.state_dir.join(format!("dataplane-{index}.sock"));
+        call_blocking(&socket, method, params, Duration::from_secs(30))
+    }
+
+    /// The NBD URI of `export` on data cluster `index`.
+    pub fn nbd_uri(&self, index: u32, export: &str) -> String {
+        format!("nbd://127.0.0.1:{}/{export}", self.nbd_port(index))
+    }
+
+    /// The NBD port of data cluster `index`, from the running config.
+    pub fn nbd_port(&self, index: u32) -> u16 {
+        let config = self
+            .rpc("appliance_get_config", None)
+            .expect("appliance_get_config");
+        let base = config["dataplane"]["nbd_base_port"]
+            .as_u64()
+            .expect("nbd_base_port");
+        (base + u64::from(index)) as u16
+    }
+}
+
+/// Whether an external client program is installed. `.ci/run` sets
+/// `SHOAL_REQUIRE_INTEROP=1`, which turns a missing program into a test
+/// failure; elsewhere the test says it is skipped and why.
+pub fn have_tool(program: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var_os("SHOAL_REQUIRE_INTEROP").is_none(),
+            "{program} is required (Debian package {package})"
+        );
+        eprintln!("SKIPPED: {program} is not installed (Debian package {package})");
+    }
+    found
+}
+
+/// Runs a program, failing the test with its output when it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}\n{stdout}\n{stderr}",
+        output.status
+    );
+    stdout
+}
