@@ -11,9 +11,8 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::exports::Export;
@@ -50,8 +49,23 @@ pub async fn transmit(
     export: Arc<Export>,
     structured: bool,
 ) -> std::io::Result<()> {
-    let _counted = export.connect();
     let (read_half, write_half) = stream.into_split();
+    transmit_on(read_half, write_half, export, structured).await
+}
+
+/// [`transmit`] over any pair of stream halves (tests and fuzzing use
+/// in-memory pipes).
+pub async fn transmit_on<R, W>(
+    read_half: R,
+    write_half: W,
+    export: Arc<Export>,
+    structured: bool,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + 'static,
+{
+    let _counted = export.connect();
     let (replies, outgoing) = mpsc::unbounded_channel();
     let writer = tokio::task::spawn_local(write_replies(write_half, outgoing, structured));
     let read_result = read_requests(read_half, &export, replies).await;
@@ -62,8 +76,8 @@ pub async fn transmit(
     read_result.and(write_result)
 }
 
-async fn read_requests(
-    read_half: OwnedReadHalf,
+async fn read_requests<R: AsyncRead + Unpin>(
+    read_half: R,
     export: &Arc<Export>,
     replies: mpsc::UnboundedSender<Reply>,
 ) -> std::io::Result<()> {
@@ -270,8 +284,8 @@ fn wire_errno(error: &IoError) -> u32 {
     }
 }
 
-async fn write_replies(
-    write_half: OwnedWriteHalf,
+async fn write_replies<W: AsyncWrite + Unpin>(
+    write_half: W,
     mut outgoing: mpsc::UnboundedReceiver<Reply>,
     structured: bool,
 ) -> std::io::Result<()> {
@@ -286,8 +300,8 @@ async fn write_replies(
     out.shutdown().await
 }
 
-async fn encode(
-    out: &mut BufWriter<OwnedWriteHalf>,
+async fn encode<W: AsyncWrite + Unpin>(
+    out: &mut BufWriter<W>,
     reply: Reply,
     structured: bool,
 ) -> std::io::Result<()> {
