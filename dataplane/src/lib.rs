@@ -1,9 +1,8 @@
-//! The Shoal I/O engine, one process per data cluster.
-//!
-//! This crate grows into SPDK's model (reactors, pollers, bdevs,
-//! front-ends). Today it is the process skeleton every later layer plugs
-//! into: it joins the appliance's shared region, reports its lifecycle and
-//! heartbeat there, and serves its JSON-RPC control socket.
+//! The Shoal I/O engine, one process per data cluster, in SPDK's model:
+//! [`reactor`]s (one thread per core, messages and pollers), the [`bdev`]
+//! layer (modules, per-reactor I/O channels, virtual bdevs), front-ends
+//! ([`nbd`]), and the JSON-RPC control plane ([`rpc`]) with SPDK's method
+//! names. [`service`] ties them to the appliance's process lifecycle.
 
 pub mod args;
 pub mod bdev;

@@ -417,3 +417,10 @@ impl Bdev {
         })
     }
 }
+
+impl IoRequest {
+    /// A read or write of `buf` at `offset_blocks`.
+    pub fn with_kind(kind: IoKind, offset_blocks: u64, buf: IoBuf, block_size: u32) -> Self {
+        Self::with_buf(kind, offset_blocks, buf, block_size)
+    }
+}
