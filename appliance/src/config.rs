@@ -152,7 +152,7 @@ impl Default for TopologyConfig {
 impl Default for MemoryConfig {
     fn default() -> Self {
         Self {
-            region_mib: 64,
+            region_mib: 256,
             hugepages: HugepageMode::Auto,
             reserve_hugepages: true,
             hugetlbfs_mount: PathBuf::new(),
@@ -270,6 +270,22 @@ impl ApplianceConfig {
             format!(
                 "memory.region_mib = {}: must be 1 to {MAX_REGION_MIB}",
                 self.memory.region_mib
+            ),
+        );
+        let interconnect = crate::region::interconnect::InterconnectLayout::plan(
+            self.memory.region_mib << 20,
+            t.data_clusters,
+        );
+        check(
+            interconnect.is_ok(),
+            format!(
+                "memory.region_mib = {}: too small for {} data clusters (at least {} MiB)",
+                self.memory.region_mib,
+                t.data_clusters,
+                interconnect
+                    .as_ref()
+                    .err()
+                    .map_or(0, |e| e.needed.div_ceil(1 << 20))
             ),
         );
         check(

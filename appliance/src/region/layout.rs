@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// "SHOALRGN" in little-endian byte order.
 pub const REGION_MAGIC: u64 = u64::from_le_bytes(*b"SHOALRGN");
 /// Version of this layout; a process refuses a region of another version.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Most data clusters one region describes (and so one appliance runs).
 pub const MAX_DATA_CLUSTERS: usize = 64;
 /// Slots are cache-line aligned so one cluster's heartbeat never shares a
@@ -149,6 +149,13 @@ pub struct RegionHeader {
     pub(super) backing: u32,
     pub(super) supervisor_pid: u32,
     pub(super) created_unix_ms: u64,
+    /// Interconnect layout (see `interconnect`), recorded so a reader can
+    /// check it computes the same one.
+    pub(super) ring_entries: u32,
+    pub(super) _reserved: u32,
+    pub(super) rings_offset: u64,
+    pub(super) pool_offset: u64,
+    pub(super) arena_bytes: u64,
     pub(super) control: ParticipantSlot,
     pub(super) clusters: [ParticipantSlot; MAX_DATA_CLUSTERS],
 }
@@ -183,6 +190,18 @@ impl RegionHeader {
     }
     pub fn created_unix_ms(&self) -> u64 {
         self.created_unix_ms
+    }
+    pub fn ring_entries(&self) -> u32 {
+        self.ring_entries
+    }
+    pub fn rings_offset(&self) -> u64 {
+        self.rings_offset
+    }
+    pub fn pool_offset(&self) -> u64 {
+        self.pool_offset
+    }
+    pub fn arena_bytes(&self) -> u64 {
+        self.arena_bytes
     }
     /// The control cluster's slot (management service).
     pub fn control_slot(&self) -> &ParticipantSlot {

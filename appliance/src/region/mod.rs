@@ -8,8 +8,11 @@
 //! that points into the region is an offset from its start, never a pointer,
 //! because each process maps it at a different address.
 
+pub mod interconnect;
 pub mod layout;
+pub mod pool;
 pub mod provision;
+pub mod ring;
 
 use std::fs::{File, OpenOptions};
 use std::num::NonZeroUsize;
@@ -51,6 +54,10 @@ pub enum RegionError {
         "region describes {count} data clusters, more than the {MAX_DATA_CLUSTERS} this layout holds"
     )]
     TooManyClusters { count: u32 },
+    #[error(transparent)]
+    TooSmallForInterconnect(#[from] interconnect::TooSmall),
+    #[error("{path}: the recorded interconnect layout differs from the one this program computes")]
+    InterconnectMismatch { path: PathBuf },
 }
 
 /// Parameters of a region the supervisor is about to publish.
@@ -98,6 +105,7 @@ impl SharedRegion {
                 count: spec.cluster_count,
             });
         }
+        let interconnect = interconnect::InterconnectLayout::plan(len as u64, spec.cluster_count)?;
         let region = Self::map(file, path, len, populate)?;
         let header = RegionHeader {
             magic: 0.into(),
@@ -112,12 +120,21 @@ impl SharedRegion {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
+            ring_entries: interconnect.ring_entries,
+            _reserved: 0,
+            rings_offset: interconnect.rings_offset,
+            pool_offset: interconnect.pool_offset,
+            arena_bytes: interconnect.arena_bytes,
             control: Default::default(),
             clusters: std::array::from_fn(|_| Default::default()),
         };
         // SAFETY: the mapping is at least HEADER_SIZE bytes, page aligned
         // (so aligned for the header), and no other process maps it yet.
         unsafe { std::ptr::write(region.base.as_ptr().cast::<RegionHeader>(), header) };
+        // Rings start zeroed (a fresh file reads as zeros); arenas start full.
+        for cluster in 0..spec.cluster_count {
+            region.arena(cluster).reset();
+        }
         region.header().magic.store(REGION_MAGIC, Ordering::Release);
         Ok(region)
     }
@@ -167,6 +184,12 @@ impl SharedRegion {
                 count: header.cluster_count,
             });
         }
+        let expected = interconnect::InterconnectLayout::plan(len as u64, header.cluster_count)?;
+        if region.interconnect() != expected {
+            return Err(RegionError::InterconnectMismatch {
+                path: path.to_path_buf(),
+            });
+        }
         Ok(region)
     }
 
@@ -214,6 +237,25 @@ impl SharedRegion {
         &self.path
     }
 
+    /// The mapping's first byte; region offsets are relative to it.
+    pub fn base_ptr(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
+    /// The address of region offset `offset`, if `offset + len` lies
+    /// inside the mapping.
+    pub fn address_of(&self, offset: u64, len: u64) -> Option<*mut u8> {
+        let end = offset.checked_add(len)?;
+        // SAFETY: offset is within the mapping (checked just above).
+        (end <= self.len as u64).then(|| unsafe { self.base.as_ptr().add(offset as usize) })
+    }
+
+    /// The region offset of `ptr` if it points inside the mapping.
+    pub fn offset_of(&self, ptr: *const u8) -> Option<u64> {
+        let offset = (ptr as usize).checked_sub(self.base.as_ptr() as usize)?;
+        (offset < self.len).then_some(offset as u64)
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -259,8 +301,8 @@ mod tests {
     #[test]
     fn a_second_mapping_sees_the_published_header_and_heartbeats() {
         let dir = tempfile::tempdir().unwrap();
-        let (file, path) = sized_file(dir.path(), 1 << 20);
-        let owner = SharedRegion::initialise(&file, &path, 1 << 20, SPEC, false).unwrap();
+        let (file, path) = sized_file(dir.path(), 8 << 20);
+        let owner = SharedRegion::initialise(&file, &path, 8 << 20, SPEC, false).unwrap();
         let generation = owner.header().cluster_slot(2).unwrap().prepare_spawn();
 
         let child = SharedRegion::open(&path).unwrap();
@@ -300,9 +342,9 @@ mod tests {
     #[test]
     fn open_refuses_a_region_whose_file_was_resized() {
         let dir = tempfile::tempdir().unwrap();
-        let (file, path) = sized_file(dir.path(), 1 << 16);
-        let _owner = SharedRegion::initialise(&file, &path, 1 << 16, SPEC, false).unwrap();
-        file.set_len(1 << 17).unwrap();
+        let (file, path) = sized_file(dir.path(), 8 << 20);
+        let _owner = SharedRegion::initialise(&file, &path, 8 << 20, SPEC, false).unwrap();
+        file.set_len(9 << 20).unwrap();
         assert!(matches!(
             SharedRegion::open(&path),
             Err(RegionError::SizeMismatch { .. })

@@ -371,7 +371,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let shm = tempfile::tempdir().unwrap();
         let config = MemoryConfig {
-            region_mib: 2,
+            region_mib: 8,
             hugepages: HugepageMode::Off,
             shm_dir: shm.path().to_path_buf(),
             ..Default::default()
@@ -382,7 +382,7 @@ mod tests {
             provisioned.region().header().backing(),
             Some(Backing::SharedMemory)
         );
-        assert_eq!(provisioned.region().len(), 2 << 20);
+        assert_eq!(provisioned.region().len(), 8 << 20);
         assert!(SharedRegion::open(&path).is_ok());
         assert!(provisioned.teardown().is_empty());
         assert!(!path.exists());
