@@ -11,6 +11,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod doorbell;
 pub mod hugepages;
 pub mod jsonrpc;
 pub mod logging;

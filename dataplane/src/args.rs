@@ -37,6 +37,11 @@ pub struct Args {
     /// JSON file of RPC calls applied at start (SPDK's JSON config format).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Inherited eventfds, one per data cluster in cluster order, that
+    /// wake a cluster's inter-cluster poller (shoald passes them). Without
+    /// them the cluster runs alone: no remote bdevs.
+    #[arg(long, value_delimiter = ',', value_name = "FDS")]
+    pub doorbells: Vec<i32>,
     /// Heartbeat period in milliseconds.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub heartbeat_interval_ms: u64,

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use shoal_appliance::doorbell;
 use shoal_appliance::jsonrpc;
 use shoal_appliance::participant::{Participant, SlotId};
 use tokio_util::sync::CancellationToken;
 
 use crate::args::Args;
 use crate::bdev::BdevRegistry;
+use crate::interconnect::Interconnect;
 use crate::nbd::exports::Exports;
 use crate::reactor::Reactors;
 use crate::rpc::{self, Context};
@@ -36,11 +38,28 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         pinned = args.pin,
         "data cluster starting"
     );
+    let registry = Arc::new(BdevRegistry::new());
+    let interconnect = if args.doorbells.is_empty() {
+        tracing::info!("no --doorbells: running without inter-cluster I/O");
+        None
+    } else {
+        let doorbells = doorbell::from_inherited_list(&args.doorbells)
+            .context("cannot take the inherited doorbells")?;
+        let first = reactors.get(0).context("no reactor")?;
+        Some(Interconnect::start(
+            Arc::clone(&participant),
+            args.cluster,
+            doorbells,
+            first,
+            Arc::clone(&registry),
+        )?)
+    };
     let context = Arc::new(Context {
         cluster: args.cluster,
-        registry: Arc::new(BdevRegistry::new()),
+        registry,
         exports: Arc::new(Exports::new()),
         reactors: Arc::clone(&reactors),
+        interconnect,
     });
     let router = Arc::new(rpc::router(Arc::clone(&context)));
     let result = serve(&args, &participant, &context, router).await;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 /// "SHOALRGN" in little-endian byte order.
 pub const REGION_MAGIC: u64 = u64::from_le_bytes(*b"SHOALRGN");
 /// Version of this layout; a process refuses a region of another version.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Most data clusters one region describes (and so one appliance runs).
 pub const MAX_DATA_CLUSTERS: usize = 64;
 /// Slots are cache-line aligned so one cluster's heartbeat never shares a
@@ -54,6 +54,8 @@ pub enum SlotStatus {
     Stopping = 3,
     /// The process finished its clean shutdown.
     Stopped = 4,
+    /// The supervisor reaped the process (it may have crashed).
+    Exited = 5,
 }
 
 impl SlotStatus {
@@ -64,6 +66,7 @@ impl SlotStatus {
             2 => Self::Running,
             3 => Self::Stopping,
             4 => Self::Stopped,
+            5 => Self::Exited,
             _ => return None,
         })
     }

@@ -3,17 +3,20 @@
 //!
 //! Each data cluster owns an arena of the pool; only that cluster's
 //! threads allocate and free in it (other clusters read and write the
-//! buffers they are lent, by offset). An arena holds three size classes,
+//! buffers they are lent, by offset). An arena holds [`CLASSES`] size classes,
 //! each a lock-free stack of free buffers: the stack head packs a version
 //! counter with the top index, so a pop racing a pop-then-push of the same
 //! buffer (ABA) fails its compare-and-swap instead of corrupting the list.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-/// Buffer sizes, smallest first.
-pub const CLASS_SIZES: [u64; 3] = [4 << 10, 64 << 10, 1 << 20];
+/// Number of size classes.
+pub const CLASSES: usize = 4;
+/// Buffer sizes, smallest first: a block, a typical NVMe MDTS chunk, the
+/// 256 KiB requests nbdcopy and qemu make, and large sequential I/O.
+pub const CLASS_SIZES: [u64; CLASSES] = [4 << 10, 64 << 10, 256 << 10, 1 << 20];
 /// Share of an arena each class gets, in eighths.
-const CLASS_EIGHTHS: [u64; 3] = [2, 2, 4];
+const CLASS_EIGHTHS: [u64; CLASSES] = [1, 2, 3, 2];
 /// Alignment of every buffer (O_DIRECT and page granularity).
 pub const BUFFER_ALIGN: u64 = 4096;
 
@@ -35,7 +38,7 @@ pub struct ClassLayout {
 pub struct ArenaLayout {
     /// Offset of the class stack heads (one u64 per class, a cache line each).
     pub heads_offset: u64,
-    pub classes: [ClassLayout; 3],
+    pub classes: [ClassLayout; CLASSES],
     pub end: u64,
 }
 
@@ -43,13 +46,13 @@ impl ArenaLayout {
     /// Lays out an arena of `bytes` bytes starting at `start` (4 KiB aligned).
     pub fn plan(start: u64, bytes: u64) -> Self {
         let heads_offset = start;
-        let mut cursor = start + 3 * 64;
+        let mut cursor = start + CLASSES as u64 * 64;
         let mut classes = [ClassLayout {
             size: 0,
             count: 0,
             links_offset: 0,
             buffers_offset: 0,
-        }; 3];
+        }; CLASSES];
         for (i, (&size, &eighths)) in CLASS_SIZES.iter().zip(&CLASS_EIGHTHS).enumerate() {
             let share = bytes * eighths / 8;
             // Each buffer costs its size plus a 4-byte link.
@@ -194,8 +197,8 @@ impl Arena {
     }
 
     /// Free buffers per class (walks the lists; for statistics only).
-    pub fn free_counts(&self) -> [u32; 3] {
-        let mut counts = [0; 3];
+    pub fn free_counts(&self) -> [u32; CLASSES] {
+        let mut counts = [0; CLASSES];
         for (class, count) in counts.iter_mut().enumerate() {
             let mut index = self.head(class).load(Ordering::Acquire) as u32;
             while index != EMPTY && *count <= self.layout.classes[class].count {
@@ -245,8 +248,8 @@ mod tests {
 
     #[test]
     fn allocations_are_distinct_and_come_back() {
-        let (_memory, arena) = arena(4 << 20);
-        let total: [u32; 3] = std::array::from_fn(|c| arena.layout().classes[c].count);
+        let (_memory, arena) = arena(8 << 20);
+        let total: [u32; CLASSES] = std::array::from_fn(|c| arena.layout().classes[c].count);
         let mut seen = HashSet::new();
         let mut taken = Vec::new();
         while let Some(buffer) = arena.alloc(4096) {
@@ -261,7 +264,7 @@ mod tests {
         }
         assert_eq!(arena.free_counts(), total);
         assert!(arena.alloc(2 << 20).is_none(), "larger than any class");
-        assert_eq!(arena.alloc(65 << 10).unwrap().size, 1 << 20);
+        assert_eq!(arena.alloc(65 << 10).unwrap().size, 256 << 10);
     }
 
     #[test]
@@ -293,7 +296,7 @@ mod tests {
         for thread in threads {
             thread.join().unwrap();
         }
-        let total: [u32; 3] = std::array::from_fn(|c| arena.layout().classes[c].count);
+        let total: [u32; CLASSES] = std::array::from_fn(|c| arena.layout().classes[c].count);
         assert_eq!(arena.free_counts(), total);
         drop(memory);
     }

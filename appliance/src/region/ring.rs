@@ -31,7 +31,10 @@ pub struct Descriptor {
     pub flags: u16,
     /// In completions: 0, or a negative errno.
     pub status: i32,
-    pub _reserved: u32,
+    /// In requests: the serving cluster's slot generation (low 32 bits)
+    /// the requester addressed, so a restarted server can drop requests
+    /// meant for its previous life.
+    pub target_generation: u32,
 }
 
 const _: () = assert!(std::mem::size_of::<Descriptor>() == 64);

@@ -1,6 +1,8 @@
 //! I/O buffers: owned, aligned memory handed to a bdev with a request and
 //! handed back with its completion, as io_uring and DMA require.
 //!
+//! A buffer lives on the heap or in the shared buffer pool ([`crate::pool`]);
+//! a pool buffer can be lent to another cluster by its region offset.
 //! A buffer may be split into views that share its allocation (a raid bdev
 //! sends each strip of a request to a different leg without copying). The
 //! allocation lives until its last view is dropped, so a view still owned
@@ -10,27 +12,69 @@ use std::alloc::{Layout, alloc_zeroed, dealloc};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
+use shoal_appliance::region::pool::PoolBuffer;
+
 /// Alignment of every I/O buffer: enough for O_DIRECT on any block size up
 /// to 4 KiB and for page-granular devices.
 pub const IO_BUF_ALIGN: usize = 4096;
 
-struct Allocation {
-    ptr: NonNull<u8>,
-    layout: Layout,
+/// Where a buffer's memory comes from.
+enum Memory {
+    /// Process memory: never leaves the cluster.
+    Heap { ptr: NonNull<u8>, layout: Layout },
+    /// A buffer of this cluster's arena in the shared pool, returned to it
+    /// when the last view is dropped.
+    Pool {
+        ptr: NonNull<u8>,
+        buffer: PoolBuffer,
+    },
+    /// Another cluster's pool buffer, lent for one request; its owner frees it.
+    Lent {
+        ptr: NonNull<u8>,
+        region_offset: u64,
+    },
 }
+
+struct Allocation(Memory);
 
 // SAFETY: the allocation is plain memory; access discipline is IoBuf's.
 unsafe impl Send for Allocation {}
 unsafe impl Sync for Allocation {}
 
-impl Drop for Allocation {
-    fn drop(&mut self) {
-        // SAFETY: allocated in IoBuf::new with this exact layout.
-        unsafe { dealloc(self.ptr.as_ptr(), self.layout) };
+impl Allocation {
+    fn ptr(&self) -> *mut u8 {
+        match &self.0 {
+            Memory::Heap { ptr, .. } | Memory::Pool { ptr, .. } | Memory::Lent { ptr, .. } => {
+                ptr.as_ptr()
+            }
+        }
+    }
+
+    fn region_offset(&self) -> Option<u64> {
+        match &self.0 {
+            Memory::Heap { .. } => None,
+            Memory::Pool { buffer, .. } => Some(buffer.offset),
+            Memory::Lent { region_offset, .. } => Some(*region_offset),
+        }
     }
 }
 
-/// An aligned, zero-initialised byte buffer, or a view of part of one.
+impl Drop for Allocation {
+    fn drop(&mut self) {
+        match &self.0 {
+            // SAFETY: allocated in IoBuf::new with this exact layout.
+            Memory::Heap { ptr, layout } => unsafe { dealloc(ptr.as_ptr(), *layout) },
+            Memory::Pool { buffer, .. } => {
+                if let Some(pool) = crate::pool::get() {
+                    pool.free(*buffer);
+                }
+            }
+            Memory::Lent { .. } => {}
+        }
+    }
+}
+
+/// An aligned byte buffer, or a view of part of one.
 pub struct IoBuf {
     alloc: Arc<Allocation>,
     offset: usize,
@@ -38,8 +82,8 @@ pub struct IoBuf {
 }
 
 impl IoBuf {
-    /// A zeroed buffer of `len` bytes (at least one page is allocated so the
-    /// pointer is always valid and aligned).
+    /// A zeroed heap buffer of `len` bytes (at least one page is allocated
+    /// so the pointer is always valid and aligned).
     pub fn new(len: usize) -> Self {
         let layout =
             Layout::from_size_align(len.max(1).next_multiple_of(IO_BUF_ALIGN), IO_BUF_ALIGN)
@@ -47,11 +91,42 @@ impl IoBuf {
         // SAFETY: layout has non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        Self::from_memory(Memory::Heap { ptr, layout }, len)
+    }
+
+    /// A buffer for an I/O payload: from the shared pool when it has one
+    /// (so the I/O can cross clusters without a copy), else zeroed from the
+    /// heap. A pool buffer holds whatever its last user left: the caller
+    /// fills it (a write payload) or lets a read overwrite it whole.
+    pub fn for_io(len: usize) -> Self {
+        match crate::pool::get().and_then(|pool| pool.alloc(len)) {
+            Some((ptr, buffer)) => Self::from_memory(Memory::Pool { ptr, buffer }, len),
+            None => Self::new(len),
+        }
+    }
+
+    /// A view of `len` bytes of another cluster's pool buffer at region
+    /// offset `region_offset`, mapped at `ptr`.
+    ///
+    /// # Safety
+    /// `ptr` must be valid for `len` bytes for as long as the buffer (and
+    /// its views) live, and the lender must not touch the bytes meanwhile.
+    pub unsafe fn lent(ptr: NonNull<u8>, region_offset: u64, len: usize) -> Self {
+        Self::from_memory(Memory::Lent { ptr, region_offset }, len)
+    }
+
+    fn from_memory(memory: Memory, len: usize) -> Self {
         Self {
-            alloc: Arc::new(Allocation { ptr, layout }),
+            alloc: Arc::new(Allocation(memory)),
             offset: 0,
             len,
         }
+    }
+
+    /// Where this buffer lies in the shared region, if it does: what a
+    /// descriptor carries to a peer instead of the bytes.
+    pub fn region_offset(&self) -> Option<u64> {
+        Some(self.alloc.region_offset()? + self.offset as u64)
     }
 
     /// A buffer holding a copy of `data`.
@@ -90,12 +165,12 @@ impl IoBuf {
 
     pub fn as_ptr(&self) -> *const u8 {
         // SAFETY: offset is within the allocation (checked when viewing).
-        unsafe { self.alloc.ptr.as_ptr().add(self.offset) }
+        unsafe { self.alloc.ptr().add(self.offset) }
     }
 
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         // SAFETY: as above.
-        unsafe { self.alloc.ptr.as_ptr().add(self.offset) }
+        unsafe { self.alloc.ptr().add(self.offset) }
     }
 
     pub fn as_slice(&self) -> &[u8] {

@@ -17,6 +17,7 @@ pub mod malloc;
 pub mod null;
 pub mod raid;
 pub mod registry;
+pub mod remote;
 pub mod stats;
 pub mod uring;
 
@@ -173,6 +174,12 @@ pub trait BdevBackend: Send + Sync + 'static {
     /// Bdevs this one is built on (virtual bdevs), released on delete.
     fn base_bdevs(&self) -> Vec<Arc<Bdev>> {
         Vec::new()
+    }
+
+    /// Payload bytes this bdev copied to move I/O between clusters (only
+    /// the remote bdev moves any; zero-copy keeps it at 0).
+    fn bytes_copied(&self) -> u64 {
+        0
     }
 }
 

@@ -1,5 +1,6 @@
 //! `null`: a bdev that completes every I/O at once without storing data
-//! (SPDK's Null disk), for measuring everything but the media.
+//! (SPDK's Null disk), for measuring everything but the media. Reads
+//! return zeroes.
 
 use std::sync::Arc;
 
@@ -36,8 +37,14 @@ impl BdevBackend for Null {
 struct NullChannel;
 
 impl BackendChannel for NullChannel {
-    fn submit(&self, io: IoRequest) -> IoFuture {
-        // Reads return the buffer as it came: no data is produced.
+    fn submit(&self, mut io: IoRequest) -> IoFuture {
+        // A read returns zeroes: a pool buffer still holds its previous
+        // user's bytes, which must never reach this reader.
+        if io.kind == IoKind::Read
+            && let Some(buf) = io.buf.as_mut()
+        {
+            buf.as_mut_slice().fill(0);
+        }
         Box::pin(std::future::ready(IoCompletion::new(io.buf, Ok(()))))
     }
 }

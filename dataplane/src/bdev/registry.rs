@@ -14,6 +14,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 #[derive(Default)]
 pub struct BdevRegistry {
     bdevs: Mutex<BTreeMap<String, Arc<Bdev>>>,
+    /// Bumped on every registration and removal, so caches built from
+    /// [`list`](Self::list) know when to rebuild without taking the lock.
+    epoch: AtomicU64,
 }
 
 impl BdevRegistry {
@@ -43,6 +46,7 @@ impl BdevRegistry {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let bdev = Arc::new(Bdev::new(id, spec, backend));
         bdevs.insert(bdev.name().to_string(), Arc::clone(&bdev));
+        self.epoch.fetch_add(1, Ordering::Release);
         tracing::info!(
             bdev = bdev.name(),
             module = bdev.backend().module(),
@@ -61,6 +65,11 @@ impl BdevRegistry {
             .or_else(|| bdevs.values().find(|b| b.uuid().to_string() == name))
             .cloned()
             .ok_or_else(|| BdevError::NotFound(name.to_string()))
+    }
+
+    /// Changes whenever the set of bdevs does.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     pub fn list(&self) -> Vec<Arc<Bdev>> {
@@ -99,6 +108,7 @@ impl BdevRegistry {
             });
         }
         let bdev = bdevs.remove(name).expect("present");
+        self.epoch.fetch_add(1, Ordering::Release);
         for base in bdev.backend().base_bdevs() {
             base.release_claim();
         }

@@ -119,7 +119,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 let _ = replies.send(Reply::error(&request, EOVERFLOW, message));
                 return Ok(());
             }
-            let mut buf = IoBuf::new(request.length as usize);
+            let mut buf = IoBuf::for_io(request.length as usize);
             reader.read_exact(buf.as_mut_slice()).await?;
             Some(buf)
         } else {
@@ -207,7 +207,7 @@ fn check(
             if !aligned {
                 return Err(misaligned());
             }
-            let buf = IoBuf::new(request.length as usize);
+            let buf = IoBuf::for_io(request.length as usize);
             Ok(Some(IoRequest::read(
                 offset / block_size,
                 buf,

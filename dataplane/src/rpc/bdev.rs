@@ -40,8 +40,8 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Named {
-    name: String,
+pub(super) struct Named {
+    pub(super) name: String,
 }
 
 #[derive(Deserialize)]
@@ -195,7 +195,11 @@ async fn raid_get_bdevs(context: Arc<Context>, p: RaidGetBdevs) -> Result<Value,
 }
 
 /// Deletes a bdev of `module` and drops its channels on every reactor.
-async fn delete(context: Arc<Context>, p: Named, module: &'static str) -> Result<Value, RpcError> {
+pub(super) async fn delete(
+    context: Arc<Context>,
+    p: Named,
+    module: &'static str,
+) -> Result<Value, RpcError> {
     let bdev = context.registry.unregister(&p.name, module)?;
     let id = bdev.id();
     context.reactors.call_all(move || release_channel(id)).await;
@@ -232,6 +236,7 @@ async fn get_iostat(context: Arc<Context>, p: GetIostat) -> Result<Value, RpcErr
         None => context.registry.list(),
     };
     let mut out = Vec::new();
+    let mut bytes_copied = 0;
     for bdev in bdevs {
         let id = bdev.id();
         let per_reactor = context.reactors.call_all(move || channel_stats(id)).await;
@@ -246,7 +251,12 @@ async fn get_iostat(context: Arc<Context>, p: GetIostat) -> Result<Value, RpcErr
                 ));
             }
         }
-        let mut entry = stats_json(&total, json!({"name": bdev.name()}));
+        let copied = bdev.backend().bytes_copied();
+        bytes_copied += copied;
+        let mut entry = stats_json(
+            &total,
+            json!({"name": bdev.name(), "inter_cluster_bytes_copied": copied}),
+        );
         if p.per_channel == Some(true) {
             entry["channels"] = Value::Array(channels);
         }
@@ -255,6 +265,7 @@ async fn get_iostat(context: Arc<Context>, p: GetIostat) -> Result<Value, RpcErr
     Ok(json!({
         "tick_rate": TICK_RATE,
         "ticks": shoal_appliance::clock::monotonic_ns(),
+        "inter_cluster_bytes_copied": bytes_copied,
         "bdevs": out,
     }))
 }

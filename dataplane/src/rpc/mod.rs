@@ -6,6 +6,7 @@
 
 mod bdev;
 mod framework;
+mod interconnect;
 mod nbd;
 pub mod version;
 
@@ -17,6 +18,7 @@ use serde_json::Value;
 use shoal_appliance::jsonrpc::{MethodResult, Router, RpcError, parse_params};
 
 use crate::bdev::BdevRegistry;
+use crate::interconnect::Interconnect;
 use crate::nbd::exports::Exports;
 use crate::reactor::Reactors;
 
@@ -26,6 +28,8 @@ pub struct Context {
     pub registry: Arc<BdevRegistry>,
     pub exports: Arc<Exports>,
     pub reactors: Arc<Reactors>,
+    /// Absent when the dataplane runs without doorbells (outside shoald).
+    pub interconnect: Option<Interconnect>,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +44,7 @@ pub fn router(context: Arc<Context>) -> Router {
     });
     let router = bdev::register(router, &context);
     let router = nbd::register(router, &context);
+    let router = interconnect::register(router, &context);
     framework::register(router, &context)
 }
 
@@ -80,6 +85,7 @@ mod tests {
             registry: Arc::new(BdevRegistry::new()),
             exports: Arc::new(Exports::new()),
             reactors: Arc::new(Reactors::start(1, &[], false).unwrap()),
+            interconnect: None,
         });
         let router = router(Arc::clone(&context));
         let v = router.call("spdk_get_version", None).await.unwrap();

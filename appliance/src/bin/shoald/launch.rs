@@ -17,6 +17,9 @@ pub struct LaunchSpec {
     /// Affinity applied before exec, so every thread the child creates
     /// inherits it. `None`: unpinned.
     pub cpus: Option<CpuSet>,
+    /// Descriptors the child inherits (close-on-exec is cleared for it
+    /// alone, between fork and exec).
+    pub inherit_fds: Vec<std::os::fd::RawFd>,
 }
 
 /// Environment that belongs to shoald alone: systemd's notification and
@@ -43,8 +46,10 @@ pub fn launch(spec: &LaunchSpec) -> std::io::Result<Pid> {
     command.process_group(0);
     let supervisor = nix::unistd::getpid();
     let cpus = spec.cpus;
+    let inherit_fds = spec.inherit_fds.clone();
     // SAFETY: runs between fork and exec in the child; it only makes
-    // async-signal-safe system calls (prctl, getppid, sched_setaffinity).
+    // async-signal-safe system calls (prctl, getppid, sched_setaffinity,
+    // fcntl) and allocates nothing.
     unsafe {
         command.pre_exec(move || {
             // The supervisor runs everything on its main thread, so "parent
@@ -55,6 +60,12 @@ pub fn launch(spec: &LaunchSpec) -> std::io::Result<Pid> {
             }
             if let Some(cpus) = &cpus {
                 nix::sched::sched_setaffinity(Pid::from_raw(0), cpus)?;
+            }
+            for &fd in &inherit_fds {
+                // fcntl on a descriptor number is async-signal-safe.
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });

@@ -9,6 +9,7 @@
 
 use std::ffi::OsString;
 use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,9 @@ use nix::fcntl::{Flock, FlockArg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use serde_json::{Value, json};
 use shoal_appliance::config::ApplianceConfig;
+use shoal_appliance::doorbell::Doorbell;
 use shoal_appliance::jsonrpc::RpcError;
-use shoal_appliance::region::layout::{ParticipantSlot, RegionHeader};
+use shoal_appliance::region::layout::{ParticipantSlot, RegionHeader, SlotStatus};
 use shoal_appliance::region::provision::ProvisionedRegion;
 use shoal_appliance::topology::{Placement, Topology, cpu_set};
 use tokio::signal::unix::{SignalKind, signal};
@@ -40,6 +42,9 @@ pub struct Supervisor {
     config: ApplianceConfig,
     topology: Topology,
     region: ProvisionedRegion,
+    /// One per data cluster, inherited by every dataplane (see
+    /// `shoal_appliance::doorbell`); kept open across restarts.
+    _doorbells: Vec<Doorbell>,
     dataplanes: Vec<Child>,
     management: Option<Child>,
     notifier: Notifier,
@@ -138,12 +143,29 @@ impl Supervisor {
             })
         };
 
+        let doorbells = (0..config.topology.data_clusters)
+            .map(|_| Doorbell::new())
+            .collect::<std::io::Result<Vec<_>>>()
+            .context("cannot create the inter-cluster doorbells")?;
+        let doorbell_fds: Vec<RawFd> = doorbells.iter().map(AsRawFd::as_raw_fd).collect();
+
         let mut dataplanes = Vec::new();
         for (index, placement) in (0u32..).zip(&topology.data) {
+            let mut args = dataplane_args(&config, index, placement, topology.pinned, &region_path);
+            args.push("--doorbells".into());
+            args.push(
+                doorbell_fds
+                    .iter()
+                    .map(RawFd::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .into(),
+            );
             let launch = LaunchSpec {
                 program: binaries_dir.join(&config.binaries.dataplane),
-                args: dataplane_args(&config, index, placement, topology.pinned, &region_path),
+                args,
                 cpus: pin(placement)?,
+                inherit_fds: doorbell_fds.clone(),
             };
             dataplanes.push(Child::new(
                 ChildKind::Dataplane(index),
@@ -158,6 +180,7 @@ impl Supervisor {
                 program: binaries_dir.join(&config.binaries.management),
                 args: management_args(&config, &region_path),
                 cpus: pin(&topology.control)?,
+                inherit_fds: Vec::new(),
             };
             Some(Child::new(
                 ChildKind::Management,
@@ -175,6 +198,7 @@ impl Supervisor {
             config,
             topology,
             region,
+            _doorbells: doorbells,
             dataplanes,
             management,
             notifier: Notifier::from_env(),
@@ -222,6 +246,20 @@ impl Supervisor {
         Ok(())
     }
 
+    /// Records in the slot of the process `pid` held that it is gone, so
+    /// its peers fail their I/O to it now rather than at the restart.
+    fn mark_exited(&self, pid: nix::unistd::Pid) {
+        let header = self.region.region().header();
+        let slots = (0..header.cluster_count())
+            .filter_map(|i| header.cluster_slot(i))
+            .chain(std::iter::once(header.control_slot()));
+        for slot in slots {
+            if slot.pid() == pid.as_raw() as u32 {
+                slot.set_status(SlotStatus::Exited);
+            }
+        }
+    }
+
     /// Collects every exited child (and, as PID 1, every orphan).
     fn reap(&mut self) {
         let now = Instant::now();
@@ -230,6 +268,7 @@ impl Supervisor {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
                 Ok(status) => {
                     let Some(pid) = status.pid() else { continue };
+                    self.mark_exited(pid);
                     if let Some(child) = self.children_mut().find(|c| c.state.pid() == Some(pid)) {
                         child.on_exit(status, now);
                     } else {

@@ -1,0 +1,56 @@
+//! Inter-cluster methods: remote bdevs and the rings' statistics.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shoal_appliance::jsonrpc::{Router, RpcError};
+
+use super::bdev::{Named, delete};
+use super::{Context, NoParams, method, parse_uuid};
+use crate::bdev::remote::{RemoteSpec, create_remote};
+use crate::interconnect::Interconnect;
+
+pub fn register(router: Router, context: &Arc<Context>) -> Router {
+    let router = method(router, "bdev_remote_create", context, remote_create);
+    let router = method(router, "bdev_remote_delete", context, |c, p: Named| {
+        delete(c, p, "remote")
+    });
+    method(router, "interconnect_get_stats", context, get_stats)
+}
+
+fn interconnect(context: &Context) -> Result<&Interconnect, RpcError> {
+    context.interconnect.as_ref().ok_or_else(|| {
+        RpcError::errno(
+            nix::errno::Errno::ENOTSUP,
+            "this dataplane runs without the inter-cluster rings (no --doorbells from shoald)",
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteCreate {
+    name: String,
+    /// The data cluster that owns the bdev.
+    cluster: u32,
+    /// The bdev's name on that cluster.
+    remote_bdev: String,
+    uuid: Option<String>,
+}
+
+async fn remote_create(context: Arc<Context>, p: RemoteCreate) -> Result<Value, RpcError> {
+    let interconnect = interconnect(&context)?;
+    let spec = RemoteSpec {
+        name: p.name,
+        uuid: parse_uuid(p.uuid.as_deref())?,
+        cluster: p.cluster,
+        remote_bdev: p.remote_bdev,
+    };
+    let bdev = create_remote(&context.registry, interconnect, spec).await?;
+    Ok(json!(bdev.name()))
+}
+
+async fn get_stats(context: Arc<Context>, _: NoParams) -> Result<Value, RpcError> {
+    Ok(interconnect(&context)?.describe())
+}
