@@ -18,7 +18,7 @@ SIZE_MIB=${SIZE_MIB:-256}
 for tool in fio nbdkit jq; do
     command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
 done
-cargo build --release --bins -q
+cargo build --release --workspace --bins -q
 
 work=$(mktemp -d)
 cleanup() {

@@ -3,6 +3,8 @@
 //! free loopback ports, talks to it over its control socket, and always
 //! cleans up its processes.
 
+pub mod nbd_client;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -5,9 +5,14 @@
 //! strip on the cluster the strip map says; nothing is copied on the way.
 
 use std::io::Read;
-use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use serde_json::{Value, json};
+use shoal_tests::nbd_client::{self, connect};
 use shoal_tests::{Appliance, have_tool, run};
 
 const CLUSTERS: u32 = 4;
@@ -170,4 +175,101 @@ fn a_volume_striped_over_four_clusters_is_served_from_any_of_them_without_copies
     assert_eq!(from0["cluster"], 0);
     assert!(from0["inbound"]["served"].as_u64().unwrap() > 0, "{served}");
     assert_eq!(from0["inbound"]["errors"], 0, "{served}");
+}
+
+#[test]
+fn killing_a_cluster_fails_io_to_it_within_seconds_and_its_new_life_serves_again() {
+    let appliance = start();
+    for k in 0..CLUSTERS {
+        rpc(
+            &appliance,
+            k,
+            "bdev_malloc_create",
+            json!({"name": format!("leg{k}"), "num_blocks": LEG_BYTES / 4096, "block_size": 4096}),
+        );
+    }
+    build_distributed_volume(&appliance, 0);
+    let port = appliance.nbd_port(0);
+
+    // A client writing 256 KiB requests (a strip on every cluster each)
+    // until one fails.
+    let written = Arc::new(AtomicU64::new(0));
+    let (failed_tx, failed_rx) = mpsc::channel();
+    let writer = {
+        let written = Arc::clone(&written);
+        std::thread::spawn(move || {
+            let mut s = connect(port, "dvol");
+            let chunk = vec![0x5a; 256 << 10];
+            let volume = LEG_BYTES * u64::from(CLUSTERS);
+            for cookie in 0.. {
+                let offset = (cookie * chunk.len() as u64) % volume;
+                let error = nbd_client::write(&mut s, cookie, offset, &chunk);
+                if error != 0 {
+                    let _ = failed_tx.send((Instant::now(), error));
+                    return;
+                }
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while written.load(Ordering::Relaxed) < 20 {
+        assert!(Instant::now() < deadline, "the workload does not run");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let before = appliance.cluster(1);
+    let victim = before["pid"].as_i64().unwrap() as i32;
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let killed_at = Instant::now();
+    let (failed_at, error) = failed_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the client saw no error within 10 s of the kill: it hangs");
+    let after = failed_at.duration_since(killed_at);
+    eprintln!("the client saw NBD error {error} {after:?} after the kill");
+    assert!(after < Duration::from_secs(5), "error after {after:?}");
+    assert_eq!(error, 5, "NBD EIO");
+    writer.join().unwrap();
+
+    // Cluster 1 comes back empty; once its leg is re-created, the same
+    // volume on cluster 0 works again with no change there.
+    let restarts = before["restarts"].as_u64().unwrap();
+    appliance.wait_for("cluster 1 restarted", shoal_tests::STARTUP_TIMEOUT, |s| {
+        s["clusters"][1]["state"] == "running"
+            && s["clusters"][1]["restarts"].as_u64() > Some(restarts)
+    });
+    rpc(
+        &appliance,
+        1,
+        "bdev_malloc_create",
+        json!({"name": "leg1", "num_blocks": LEG_BYTES / 4096, "block_size": 4096}),
+    );
+    let mut s = connect(port, "dvol");
+    let pattern: Vec<u8> = (0..4 << 20)
+        .map(|i: u32| (i * 7 + i / 4096) as u8)
+        .collect();
+    // The first requests may still meet cluster 0's view of the old life
+    // for up to one liveness tick; retry briefly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut cookie = 0;
+    loop {
+        cookie += 1;
+        let error = nbd_client::write(&mut s, cookie, 0, &pattern);
+        if error == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "writes keep failing: {error}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let back = nbd_client::read(&mut s, cookie + 1, 0, pattern.len() as u32).unwrap();
+    assert!(back == pattern, "fresh write/read cycle differs");
+    let stats = rpc(&appliance, 0, "interconnect_get_stats", json!({}));
+    let peer1 = &stats["peers"][0];
+    assert_eq!(peer1["cluster"], 1);
+    assert!(peer1["peer_restarts"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(
+        peer1["outbound"]["errors"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert_eq!(peer1["outbound"]["in_flight"], 0, "{stats}");
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use shoal_appliance::jsonrpc::CallError;
+use shoal_tests::nbd_client::{connect, request, simple_reply};
 use shoal_tests::{Appliance, have_tool, run};
 
 fn rpc(appliance: &Appliance, method: &str, params: Value) -> Value {
@@ -238,58 +239,6 @@ fn raid1_keeps_serving_when_a_leg_file_is_truncated() {
 }
 
 /// A minimal NBD client for protocol abuse: negotiates with NBD_OPT_GO.
-fn connect(port: u16, export: &str) -> TcpStream {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut greeting = [0u8; 18];
-    s.read_exact(&mut greeting).unwrap();
-    s.write_all(&3u32.to_be_bytes()).unwrap(); // fixed newstyle, no zeroes
-    let mut data = (export.len() as u32).to_be_bytes().to_vec();
-    data.extend_from_slice(export.as_bytes());
-    data.extend_from_slice(&0u16.to_be_bytes());
-    let mut option = 0x4948_4156_454f_5054u64.to_be_bytes().to_vec();
-    option.extend_from_slice(&7u32.to_be_bytes());
-    option.extend_from_slice(&(data.len() as u32).to_be_bytes());
-    option.extend_from_slice(&data);
-    s.write_all(&option).unwrap();
-    loop {
-        let mut header = [0u8; 20];
-        s.read_exact(&mut header).unwrap();
-        let kind = u32::from_be_bytes(header[12..16].try_into().unwrap());
-        let len = u32::from_be_bytes(header[16..20].try_into().unwrap()) as usize;
-        let mut body = vec![0u8; len];
-        s.read_exact(&mut body).unwrap();
-        assert!(kind & 0x8000_0000 == 0, "option error {kind:#x}");
-        if kind == 1 {
-            return s;
-        }
-    }
-}
-
-fn request(command: u16, cookie: u64, offset: u64, length: u32) -> Vec<u8> {
-    let mut r = 0x2560_9513u32.to_be_bytes().to_vec();
-    r.extend_from_slice(&0u16.to_be_bytes());
-    r.extend_from_slice(&command.to_be_bytes());
-    r.extend_from_slice(&cookie.to_be_bytes());
-    r.extend_from_slice(&offset.to_be_bytes());
-    r.extend_from_slice(&length.to_be_bytes());
-    r
-}
-
-/// Reads a simple reply; returns (error, cookie).
-fn simple_reply(s: &mut TcpStream) -> (u32, u64) {
-    let mut reply = [0u8; 16];
-    s.read_exact(&mut reply).unwrap();
-    assert_eq!(
-        u32::from_be_bytes(reply[0..4].try_into().unwrap()),
-        0x6744_6698
-    );
-    (
-        u32::from_be_bytes(reply[4..8].try_into().unwrap()),
-        u64::from_be_bytes(reply[8..16].try_into().unwrap()),
-    )
-}
-
 #[test]
 fn misbehaving_clients_get_errors_and_disturb_nobody() {
     let appliance = Appliance::start_ready(1);
