@@ -20,6 +20,11 @@ pub const DEFAULT_CONFIG_TOML: &str = include_str!("../default-config.toml");
 
 /// Largest number of cores a single cluster may ask for.
 pub const MAX_CORES_PER_CLUSTER: u32 = 64;
+/// Redfish SessionTimeout bounds, seconds (the schema's own limits).
+pub const MIN_SESSION_TIMEOUT_S: u64 = 30;
+pub const MAX_SESSION_TIMEOUT_S: u64 = 86_400;
+/// Most Redfish sessions open at once.
+pub const MAX_SESSIONS: u32 = 1024;
 /// Largest shared region, in MiB (64 GiB).
 pub const MAX_REGION_MIB: u64 = 64 * 1024;
 
@@ -110,7 +115,18 @@ pub struct BinariesConfig {
 pub struct ManagementConfig {
     pub enabled: bool,
     pub https_listen: SocketAddr,
+    /// Plain HTTP that only redirects to HTTPS; off when false.
+    pub http_redirect: bool,
     pub http_redirect_listen: SocketAddr,
+    /// Operator-supplied PEM certificate chain and private key; when both
+    /// are absent, a self-signed certificate is generated once and kept in
+    /// the state directory.
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_private_key: Option<PathBuf>,
+    /// Idle time after which a Redfish session expires (SessionTimeout).
+    pub session_timeout_s: u64,
+    /// Redfish sessions open at once; logins beyond it are refused.
+    pub max_sessions: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,7 +208,12 @@ impl Default for ManagementConfig {
         Self {
             enabled: true,
             https_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8443)),
+            http_redirect: true,
             http_redirect_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            tls_certificate: None,
+            tls_private_key: None,
+            session_timeout_s: 1800,
+            max_sessions: 64,
         }
     }
 }
@@ -297,6 +318,27 @@ impl ApplianceConfig {
             format!(
                 "memory.shm_dir = {:?}: must be an absolute path",
                 self.memory.shm_dir
+            ),
+        );
+
+        let m = &self.management;
+        check(
+            m.tls_certificate.is_some() == m.tls_private_key.is_some(),
+            "management.tls_certificate and management.tls_private_key: give both or neither"
+                .to_string(),
+        );
+        check(
+            (MIN_SESSION_TIMEOUT_S..=MAX_SESSION_TIMEOUT_S).contains(&m.session_timeout_s),
+            format!(
+                "management.session_timeout_s = {}: must be {MIN_SESSION_TIMEOUT_S} to {MAX_SESSION_TIMEOUT_S}",
+                m.session_timeout_s
+            ),
+        );
+        check(
+            (1..=MAX_SESSIONS).contains(&m.max_sessions),
+            format!(
+                "management.max_sessions = {}: must be 1 to {MAX_SESSIONS}",
+                m.max_sessions
             ),
         );
 

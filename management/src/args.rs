@@ -24,9 +24,25 @@ pub struct Args {
     /// Address for the Redfish service over HTTPS.
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub https_listen: SocketAddr,
-    /// Address for plain HTTP, which only redirects to HTTPS.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub http_redirect_listen: SocketAddr,
+    /// Address for plain HTTP, which only redirects to HTTPS; none when absent.
+    #[arg(long)]
+    pub http_redirect_listen: Option<SocketAddr>,
+    /// PEM certificate chain for HTTPS (with --tls-private-key); without
+    /// it a self-signed certificate is generated once in the state dir.
+    #[arg(long, value_name = "PEM", requires = "tls_private_key")]
+    pub tls_certificate: Option<PathBuf>,
+    /// PEM private key matching --tls-certificate.
+    #[arg(long, value_name = "PEM", requires = "tls_certificate")]
+    pub tls_private_key: Option<PathBuf>,
+    /// Idle seconds before a Redfish session expires.
+    #[arg(long, default_value_t = 1800, value_parser = clap::value_parser!(u64).range(30..=86_400))]
+    pub session_timeout_s: u64,
+    /// Redfish sessions open at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_sessions: u32,
+    /// Directory of the shipped DMTF schema files (csdl/, json-schema/).
+    #[arg(long, value_name = "DIR", default_value_os_t = crate::resources::schemas::default_dir())]
+    pub schema_dir: PathBuf,
     /// Heartbeat period in milliseconds.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub heartbeat_interval_ms: u64,

@@ -1,8 +1,15 @@
-//! The Shoal management service: the appliance's Redfish/Swordfish face.
+//! The Shoal management service: the appliance's Redfish face (standing
+//! in for Intel RSD PSME), on the control cluster, started by shoald.
 //!
-//! It runs on the control cluster, started by shoald. Today it is the
-//! process skeleton the Redfish service plugs into: it joins the shared
-//! region as the control cluster and heartbeats there.
+//! [`http`] is the transport (TLS, listeners), [`redfish`] the protocol
+//! (messages, rules, router), [`auth`] accounts, sessions and privileges,
+//! [`resources`] one module per resource, [`store`] the persistent state.
 
 pub mod args;
+pub mod auth;
+pub mod http;
+pub mod redfish;
+pub mod resources;
 pub mod service;
+pub mod state;
+pub mod store;

@@ -346,6 +346,25 @@ impl Appliance {
         call_blocking(&socket, method, params, Duration::from_secs(30))
     }
 
+    /// `https://127.0.0.1:<port>` of the Redfish service, from the running config.
+    pub fn redfish_base(&self) -> String {
+        let config = self
+            .rpc("appliance_get_config", None)
+            .expect("appliance_get_config");
+        let listen = config["management"]["https_listen"]
+            .as_str()
+            .expect("management.https_listen");
+        format!("https://{listen}")
+    }
+
+    /// The generated password of `admin`, written once at first start.
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.state_dir.join("initial-admin-password"))
+            .expect("the initial admin password file")
+            .trim()
+            .to_string()
+    }
+
     /// The NBD URI of `export` on data cluster `index`.
     pub fn nbd_uri(&self, index: u32, export: &str) -> String {
         format!("nbd://127.0.0.1:{}/{export}", self.nbd_port(index))

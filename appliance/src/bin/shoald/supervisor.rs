@@ -335,8 +335,13 @@ impl Supervisor {
         self.notifier.ready();
         let management = match &self.management {
             Some(m) if matches!(m.state, State::Running { .. }) => format!(
-                "management service running (its Redfish endpoint https://{}/redfish/v1 is not implemented yet)",
-                self.config.management.https_listen
+                "Redfish service at https://{}/redfish/v1 (user admin; password from \
+                 SHOAL_ADMIN_PASSWORD at first start, else in {})",
+                self.config.management.https_listen,
+                self.config
+                    .state_dir
+                    .join("initial-admin-password")
+                    .display()
             ),
             Some(_) => "management service failed".to_string(),
             None => "management service disabled".to_string(),
@@ -538,7 +543,8 @@ fn dataplane_args(
 }
 
 fn management_args(config: &ApplianceConfig, region: &Path) -> Vec<OsString> {
-    vec![
+    let m = &config.management;
+    let mut args: Vec<OsString> = vec![
         "--state-dir".into(),
         config.state_dir.clone().into(),
         "--region".into(),
@@ -546,10 +552,23 @@ fn management_args(config: &ApplianceConfig, region: &Path) -> Vec<OsString> {
         "--supervisor-socket".into(),
         config.supervisor_socket().into(),
         "--https-listen".into(),
-        config.management.https_listen.to_string().into(),
-        "--http-redirect-listen".into(),
-        config.management.http_redirect_listen.to_string().into(),
+        m.https_listen.to_string().into(),
         "--heartbeat-interval-ms".into(),
         config.supervisor.heartbeat_interval_ms.to_string().into(),
-    ]
+        "--session-timeout-s".into(),
+        m.session_timeout_s.to_string().into(),
+        "--max-sessions".into(),
+        m.max_sessions.to_string().into(),
+    ];
+    if m.http_redirect {
+        args.push("--http-redirect-listen".into());
+        args.push(m.http_redirect_listen.to_string().into());
+    }
+    if let (Some(certificate), Some(key)) = (&m.tls_certificate, &m.tls_private_key) {
+        args.push("--tls-certificate".into());
+        args.push(certificate.into());
+        args.push("--tls-private-key".into());
+        args.push(key.into());
+    }
+    args
 }

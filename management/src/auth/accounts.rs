@@ -1,0 +1,471 @@
+//! Manager accounts: stored in sled, passwords hashed with argon2id,
+//! locked out after repeated failures, and the first `admin` account
+//! created at first start (password from `SHOAL_ADMIN_PASSWORD`, else
+//! generated and written once to `<state>/initial-admin-password`).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use serde::{Deserialize, Serialize};
+
+use super::privileges::Role;
+use crate::store::{Store, StoreError, Table};
+
+/// Longest accepted user name.
+pub const MAX_USER_NAME: usize = 64;
+/// Most accounts the service holds.
+pub const MAX_ACCOUNTS: usize = 64;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Account {
+    /// The URI segment: stable across renames.
+    pub id: String,
+    pub user_name: String,
+    pub role: Role,
+    pub password_hash: String,
+    pub enabled: bool,
+    pub password_change_required: bool,
+    /// Bumped on every change; the ETag derives from it.
+    pub revision: u64,
+}
+
+/// AccountService policy, PATCHable, persisted.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Policy {
+    pub min_password_length: usize,
+    pub max_password_length: usize,
+    pub lockout_threshold: u32,
+    pub lockout_duration_s: u64,
+    pub lockout_counter_reset_after_s: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            min_password_length: 8,
+            max_password_length: 64,
+            lockout_threshold: 5,
+            lockout_duration_s: 60,
+            lockout_counter_reset_after_s: 60,
+        }
+    }
+}
+
+const POLICY_KEY: &str = "account_policy";
+
+/// Why a login failed. Callers answer all of them the same way (401), so
+/// a client cannot tell a wrong password from a locked account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    BadCredentials,
+    LockedOut,
+    Disabled,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("password must be {min} to {max} characters")]
+    PasswordLength { min: usize, max: usize },
+    #[error("user name {0:?} is already used")]
+    Exists(String),
+    #[error("user name must be 1 to {MAX_USER_NAME} printable characters without ':' or '/'")]
+    BadUserName,
+    #[error("the service holds at most {MAX_ACCOUNTS} accounts")]
+    TooMany,
+    #[error("cannot hash the password: {0}")]
+    Hash(String),
+    #[error("cannot write {path}: {source}")]
+    Secret {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Default)]
+struct Failures {
+    count: u32,
+    last: Option<Instant>,
+    locked_until: Option<Instant>,
+}
+
+pub struct Accounts {
+    store: Store,
+    failures: Mutex<HashMap<String, Failures>>,
+}
+
+fn hash(password: &str) -> Result<String, AccountError> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| AccountError::Hash(e.to_string()))
+}
+
+fn verify(password: &str, stored: &str) -> bool {
+    PasswordHash::new(stored).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// A password nobody chose: 20 characters from a 62-letter alphabet.
+fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz0123456789";
+    let random = uuid::Uuid::new_v4().as_u128() ^ (uuid::Uuid::new_v4().as_u128() << 7);
+    let mut n = random;
+    (0..20)
+        .map(|_| {
+            let c = ALPHABET[(n % ALPHABET.len() as u128) as usize] as char;
+            n /= ALPHABET.len() as u128;
+            c
+        })
+        .collect()
+}
+
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_USER_NAME
+        && name
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != ':' && c != '/')
+}
+
+impl Accounts {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn policy(&self) -> Result<Policy, StoreError> {
+        Ok(self
+            .store
+            .get(Table::Settings, POLICY_KEY)?
+            .unwrap_or_default())
+    }
+
+    pub async fn set_policy(&self, policy: &Policy) -> Result<(), StoreError> {
+        self.store.put(Table::Settings, POLICY_KEY, policy).await
+    }
+
+    pub fn list(&self) -> Result<Vec<Account>, StoreError> {
+        let mut accounts: Vec<Account> = self.store.list(Table::Accounts)?;
+        accounts.sort_by_key(|a| a.id.parse::<u64>().unwrap_or(u64::MAX));
+        Ok(accounts)
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        self.store.get(Table::Accounts, id)
+    }
+
+    pub fn by_user_name(&self, user_name: &str) -> Result<Option<Account>, StoreError> {
+        Ok(self.list()?.into_iter().find(|a| a.user_name == user_name))
+    }
+
+    /// Creates `admin` if there is no account at all. Returns where the
+    /// generated password was written, if one was generated.
+    pub async fn bootstrap(
+        &self,
+        state_dir: &Path,
+    ) -> Result<Option<std::path::PathBuf>, AccountError> {
+        if !self.list()?.is_empty() {
+            return Ok(None);
+        }
+        let (password, written) = match std::env::var("SHOAL_ADMIN_PASSWORD") {
+            Ok(password) if !password.is_empty() => (password, None),
+            _ => {
+                let password = generate_password();
+                let path = state_dir.join("initial-admin-password");
+                write_secret(&path, &password).map_err(|source| AccountError::Secret {
+                    path: path.clone(),
+                    source,
+                })?;
+                (password, Some(path))
+            }
+        };
+        self.create("admin", &password, Role::Administrator, true, false)
+            .await?;
+        Ok(written)
+    }
+
+    pub async fn create(
+        &self,
+        user_name: &str,
+        password: &str,
+        role: Role,
+        enabled: bool,
+        password_change_required: bool,
+    ) -> Result<Account, AccountError> {
+        if !valid_user_name(user_name) {
+            return Err(AccountError::BadUserName);
+        }
+        self.check_password(password)?;
+        let accounts = self.list()?;
+        if accounts.iter().any(|a| a.user_name == user_name) {
+            return Err(AccountError::Exists(user_name.to_string()));
+        }
+        if accounts.len() >= MAX_ACCOUNTS {
+            return Err(AccountError::TooMany);
+        }
+        let next_id = accounts
+            .iter()
+            .filter_map(|a| a.id.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let password = password.to_string();
+        let password_hash = tokio::task::spawn_blocking(move || hash(&password))
+            .await
+            .map_err(|e| AccountError::Hash(e.to_string()))??;
+        let account = Account {
+            id: next_id.to_string(),
+            user_name: user_name.to_string(),
+            role,
+            password_hash,
+            enabled,
+            password_change_required,
+            revision: 1,
+        };
+        self.store
+            .put(Table::Accounts, &account.id, &account)
+            .await?;
+        Ok(account)
+    }
+
+    pub fn check_password(&self, password: &str) -> Result<(), AccountError> {
+        let policy = self.policy()?;
+        let length = password.chars().count();
+        if length < policy.min_password_length || length > policy.max_password_length {
+            return Err(AccountError::PasswordLength {
+                min: policy.min_password_length,
+                max: policy.max_password_length,
+            });
+        }
+        Ok(())
+    }
+
+    /// Hashes a new password for `account` (the caller saves it).
+    pub async fn set_password(
+        &self,
+        account: &mut Account,
+        password: &str,
+    ) -> Result<(), AccountError> {
+        self.check_password(password)?;
+        let password = password.to_string();
+        account.password_hash = tokio::task::spawn_blocking(move || hash(&password))
+            .await
+            .map_err(|e| AccountError::Hash(e.to_string()))??;
+        Ok(())
+    }
+
+    pub async fn save(&self, account: &mut Account) -> Result<(), StoreError> {
+        account.revision += 1;
+        self.store.put(Table::Accounts, &account.id, account).await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        self.store.remove(Table::Accounts, id).await
+    }
+
+    /// Checks a user name and password, counting failures towards lockout.
+    pub async fn login(&self, user_name: &str, password: &str) -> Result<Account, LoginFailure> {
+        let policy = self.policy().unwrap_or_default();
+        let now = Instant::now();
+        if self.is_locked(user_name, now) {
+            return Err(LoginFailure::LockedOut);
+        }
+        let account = self.by_user_name(user_name).ok().flatten();
+        let candidate = password.to_string();
+        let stored = account.as_ref().map(|a| a.password_hash.clone());
+        // Verify even for unknown users, so timing does not reveal names.
+        let ok = tokio::task::spawn_blocking(move || match stored {
+            Some(stored) => verify(&candidate, &stored),
+            None => {
+                let _ = verify(&candidate, dummy_hash());
+                false
+            }
+        })
+        .await
+        .unwrap_or(false);
+        match account {
+            Some(account) if ok => {
+                self.failures
+                    .lock()
+                    .expect("failures lock")
+                    .remove(user_name);
+                if account.enabled {
+                    Ok(account)
+                } else {
+                    Err(LoginFailure::Disabled)
+                }
+            }
+            _ => {
+                self.record_failure(user_name, now, &policy);
+                Err(LoginFailure::BadCredentials)
+            }
+        }
+    }
+
+    fn is_locked(&self, user_name: &str, now: Instant) -> bool {
+        let failures = self.failures.lock().expect("failures lock");
+        failures
+            .get(user_name)
+            .and_then(|f| f.locked_until)
+            .is_some_and(|until| now < until)
+    }
+
+    fn record_failure(&self, user_name: &str, now: Instant, policy: &Policy) {
+        if policy.lockout_threshold == 0 {
+            return;
+        }
+        let mut failures = self.failures.lock().expect("failures lock");
+        // Bounded: unknown names share one entry, so guessing names cannot
+        // grow the table.
+        let key = if failures.len() > 4 * MAX_ACCOUNTS && !failures.contains_key(user_name) {
+            "\u{0}unknown".to_string()
+        } else {
+            user_name.to_string()
+        };
+        let entry = failures.entry(key).or_default();
+        let reset_after = Duration::from_secs(policy.lockout_counter_reset_after_s);
+        if entry
+            .last
+            .is_some_and(|last| now.duration_since(last) > reset_after)
+        {
+            entry.count = 0;
+        }
+        entry.count += 1;
+        entry.last = Some(now);
+        if entry.count >= policy.lockout_threshold {
+            entry.locked_until = Some(now + Duration::from_secs(policy.lockout_duration_s));
+            entry.count = 0;
+            tracing::warn!(
+                user = user_name,
+                "account locked out after repeated login failures"
+            );
+        }
+    }
+
+    /// Whether `user_name` is locked out now (for the `Locked` property).
+    pub fn locked(&self, user_name: &str) -> bool {
+        self.is_locked(user_name, Instant::now())
+    }
+
+    /// Clears a lockout (PATCH `Locked: false`).
+    pub fn unlock(&self, user_name: &str) {
+        self.failures
+            .lock()
+            .expect("failures lock")
+            .remove(user_name);
+    }
+}
+
+/// A hash of a password nobody knows, verified against when the user name
+/// is unknown so that the answer takes as long as for a real account.
+fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash(&generate_password()).unwrap_or_default())
+}
+
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{secret}")?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn accounts() -> (tempfile::TempDir, Accounts) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        (dir, Accounts::new(store))
+    }
+
+    #[tokio::test]
+    async fn login_checks_the_hash_and_locks_out() {
+        let (_dir, accounts) = accounts().await;
+        let policy = Policy {
+            lockout_threshold: 3,
+            ..Policy::default()
+        };
+        accounts.set_policy(&policy).await.unwrap();
+        accounts
+            .create("alice", "correct horse", Role::Operator, true, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            accounts.login("alice", "correct horse").await.unwrap().role,
+            Role::Operator
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                accounts.login("alice", "wrong").await,
+                Err(LoginFailure::BadCredentials)
+            );
+        }
+        assert_eq!(
+            accounts.login("alice", "correct horse").await,
+            Err(LoginFailure::LockedOut),
+            "locked even with the right password"
+        );
+        accounts.unlock("alice");
+        assert!(accounts.login("alice", "correct horse").await.is_ok());
+        assert_eq!(
+            accounts.login("nobody", "x").await,
+            Err(LoginFailure::BadCredentials)
+        );
+    }
+
+    #[tokio::test]
+    async fn policy_and_names_are_enforced() {
+        let (_dir, accounts) = accounts().await;
+        assert!(matches!(
+            accounts
+                .create("bob", "short", Role::ReadOnly, true, false)
+                .await,
+            Err(AccountError::PasswordLength { .. })
+        ));
+        assert!(matches!(
+            accounts
+                .create("a:b", "long enough", Role::ReadOnly, true, false)
+                .await,
+            Err(AccountError::BadUserName)
+        ));
+        accounts
+            .create("bob", "long enough", Role::ReadOnly, true, false)
+            .await
+            .unwrap();
+        assert!(matches!(
+            accounts
+                .create("bob", "long enough", Role::ReadOnly, true, false)
+                .await,
+            Err(AccountError::Exists(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn bootstrap_writes_a_generated_password_once() {
+        let (dir, accounts) = accounts().await;
+        let written = accounts.bootstrap(dir.path()).await.unwrap().unwrap();
+        let password = std::fs::read_to_string(&written).unwrap();
+        let admin = accounts.login("admin", password.trim()).await.unwrap();
+        assert_eq!(admin.role, Role::Administrator);
+        assert_eq!(accounts.bootstrap(dir.path()).await.unwrap(), None);
+    }
+}

@@ -1,0 +1,142 @@
+//! Authentication (HTTP Basic over HTTPS, or a session's `X-Auth-Token`)
+//! and authorization (the privilege registry) for every guarded route.
+
+pub mod accounts;
+pub mod privileges;
+pub mod sessions;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+
+use crate::redfish::message::RedfishError;
+use crate::state::AppState;
+use accounts::LoginFailure;
+use privileges::Role;
+
+/// Who is calling, as the handlers see it.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_name: String,
+    pub account_id: String,
+    pub role: Role,
+    /// Present when the caller used a session token.
+    pub session_id: Option<String>,
+    pub password_change_required: bool,
+}
+
+impl Principal {
+    pub fn may(&self, entity: &str, method: &Method, is_self: bool) -> bool {
+        privileges::allows(self.role, entity, method.as_str(), is_self)
+    }
+}
+
+/// Authenticates the request from its `X-Auth-Token` or `Authorization:
+/// Basic` header.
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Principal, RedfishError> {
+    if let Some(token) = headers.get("x-auth-token") {
+        let token = token.to_str().map_err(|_| RedfishError::unauthorized())?;
+        let session = state
+            .sessions
+            .authenticate(token)
+            .ok_or_else(RedfishError::unauthorized)?;
+        return Ok(Principal {
+            user_name: session.user_name,
+            account_id: session.account_id,
+            role: session.role,
+            session_id: Some(session.id),
+            password_change_required: session.password_change_required,
+        });
+    }
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .ok_or_else(RedfishError::unauthorized)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic.trim())
+        .map_err(|_| RedfishError::unauthorized())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| RedfishError::unauthorized())?;
+    let (user_name, password) = decoded
+        .split_once(':')
+        .ok_or_else(RedfishError::unauthorized)?;
+    let account = state
+        .accounts
+        .login(user_name, password)
+        .await
+        .map_err(|failure| {
+            if failure == LoginFailure::LockedOut {
+                tracing::info!(user = user_name, "login refused: account locked out");
+            }
+            RedfishError::unauthorized()
+        })?;
+    Ok(Principal {
+        user_name: account.user_name,
+        account_id: account.id,
+        role: account.role,
+        session_id: None,
+        password_change_required: account.password_change_required,
+    })
+}
+
+/// The last path segment: the member id of an account or session URI.
+fn last_segment(path: &str) -> &str {
+    path.trim_end_matches('/').rsplit('/').next().unwrap_or("")
+}
+
+/// Middleware for a route serving resources of type `entity`: 401 without
+/// valid credentials, 403 without the registry's privileges.
+pub async fn authorize(
+    State((state, entity)): State<(AppState, &'static str)>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let principal = match authenticate(&state, request.headers()).await {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    let path = request.uri().path().to_string();
+    let is_self = match entity {
+        "ManagerAccount" => last_segment(&path) == principal.account_id,
+        "Session" => principal.session_id.as_deref() == Some(last_segment(&path)),
+        _ => false,
+    };
+    let method = request.method().clone();
+    // HEAD is answered like GET (same privileges where the registry differs
+    // only by omission).
+    let checked = if method == Method::HEAD {
+        Method::GET
+    } else {
+        method.clone()
+    };
+    if principal.password_change_required {
+        let own_account = entity == "ManagerAccount" && is_self;
+        let own_session = entity == "Session" && is_self && method == Method::DELETE;
+        if !(own_account && matches!(checked, Method::GET | Method::PATCH) || own_session) {
+            let uri = format!(
+                "/redfish/v1/AccountService/Accounts/{}",
+                principal.account_id
+            );
+            return RedfishError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "PasswordChangeRequired",
+                &[&uri],
+            )
+            .into_response();
+        }
+    }
+    // A PATCH of one's own account is let through to the handler, which
+    // checks each property (the registry lets ConfigureSelf change only
+    // the password).
+    let self_patch = entity == "ManagerAccount" && is_self && checked == Method::PATCH;
+    if !principal.may(entity, &checked, is_self) && !self_patch {
+        return RedfishError::forbidden().into_response();
+    }
+    request.extensions_mut().insert(principal);
+    next.run(request).await
+}

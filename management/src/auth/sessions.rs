@@ -1,0 +1,175 @@
+//! Redfish sessions: `X-Auth-Token`s handed out by POST to the Sessions
+//! collection, expiring after `SessionTimeout` seconds idle. The table is
+//! bounded; a login beyond the limit first evicts expired sessions and is
+//! refused if none expired. Sessions live in memory only: a restarted
+//! service asks clients to log in again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::privileges::Role;
+
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: String,
+    pub token: String,
+    pub user_name: String,
+    pub account_id: String,
+    pub role: Role,
+    pub password_change_required: bool,
+    pub created: SystemTime,
+    last_used: Instant,
+}
+
+pub struct Sessions {
+    timeout: Mutex<Duration>,
+    limit: usize,
+    /// By token.
+    table: Mutex<HashMap<String, Session>>,
+    next_id: Mutex<u64>,
+}
+
+/// 256 bits from the OS random source, hex encoded.
+fn new_token() -> String {
+    let a = uuid::Uuid::new_v4().as_u128();
+    let b = uuid::Uuid::new_v4().as_u128();
+    format!("{a:032x}{b:032x}")
+}
+
+impl Sessions {
+    pub fn new(timeout: Duration, limit: usize) -> Self {
+        Self {
+            timeout: Mutex::new(timeout),
+            limit,
+            table: Mutex::new(HashMap::new()),
+            next_id: Mutex::new(0),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        *self.timeout.lock().expect("timeout lock")
+    }
+
+    pub fn set_timeout(&self, timeout: Duration) {
+        *self.timeout.lock().expect("timeout lock") = timeout;
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Opens a session; `None` when the table is full of live sessions.
+    pub fn open(
+        &self,
+        user_name: &str,
+        account_id: &str,
+        role: Role,
+        password_change_required: bool,
+    ) -> Option<Session> {
+        let timeout = self.timeout();
+        let mut table = self.table.lock().expect("session table lock");
+        let now = Instant::now();
+        if table.len() >= self.limit {
+            table.retain(|_, s| now.duration_since(s.last_used) < timeout);
+            if table.len() >= self.limit {
+                return None;
+            }
+        }
+        let id = {
+            let mut next = self.next_id.lock().expect("session id lock");
+            *next += 1;
+            next.to_string()
+        };
+        let session = Session {
+            id,
+            token: new_token(),
+            user_name: user_name.to_string(),
+            account_id: account_id.to_string(),
+            role,
+            password_change_required,
+            created: SystemTime::now(),
+            last_used: now,
+        };
+        table.insert(session.token.clone(), session.clone());
+        Some(session)
+    }
+
+    /// The live session for `token`, touched; expired ones are removed.
+    pub fn authenticate(&self, token: &str) -> Option<Session> {
+        let timeout = self.timeout();
+        let mut table = self.table.lock().expect("session table lock");
+        let now = Instant::now();
+        let session = table.get_mut(token)?;
+        if now.duration_since(session.last_used) >= timeout {
+            table.remove(token);
+            return None;
+        }
+        session.last_used = now;
+        Some(session.clone())
+    }
+
+    pub fn get(&self, id: &str) -> Option<Session> {
+        self.list().into_iter().find(|s| s.id == id)
+    }
+
+    /// Live sessions, oldest first.
+    pub fn list(&self) -> Vec<Session> {
+        let timeout = self.timeout();
+        let mut table = self.table.lock().expect("session table lock");
+        let now = Instant::now();
+        table.retain(|_, s| now.duration_since(s.last_used) < timeout);
+        let mut sessions: Vec<Session> = table.values().cloned().collect();
+        sessions.sort_by_key(|s| s.id.parse::<u64>().unwrap_or(u64::MAX));
+        sessions
+    }
+
+    pub fn close(&self, id: &str) -> bool {
+        let mut table = self.table.lock().expect("session table lock");
+        let before = table.len();
+        table.retain(|_, s| s.id != id);
+        table.len() != before
+    }
+
+    /// Ends every session of an account (deleted, disabled or re-roled).
+    pub fn close_account(&self, account_id: &str) {
+        self.table
+            .lock()
+            .expect("session table lock")
+            .retain(|_, s| s.account_id != account_id);
+    }
+
+    /// The password was changed: the session may do everything again.
+    pub fn clear_password_change(&self, account_id: &str) {
+        for session in self.table.lock().expect("session table lock").values_mut() {
+            if session.account_id == account_id {
+                session.password_change_required = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_expire_and_the_table_is_bounded() {
+        let sessions = Sessions::new(Duration::from_millis(50), 2);
+        let a = sessions.open("a", "1", Role::ReadOnly, false).unwrap();
+        let _b = sessions.open("b", "2", Role::ReadOnly, false).unwrap();
+        assert!(
+            sessions.open("c", "3", Role::ReadOnly, false).is_none(),
+            "full"
+        );
+        assert_eq!(sessions.authenticate(&a.token).unwrap().user_name, "a");
+        assert_ne!(a.token.len(), 0);
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(sessions.authenticate(&a.token).is_none(), "expired");
+        assert!(
+            sessions.open("c", "3", Role::ReadOnly, false).is_some(),
+            "expired ones make room"
+        );
+        assert_eq!(sessions.list().len(), 1);
+    }
+}

@@ -1,0 +1,4 @@
+//! HTTP transport: TLS identity and the listeners.
+
+pub mod server;
+pub mod tls;

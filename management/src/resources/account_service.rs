@@ -1,0 +1,428 @@
+//! AccountService, ManagerAccounts and Roles.
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::session_service::{merge, not_applied};
+use crate::auth::Principal;
+use crate::auth::accounts::{Account, AccountError, Policy};
+use crate::auth::privileges::{self, Role};
+use crate::redfish::body;
+use crate::redfish::message::RedfishError;
+use crate::redfish::resource;
+use crate::state::AppState;
+
+const ACCOUNTS: &str = "/redfish/v1/AccountService/Accounts";
+const ROLES: &str = "/redfish/v1/AccountService/Roles";
+
+fn internal(e: impl std::fmt::Display) -> RedfishError {
+    RedfishError::internal(&e.to_string())
+}
+
+fn bad(key: &str, args: &[&str]) -> RedfishError {
+    RedfishError::new(StatusCode::BAD_REQUEST, key, args)
+}
+
+fn policy_body(policy: &Policy) -> Value {
+    json!({
+        "MinPasswordLength": policy.min_password_length,
+        "MaxPasswordLength": policy.max_password_length,
+        "AccountLockoutThreshold": policy.lockout_threshold,
+        "AccountLockoutDuration": policy.lockout_duration_s,
+        "AccountLockoutCounterResetAfter": policy.lockout_counter_reset_after_s,
+    })
+}
+
+pub async fn get_service(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, RedfishError> {
+    let policy = state.accounts.policy().map_err(internal)?;
+    Ok(resource::get(
+        &headers,
+        service_body(&policy),
+        "AccountService",
+        "GET, HEAD, PATCH",
+    ))
+}
+
+fn service_body(policy: &Policy) -> Value {
+    let mut body = json!({
+        "@odata.id": "/redfish/v1/AccountService",
+        "@odata.type": "#AccountService.v1_15_0.AccountService",
+        "Id": "AccountService",
+        "Name": "Account Service",
+        "ServiceEnabled": true,
+        "Status": {"State": "Enabled", "Health": "OK"},
+        "LocalAccountAuth": "Enabled",
+        "Accounts": {"@odata.id": ACCOUNTS},
+        "Roles": {"@odata.id": ROLES},
+    });
+    if let (Value::Object(map), Value::Object(extra)) = (&mut body, policy_body(policy)) {
+        map.extend(extra);
+    }
+    body
+}
+
+pub async fn patch_service(
+    State(state): State<AppState>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    let object = body::object(&raw)?;
+    let mut policy = state.accounts.policy().map_err(internal)?;
+    let mut problems = Vec::new();
+    let mut changed = false;
+    for (name, value) in &object {
+        let number = || body::unsigned(name, value);
+        let result = match name.as_str() {
+            "MinPasswordLength" => number().map(|n| policy.min_password_length = n as usize),
+            "MaxPasswordLength" => number().map(|n| policy.max_password_length = n as usize),
+            "AccountLockoutThreshold" => {
+                number().map(|n| policy.lockout_threshold = n.min(u64::from(u32::MAX)) as u32)
+            }
+            "AccountLockoutDuration" => number().map(|n| policy.lockout_duration_s = n),
+            "AccountLockoutCounterResetAfter" => {
+                number().map(|n| policy.lockout_counter_reset_after_s = n)
+            }
+            _ if body::is_annotation(name) => continue,
+            "Id" | "Name" | "Description" | "ServiceEnabled" | "Status" | "Accounts" | "Roles"
+            | "LocalAccountAuth" => Err(bad("PropertyNotWritable", &[name])),
+            _ => Err(bad("PropertyUnknown", &[name])),
+        };
+        match result {
+            Ok(()) => changed = true,
+            Err(e) => problems.push(e),
+        }
+    }
+    if policy.min_password_length < 1
+        || policy.min_password_length > policy.max_password_length
+        || policy.max_password_length > 256
+    {
+        return Err(bad(
+            "PropertyValueNotInList",
+            &[&policy.min_password_length.to_string(), "MinPasswordLength"],
+        ));
+    }
+    if !changed {
+        return Err(merge(problems).unwrap_or_else(|| bad("NoOperation", &[])));
+    }
+    state.accounts.set_policy(&policy).await.map_err(internal)?;
+    Ok(resource::updated(
+        service_body(&policy),
+        not_applied(problems),
+    ))
+}
+
+fn account_body(state: &AppState, account: &Account) -> Value {
+    json!({
+        "@odata.id": format!("{ACCOUNTS}/{}", account.id),
+        "@odata.type": "#ManagerAccount.v1_12_0.ManagerAccount",
+        "Id": account.id,
+        "Name": "User Account",
+        "UserName": account.user_name,
+        "RoleId": account.role.id(),
+        "Enabled": account.enabled,
+        "Locked": state.accounts.locked(&account.user_name),
+        "PasswordChangeRequired": account.password_change_required,
+        "AccountTypes": ["Redfish"],
+        "Password": null,
+        "Links": {"Role": {"@odata.id": format!("{ROLES}/{}", account.role.id())}},
+    })
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, RedfishError> {
+    let ids: Vec<String> = state
+        .accounts
+        .list()
+        .map_err(internal)?
+        .into_iter()
+        .map(|a| format!("{ACCOUNTS}/{}", a.id))
+        .collect();
+    let body = json!({
+        "@odata.id": ACCOUNTS,
+        "@odata.type": "#ManagerAccountCollection.ManagerAccountCollection",
+        "Name": "Accounts Collection",
+        "Members@odata.count": ids.len(),
+        "Members": resource::members(ids),
+    });
+    Ok(resource::get(
+        &headers,
+        body,
+        "ManagerAccountCollection",
+        "GET, HEAD, POST",
+    ))
+}
+
+fn account_error(error: AccountError, user_name: &str) -> RedfishError {
+    match error {
+        AccountError::Exists(_) => RedfishError::new(
+            StatusCode::CONFLICT,
+            "ResourceAlreadyExists",
+            &["ManagerAccount", "UserName", user_name],
+        ),
+        AccountError::BadUserName => bad("PropertyValueFormatError", &[user_name, "UserName"]),
+        AccountError::PasswordLength { .. } => {
+            bad("PropertyValueFormatError", &["<hidden>", "Password"])
+        }
+        AccountError::TooMany => bad("CreateLimitReachedForResource", &[]),
+        other => internal(other),
+    }
+}
+
+fn role_of(value: &Value) -> Result<Role, RedfishError> {
+    let id = body::string("RoleId", value)?;
+    Role::from_id(id).ok_or_else(|| bad("PropertyValueNotInList", &[id, "RoleId"]))
+}
+
+pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Response, RedfishError> {
+    let object = body::object(&raw)?;
+    let user_name = body::string(
+        "UserName",
+        object
+            .get("UserName")
+            .ok_or_else(|| body::missing("UserName"))?,
+    )?;
+    let password = body::string(
+        "Password",
+        object
+            .get("Password")
+            .ok_or_else(|| body::missing("Password"))?,
+    )?;
+    let role = role_of(
+        object
+            .get("RoleId")
+            .ok_or_else(|| body::missing("RoleId"))?,
+    )?;
+    let enabled = match object.get("Enabled") {
+        Some(value) => body::boolean("Enabled", value)?,
+        None => true,
+    };
+    let change_required = match object.get("PasswordChangeRequired") {
+        Some(value) => body::boolean("PasswordChangeRequired", value)?,
+        None => false,
+    };
+    for name in object.keys() {
+        if !matches!(
+            name.as_str(),
+            "UserName" | "Password" | "RoleId" | "Enabled" | "PasswordChangeRequired"
+        ) && !body::is_annotation(name)
+        {
+            return Err(bad("PropertyUnknown", &[name]));
+        }
+    }
+    let account = state
+        .accounts
+        .create(user_name, password, role, enabled, change_required)
+        .await
+        .map_err(|e| account_error(e, user_name))?;
+    let location = format!("{ACCOUNTS}/{}", account.id);
+    let mut response = (
+        StatusCode::CREATED,
+        axum::Json(account_body(&state, &account)),
+    )
+        .into_response();
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(response)
+}
+
+fn find(state: &AppState, id: &str) -> Result<Account, RedfishError> {
+    state
+        .accounts
+        .get(id)
+        .map_err(internal)?
+        .ok_or_else(|| RedfishError::not_found("ManagerAccount", id))
+}
+
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, RedfishError> {
+    let account = find(&state, &id)?;
+    Ok(resource::get(
+        &headers,
+        account_body(&state, &account),
+        "ManagerAccount",
+        "GET, HEAD, PATCH, DELETE",
+    ))
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    let mut account = find(&state, &id)?;
+    let current = resource::etag_of(&account_body(&state, &account));
+    if resource::header_matches(&headers, header::IF_MATCH, &current) == Some(false) {
+        return Err(RedfishError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            &[],
+        ));
+    }
+    let object = body::object(&raw)?;
+    let is_self = principal.account_id == account.id;
+    let mut problems = Vec::new();
+    let mut changed = false;
+    let mut password_changed = false;
+    let mut sessions_invalid = false;
+    for (name, value) in &object {
+        if body::is_annotation(name) {
+            continue;
+        }
+        // The registry may let a property through where the resource's
+        // rule does not (ConfigureSelf for one's own Password).
+        if !privileges::allows_property(principal.role, "ManagerAccount", name, "PATCH", is_self) {
+            problems.push(RedfishError::forbidden());
+            continue;
+        }
+        let result = match name.as_str() {
+            "Password" => match body::string(name, value) {
+                Ok(password) => state
+                    .accounts
+                    .set_password(&mut account, password)
+                    .await
+                    .map(|()| {
+                        account.password_change_required = false;
+                        password_changed = true;
+                    })
+                    .map_err(|e| account_error(e, &account.user_name.clone())),
+                Err(e) => Err(e),
+            },
+            "UserName" => match body::string(name, value) {
+                Ok(new_name) if !crate::auth::accounts::valid_user_name(new_name) => {
+                    Err(bad("PropertyValueFormatError", &[new_name, name]))
+                }
+                Ok(new_name) => match state.accounts.by_user_name(new_name).map_err(internal)? {
+                    Some(other) if other.id != account.id => Err(RedfishError::new(
+                        StatusCode::CONFLICT,
+                        "ResourceAlreadyExists",
+                        &["ManagerAccount", "UserName", new_name],
+                    )),
+                    _ => {
+                        account.user_name = new_name.to_string();
+                        sessions_invalid = true;
+                        Ok(())
+                    }
+                },
+                Err(e) => Err(e),
+            },
+            "RoleId" => role_of(value).map(|role| {
+                account.role = role;
+                sessions_invalid = true;
+            }),
+            "Enabled" => body::boolean(name, value).map(|enabled| {
+                account.enabled = enabled;
+                sessions_invalid |= !enabled;
+            }),
+            "Locked" => match body::boolean(name, value) {
+                // Only unlocking is a client's to do.
+                Ok(false) => {
+                    state.accounts.unlock(&account.user_name);
+                    Ok(())
+                }
+                Ok(true) => Err(bad("PropertyValueNotInList", &["true", name])),
+                Err(e) => Err(e),
+            },
+            "PasswordChangeRequired" => body::boolean(name, value).map(|required| {
+                account.password_change_required = required;
+            }),
+            "Id" | "Name" | "AccountTypes" | "Links" | "Description" => {
+                Err(bad("PropertyNotWritable", &[name]))
+            }
+            _ => Err(bad("PropertyUnknown", &[name])),
+        };
+        match result {
+            Ok(()) => changed = true,
+            Err(e) => problems.push(e),
+        }
+    }
+    if !changed {
+        return Err(merge(problems).unwrap_or_else(|| bad("NoOperation", &[])));
+    }
+    state.accounts.save(&mut account).await.map_err(internal)?;
+    if sessions_invalid {
+        state.sessions.close_account(&account.id);
+    } else if password_changed {
+        state.sessions.clear_password_change(&account.id);
+    }
+    Ok(resource::updated(
+        account_body(&state, &account),
+        not_applied(problems),
+    ))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path(id): Path<String>,
+) -> Result<Response, RedfishError> {
+    let account = find(&state, &id)?;
+    if account.id == principal.account_id {
+        // Deleting oneself would leave the caller locked out mid-request.
+        return Err(RedfishError::new(
+            StatusCode::BAD_REQUEST,
+            "ResourceCannotBeDeleted",
+            &[],
+        ));
+    }
+    let admins = state
+        .accounts
+        .list()
+        .map_err(internal)?
+        .into_iter()
+        .filter(|a| a.role == Role::Administrator && a.enabled)
+        .count();
+    if account.role == Role::Administrator && account.enabled && admins <= 1 {
+        // The last enabled administrator stays: without it nobody could
+        // manage accounts again.
+        return Err(RedfishError::new(
+            StatusCode::BAD_REQUEST,
+            "ResourceCannotBeDeleted",
+            &[],
+        ));
+    }
+    state.accounts.delete(&id).await.map_err(internal)?;
+    state.sessions.close_account(&id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn roles(headers: HeaderMap) -> Response {
+    let body = json!({
+        "@odata.id": ROLES,
+        "@odata.type": "#RoleCollection.RoleCollection",
+        "Name": "Roles Collection",
+        "Members@odata.count": Role::ALL.len(),
+        "Members": resource::members(Role::ALL.iter().map(|r| format!("{ROLES}/{}", r.id()))),
+    });
+    resource::get(&headers, body, "RoleCollection", "GET, HEAD")
+}
+
+pub async fn role(Path(id): Path<String>, headers: HeaderMap) -> Response {
+    let Some(role) = Role::from_id(&id) else {
+        return RedfishError::not_found("Role", &id).into_response();
+    };
+    let body = json!({
+        "@odata.id": format!("{ROLES}/{}", role.id()),
+        "@odata.type": "#Role.v1_3_2.Role",
+        "Id": role.id(),
+        "Name": format!("{} Role", role.id()),
+        "RoleId": role.id(),
+        "IsPredefined": true,
+        "AssignedPrivileges": role.privileges(),
+        "OemPrivileges": [],
+    });
+    resource::get(&headers, body, "Role", "GET, HEAD")
+}

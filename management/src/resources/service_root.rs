@@ -1,0 +1,44 @@
+//! `/redfish` (the version document) and `/redfish/v1` (ServiceRoot).
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde_json::json;
+
+use crate::redfish::resource;
+use crate::state::AppState;
+
+pub async fn versions() -> axum::Json<serde_json::Value> {
+    axum::Json(json!({"v1": "/redfish/v1/"}))
+}
+
+pub async fn get(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let body = json!({
+        "@odata.id": "/redfish/v1",
+        "@odata.type": "#ServiceRoot.v1_17_0.ServiceRoot",
+        "Id": "RootService",
+        "Name": "Shoal Root Service",
+        "RedfishVersion": "1.20.0",
+        "UUID": state.service_uuid.to_string(),
+        "Vendor": "Shoal",
+        "Product": "Shoal storage appliance",
+        // Only what is implemented is claimed.
+        "ProtocolFeaturesSupported": {
+            "ExpandQuery": {"ExpandAll": false, "Levels": false, "Links": false, "NoLinks": false},
+            "FilterQuery": false,
+            "SelectQuery": false,
+            "OnlyMemberQuery": false,
+            "ExcerptQuery": false,
+            "DeepOperations": {"DeepPATCH": false, "DeepPOST": false},
+        },
+        "SessionService": {"@odata.id": "/redfish/v1/SessionService"},
+        "AccountService": {"@odata.id": "/redfish/v1/AccountService"},
+        "Managers": {"@odata.id": "/redfish/v1/Managers"},
+        "Chassis": {"@odata.id": "/redfish/v1/Chassis"},
+        "Systems": {"@odata.id": "/redfish/v1/Systems"},
+        "Registries": {"@odata.id": "/redfish/v1/Registries"},
+        "JsonSchemas": {"@odata.id": "/redfish/v1/JsonSchemas"},
+        "Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}},
+    });
+    resource::get(&headers, body, "ServiceRoot", "GET, HEAD")
+}

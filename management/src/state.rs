@@ -1,0 +1,35 @@
+//! What every handler reaches: accounts, sessions, the store, and facts
+//! about this appliance.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::auth::accounts::Accounts;
+use crate::auth::sessions::Sessions;
+use crate::store::Store;
+
+pub struct Inner {
+    pub store: Store,
+    pub accounts: Accounts,
+    pub sessions: Sessions,
+    /// ServiceRoot UUID: generated once, persisted, stable across restarts.
+    pub service_uuid: uuid::Uuid,
+    pub started: SystemTime,
+    pub supervisor_socket: PathBuf,
+    pub https_port: u16,
+    pub http_redirect_port: Option<u16>,
+    /// Shipped DMTF schema files (`csdl/`, `json-schema/`).
+    pub schema_dir: PathBuf,
+}
+
+/// Shared by every handler (cheap to clone).
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}

@@ -1,0 +1,124 @@
+//! Persistent service state in sled under `<state>/management/db`:
+//! accounts and service settings. Every write is flushed to disk before
+//! the call returns, so a response never acknowledges state that a
+//! `kill -9` right after it would lose.
+
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("stored value under {key} is unreadable: {source}")]
+    Decode {
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+/// One named collection of JSON values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Table {
+    Accounts,
+    Settings,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Accounts => "accounts",
+            Table::Settings => "settings",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new().path(dir).open()?;
+        Ok(Self { db })
+    }
+
+    fn tree(&self, table: Table) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(table.name())?)
+    }
+
+    pub fn get<T: DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = self.tree(table)?.get(key)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StoreError::Decode {
+                key: key.to_string(),
+                source,
+            })
+    }
+
+    pub fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<T>, StoreError> {
+        self.tree(table)?
+            .iter()
+            .map(|entry| {
+                let (key, bytes) = entry?;
+                serde_json::from_slice(&bytes).map_err(|source| StoreError::Decode {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    source,
+                })
+            })
+            .collect()
+    }
+
+    /// Stores `value` under `key` and waits until it is on disk.
+    pub async fn put<T: Serialize>(
+        &self,
+        table: Table,
+        key: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).expect("stored types serialise");
+        self.tree(table)?.insert(key, bytes)?;
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Removes `key`, durably; true if it existed.
+    pub async fn remove(&self, table: Table, key: &str) -> Result<bool, StoreError> {
+        let existed = self.tree(table)?.remove(key)?.is_some();
+        self.db.flush_async().await?;
+        Ok(existed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn values_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .put(Table::Settings, "a", &serde_json::json!({"x": 1}))
+                .await
+                .unwrap();
+            store.put(Table::Settings, "b", &2u32).await.unwrap();
+            assert!(store.remove(Table::Settings, "b").await.unwrap());
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let a: serde_json::Value = store.get(Table::Settings, "a").unwrap().unwrap();
+        assert_eq!(a["x"], 1);
+        assert_eq!(store.get::<u32>(Table::Settings, "b").unwrap(), None);
+    }
+}

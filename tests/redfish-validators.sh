@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The DMTF Redfish Service Validator and Protocol Validator against a
+# running appliance, inside a private network namespace: the protocol
+# validator sends SSDP multicast, which must never reach a real network.
+# Fails unless both report 0 failures.
+#
+#   tests/redfish-validators.sh          (.ci/run calls it)
+#
+# Needs python3 with venv, iproute2 and unshare; installs the validators
+# (pinned) into target/redfish-validators-venv; uses the debug binaries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+if [ "${1:-}" = "--inside" ]; then
+    work=$2
+    ip link set lo up
+    SHOAL_ADMIN_PASSWORD=validator-pass-1 RUST_LOG=warn \
+        "$root/target/debug/shoald" --config "$work/appliance.toml" 2>"$work/shoald.log" &
+    shoald=$!
+    trap 'kill $shoald 2>/dev/null; wait $shoald 2>/dev/null || true' EXIT
+    cert="$work/state/management/tls/cert.pem"
+    for _ in $(seq 300); do
+        [ -s "$cert" ] && python3 - <<'PY' 2>/dev/null && break
+import socket; socket.create_connection(("127.0.0.1", 8443), 1)
+PY
+        sleep 0.1
+    done
+    venv="$root/target/redfish-validators-venv/bin"
+    status=0
+    echo "== Redfish Service Validator"
+    (cd "$work" && "$venv/rf_service_validator" -r https://127.0.0.1:8443 \
+        -u admin -p validator-pass-1 --authtype Session \
+        --schema_directory "$root/management/redfish/csdl" --logdir "$work/service" \
+        > "$work/service.out" 2>&1) || status=1
+    sed -n '/PASS.*WARN.*FAIL/,+2p' "$work/service.out"
+    fails=$(sed -n '/PASS.*WARN.*FAIL/{n;n;p}' "$work/service.out" | awk -F'|' '{gsub(/ /,"",$4); print $4}')
+    if [ "${fails:-x}" != "0" ]; then
+        grep -B2 "Fail: [1-9]" "$work/service.out" || tail -40 "$work/service.out"
+        status=1
+    fi
+    echo "== Redfish Protocol Validator"
+    (cd "$work" && REQUESTS_CA_BUNDLE="$cert" "$venv/rf_protocol_validator" \
+        -r https://127.0.0.1:8443 -u admin -p validator-pass-1 --ca-bundle "$cert" \
+        --report-dir "$work/protocol" --report-type tsv > "$work/protocol.out" 2>&1) || status=1
+    grep "^Summary" "$work/protocol.out" || { tail -20 "$work/protocol.out"; status=1; }
+    awk -F'\t' '$5=="FAIL"' "$work"/protocol/*.tsv | cut -f1,2,4,6
+    awk -F'\t' '$5=="NOT_TESTED" {print "  not tested: " $1}' "$work"/protocol/*.tsv
+    exit $status
+fi
+
+venv=target/redfish-validators-venv
+if [ ! -x "$venv/bin/rf_protocol_validator" ]; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q redfish-service-validator==3.1.8 redfish-protocol-validator==1.3.2
+fi
+cargo build -q --workspace --bins
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# Fixed ports are fine: the namespace has its own loopback.
+cat > "$work/appliance.toml" <<TOML
+state_dir = "$work/state"
+[topology]
+data_clusters = 2
+[memory]
+hugepages = "off"
+region_mib = 16
+shm_dir = "$work"
+[management]
+https_listen = "127.0.0.1:8443"
+http_redirect_listen = "127.0.0.1:8080"
+TOML
+unshare -rn "$0" --inside "$work"

@@ -1,0 +1,546 @@
+//! The Redfish service over real HTTPS, as curl-like clients see it:
+//! protocol rules, errors from the Base registry, sessions, accounts,
+//! privileges, lockout, persistence across a crash.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde_json::{Value, json};
+use shoal_tests::Appliance;
+
+struct Redfish {
+    appliance: Appliance,
+    base: String,
+    client: Client,
+    password: String,
+}
+
+impl Redfish {
+    fn start() -> Self {
+        let appliance = Appliance::start_ready(1);
+        let base = appliance.redfish_base();
+        let password = appliance.admin_password();
+        let client = Client::builder()
+            // The appliance's certificate is self-signed on first start.
+            .danger_accept_invalid_certs(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self {
+            appliance,
+            base,
+            client,
+            password,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn admin(&self, request: RequestBuilder) -> RequestBuilder {
+        request.basic_auth("admin", Some(&self.password))
+    }
+
+    fn get(&self, path: &str) -> Response {
+        self.admin(self.client.get(self.url(path))).send().unwrap()
+    }
+}
+
+fn message_id(body: &Value) -> String {
+    body["error"]["@Message.ExtendedInfo"][0]["MessageId"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn error_of(response: Response) -> (StatusCode, String) {
+    let status = response.status();
+    let body: Value = response.json().unwrap();
+    (status, message_id(&body))
+}
+
+#[test]
+fn open_documents_protocol_headers_and_the_redirect() {
+    let r = Redfish::start();
+    let versions: Value = r
+        .client
+        .get(r.url("/redfish"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(versions, json!({"v1": "/redfish/v1/"}));
+    for path in ["/redfish/v1", "/redfish/v1/"] {
+        let response = r.client.get(r.url(path)).send().unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["odata-version"], "4.0");
+        assert!(response.headers().contains_key("etag"));
+        let root: Value = response.json().unwrap();
+        assert_eq!(root["@odata.id"], "/redfish/v1");
+        assert!(root["UUID"].as_str().unwrap().len() == 36);
+    }
+    let metadata = r.client.get(r.url("/redfish/v1/$metadata")).send().unwrap();
+    assert_eq!(metadata.headers()["content-type"], "application/xml");
+    let xml = metadata.text().unwrap();
+    assert!(xml.contains("/redfish/v1/schemas/ServiceRoot_v1.xml"));
+    // Every CSDL the metadata references is served.
+    for uri in xml
+        .split("Uri=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap())
+    {
+        let status = r.client.get(r.url(uri)).send().unwrap().status();
+        assert_eq!(status, StatusCode::OK, "{uri}");
+    }
+    let odata: Value = r
+        .client
+        .get(r.url("/redfish/v1/odata"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(odata["value"].as_array().unwrap().len() > 3);
+
+    // Everything else needs credentials.
+    let denied = r.client.get(r.url("/redfish/v1/Systems")).send().unwrap();
+    assert_eq!(denied.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        denied.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic")
+    );
+    assert_eq!(error_of(denied).1, "Base.1.22.NoValidSession");
+
+    // Plain HTTP only redirects.
+    let config = r.appliance.rpc("appliance_get_config", None).unwrap();
+    let http = config["management"]["http_redirect_listen"]
+        .as_str()
+        .unwrap();
+    let redirect = r
+        .client
+        .get(format!("http://{http}/redfish/v1/Systems?x=1"))
+        .send()
+        .unwrap();
+    assert_eq!(redirect.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        redirect.headers()["location"],
+        format!("{}/redfish/v1/Systems?x=1", r.base).as_str()
+    );
+}
+
+#[test]
+fn base_resources_report_the_running_appliance() {
+    let r = Redfish::start();
+    let system: Value = r.get("/redfish/v1/Systems/appliance").json().unwrap();
+    assert_eq!(system["Status"]["Health"], "OK");
+    assert_eq!(
+        system["Description"],
+        "Storage appliance: a control cluster and 1 data clusters"
+    );
+    let manager: Value = r.get("/redfish/v1/Managers/bmc").json().unwrap();
+    assert_eq!(manager["FirmwareVersion"], env!("CARGO_PKG_VERSION"));
+    let chassis = r.get("/redfish/v1/Chassis/appliance");
+    assert_eq!(chassis.status(), StatusCode::OK);
+    let missing = r.get("/redfish/v1/Chassis/nope");
+    assert_eq!(
+        error_of(missing),
+        (StatusCode::NOT_FOUND, "Base.1.22.ResourceNotFound".into())
+    );
+    let registry = r.get("/redfish/v1/Registries/Base.1.22.1/Base.1.22.1.json");
+    let registry: Value = registry.json().unwrap();
+    assert_eq!(registry["RegistryPrefix"], "Base");
+    let schemas: Value = r.get("/redfish/v1/JsonSchemas").json().unwrap();
+    assert!(schemas["Members@odata.count"].as_u64().unwrap() > 20);
+    let file = r.get("/redfish/v1/JsonSchemas/ServiceRoot/ServiceRoot.json");
+    assert_eq!(file.status(), StatusCode::OK);
+    assert_eq!(
+        r.get("/redfish/v1/JsonSchemas/..%2Fetc/x").status(),
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[test]
+fn sessions_log_in_and_out() {
+    let r = Redfish::start();
+    let sessions = r.url("/redfish/v1/SessionService/Sessions");
+    let login = r
+        .client
+        .post(&sessions)
+        .json(&json!({"UserName": "admin", "Password": r.password}))
+        .send()
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::CREATED);
+    let token = login.headers()["x-auth-token"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let location = login.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with("/redfish/v1/SessionService/Sessions/"));
+    let with_token = |path: &str| {
+        r.client
+            .get(r.url(path))
+            .header("X-Auth-Token", &token)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(with_token("/redfish/v1/Systems").status(), StatusCode::OK);
+    let session: Value = with_token(&location).json().unwrap();
+    assert_eq!(session["UserName"], "admin");
+    let logout = r
+        .client
+        .delete(r.url(&location))
+        .header("X-Auth-Token", &token)
+        .send()
+        .unwrap();
+    assert_eq!(logout.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        with_token("/redfish/v1/Systems").status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let refused = r
+        .client
+        .post(&sessions)
+        .json(&json!({"UserName": "admin", "Password": "wrong password"}))
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let incomplete = r
+        .client
+        .post(&sessions)
+        .json(&json!({"UserName": "admin"}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_of(incomplete),
+        (StatusCode::BAD_REQUEST, "Base.1.22.PropertyMissing".into())
+    );
+}
+
+#[test]
+fn roles_limit_what_accounts_may_do() {
+    let r = Redfish::start();
+    let accounts = r.url("/redfish/v1/AccountService/Accounts");
+    let created = r
+        .admin(r.client.post(&accounts))
+        .json(&json!({"UserName": "viewer", "Password": "viewer-pass-1", "RoleId": "ReadOnly"}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let location = created.headers()["location"].to_str().unwrap().to_string();
+    let viewer = |request: RequestBuilder, password: &str| {
+        request.basic_auth("viewer", Some(password)).send().unwrap()
+    };
+    assert_eq!(
+        viewer(
+            r.client.get(r.url("/redfish/v1/Systems/appliance")),
+            "viewer-pass-1"
+        )
+        .status(),
+        StatusCode::OK
+    );
+    // ReadOnly cannot change the service nor see other accounts...
+    let patch = viewer(
+        r.client
+            .patch(r.url("/redfish/v1/AccountService"))
+            .json(&json!({"AccountLockoutThreshold": 9})),
+        "viewer-pass-1",
+    );
+    assert_eq!(
+        error_of(patch),
+        (
+            StatusCode::FORBIDDEN,
+            "Base.1.22.InsufficientPrivilege".into()
+        )
+    );
+    assert_eq!(
+        viewer(
+            r.client.get(r.url("/redfish/v1/AccountService/Accounts/1")),
+            "viewer-pass-1"
+        )
+        .status(),
+        StatusCode::FORBIDDEN
+    );
+    // ...nor raise its own role, but may change its own password.
+    let promote = viewer(
+        r.client
+            .patch(r.url(&location))
+            .json(&json!({"RoleId": "Administrator"})),
+        "viewer-pass-1",
+    );
+    assert_eq!(promote.status(), StatusCode::FORBIDDEN);
+    let change = viewer(
+        r.client
+            .patch(r.url(&location))
+            .json(&json!({"Password": "viewer-pass-2"})),
+        "viewer-pass-1",
+    );
+    assert_eq!(change.status(), StatusCode::OK);
+    assert_eq!(
+        viewer(r.client.get(r.url(&location)), "viewer-pass-2").status(),
+        StatusCode::OK
+    );
+    // Duplicate names and unknown roles are refused with registry messages.
+    let duplicate = r
+        .admin(r.client.post(&accounts))
+        .json(&json!({"UserName": "viewer", "Password": "whatever-1", "RoleId": "ReadOnly"}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_of(duplicate),
+        (
+            StatusCode::CONFLICT,
+            "Base.1.22.ResourceAlreadyExists".into()
+        )
+    );
+    let bad_role = r
+        .admin(r.client.post(&accounts))
+        .json(&json!({"UserName": "x", "Password": "whatever-1", "RoleId": "Root"}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_of(bad_role),
+        (
+            StatusCode::BAD_REQUEST,
+            "Base.1.22.PropertyValueNotInList".into()
+        )
+    );
+}
+
+#[test]
+fn repeated_failures_lock_an_account_out() {
+    let r = Redfish::start();
+    let policy = r
+        .admin(r.client.patch(r.url("/redfish/v1/AccountService")))
+        .json(&json!({"AccountLockoutThreshold": 2, "AccountLockoutDuration": 600}))
+        .send()
+        .unwrap();
+    assert_eq!(policy.status(), StatusCode::OK);
+    r.admin(r.client.post(r.url("/redfish/v1/AccountService/Accounts")))
+        .json(&json!({"UserName": "op", "Password": "operator-1", "RoleId": "Operator"}))
+        .send()
+        .unwrap();
+    let try_login = |password: &str| {
+        r.client
+            .get(r.url("/redfish/v1/Systems"))
+            .basic_auth("op", Some(password))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(try_login("operator-1"), StatusCode::OK);
+    assert_eq!(try_login("nope"), StatusCode::UNAUTHORIZED);
+    assert_eq!(try_login("nope"), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        try_login("operator-1"),
+        StatusCode::UNAUTHORIZED,
+        "locked out"
+    );
+    let account: Value = r
+        .get("/redfish/v1/AccountService/Accounts/2")
+        .json()
+        .unwrap();
+    assert_eq!(account["Locked"], true);
+    let unlock = r
+        .admin(
+            r.client
+                .patch(r.url("/redfish/v1/AccountService/Accounts/2")),
+        )
+        .json(&json!({"Locked": false}))
+        .send()
+        .unwrap();
+    assert_eq!(unlock.status(), StatusCode::OK);
+    assert_eq!(try_login("operator-1"), StatusCode::OK);
+}
+
+#[test]
+fn a_password_change_required_account_may_only_change_its_password() {
+    let r = Redfish::start();
+    r.admin(r.client.post(r.url("/redfish/v1/AccountService/Accounts")))
+        .json(&json!({"UserName": "new", "Password": "first-pass", "RoleId": "Operator", "PasswordChangeRequired": true}))
+        .send()
+        .unwrap();
+    let as_new = |request: RequestBuilder, password: &str| {
+        request.basic_auth("new", Some(password)).send().unwrap()
+    };
+    let blocked = as_new(r.client.get(r.url("/redfish/v1/Systems")), "first-pass");
+    assert_eq!(
+        error_of(blocked),
+        (
+            StatusCode::FORBIDDEN,
+            "Base.1.22.PasswordChangeRequired".into()
+        )
+    );
+    let changed = as_new(
+        r.client
+            .patch(r.url("/redfish/v1/AccountService/Accounts/2"))
+            .json(&json!({"Password": "second-pass"})),
+        "first-pass",
+    );
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert_eq!(
+        as_new(r.client.get(r.url("/redfish/v1/Systems")), "second-pass").status(),
+        StatusCode::OK
+    );
+}
+
+#[test]
+fn bad_requests_get_registry_errors_and_the_service_stays_up() {
+    let r = Redfish::start();
+    let patch = |body: Vec<u8>| {
+        r.admin(r.client.patch(r.url("/redfish/v1/AccountService")))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .unwrap()
+    };
+    assert_eq!(
+        error_of(patch(b"{not json".to_vec())),
+        (StatusCode::BAD_REQUEST, "Base.1.22.MalformedJSON".into())
+    );
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    assert_eq!(patch(deep.into_bytes()).status(), StatusCode::BAD_REQUEST);
+    let huge = vec![b' '; 2 << 20];
+    assert_eq!(
+        error_of(patch(huge)),
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Base.1.22.PayloadTooLarge".into()
+        )
+    );
+    assert_eq!(
+        error_of(patch(br#"{"Id": "x"}"#.to_vec())),
+        (
+            StatusCode::BAD_REQUEST,
+            "Base.1.22.PropertyNotWritable".into()
+        )
+    );
+    assert_eq!(
+        error_of(patch(br#"{"Bogus": 1}"#.to_vec())),
+        (StatusCode::BAD_REQUEST, "Base.1.22.PropertyUnknown".into())
+    );
+    assert_eq!(
+        error_of(patch(br#"{"@odata.id": "x"}"#.to_vec())),
+        (StatusCode::BAD_REQUEST, "Base.1.22.NoOperation".into())
+    );
+    // One good and one bad property: applied, 200 with the message.
+    let partial = patch(br#"{"AccountLockoutDuration": 30, "Bogus": 1}"#.to_vec());
+    assert_eq!(partial.status(), StatusCode::OK);
+    let partial: Value = partial.json().unwrap();
+    assert_eq!(partial["AccountLockoutDuration"], 30, "applied and shown");
+    assert_eq!(
+        partial["@Message.ExtendedInfo"][0]["MessageId"],
+        "Base.1.22.PropertyUnknown"
+    );
+
+    let unsupported = r.get("/redfish/v1/Systems?$filter=Id%20eq%20'x'");
+    assert_eq!(
+        error_of(unsupported),
+        (
+            StatusCode::NOT_IMPLEMENTED,
+            "Base.1.22.QueryParameterUnsupported".into()
+        )
+    );
+    let version = r
+        .admin(r.client.get(r.url("/redfish/v1/Systems")))
+        .header("OData-Version", "5.0")
+        .send()
+        .unwrap();
+    assert_eq!(version.status(), StatusCode::PRECONDITION_FAILED);
+    let not_allowed = r
+        .admin(r.client.delete(r.url("/redfish/v1/Systems/appliance")))
+        .send()
+        .unwrap();
+    assert_eq!(not_allowed.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        not_allowed.headers()["allow"]
+            .to_str()
+            .unwrap()
+            .contains("GET")
+    );
+    assert_eq!(error_of(not_allowed).1, "Base.1.22.OperationNotAllowed");
+
+    // ETags: If-None-Match → 304, a stale If-Match → 412.
+    let account = r.get("/redfish/v1/AccountService/Accounts/1");
+    let etag = account.headers()["etag"].to_str().unwrap().to_string();
+    let cached = r
+        .admin(r.client.get(r.url("/redfish/v1/AccountService/Accounts/1")))
+        .header("If-None-Match", &etag)
+        .send()
+        .unwrap();
+    assert_eq!(cached.status(), StatusCode::NOT_MODIFIED);
+    let stale = r
+        .admin(
+            r.client
+                .patch(r.url("/redfish/v1/AccountService/Accounts/1")),
+        )
+        .header("If-Match", "\"0000000000000000\"")
+        .json(&json!({"Enabled": true}))
+        .send()
+        .unwrap();
+    assert_eq!(
+        error_of(stale),
+        (
+            StatusCode::PRECONDITION_FAILED,
+            "Base.1.22.PreconditionFailed".into()
+        )
+    );
+    assert_eq!(
+        r.get("/redfish/v1").status(),
+        StatusCode::OK,
+        "still serving"
+    );
+}
+
+#[test]
+fn accounts_survive_a_crash_of_the_service() {
+    let r = Redfish::start();
+    let created = r
+        .admin(r.client.post(r.url("/redfish/v1/AccountService/Accounts")))
+        .json(&json!({"UserName": "durable", "Password": "durable-1", "RoleId": "ReadOnly"}))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let root: Value = r
+        .client
+        .get(r.url("/redfish/v1"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let management = r.appliance.status()["management"].clone();
+    let pid = management["pid"].as_i64().unwrap() as i32;
+    let restarts = management["restarts"].as_u64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    r.appliance
+        .wait_for("management restarted", shoal_tests::STARTUP_TIMEOUT, |s| {
+            s["management"]["state"] == "running"
+                && s["management"]["restarts"].as_u64() > Some(restarts)
+        });
+    let again = r
+        .client
+        .get(r.url("/redfish/v1/Systems"))
+        .basic_auth("durable", Some("durable-1"))
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::OK);
+    let root_again: Value = r
+        .client
+        .get(r.url("/redfish/v1"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        root["UUID"], root_again["UUID"],
+        "ServiceRoot UUID is stable"
+    );
+}
