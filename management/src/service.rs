@@ -42,6 +42,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.https_listen))?;
     let stop = CancellationToken::new();
     let app = crate::redfish::router(state.clone());
+    let _ = state.router.set(app.clone());
     let https_task = tokio::spawn(server::serve_https(https, tls, app, stop.clone()));
     let redirect_task = match args.http_redirect_listen {
         Some(address) => {
@@ -115,5 +116,6 @@ async fn build_state(args: &Args, store: Store) -> anyhow::Result<AppState> {
         https_port: args.https_listen.port(),
         http_redirect_port: args.http_redirect_listen.map(|a| a.port()),
         schema_dir: args.schema_dir.clone(),
+        router: std::sync::OnceLock::new(),
     })))
 }

@@ -21,6 +21,9 @@ pub struct Inner {
     pub http_redirect_port: Option<u16>,
     /// Shipped DMTF schema files (`csdl/`, `json-schema/`).
     pub schema_dir: PathBuf,
+    /// The service's own router, for query options that include other
+    /// resources (`$expand`, `$filter`, `only`). Set once it is built.
+    pub router: std::sync::OnceLock<axum::Router>,
 }
 
 /// Shared by every handler (cheap to clone).

@@ -116,7 +116,15 @@ mod tests {
             store.put(Table::Settings, "b", &2u32).await.unwrap();
             assert!(store.remove(Table::Settings, "b").await.unwrap());
         }
-        let store = Store::open(dir.path()).unwrap();
+        // sled's flusher thread lets go of the file lock shortly after drop.
+        let store = (0..100)
+            .find_map(|_| {
+                Store::open(dir.path()).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                    None
+                })
+            })
+            .expect("the database reopens");
         let a: serde_json::Value = store.get(Table::Settings, "a").unwrap().unwrap();
         assert_eq!(a["x"], 1);
         assert_eq!(store.get::<u32>(Table::Settings, "b").unwrap(), None);

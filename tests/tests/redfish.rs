@@ -437,7 +437,7 @@ fn bad_requests_get_registry_errors_and_the_service_stays_up() {
         "Base.1.22.PropertyUnknown"
     );
 
-    let unsupported = r.get("/redfish/v1/Systems?$filter=Id%20eq%20'x'");
+    let unsupported = r.get("/redfish/v1/Systems?excerpt");
     assert_eq!(
         error_of(unsupported),
         (
@@ -543,4 +543,95 @@ fn accounts_survive_a_crash_of_the_service() {
         root["UUID"], root_again["UUID"],
         "ServiceRoot UUID is stable"
     );
+}
+
+#[test]
+fn query_parameters_select_expand_page_and_filter() {
+    let r = Redfish::start();
+    let json = |path: &str| -> Value {
+        let response = r.get(path);
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        response.json().unwrap()
+    };
+    let root = json("/redfish/v1");
+    assert_eq!(root["ProtocolFeaturesSupported"]["SelectQuery"], true);
+
+    let selected = json("/redfish/v1/Systems/appliance?$select=Name,Status/Health");
+    assert_eq!(selected["Name"], "Shoal appliance");
+    assert_eq!(selected["Status"], json!({"Health": "OK"}));
+    assert!(selected.get("Model").is_none());
+    assert_eq!(selected["@odata.id"], "/redfish/v1/Systems/appliance");
+
+    let expanded = json("/redfish/v1/AccountService/Roles?$expand=.");
+    let members = expanded["Members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|m| m["AssignedPrivileges"].is_array()));
+    // Two levels: the service root's subordinates and theirs.
+    let deep = json("/redfish/v1/AccountService?$expand=.($levels=2)");
+    assert!(deep["Roles"]["Members"][0]["RoleId"].is_string(), "{deep}");
+    // ~ follows Links only.
+    let linked = json("/redfish/v1/Systems/appliance?$expand=~");
+    assert_eq!(linked["Links"]["Chassis"][0]["Id"], "appliance");
+
+    let page = json("/redfish/v1/AccountService/Roles?$top=1&$skip=1");
+    assert_eq!(page["Members"].as_array().unwrap().len(), 1);
+    assert_eq!(page["Members@odata.count"], 3);
+    let next = page["Members@odata.nextLink"].as_str().unwrap().to_string();
+    let last = json(&next);
+    assert_eq!(
+        last["Members"][0]["@odata.id"],
+        "/redfish/v1/AccountService/Roles/ReadOnly"
+    );
+    assert!(last.get("Members@odata.nextLink").is_none());
+
+    let filtered = json(
+        "/redfish/v1/AccountService/Roles?$filter=IsPredefined%20eq%20true%20and%20not%20(Id%20eq%20'Operator')",
+    );
+    let ids: Vec<&str> = filtered["Members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["@odata.id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "/redfish/v1/AccountService/Roles/Administrator",
+            "/redfish/v1/AccountService/Roles/ReadOnly"
+        ]
+    );
+
+    let only = json("/redfish/v1/Systems?only");
+    assert_eq!(only["@odata.id"], "/redfish/v1/Systems/appliance");
+
+    for bad in [
+        "$top=x",
+        "$expand=*($levels=0)",
+        "$filter=Id%20eq",
+        "$select=",
+        "only&$top=1",
+    ] {
+        let response = r.get(&format!("/redfish/v1/Systems?{bad}"));
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    // Expansion honours privileges: a ReadOnly account sees its own
+    // account expanded (ConfigureSelf) and the administrator's left as a
+    // reference.
+    r.admin(r.client.post(r.url("/redfish/v1/AccountService/Accounts")))
+        .json(&json!({"UserName": "ro", "Password": "read-only-1", "RoleId": "ReadOnly"}))
+        .send()
+        .unwrap();
+    let service = r
+        .client
+        .get(r.url("/redfish/v1/AccountService?$expand=.($levels=2)"))
+        .basic_auth("ro", Some("read-only-1"))
+        .send()
+        .unwrap();
+    let service: Value = service.json().unwrap();
+    let accounts = service["Accounts"]["Members"].as_array().unwrap();
+    assert_eq!(
+        accounts[0],
+        json!({"@odata.id": "/redfish/v1/AccountService/Accounts/1"})
+    );
+    assert_eq!(accounts[1]["UserName"], "ro");
 }

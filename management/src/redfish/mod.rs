@@ -4,6 +4,7 @@
 pub mod body;
 pub mod message;
 pub mod protocol;
+pub mod query;
 pub mod resource;
 
 use std::time::Duration;
@@ -180,7 +181,8 @@ pub fn router(state: AppState) -> Router {
             guard("JsonSchemaFile", READ, get(schemas::file)),
         )
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state.clone())
+        .layer(from_fn_with_state(state, query::layer))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(from_fn(protocol::enforce))
         .layer(TimeoutLayer::with_status_code(

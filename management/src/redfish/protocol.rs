@@ -1,8 +1,7 @@
 //! Rules of DSP0266 that hold for every response and request: the
 //! `OData-Version` and `Cache-Control` headers, refusal of OData versions
-//! other than 4.0 (412) and of query parameters this service does not
-//! implement (501), and Redfish error bodies where the router answered
-//! 404 or 405 on its own.
+//! other than 4.0 (412), and Redfish error bodies where a layer answered
+//! on its own (405, 413).
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -10,10 +9,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::message::RedfishError;
-
-/// Query parameters a client may send (the service's own and harmless
-/// non-`$` ones are passed to handlers; other `$` ones get 501).
-const SUPPORTED_QUERY: &[&str] = &[];
 
 pub async fn enforce(request: Request, next: Next) -> Response {
     if let Some(version) = request.headers().get("odata-version")
@@ -25,22 +20,6 @@ pub async fn enforce(request: Request, next: Next) -> Response {
             &["OData-Version"],
         )
         .into_response();
-    }
-    if let Some(query) = request.uri().query() {
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let name = pair.split('=').next().unwrap_or("");
-            let name = percent_decode(name);
-            if (name.starts_with('$') || name == "only" || name == "excerpt")
-                && !SUPPORTED_QUERY.contains(&name.as_str())
-            {
-                return RedfishError::new(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "QueryParameterUnsupported",
-                    &[&name],
-                )
-                .into_response();
-            }
-        }
     }
     let mut response = next.run(request).await;
     let is_json = response
@@ -77,45 +56,4 @@ pub async fn enforce(request: Request, next: Next) -> Response {
         HeaderValue::from_static("max-age=31536000"),
     );
     response
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(high << 4 | low);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(digit: u8) -> Option<u8> {
-    (digit as char).to_digit(16).map(|d| d as u8)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_decoding_of_query_names() {
-        assert_eq!(percent_decode("%24select"), "$select");
-        assert_eq!(percent_decode("plain"), "plain");
-        assert_eq!(percent_decode("bad%2"), "bad%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(
-            percent_decode("%é1"),
-            "%é1",
-            "multi-byte text after % is kept"
-        );
-    }
 }

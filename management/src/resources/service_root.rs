@@ -24,10 +24,17 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap) -> Response 
         "Product": "Shoal storage appliance",
         // Only what is implemented is claimed.
         "ProtocolFeaturesSupported": {
-            "ExpandQuery": {"ExpandAll": false, "Levels": false, "Links": false, "NoLinks": false},
-            "FilterQuery": false,
-            "SelectQuery": false,
-            "OnlyMemberQuery": false,
+            "ExpandQuery": {
+                "ExpandAll": true,
+                "Levels": true,
+                "MaxLevels": crate::redfish::query::MAX_LEVELS,
+                "Links": true,
+                "NoLinks": true,
+            },
+            "FilterQuery": true,
+            "SelectQuery": true,
+            "OnlyMemberQuery": true,
+            "TopSkipQuery": true,
             "ExcerptQuery": false,
             "DeepOperations": {"DeepPATCH": false, "DeepPOST": false},
         },
