@@ -117,5 +117,6 @@ async fn build_state(args: &Args, store: Store) -> anyhow::Result<AppState> {
         http_redirect_port: args.http_redirect_listen.map(|a| a.port()),
         schema_dir: args.schema_dir.clone(),
         router: std::sync::OnceLock::new(),
+        openapi: std::sync::OnceLock::new(),
     })))
 }

@@ -24,6 +24,8 @@ pub struct Inner {
     /// The service's own router, for query options that include other
     /// resources (`$expand`, `$filter`, `only`). Set once it is built.
     pub router: std::sync::OnceLock<axum::Router>,
+    /// The OpenAPI document of every route, built with the router.
+    pub openapi: std::sync::OnceLock<serde_json::Value>,
 }
 
 /// Shared by every handler (cheap to clone).

@@ -635,3 +635,67 @@ fn query_parameters_select_expand_page_and_filter() {
     );
     assert_eq!(accounts[1]["UserName"], "ro");
 }
+
+#[test]
+fn the_openapi_document_lists_every_route_and_each_one_answers() {
+    let r = Redfish::start();
+    let response = r
+        .client
+        .get(r.url("/redfish/v1/openapi.json"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        StatusCode::OK,
+        "readable without credentials"
+    );
+    let document: Value = response.json().unwrap();
+    assert_eq!(document["openapi"], "3.1.0");
+    let paths = document["paths"].as_object().unwrap();
+    assert!(paths.len() >= 30, "{} paths", paths.len());
+    let sample = |parameter: &str, path: &str| -> &'static str {
+        match parameter {
+            "id" if path.contains("/Accounts/") => "1",
+            "id" if path.contains("/Roles/") => "ReadOnly",
+            "id" if path.contains("/Managers/") => "bmc",
+            "id" if path.contains("/Registries/") => "Base.1.22.1",
+            "file" if path.contains("/Registries/") => "Base.1.22.1.json",
+            "name" if path.contains("/JsonSchemas/") => "ServiceRoot",
+            "file" if path.contains("/JsonSchemas/") => "ServiceRoot.json",
+            "name" => "ServiceRoot_v1.xml",
+            _ => "appliance",
+        }
+    };
+    // A session to stand in for Sessions/{id}.
+    let login = r
+        .client
+        .post(r.url("/redfish/v1/SessionService/Sessions"))
+        .json(&json!({"UserName": "admin", "Password": r.password}))
+        .send()
+        .unwrap();
+    let session = login.headers()["location"]
+        .to_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    for (template, item) in paths {
+        if item.get("get").is_none() {
+            continue;
+        }
+        let uri: String = template
+            .split('/')
+            .map(
+                |segment| match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                    Some(_) if template.contains("/Sessions/") => session.clone(),
+                    Some(parameter) => sample(parameter, template).to_string(),
+                    None => segment.to_string(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .join("/");
+        let status = r.get(&uri).status();
+        assert_eq!(status, StatusCode::OK, "{template} as {uri}");
+    }
+}

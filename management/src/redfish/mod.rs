@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod message;
+pub mod openapi;
 pub mod protocol;
 pub mod query;
 pub mod resource;
@@ -30,156 +31,250 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Longest time a request may take end to end.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// One registered route, as the OpenAPI document describes it.
+#[derive(Debug, Clone)]
+pub struct RouteDoc {
+    pub path: String,
+    pub methods: &'static str,
+    /// The resource type whose privileges guard it; `None`: no credentials.
+    pub entity: Option<&'static str>,
+    /// Methods of a guarded route that need no credentials (login).
+    pub open_methods: &'static str,
+}
+
+/// Registers routes and keeps their description, so the router and the
+/// OpenAPI document cannot disagree.
+struct Routes {
+    state: AppState,
+    router: Router<AppState>,
+    docs: Vec<RouteDoc>,
+}
+
+const READ: &str = "GET, HEAD";
+const READ_PATCH: &str = "GET, HEAD, PATCH";
+const COLLECTION_POST: &str = "GET, HEAD, POST";
+
+impl Routes {
+    fn add(mut self, doc: RouteDoc, routes: MethodRouter<AppState>) -> Self {
+        self.router = self.router.route(&doc.path, allow(doc.methods, routes));
+        self.docs.push(doc);
+        self
+    }
+
+    /// Readable without credentials.
+    fn open(self, path: &str, routes: MethodRouter<AppState>) -> Self {
+        let doc = RouteDoc {
+            path: path.to_string(),
+            methods: READ,
+            entity: None,
+            open_methods: READ,
+        };
+        self.add(doc, routes)
+    }
+
+    /// Credentials and the privilege registry's privileges for `entity`.
+    fn guarded(
+        self,
+        path: &str,
+        entity: &'static str,
+        methods: &'static str,
+        routes: MethodRouter<AppState>,
+    ) -> Self {
+        let guard = from_fn_with_state((self.state.clone(), entity), auth::authorize);
+        let doc = RouteDoc {
+            path: path.to_string(),
+            methods,
+            entity: Some(entity),
+            open_methods: "",
+        };
+        self.add(doc, routes.route_layer(guard))
+    }
+
+    /// A collection whose GET is guarded and whose POST (login) is not.
+    fn login(
+        self,
+        path: &str,
+        entity: &'static str,
+        list: MethodRouter<AppState>,
+        create: MethodRouter<AppState>,
+    ) -> Self {
+        let guard = from_fn_with_state((self.state.clone(), entity), auth::authorize);
+        let doc = RouteDoc {
+            path: path.to_string(),
+            methods: COLLECTION_POST,
+            entity: Some(entity),
+            open_methods: "POST",
+        };
+        self.add(doc, list.route_layer(guard).merge(create))
+    }
+}
+
 /// Every route of the service. Routes under a guard need credentials and
 /// the privilege registry's privileges for their resource type; the rest
-/// (versions, service root, OData documents, CSDL, login) need none.
+/// (versions, service root, OData documents, CSDL, OpenAPI, login) need none.
 pub fn router(state: AppState) -> Router {
-    const READ: &str = "GET, HEAD";
-    const READ_PATCH: &str = "GET, HEAD, PATCH";
-    const COLLECTION_POST: &str = "GET, HEAD, POST";
-    let guard = |entity: &'static str, methods: &'static str, routes: MethodRouter<AppState>| {
-        allow(methods, routes)
-            .route_layer(from_fn_with_state((state.clone(), entity), auth::authorize))
-    };
-    let open = |routes: MethodRouter<AppState>| allow(READ, routes);
     let sessions = "/redfish/v1/SessionService/Sessions";
-    Router::new()
-        .route("/redfish", open(get(service_root::versions)))
-        .route("/redfish/", open(get(service_root::versions)))
-        .route("/redfish/v1", open(get(service_root::get)))
-        .route("/redfish/v1/", open(get(service_root::get)))
-        .route("/redfish/v1/odata", open(get(odata::service_document)))
-        .route("/redfish/v1/$metadata", open(get(odata::metadata)))
-        .route("/redfish/v1/schemas/{name}", open(get(schemas::csdl)))
-        .route(
-            "/redfish/v1/SessionService",
-            guard(
-                "SessionService",
-                READ_PATCH,
-                get(session_service::get_service).patch(session_service::patch_service),
-            ),
-        )
-        .route(
-            sessions,
-            // Logging in is the one write that needs no credentials.
-            guard(
-                "SessionCollection",
-                COLLECTION_POST,
-                get(session_service::list),
-            )
-            .post(session_service::create),
-        )
-        // POST to a collection's Members property creates a member too.
-        .route(
-            &format!("{sessions}/Members"),
-            allow("POST", post(session_service::create)),
-        )
-        .route(
-            "/redfish/v1/AccountService/Accounts/Members",
-            guard(
-                "ManagerAccountCollection",
-                "POST",
-                post(account_service::create),
-            ),
-        )
-        .route(
-            &format!("{sessions}/{{id}}"),
-            guard(
-                "Session",
-                "GET, HEAD, DELETE",
-                get(session_service::get_one).delete(session_service::delete),
-            ),
-        )
-        .route(
-            "/redfish/v1/AccountService",
-            guard(
-                "AccountService",
-                READ_PATCH,
-                get(account_service::get_service).patch(account_service::patch_service),
-            ),
-        )
-        .route(
-            "/redfish/v1/AccountService/Accounts",
-            guard(
-                "ManagerAccountCollection",
-                COLLECTION_POST,
-                get(account_service::list).post(account_service::create),
-            ),
-        )
-        .route(
-            "/redfish/v1/AccountService/Accounts/{id}",
-            guard(
-                "ManagerAccount",
-                "GET, HEAD, PATCH, DELETE",
-                get(account_service::get_one)
-                    .patch(account_service::patch)
-                    .delete(account_service::delete),
-            ),
-        )
-        .route(
-            "/redfish/v1/AccountService/Roles",
-            guard("RoleCollection", READ, get(account_service::roles)),
-        )
-        .route(
-            "/redfish/v1/AccountService/Roles/{id}",
-            guard("Role", READ, get(account_service::role)),
-        )
-        .route(
-            "/redfish/v1/Managers",
-            guard("ManagerCollection", READ, get(managers::list)),
-        )
-        .route(
-            "/redfish/v1/Managers/{id}",
-            guard("Manager", READ, get(managers::get)),
-        )
-        .route(
-            "/redfish/v1/Managers/{id}/NetworkProtocol",
-            guard(
-                "ManagerNetworkProtocol",
-                READ,
-                get(managers::network_protocol),
-            ),
-        )
-        .route(
-            "/redfish/v1/Chassis",
-            guard("ChassisCollection", READ, get(chassis::list)),
-        )
-        .route(
-            "/redfish/v1/Chassis/{id}",
-            guard("Chassis", READ, get(chassis::get)),
-        )
-        .route(
-            "/redfish/v1/Systems",
-            guard("ComputerSystemCollection", READ, get(systems::list)),
-        )
-        .route(
-            "/redfish/v1/Systems/{id}",
-            guard("ComputerSystem", READ, get(systems::get)),
-        )
-        .route(
-            "/redfish/v1/Registries",
-            guard("MessageRegistryFileCollection", READ, get(registries::list)),
-        )
-        .route(
-            "/redfish/v1/Registries/{id}",
-            guard("MessageRegistryFile", READ, get(registries::get)),
-        )
-        .route(
-            "/redfish/v1/Registries/{id}/{file}",
-            guard("MessageRegistry", READ, get(registries::file)),
-        )
-        .route(
-            "/redfish/v1/JsonSchemas",
-            guard("JsonSchemaFileCollection", READ, get(schemas::collection)),
-        )
-        .route(
-            "/redfish/v1/JsonSchemas/{name}",
-            guard("JsonSchemaFile", READ, get(schemas::file_entry)),
-        )
-        .route(
-            "/redfish/v1/JsonSchemas/{name}/{file}",
-            guard("JsonSchemaFile", READ, get(schemas::file)),
-        )
+    let routes = Routes {
+        state: state.clone(),
+        router: Router::new(),
+        docs: Vec::new(),
+    }
+    .open("/redfish", get(service_root::versions))
+    .open("/redfish/", get(service_root::versions))
+    .open("/redfish/v1", get(service_root::get))
+    .open("/redfish/v1/", get(service_root::get))
+    .open("/redfish/v1/odata", get(odata::service_document))
+    .open("/redfish/v1/$metadata", get(odata::metadata))
+    .open("/redfish/v1/openapi.json", get(openapi::serve))
+    .open("/redfish/v1/schemas/{name}", get(schemas::csdl))
+    .guarded(
+        "/redfish/v1/SessionService",
+        "SessionService",
+        READ_PATCH,
+        get(session_service::get_service).patch(session_service::patch_service),
+    )
+    .login(
+        sessions,
+        "SessionCollection",
+        get(session_service::list),
+        post(session_service::create),
+    )
+    // POST to a collection's Members property creates a member too.
+    .add(
+        RouteDoc {
+            path: format!("{sessions}/Members"),
+            methods: "POST",
+            entity: None,
+            open_methods: "POST",
+        },
+        post(session_service::create),
+    )
+    .guarded(
+        &format!("{sessions}/{{id}}"),
+        "Session",
+        "GET, HEAD, DELETE",
+        get(session_service::get_one).delete(session_service::delete),
+    )
+    .guarded(
+        "/redfish/v1/AccountService",
+        "AccountService",
+        READ_PATCH,
+        get(account_service::get_service).patch(account_service::patch_service),
+    )
+    .guarded(
+        "/redfish/v1/AccountService/Accounts",
+        "ManagerAccountCollection",
+        COLLECTION_POST,
+        get(account_service::list).post(account_service::create),
+    )
+    .guarded(
+        "/redfish/v1/AccountService/Accounts/Members",
+        "ManagerAccountCollection",
+        "POST",
+        post(account_service::create),
+    )
+    .guarded(
+        "/redfish/v1/AccountService/Accounts/{id}",
+        "ManagerAccount",
+        "GET, HEAD, PATCH, DELETE",
+        get(account_service::get_one)
+            .patch(account_service::patch)
+            .delete(account_service::delete),
+    )
+    .guarded(
+        "/redfish/v1/AccountService/Roles",
+        "RoleCollection",
+        READ,
+        get(account_service::roles),
+    )
+    .guarded(
+        "/redfish/v1/AccountService/Roles/{id}",
+        "Role",
+        READ,
+        get(account_service::role),
+    )
+    .guarded(
+        "/redfish/v1/Managers",
+        "ManagerCollection",
+        READ,
+        get(managers::list),
+    )
+    .guarded(
+        "/redfish/v1/Managers/{id}",
+        "Manager",
+        READ,
+        get(managers::get),
+    )
+    .guarded(
+        "/redfish/v1/Managers/{id}/NetworkProtocol",
+        "ManagerNetworkProtocol",
+        READ,
+        get(managers::network_protocol),
+    )
+    .guarded(
+        "/redfish/v1/Chassis",
+        "ChassisCollection",
+        READ,
+        get(chassis::list),
+    )
+    .guarded(
+        "/redfish/v1/Chassis/{id}",
+        "Chassis",
+        READ,
+        get(chassis::get),
+    )
+    .guarded(
+        "/redfish/v1/Systems",
+        "ComputerSystemCollection",
+        READ,
+        get(systems::list),
+    )
+    .guarded(
+        "/redfish/v1/Systems/{id}",
+        "ComputerSystem",
+        READ,
+        get(systems::get),
+    )
+    .guarded(
+        "/redfish/v1/Registries",
+        "MessageRegistryFileCollection",
+        READ,
+        get(registries::list),
+    )
+    .guarded(
+        "/redfish/v1/Registries/{id}",
+        "MessageRegistryFile",
+        READ,
+        get(registries::get),
+    )
+    .guarded(
+        "/redfish/v1/Registries/{id}/{file}",
+        "MessageRegistry",
+        READ,
+        get(registries::file),
+    )
+    .guarded(
+        "/redfish/v1/JsonSchemas",
+        "JsonSchemaFileCollection",
+        READ,
+        get(schemas::collection),
+    )
+    .guarded(
+        "/redfish/v1/JsonSchemas/{name}",
+        "JsonSchemaFile",
+        READ,
+        get(schemas::file_entry),
+    )
+    .guarded(
+        "/redfish/v1/JsonSchemas/{name}/{file}",
+        "JsonSchemaFile",
+        READ,
+        get(schemas::file),
+    );
+
+    let _ = state.openapi.set(openapi::document(&routes.docs));
+    routes
+        .router
         .fallback(not_found)
         .with_state(state.clone())
         .layer(from_fn_with_state(state, query::layer))
