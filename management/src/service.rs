@@ -113,6 +113,7 @@ async fn build_state(args: &Args, store: Store) -> anyhow::Result<AppState> {
         service_uuid,
         started: SystemTime::now(),
         supervisor_socket: args.supervisor_socket.clone(),
+        status_cache: Default::default(),
         https_port: args.https_listen.port(),
         http_redirect_port: args.http_redirect_listen.map(|a| a.port()),
         schema_dir: args.schema_dir.clone(),

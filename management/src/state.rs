@@ -17,6 +17,8 @@ pub struct Inner {
     pub service_uuid: uuid::Uuid,
     pub started: SystemTime,
     pub supervisor_socket: PathBuf,
+    /// Recent supervisor status (see `resources::appliance`).
+    pub status_cache: crate::resources::appliance::StatusCache,
     pub https_port: u16,
     pub http_redirect_port: Option<u16>,
     /// Shipped DMTF schema files (`csdl/`, `json-schema/`).

@@ -35,6 +35,9 @@ impl Table {
     }
 }
 
+/// sled's page cache (its default is 1 GiB).
+const STORE_CACHE_BYTES: u64 = 4 << 20;
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -42,7 +45,12 @@ pub struct Store {
 
 impl Store {
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new().path(dir).open()?;
+        // The store holds accounts and settings, kilobytes: a small page
+        // cache is plenty and keeps the service's RSS small.
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(STORE_CACHE_BYTES)
+            .open()?;
         Ok(Self { db })
     }
 

@@ -8,25 +8,46 @@ use serde_json::Value;
 use shoal_appliance::jsonrpc::RpcClient;
 
 use crate::state::AppState;
+use std::sync::Arc;
 
 /// Longest wait for the supervisor before a resource reports it unknown.
 const SUPERVISOR_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `appliance_get_status`, or `None` when the supervisor does not answer.
-pub async fn status(state: &AppState) -> Option<Value> {
+/// How long a supervisor status answer is reused. Health changes are
+/// seen within this; a busy Redfish client does not turn every GET into a
+/// round trip to the single-threaded supervisor.
+pub const STATUS_MAX_AGE: Duration = Duration::from_millis(500);
+
+/// The last answer and when it came.
+#[derive(Default)]
+pub struct StatusCache(std::sync::Mutex<Option<(std::time::Instant, Arc<Value>)>>);
+
+/// `appliance_get_status` (at most `STATUS_MAX_AGE` old), or `None` when
+/// the supervisor does not answer.
+pub async fn status(state: &AppState) -> Option<Arc<Value>> {
+    if let Some((at, value)) = state.status_cache.0.lock().expect("status cache").as_ref()
+        && at.elapsed() < STATUS_MAX_AGE
+    {
+        return Some(Arc::clone(value));
+    }
     let call = async {
         let mut client = RpcClient::connect(&state.supervisor_socket).await.ok()?;
         client.call("appliance_get_status", None).await.ok()
     };
-    tokio::time::timeout(SUPERVISOR_TIMEOUT, call)
-        .await
-        .ok()
-        .flatten()
+    let value = Arc::new(
+        tokio::time::timeout(SUPERVISOR_TIMEOUT, call)
+            .await
+            .ok()
+            .flatten()?,
+    );
+    *state.status_cache.0.lock().expect("status cache") =
+        Some((std::time::Instant::now(), Arc::clone(&value)));
+    Some(value)
 }
 
 /// Redfish `Status` for the appliance from the supervisor's status: OK
 /// when every data cluster runs, Warning while one restarts, Critical when
-/// one failed for good, Unknown without an answer.
+/// one failed for good or the supervisor does not answer.
 pub fn health(status: Option<&Value>) -> Value {
     let Some(status) = status else {
         return serde_json::json!({"State": "Enabled", "Health": "Critical"});
@@ -45,13 +66,20 @@ pub fn health(status: Option<&Value>) -> Value {
     serde_json::json!({"State": "Enabled", "Health": health})
 }
 
-/// Online CPUs of this machine.
+/// Online CPUs of this machine, read once: the answer involves reading
+/// cgroup files, too slow for every GET.
 pub fn cpu_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// Total memory in GiB, from /proc/meminfo.
+/// Total memory in GiB, from /proc/meminfo, read once.
 pub fn memory_gib() -> f64 {
+    static GIB: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *GIB.get_or_init(read_memory_gib)
+}
+
+fn read_memory_gib() -> f64 {
     let kib = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {

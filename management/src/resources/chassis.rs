@@ -40,7 +40,7 @@ pub async fn get(
         "ChassisType": "StorageEnclosure",
         "Manufacturer": "Shoal",
         "Model": "Shoal storage appliance",
-        "Status": appliance::health(status.as_ref()),
+        "Status": appliance::health(status.as_deref()),
         "Links": {
             "ComputerSystems": [{"@odata.id": "/redfish/v1/Systems/appliance"}],
             "ManagedBy": [{"@odata.id": "/redfish/v1/Managers/bmc"}],

@@ -53,7 +53,7 @@ pub async fn get(
         "Manufacturer": "Shoal",
         "Model": "Shoal storage appliance",
         "PowerState": "On",
-        "Status": appliance::health(status.as_ref()),
+        "Status": appliance::health(status.as_deref()),
         "ProcessorSummary": {"Count": appliance::cpu_count()},
         "MemorySummary": {"TotalSystemMemoryGiB": appliance::memory_gib()},
         "Links": {
