@@ -61,7 +61,10 @@ where
 pub fn init(role: Role) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let under_journald = std::env::var_os("JOURNAL_STREAM").is_some();
-    let ansi = !under_journald && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // Colours only on a terminal, and not when NO_COLOR (no-color.org) is set.
+    let ansi = !under_journald
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

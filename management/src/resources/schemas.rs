@@ -116,9 +116,19 @@ pub async fn file(
     }
 }
 
-/// Where the schema files are: `--schema-dir`, else the source tree's copy.
+/// Where the schema files are when `--schema-dir` is not given: installed
+/// beside the binary (`<prefix>/share/shoal/redfish` for
+/// `<prefix>/bin/shoal-management`, as the images lay them out), else the
+/// source tree's copy (running from a checkout).
 pub fn default_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/redfish"))
+    let installed = std::env::current_exe().ok().and_then(|exe| {
+        let prefix = exe.parent()?.parent()?;
+        Some(prefix.join("share/shoal/redfish"))
+    });
+    match installed {
+        Some(dir) if dir.is_dir() => dir,
+        _ => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/redfish")),
+    }
 }
 
 #[cfg(test)]
