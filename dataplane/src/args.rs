@@ -34,6 +34,13 @@ pub struct Args {
     /// Address of this cluster's NBD server; none when absent.
     #[arg(long, value_name = "ADDR:PORT")]
     pub nbd_listen: Option<SocketAddr>,
+    /// This cluster's NVMe/TCP portal; none when absent.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub nvmf_listen: Option<SocketAddr>,
+    /// A portal for the NVMe-oF discovery controller (port 8009 by
+    /// convention); none when absent.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub discovery_listen: Option<SocketAddr>,
     /// JSON file of RPC calls applied at start (SPDK's JSON config format).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

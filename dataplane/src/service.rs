@@ -54,10 +54,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Arc::clone(&registry),
         )?)
     };
+    let nvmf = Arc::new(crate::nvmf::subsystem::Target::new());
+    let portals = Arc::new(crate::nvmf::listener::Portals::new(
+        Arc::clone(&nvmf),
+        reactors.handles(),
+    ));
     let context = Arc::new(Context {
         cluster: args.cluster,
         registry,
         exports: Arc::new(Exports::new()),
+        nvmf,
+        portals,
         reactors: Arc::clone(&reactors),
         interconnect,
     });
@@ -90,6 +97,16 @@ async fn serve(
         tracing::info!(%address, "NBD server listening");
     }
 
+    for address in [args.nvmf_listen, args.discovery_listen]
+        .into_iter()
+        .flatten()
+    {
+        context
+            .portals
+            .listen(address)
+            .with_context(|| format!("cannot listen for NVMe/TCP on {address}"))?;
+    }
+
     let listener = jsonrpc::server::bind(&args.rpc_socket)
         .with_context(|| format!("cannot bind {}", args.rpc_socket.display()))?;
     let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -106,6 +123,7 @@ async fn serve(
             move || reactors.all_alive(REACTOR_STALL),
             || async {
                 stop_nbd.cancel();
+                context.portals.stop();
                 let _ = stop_server.send(());
                 let _ = server.await;
                 if let Err(e) = std::fs::remove_file(&args.rpc_socket) {

@@ -4,6 +4,7 @@
 //! cleans up its processes.
 
 pub mod nbd_client;
+pub mod nvme_initiator;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -368,6 +369,28 @@ impl Appliance {
     /// The NBD URI of `export` on data cluster `index`.
     pub fn nbd_uri(&self, index: u32, export: &str) -> String {
         format!("nbd://127.0.0.1:{}/{export}", self.nbd_port(index))
+    }
+
+    /// The NVMe/TCP portal of data cluster `index`, from the running config.
+    pub fn nvmf_address(&self, index: u32) -> std::net::SocketAddr {
+        let config = self
+            .rpc("appliance_get_config", None)
+            .expect("appliance_get_config");
+        let base = config["dataplane"]["nvmf_base_port"]
+            .as_u64()
+            .expect("nvmf_base_port");
+        std::net::SocketAddr::from(([127, 0, 0, 1], (base + u64::from(index)) as u16))
+    }
+
+    /// The discovery controller's portal (on data cluster 0).
+    pub fn discovery_address(&self) -> std::net::SocketAddr {
+        let config = self
+            .rpc("appliance_get_config", None)
+            .expect("appliance_get_config");
+        let port = config["dataplane"]["discovery_port"]
+            .as_u64()
+            .expect("discovery_port");
+        std::net::SocketAddr::from(([127, 0, 0, 1], port as u16))
     }
 
     /// The NBD port of data cluster `index`, from the running config.

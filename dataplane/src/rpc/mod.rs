@@ -8,6 +8,7 @@ mod bdev;
 mod framework;
 mod interconnect;
 mod nbd;
+mod nvmf;
 pub mod version;
 
 use std::sync::Arc;
@@ -27,6 +28,8 @@ pub struct Context {
     pub cluster: u32,
     pub registry: Arc<BdevRegistry>,
     pub exports: Arc<Exports>,
+    pub nvmf: Arc<crate::nvmf::subsystem::Target>,
+    pub portals: Arc<crate::nvmf::listener::Portals>,
     pub reactors: Arc<Reactors>,
     /// Absent when the dataplane runs without doorbells (outside shoald).
     pub interconnect: Option<Interconnect>,
@@ -44,6 +47,7 @@ pub fn router(context: Arc<Context>) -> Router {
     });
     let router = bdev::register(router, &context);
     let router = nbd::register(router, &context);
+    let router = nvmf::register(router, &context);
     let router = interconnect::register(router, &context);
     framework::register(router, &context)
 }
@@ -80,11 +84,18 @@ mod tests {
 
     #[tokio::test]
     async fn version_has_spdk_shape() {
+        let reactors = Arc::new(Reactors::start(1, &[], false).unwrap());
+        let nvmf = Arc::new(crate::nvmf::subsystem::Target::new());
         let context = Arc::new(Context {
             cluster: 0,
             registry: Arc::new(BdevRegistry::new()),
             exports: Arc::new(Exports::new()),
-            reactors: Arc::new(Reactors::start(1, &[], false).unwrap()),
+            portals: Arc::new(crate::nvmf::listener::Portals::new(
+                Arc::clone(&nvmf),
+                reactors.handles(),
+            )),
+            nvmf,
+            reactors,
             interconnect: None,
         });
         let router = router(Arc::clone(&context));

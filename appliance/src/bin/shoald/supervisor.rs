@@ -531,7 +531,23 @@ fn dataplane_args(
         config.supervisor.heartbeat_interval_ms.to_string().into(),
         "--nbd-listen".into(),
         nbd.to_string().into(),
+        "--nvmf-listen".into(),
+        std::net::SocketAddr::new(config.dataplane.listen_address, config.nvmf_port(index))
+            .to_string()
+            .into(),
     ];
+    // The appliance's one discovery controller lives on cluster 0.
+    if index == 0 {
+        args.push("--discovery-listen".into());
+        args.push(
+            std::net::SocketAddr::new(
+                config.dataplane.listen_address,
+                config.dataplane.discovery_port,
+            )
+            .to_string()
+            .into(),
+        );
+    }
     if pinned {
         args.push("--pin".into());
     }

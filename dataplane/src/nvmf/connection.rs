@@ -1,0 +1,578 @@
+//! One NVMe/TCP connection: one queue pair. It starts with ICReq/ICResp,
+//! becomes an admin or I/O queue with Fabrics Connect, then reads command
+//! capsules and H2CData, runs commands (I/O ones concurrently on this
+//! reactor), and a writer sends R2T, C2HData and response capsules as
+//! they are ready.
+//!
+//! A PDU that breaks the transport rules ends this connection only, with
+//! a C2HTermReq saying why; a command that breaks the command rules gets
+//! its NVMe status and costs nobody else anything.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::command::{Command, Completion, Status, admin, sgl};
+use super::pdu::{self, CommonHeader, Digests, Fes, PduError};
+use super::queue::{Queue, Response};
+use super::subsystem::{Target, TransportOptions};
+use crate::bdev::IoBuf;
+
+/// Time a host has to send ICReq after connecting.
+pub const IC_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest H2CData payload we accept per PDU (MAXH2CDATA).
+pub const MAX_H2C_DATA: u32 = 131_072;
+
+/// What the writer sends.
+pub enum Outgoing {
+    Completion(Completion),
+    /// Data for a command that reads, then its completion (or the SUCCESS
+    /// flag in place of it).
+    ReadData {
+        completion: Completion,
+        data: IoBuf,
+        len: usize,
+    },
+    R2T {
+        cid: u16,
+        ttag: u16,
+        length: u32,
+    },
+    /// A fatal transport error: send the termination request and stop.
+    Terminate(Vec<u8>),
+}
+
+/// A write waiting for its data (R2T sent, H2CData arriving).
+struct PendingData {
+    command: Command,
+    buf: IoBuf,
+    received: usize,
+}
+
+/// Per-connection settings the writer needs.
+#[derive(Clone, Copy)]
+struct WireSettings {
+    digests: Digests,
+    qid: u16,
+}
+
+/// Serves one connection until the host leaves, the controller ends or
+/// `stop` fires.
+pub async fn serve<S>(
+    stream: S,
+    target: Arc<Target>,
+    local: SocketAddr,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
+    let (read_half, write_half) = tokio::io::split(stream);
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let mut writer = BufWriter::with_capacity(64 * 1024, write_half);
+
+    let Some(options) = target.transport() else {
+        tracing::debug!(%peer, "NVMe/TCP connection before nvmf_create_transport: closing");
+        return;
+    };
+    let digests = match tokio::time::timeout(IC_TIMEOUT, initialize(&mut reader, &mut writer)).await
+    {
+        Ok(Ok(digests)) => digests,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, "NVMe/TCP initialization failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no ICReq within {IC_TIMEOUT:?}");
+            return;
+        }
+    };
+
+    let (outgoing, to_send) = mpsc::unbounded_channel();
+    let settings = Rc::new(Cell::new(WireSettings { digests, qid: 0 }));
+    let queue = Rc::new(RefCell::new(Queue::new(target, options, local, peer)));
+    let sq_head = Rc::new(Cell::new(0u16));
+    let writer_task = tokio::task::spawn_local(write_loop(
+        writer,
+        to_send,
+        Rc::clone(&settings),
+        Rc::clone(&queue),
+        Rc::clone(&sq_head),
+    ));
+    let result = read_loop(
+        &mut reader,
+        &queue,
+        &outgoing,
+        &settings,
+        &sq_head,
+        digests,
+        &stop,
+    )
+    .await;
+    if let Err(error) = &result {
+        tracing::debug!(%peer, "NVMe/TCP connection ended: {error}");
+    }
+    queue.borrow_mut().close(&outgoing);
+    drop(outgoing);
+    let _ = writer_task.await;
+}
+
+/// ICReq in, ICResp out: the digests this connection uses.
+async fn initialize<R, W>(reader: &mut R, writer: &mut W) -> Result<Digests, PduError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut ic = [0u8; pdu::IC_LEN];
+    reader
+        .read_exact(&mut ic[..pdu::COMMON_HEADER_LEN])
+        .await
+        .map_err(|e| PduError::new(Fes::PduSequenceError, e.to_string()))?;
+    let header = CommonHeader::parse(ic[..8].try_into().expect("8 bytes"));
+    let check = if header.pdu_type != pdu::IC_REQ {
+        Err(PduError::new(
+            Fes::PduSequenceError,
+            format!("first PDU has type {:#04x}, not ICReq", header.pdu_type),
+        ))
+    } else if usize::from(header.hlen) != pdu::IC_LEN || header.plen as usize != pdu::IC_LEN {
+        Err(PduError::field(2, "ICReq HLEN/PLEN are not 128"))
+    } else {
+        Ok(())
+    };
+    if let Err(error) = check {
+        let _ = writer.write_all(&pdu::c2h_term_req(&error, &ic[..8])).await;
+        let _ = writer.flush().await;
+        return Err(error);
+    }
+    reader
+        .read_exact(&mut ic[pdu::COMMON_HEADER_LEN..])
+        .await
+        .map_err(|e| PduError::new(Fes::PduSequenceError, e.to_string()))?;
+    let request = match pdu::IcReq::parse(&ic) {
+        Ok(request) => request,
+        Err(error) => {
+            let _ = writer.write_all(&pdu::c2h_term_req(&error, &ic)).await;
+            let _ = writer.flush().await;
+            return Err(error);
+        }
+    };
+    // CPDA 0: data right after the header; whatever digests the host asks.
+    let response = pdu::ic_resp(0, request.digests, MAX_H2C_DATA);
+    writer
+        .write_all(&response)
+        .await
+        .and(writer.flush().await)
+        .map_err(|e| PduError::new(Fes::PduSequenceError, e.to_string()))?;
+    Ok(request.digests)
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    queue: &Rc<RefCell<Queue>>,
+    outgoing: &mpsc::UnboundedSender<Outgoing>,
+    settings: &Rc<Cell<WireSettings>>,
+    sq_head: &Rc<Cell<u16>>,
+    digests: Digests,
+    stop: &CancellationToken,
+) -> Result<(), String> {
+    let mut pending: HashMap<u16, PendingData> = HashMap::new();
+    let mut next_ttag: u16 = 0;
+    let mut keep_alive = tokio::time::interval(Duration::from_millis(100));
+    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let controller_gone = queue.borrow().controller().map(|c| c.gone.clone());
+        let mut common = [0u8; pdu::COMMON_HEADER_LEN];
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = async { match &controller_gone { Some(gone) => gone.cancelled().await, None => std::future::pending().await } } => {
+                return Err("controller ended".into());
+            }
+            _ = keep_alive.tick() => {
+                queue.borrow().check_keep_alive();
+                continue;
+            }
+            read = reader.read_exact(&mut common) => match read {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            },
+        }
+        let header = CommonHeader::parse(&common);
+        let options = queue.borrow().options;
+        let max_data = match header.pdu_type {
+            pdu::CAPSULE_CMD => options.in_capsule_data_size as usize,
+            pdu::H2C_DATA => MAX_H2C_DATA as usize,
+            pdu::H2C_TERM_REQ => pdu::TERM_MAX_DATA + 24,
+            _ => 0,
+        };
+        let layout = match pdu::layout(header, digests, max_data) {
+            Ok(layout) => layout,
+            Err(error) => return terminate(outgoing, &error, &common),
+        };
+        let mut raw_header = vec![0u8; pdu::COMMON_HEADER_LEN + layout.specific_len];
+        raw_header[..pdu::COMMON_HEADER_LEN].copy_from_slice(&common);
+        reader
+            .read_exact(&mut raw_header[pdu::COMMON_HEADER_LEN..])
+            .await
+            .map_err(|e| e.to_string())?;
+        if layout.header_digest {
+            let mut digest = [0u8; pdu::DIGEST_LEN];
+            reader
+                .read_exact(&mut digest)
+                .await
+                .map_err(|e| e.to_string())?;
+            if !pdu::header_digest_ok(&raw_header, &digest) {
+                let error = PduError::new(Fes::HeaderDigestError, "header digest mismatch");
+                return terminate(outgoing, &error, &raw_header);
+            }
+        }
+        if layout.padding > 0 {
+            let mut padding = vec![0u8; layout.padding];
+            reader
+                .read_exact(&mut padding)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+
+        match header.pdu_type {
+            pdu::H2C_TERM_REQ => {
+                let mut data = vec![0u8; layout.data_len];
+                reader
+                    .read_exact(&mut data)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let fes = u16::from_le_bytes([raw_header[8], raw_header[9]]);
+                return Err(format!("host terminated the connection (FES {fes:#x})"));
+            }
+            pdu::CAPSULE_CMD => {
+                let sqe: [u8; 64] = raw_header[8..72].try_into().expect("64 bytes");
+                let command = Command::from_bytes(sqe);
+                let in_capsule = if layout.data_len > 0 {
+                    let mut buf = IoBuf::for_io(layout.data_len);
+                    reader
+                        .read_exact(buf.as_mut_slice())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if layout.data_digest {
+                        let mut digest = [0u8; pdu::DIGEST_LEN];
+                        reader
+                            .read_exact(&mut digest)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        if pdu::data_digest(buf.as_slice()) != digest {
+                            // A data digest error fails the command, not the connection.
+                            sq_head.set(sq_head.get().wrapping_add(1));
+                            let _ = outgoing.send(Outgoing::Completion(Completion::new(
+                                command.cid(),
+                                Status::DATA_TRANSFER_ERROR,
+                            )));
+                            continue;
+                        }
+                    }
+                    Some(buf)
+                } else {
+                    None
+                };
+                sq_head.set(sq_head.get().wrapping_add(1));
+                match prepare(&command, in_capsule, &options) {
+                    Prepared::Run(data) => {
+                        let was_admin_connect = queue.borrow().controller().is_none();
+                        Queue::submit(queue, command, data, outgoing).await;
+                        if was_admin_connect && let Some(qid) = queue.borrow().qid() {
+                            settings.set(WireSettings { digests, qid });
+                        }
+                        if queue.borrow().disconnected() {
+                            return Ok(());
+                        }
+                    }
+                    Prepared::NeedData(length) => {
+                        if pending.len() >= usize::from(u16::MAX) {
+                            let _ = outgoing.send(Outgoing::Completion(Completion::new(
+                                command.cid(),
+                                Status::INTERNAL_ERROR,
+                            )));
+                            continue;
+                        }
+                        let ttag = loop {
+                            next_ttag = next_ttag.wrapping_add(1);
+                            if !pending.contains_key(&next_ttag) {
+                                break next_ttag;
+                            }
+                        };
+                        pending.insert(
+                            ttag,
+                            PendingData {
+                                command,
+                                buf: IoBuf::for_io(length as usize),
+                                received: 0,
+                            },
+                        );
+                        let _ = outgoing.send(Outgoing::R2T {
+                            cid: command.cid(),
+                            ttag,
+                            length,
+                        });
+                    }
+                    Prepared::Fail(status) => {
+                        let _ = outgoing
+                            .send(Outgoing::Completion(Completion::new(command.cid(), status)));
+                    }
+                }
+            }
+            pdu::H2C_DATA => {
+                let data_header =
+                    pdu::DataHeader::parse(&raw_header[8..]).map_err(|e| e.to_string())?;
+                let Some(entry) = pending.get_mut(&data_header.ttag) else {
+                    let error = PduError::field(
+                        10,
+                        format!("H2CData for unknown transfer tag {}", data_header.ttag),
+                    );
+                    return terminate(outgoing, &error, &raw_header);
+                };
+                let expected_len = layout.data_len as u32;
+                let ok = data_header.cccid == entry.command.cid()
+                    && data_header.datal == expected_len
+                    && data_header.datao as usize == entry.received
+                    && entry.received + layout.data_len <= entry.buf.len();
+                if !ok {
+                    let error = PduError::new(
+                        Fes::DataTransferOutOfRange,
+                        format!(
+                            "H2CData at offset {} for {} bytes does not continue the {}-byte transfer of command {} at {}",
+                            data_header.datao,
+                            data_header.datal,
+                            entry.buf.len(),
+                            entry.command.cid(),
+                            entry.received
+                        ),
+                    );
+                    return terminate(outgoing, &error, &raw_header);
+                }
+                let start = entry.received;
+                reader
+                    .read_exact(&mut entry.buf.as_mut_slice()[start..start + layout.data_len])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                entry.received += layout.data_len;
+                let mut digest_ok = true;
+                if layout.data_digest {
+                    let mut digest = [0u8; pdu::DIGEST_LEN];
+                    reader
+                        .read_exact(&mut digest)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    digest_ok =
+                        pdu::data_digest(&entry.buf.as_slice()[start..start + layout.data_len])
+                            == digest;
+                }
+                let last = header.flags & pdu::FLAG_LAST_PDU != 0;
+                let complete = entry.received == entry.buf.len();
+                if !digest_ok {
+                    let entry = pending.remove(&data_header.ttag).expect("present");
+                    let _ = outgoing.send(Outgoing::Completion(Completion::new(
+                        entry.command.cid(),
+                        Status::DATA_TRANSFER_ERROR,
+                    )));
+                    continue;
+                }
+                if last != complete {
+                    let error =
+                        PduError::field(1, "LAST_PDU does not match the end of the transfer");
+                    return terminate(outgoing, &error, &raw_header);
+                }
+                if complete {
+                    let entry = pending.remove(&data_header.ttag).expect("present");
+                    Queue::submit(queue, entry.command, Some(entry.buf), outgoing).await;
+                }
+            }
+            other => {
+                let error = PduError::field(0, format!("unexpected PDU type {other:#04x}"));
+                return terminate(outgoing, &error, &raw_header);
+            }
+        }
+    }
+}
+
+fn terminate(
+    outgoing: &mpsc::UnboundedSender<Outgoing>,
+    error: &PduError,
+    header: &[u8],
+) -> Result<(), String> {
+    let _ = outgoing.send(Outgoing::Terminate(pdu::c2h_term_req(error, header)));
+    Err(format!("terminated: {error}"))
+}
+
+/// How a command's data will arrive.
+enum Prepared {
+    /// Run now, with the in-capsule data if any.
+    Run(Option<IoBuf>),
+    /// Ask for this many bytes with R2T first.
+    NeedData(u32),
+    Fail(Status),
+}
+
+/// Whether the command moves data from the host to the controller (the
+/// data transfer direction bits of the opcode, or of FCTYPE for fabrics).
+fn host_to_controller(command: &Command) -> bool {
+    let direction = if command.opcode() == admin::FABRICS {
+        command.fctype() & 0x3
+    } else {
+        command.opcode() & 0x3
+    };
+    direction == 0b01
+}
+
+/// Checks the SGL against the transport's rules and says where the data is.
+fn prepare(command: &Command, in_capsule: Option<IoBuf>, options: &TransportOptions) -> Prepared {
+    if command.psdt() != 1
+        && command.psdt() != 2
+        && !(command.psdt() == 0 && command.opcode() == admin::FABRICS)
+    {
+        // Fabrics commands always use SGLs whatever PSDT says; other
+        // commands must say SGL.
+        return Prepared::Fail(Status::INVALID_FIELD);
+    }
+    let sgl = command.sgl();
+    let to_controller = host_to_controller(command);
+    match sgl.identifier {
+        sgl::IN_CAPSULE => {
+            let Some(buf) = in_capsule else {
+                return if sgl.length == 0 {
+                    Prepared::Run(None)
+                } else {
+                    Prepared::Fail(Status::DATA_SGL_LENGTH_INVALID)
+                };
+            };
+            if !to_controller || sgl.address != 0 || sgl.length as usize != buf.len() {
+                return Prepared::Fail(Status::DATA_SGL_LENGTH_INVALID);
+            }
+            Prepared::Run(Some(buf))
+        }
+        sgl::TRANSPORT => {
+            if in_capsule.is_some() {
+                return Prepared::Fail(Status::INVALID_SGL_DESCRIPTOR);
+            }
+            if sgl.length > options.max_io_size.max(1 << 16) {
+                return Prepared::Fail(Status::DATA_SGL_LENGTH_INVALID);
+            }
+            if to_controller && sgl.length > 0 {
+                Prepared::NeedData(sgl.length)
+            } else {
+                Prepared::Run(None)
+            }
+        }
+        _ => Prepared::Fail(Status::SGL_TYPE_INVALID),
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: BufWriter<W>,
+    mut to_send: mpsc::UnboundedReceiver<Outgoing>,
+    settings: Rc<Cell<WireSettings>>,
+    queue: Rc<RefCell<Queue>>,
+    sq_head: Rc<Cell<u16>>,
+) {
+    let mut buffer = Vec::with_capacity(4096);
+    while let Some(first) = to_send.recv().await {
+        let mut next = Some(first);
+        let mut terminate = false;
+        while let Some(item) = next.take() {
+            let WireSettings { digests, qid } = settings.get();
+            let sqflow_disabled = queue.borrow().sqflow_disabled();
+            let success_flag = sqflow_disabled && queue.borrow().options.c2h_success;
+            let sqhd = if sqflow_disabled {
+                0xffff
+            } else {
+                sq_head.get()
+            };
+            buffer.clear();
+            match item {
+                Outgoing::Completion(completion) => {
+                    pdu::capsule_resp(&mut buffer, &completion.encode(sqhd, qid), digests);
+                    if writer.write_all(&buffer).await.is_err() {
+                        return;
+                    }
+                }
+                Outgoing::ReadData {
+                    completion,
+                    data,
+                    len,
+                } => {
+                    let success =
+                        success_flag && completion.status.is_success() && completion.dw0 == 0;
+                    let payload = &data.as_slice()[..len];
+                    pdu::c2h_data_header(
+                        &mut buffer,
+                        completion.cid,
+                        0,
+                        len as u32,
+                        true,
+                        success,
+                        digests,
+                    );
+                    let ok = writer.write_all(&buffer).await.is_ok()
+                        && writer.write_all(payload).await.is_ok();
+                    if !ok {
+                        return;
+                    }
+                    if digests.data
+                        && len > 0
+                        && writer.write_all(&pdu::data_digest(payload)).await.is_err()
+                    {
+                        return;
+                    }
+                    if !success {
+                        buffer.clear();
+                        pdu::capsule_resp(&mut buffer, &completion.encode(sqhd, qid), digests);
+                        if writer.write_all(&buffer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Outgoing::R2T { cid, ttag, length } => {
+                    pdu::r2t(&mut buffer, cid, ttag, 0, length, digests);
+                    if writer.write_all(&buffer).await.is_err() {
+                        return;
+                    }
+                }
+                Outgoing::Terminate(bytes) => {
+                    let _ = writer.write_all(&bytes).await;
+                    terminate = true;
+                }
+            }
+            if !terminate {
+                next = to_send.try_recv().ok();
+            }
+        }
+        if writer.flush().await.is_err() || terminate {
+            let _ = writer.shutdown().await;
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Responses reach the writer through this.
+pub fn send_response(outgoing: &mpsc::UnboundedSender<Outgoing>, response: Response) {
+    let item = match response {
+        Response::Done(completion) => Outgoing::Completion(completion),
+        Response::Data {
+            completion,
+            data,
+            len,
+        } => Outgoing::ReadData {
+            completion,
+            data,
+            len,
+        },
+        Response::Deferred => return,
+    };
+    let _ = outgoing.send(item);
+}

@@ -1,0 +1,468 @@
+//! A queue pair's command handling: Fabrics Connect turns a connection
+//! into the admin queue of a new controller or an I/O queue of an
+//! existing one; after that, commands go to the admin command set or to
+//! the namespaces' bdevs.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc};
+
+use super::command::{Command, Completion, Status, admin, fabrics};
+use super::connection::{Outgoing, send_response};
+use super::controller::Controller;
+use super::subsystem::{Namespace, Target, TransportOptions};
+use super::{admin_commands, io_commands};
+use crate::bdev::{IoBuf, IoChannel};
+
+/// What a command produced.
+pub enum Response {
+    Done(Completion),
+    /// Data for the host (sent with C2HData), then the completion.
+    Data {
+        completion: Completion,
+        data: IoBuf,
+        len: usize,
+    },
+    /// The completion comes later (an Asynchronous Event Request).
+    Deferred,
+}
+
+impl Response {
+    pub fn status(cid: u16, status: Status) -> Self {
+        Response::Done(Completion::new(cid, status))
+    }
+
+    /// Data for a command that asked for `wanted` bytes: what fits.
+    pub fn data(cid: u16, bytes: Vec<u8>, wanted: usize) -> Self {
+        let len = bytes.len().min(wanted);
+        if len == 0 {
+            return Response::status(cid, Status::SUCCESS);
+        }
+        let mut data = IoBuf::for_io(len);
+        data.as_mut_slice().copy_from_slice(&bytes[..len]);
+        Response::Data {
+            completion: Completion::new(cid, Status::SUCCESS),
+            data,
+            len,
+        }
+    }
+}
+
+enum Role {
+    /// Before Connect.
+    Unconnected,
+    Admin,
+    Io {
+        /// Namespace channels, rebuilt when the subsystem's generation moves.
+        channels: HashMap<u32, (Namespace, Rc<IoChannel>)>,
+        generation: u64,
+        in_flight: Arc<Semaphore>,
+    },
+}
+
+pub struct Queue {
+    pub target: Arc<Target>,
+    pub options: TransportOptions,
+    local: SocketAddr,
+    peer: SocketAddr,
+    role: Role,
+    qid: Option<u16>,
+    sqsize: u16,
+    sqflow_disabled: bool,
+    controller: Option<Arc<Controller>>,
+    disconnected: bool,
+}
+
+/// Connect's data (1024 bytes).
+struct ConnectData {
+    hostid: [u8; 16],
+    cntlid: u16,
+    subnqn: String,
+    hostnqn: String,
+}
+
+fn nul_terminated(field: &[u8]) -> Option<String> {
+    let end = field.iter().position(|&b| b == 0)?;
+    String::from_utf8(field[..end].to_vec()).ok()
+}
+
+impl ConnectData {
+    fn parse(data: &[u8]) -> Result<Self, (Status, u32)> {
+        if data.len() < 1024 {
+            return Err((Status::CONNECT_INVALID_PARAMETERS, 0));
+        }
+        let subnqn =
+            nul_terminated(&data[256..512]).ok_or((Status::CONNECT_INVALID_PARAMETERS, 256))?;
+        let hostnqn =
+            nul_terminated(&data[512..768]).ok_or((Status::CONNECT_INVALID_PARAMETERS, 512))?;
+        Ok(Self {
+            hostid: data[0..16].try_into().expect("16 bytes"),
+            cntlid: u16::from_le_bytes([data[16], data[17]]),
+            subnqn,
+            hostnqn,
+        })
+    }
+}
+
+/// A Connect failure naming the offending parameter: IATTR (1 = in the
+/// data) and IPO in DW0.
+fn invalid_parameter(cid: u16, in_data: bool, offset: u32) -> Response {
+    Response::Done(Completion {
+        dw0: (offset & 0xffff) | (u32::from(in_data) << 16),
+        ..Completion::new(cid, Status::CONNECT_INVALID_PARAMETERS)
+    })
+}
+
+impl Queue {
+    pub fn new(
+        target: Arc<Target>,
+        options: TransportOptions,
+        local: SocketAddr,
+        peer: SocketAddr,
+    ) -> Self {
+        Self {
+            target,
+            options,
+            local,
+            peer,
+            role: Role::Unconnected,
+            qid: None,
+            sqsize: 0,
+            sqflow_disabled: false,
+            controller: None,
+            disconnected: false,
+        }
+    }
+
+    pub fn controller(&self) -> Option<&Arc<Controller>> {
+        self.controller.as_ref()
+    }
+
+    pub fn qid(&self) -> Option<u16> {
+        self.qid
+    }
+
+    pub fn sqflow_disabled(&self) -> bool {
+        self.sqflow_disabled
+    }
+
+    pub fn disconnected(&self) -> bool {
+        self.disconnected
+    }
+
+    /// The admin queue enforces the controller's keep-alive timeout.
+    pub fn check_keep_alive(&self) {
+        if let (Role::Admin, Some(controller)) = (&self.role, &self.controller)
+            && controller.keep_alive_expired()
+        {
+            controller.fail(&format!(
+                "no command within the keep-alive timeout ({} ms)",
+                controller.kato_ms()
+            ));
+        }
+    }
+
+    /// The connection is going away.
+    pub fn close(&mut self, outgoing: &mpsc::UnboundedSender<Outgoing>) {
+        let Some(controller) = self.controller.take() else {
+            return;
+        };
+        match self.role {
+            Role::Admin => {
+                for cid in controller.drain_aers() {
+                    let _ = outgoing.send(Outgoing::Completion(Completion::new(
+                        cid,
+                        Status::ABORTED_SQ_DELETION,
+                    )));
+                }
+                // The admin queue owns the controller: it ends with it.
+                controller.fail("admin queue disconnected");
+            }
+            Role::Io { .. } => {
+                if let Some(qid) = self.qid {
+                    controller.release_queue(qid);
+                }
+            }
+            Role::Unconnected => {}
+        }
+    }
+
+    /// Runs a command that has all its data.
+    pub async fn submit(
+        queue: &Rc<std::cell::RefCell<Queue>>,
+        command: Command,
+        data: Option<IoBuf>,
+        outgoing: &mpsc::UnboundedSender<Outgoing>,
+    ) {
+        if let Some(controller) = queue.borrow().controller() {
+            controller.touch();
+        }
+        if command.opcode() == admin::FABRICS {
+            let response = queue.borrow_mut().fabrics(&command, data, outgoing);
+            send_response(outgoing, response);
+            return;
+        }
+        let in_flight = match &queue.borrow().role {
+            Role::Unconnected => {
+                send_response(
+                    outgoing,
+                    Response::status(command.cid(), Status::COMMAND_SEQUENCE_ERROR),
+                );
+                return;
+            }
+            Role::Admin => None,
+            Role::Io { in_flight, .. } => Some(Arc::clone(in_flight)),
+        };
+        let Some(in_flight) = in_flight else {
+            let response = {
+                let queue = queue.borrow();
+                let controller = queue
+                    .controller
+                    .as_ref()
+                    .expect("admin queues have a controller");
+                admin_commands::execute(&queue.target, controller, &command, data)
+            };
+            send_response(outgoing, response);
+            return;
+        };
+        let Some(permit) = in_flight.acquire_owned().await.ok() else {
+            return;
+        };
+        let target = queue.borrow_mut().namespace_channel(command.nsid());
+        let controller = queue.borrow().controller.clone();
+        let outgoing = outgoing.clone();
+        let cid = command.cid();
+        match (target, controller) {
+            (Some((namespace, channel)), Some(controller)) => {
+                tokio::task::spawn_local(async move {
+                    let response = io_commands::execute(
+                        &namespace,
+                        &channel,
+                        &controller.counters,
+                        &command,
+                        data,
+                    )
+                    .await;
+                    send_response(&outgoing, response);
+                    drop(permit);
+                });
+            }
+            _ => {
+                let status = if io_commands::is_io_opcode(command.opcode()) {
+                    Status::INVALID_NAMESPACE
+                } else {
+                    Status::INVALID_OPCODE
+                };
+                send_response(&outgoing, Response::status(cid, status));
+            }
+        }
+    }
+
+    /// The namespace `nsid` and this queue's channel to its bdev.
+    fn namespace_channel(&mut self, nsid: u32) -> Option<(Namespace, Rc<IoChannel>)> {
+        let subsystem = Arc::clone(&self.controller.as_ref()?.subsystem);
+        let Role::Io {
+            channels,
+            generation,
+            ..
+        } = &mut self.role
+        else {
+            return None;
+        };
+        let current = subsystem.generation();
+        if *generation != current {
+            // Keep channels of namespaces that still name the same bdev.
+            let namespaces = subsystem.read().namespaces.clone();
+            channels.retain(|id, (ns, _)| {
+                namespaces
+                    .get(id)
+                    .is_some_and(|n| n.bdev.id() == ns.bdev.id())
+            });
+            *generation = current;
+        }
+        if let Some((namespace, channel)) = channels.get(&nsid) {
+            return Some((namespace.clone(), Rc::clone(channel)));
+        }
+        let namespace = subsystem.namespace(nsid)?;
+        let channel = namespace.bdev.channel();
+        channels.insert(nsid, (namespace.clone(), Rc::clone(&channel)));
+        Some((namespace, channel))
+    }
+
+    fn fabrics(
+        &mut self,
+        command: &Command,
+        data: Option<IoBuf>,
+        outgoing: &mpsc::UnboundedSender<Outgoing>,
+    ) -> Response {
+        let cid = command.cid();
+        match command.fctype() {
+            fabrics::CONNECT => self.connect(command, data, outgoing),
+            fabrics::PROPERTY_GET | fabrics::PROPERTY_SET => {
+                let (Role::Admin, Some(controller)) = (&self.role, &self.controller) else {
+                    return Response::status(cid, Status::COMMAND_SEQUENCE_ERROR);
+                };
+                let eight_bytes = command.byte(40) & 0x7 == 1;
+                let offset = command.dword_at(44);
+                if command.fctype() == fabrics::PROPERTY_GET {
+                    match controller.property_get(offset, eight_bytes) {
+                        Ok(value) => Response::Done(Completion {
+                            dw0: value as u32,
+                            dw1: (value >> 32) as u32,
+                            ..Completion::new(cid, Status::SUCCESS)
+                        }),
+                        Err(status) => Response::status(cid, status),
+                    }
+                } else {
+                    match controller.property_set(offset, eight_bytes, command.u64_at(48)) {
+                        Ok(()) => Response::status(cid, Status::SUCCESS),
+                        Err(status) => Response::status(cid, status),
+                    }
+                }
+            }
+            fabrics::DISCONNECT => {
+                if self.controller.is_none() {
+                    return Response::status(cid, Status::COMMAND_SEQUENCE_ERROR);
+                }
+                self.disconnected = true;
+                Response::status(cid, Status::SUCCESS)
+            }
+            _ => Response::status(cid, Status::INVALID_OPCODE),
+        }
+    }
+
+    fn connect(
+        &mut self,
+        command: &Command,
+        data: Option<IoBuf>,
+        outgoing: &mpsc::UnboundedSender<Outgoing>,
+    ) -> Response {
+        let cid = command.cid();
+        if self.controller.is_some() {
+            return Response::status(cid, Status::COMMAND_SEQUENCE_ERROR);
+        }
+        let recfmt = command.u16_at(40);
+        if recfmt != 0 {
+            return Response::status(cid, Status::CONNECT_INCOMPATIBLE_FORMAT);
+        }
+        let qid = command.u16_at(42);
+        let sqsize = command.u16_at(44);
+        let cattr = command.byte(46);
+        let kato_ms = command.dword_at(48);
+        let Some(data) = data else {
+            return invalid_parameter(cid, false, 24);
+        };
+        let connect = match ConnectData::parse(data.as_slice()) {
+            Ok(connect) => connect,
+            Err((_, offset)) => return invalid_parameter(cid, true, offset),
+        };
+        let Some(subsystem) = self.target.subsystem(&connect.subnqn) else {
+            tracing::debug!(subnqn = connect.subnqn, peer = %self.peer, "Connect to an unknown subsystem");
+            return invalid_parameter(cid, true, 256);
+        };
+        let listening = subsystem.discovery
+            || subsystem
+                .read()
+                .listeners
+                .iter()
+                .any(|l| l.accepts(self.local));
+        if !listening {
+            tracing::debug!(subnqn = connect.subnqn, local = %self.local, "Connect on a portal the subsystem does not listen on");
+            return invalid_parameter(cid, true, 256);
+        }
+        if !subsystem.host_allowed(&connect.hostnqn) {
+            tracing::info!(subnqn = connect.subnqn, hostnqn = connect.hostnqn, peer = %self.peer, "Connect refused: host not allowed");
+            return Response::status(cid, Status::CONNECT_INVALID_HOST);
+        }
+        let depth_limit = if qid == 0 {
+            self.options.max_aq_depth
+        } else {
+            self.options.max_queue_depth
+        };
+        if sqsize == 0 || sqsize >= depth_limit {
+            return invalid_parameter(cid, false, 44);
+        }
+        // CATTR bit 2: the host disables SQ flow control.
+        self.sqflow_disabled = cattr & (1 << 2) != 0;
+        self.sqsize = sqsize;
+
+        if qid == 0 {
+            if connect.cntlid != 0xffff {
+                return invalid_parameter(cid, true, 16);
+            }
+            let options = self.options;
+            let hostnqn = connect.hostnqn.clone();
+            let outgoing_completions = {
+                let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
+                let outgoing = outgoing.clone();
+                tokio::task::spawn_local(async move {
+                    while let Some(completion) = rx.recv().await {
+                        if outgoing.send(Outgoing::Completion(completion)).is_err() {
+                            break;
+                        }
+                    }
+                });
+                tx
+            };
+            let created = subsystem.add_controller(|cntlid| {
+                Arc::new(Controller::new(
+                    cntlid,
+                    Arc::clone(&subsystem),
+                    hostnqn,
+                    connect.hostid,
+                    options,
+                    kato_ms,
+                    outgoing_completions,
+                ))
+            });
+            let Some(controller) = created else {
+                return Response::status(cid, Status::CONNECT_CONTROLLER_BUSY);
+            };
+            controller.touch();
+            tracing::info!(
+                cntlid = controller.cntlid,
+                subnqn = subsystem.nqn,
+                hostnqn = controller.hostnqn,
+                peer = %self.peer,
+                kato_ms,
+                "controller created"
+            );
+            let cntlid = controller.cntlid;
+            self.controller = Some(controller);
+            self.role = Role::Admin;
+            self.qid = Some(0);
+            return Response::Done(Completion::with_dw0(cid, u32::from(cntlid)));
+        }
+
+        if subsystem.discovery {
+            return Response::status(cid, Status::INVALID_QUEUE_TYPE);
+        }
+        let Some(controller) = subsystem.controller(connect.cntlid) else {
+            return invalid_parameter(cid, true, 16);
+        };
+        if controller.hostnqn != connect.hostnqn || controller.hostid != connect.hostid {
+            return invalid_parameter(cid, true, 512);
+        }
+        if !controller.ready() {
+            return Response::status(cid, Status::COMMAND_SEQUENCE_ERROR);
+        }
+        if qid > controller.max_qid() {
+            return invalid_parameter(cid, false, 42);
+        }
+        if !controller.claim_queue(qid) {
+            return invalid_parameter(cid, false, 42);
+        }
+        controller.touch();
+        self.controller = Some(controller);
+        self.role = Role::Io {
+            channels: HashMap::new(),
+            generation: 0,
+            in_flight: Arc::new(Semaphore::new(usize::from(sqsize) + 1)),
+        };
+        self.qid = Some(qid);
+        Response::status(cid, Status::SUCCESS)
+    }
+}

@@ -1,0 +1,471 @@
+//! The NVMe-oF target's configuration: the TCP transport's options, the
+//! subsystems (NQN, namespaces over bdevs, allowed hosts, listeners) and
+//! the discovery referrals. Changed by JSON-RPC on the control thread;
+//! connections read it at Connect and re-read a subsystem's namespaces
+//! when its generation moves.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::controller::Controller;
+use crate::bdev::Bdev;
+
+/// The well-known NQN of the discovery subsystem.
+pub const DISCOVERY_NQN: &str = "nqn.2014-08.org.nvmexpress.discovery";
+/// Most subsystems one data cluster serves.
+pub const MAX_SUBSYSTEMS: usize = 1024;
+/// Default and largest namespace count of a subsystem.
+pub const DEFAULT_MAX_NAMESPACES: u32 = 32;
+pub const MAX_NAMESPACES: u32 = 1024;
+/// NQNs are at most 223 bytes (NVMe Base 2.0, 4.5).
+pub const MAX_NQN_BYTES: usize = 223;
+/// Controller IDs of the dynamic controller model: 1..=0xFFEF.
+pub const MAX_CNTLID: u16 = 0xffef;
+
+/// Options of the TCP transport (`nvmf_create_transport`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransportOptions {
+    /// Entries per I/O queue (CAP.MQES + 1).
+    pub max_queue_depth: u16,
+    /// Entries of the admin queue.
+    pub max_aq_depth: u16,
+    /// I/O queues one controller may have.
+    pub max_io_qpairs_per_ctrlr: u16,
+    /// Write data a command capsule may carry (IOCCSZ).
+    pub in_capsule_data_size: u32,
+    /// Largest transfer of one command (MDTS).
+    pub max_io_size: u32,
+    /// Send reads' completions as the SUCCESS flag of the last C2HData
+    /// when the host disabled SQ flow control.
+    pub c2h_success: bool,
+}
+
+impl Default for TransportOptions {
+    fn default() -> Self {
+        Self {
+            max_queue_depth: 128,
+            max_aq_depth: 128,
+            max_io_qpairs_per_ctrlr: 127,
+            in_capsule_data_size: 4096,
+            max_io_size: 131_072,
+            c2h_success: true,
+        }
+    }
+}
+
+impl TransportOptions {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=1024).contains(&self.max_queue_depth) {
+            return Err(format!(
+                "max_queue_depth {} is not within 2..=1024",
+                self.max_queue_depth
+            ));
+        }
+        if !(2..=4096).contains(&self.max_aq_depth) {
+            return Err(format!(
+                "max_aq_depth {} is not within 2..=4096",
+                self.max_aq_depth
+            ));
+        }
+        if !(1..=1024).contains(&self.max_io_qpairs_per_ctrlr) {
+            return Err(format!(
+                "max_io_qpairs_per_ctrlr {} is not within 1..=1024",
+                self.max_io_qpairs_per_ctrlr
+            ));
+        }
+        if self.in_capsule_data_size > 131_072 || !self.in_capsule_data_size.is_multiple_of(16) {
+            return Err(format!(
+                "in_capsule_data_size {} must be a multiple of 16 up to 131072",
+                self.in_capsule_data_size
+            ));
+        }
+        if !self.max_io_size.is_power_of_two() || !(4096..=1 << 20).contains(&self.max_io_size) {
+            return Err(format!(
+                "max_io_size {} must be a power of two from 4096 to 1048576",
+                self.max_io_size
+            ));
+        }
+        Ok(())
+    }
+
+    /// MDTS: the transfer limit as a power of two of 4 KiB pages.
+    pub fn mdts(&self) -> u8 {
+        (self.max_io_size / 4096).trailing_zeros() as u8
+    }
+}
+
+/// A transport address (`listen_address` in SPDK's RPCs).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListenAddress {
+    pub traddr: String,
+    pub trsvcid: String,
+}
+
+impl ListenAddress {
+    pub fn ipv6(&self) -> bool {
+        self.traddr.contains(':')
+    }
+
+    pub fn port(&self) -> Option<u16> {
+        self.trsvcid.parse().ok()
+    }
+
+    /// Whether a connection that arrived on `local` reached this address
+    /// (a wildcard address matches any local address on its port).
+    pub fn accepts(&self, local: std::net::SocketAddr) -> bool {
+        self.port() == Some(local.port())
+            && (self.traddr == "0.0.0.0"
+                || self.traddr == "::"
+                || self.traddr.parse::<std::net::IpAddr>().ok() == Some(local.ip()))
+    }
+
+    pub fn describe(&self) -> Value {
+        json!({
+            "trtype": "TCP",
+            "adrfam": if self.ipv6() { "IPv6" } else { "IPv4" },
+            "traddr": self.traddr,
+            "trsvcid": self.trsvcid,
+        })
+    }
+}
+
+/// A namespace: a bdev with the identifiers hosts see.
+#[derive(Clone, Debug)]
+pub struct Namespace {
+    pub nsid: u32,
+    pub bdev: Arc<Bdev>,
+    pub nguid: [u8; 16],
+    pub uuid: Uuid,
+    pub eui64: Option<[u8; 8]>,
+}
+
+impl Namespace {
+    pub fn describe(&self) -> Value {
+        json!({
+            "nsid": self.nsid,
+            "bdev_name": self.bdev.name(),
+            "name": self.bdev.name(),
+            "nguid": hex(&self.nguid).to_uppercase(),
+            "uuid": self.uuid.to_string(),
+            "eui64": self.eui64.map(|e| hex(&e).to_uppercase()),
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What can change in a subsystem.
+#[derive(Debug, Default)]
+pub struct SubsystemState {
+    pub allow_any_host: bool,
+    pub hosts: BTreeSet<String>,
+    pub namespaces: BTreeMap<u32, Namespace>,
+    pub listeners: Vec<ListenAddress>,
+}
+
+/// An NVM subsystem (or the discovery subsystem).
+pub struct Subsystem {
+    pub nqn: String,
+    pub serial_number: String,
+    pub model_number: String,
+    pub max_namespaces: u32,
+    pub discovery: bool,
+    state: RwLock<SubsystemState>,
+    /// Bumped on every namespace change; queues re-read namespaces then.
+    generation: AtomicU64,
+    next_cntlid: AtomicU16,
+    controllers: Mutex<BTreeMap<u16, Weak<Controller>>>,
+}
+
+impl std::fmt::Debug for Subsystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subsystem").field("nqn", &self.nqn).finish()
+    }
+}
+
+impl Subsystem {
+    pub fn new(nqn: &str, serial: &str, model: &str, max_namespaces: u32, discovery: bool) -> Self {
+        Self {
+            nqn: nqn.to_string(),
+            serial_number: serial.to_string(),
+            model_number: model.to_string(),
+            max_namespaces,
+            discovery,
+            state: RwLock::new(SubsystemState::default()),
+            generation: AtomicU64::new(1),
+            next_cntlid: AtomicU16::new(1),
+            controllers: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, SubsystemState> {
+        self.state.read().expect("subsystem lock")
+    }
+
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, SubsystemState> {
+        self.state.write().expect("subsystem lock")
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub fn host_allowed(&self, hostnqn: &str) -> bool {
+        let state = self.read();
+        state.allow_any_host || state.hosts.contains(hostnqn)
+    }
+
+    pub fn namespace(&self, nsid: u32) -> Option<Namespace> {
+        self.read().namespaces.get(&nsid).cloned()
+    }
+
+    /// Registers a new controller under a fresh ID, or `None` when every
+    /// ID of the dynamic range is in use.
+    pub fn add_controller(
+        &self,
+        make: impl FnOnce(u16) -> Arc<Controller>,
+    ) -> Option<Arc<Controller>> {
+        let mut controllers = self.controllers.lock().expect("controllers lock");
+        controllers.retain(|_, c| c.strong_count() > 0);
+        for _ in 0..MAX_CNTLID {
+            let id = self.next_cntlid.fetch_add(1, Ordering::Relaxed);
+            let id = if id == 0 || id > MAX_CNTLID {
+                self.next_cntlid.store(2, Ordering::Relaxed);
+                1
+            } else {
+                id
+            };
+            if let std::collections::btree_map::Entry::Vacant(slot) = controllers.entry(id) {
+                let controller = make(id);
+                slot.insert(Arc::downgrade(&controller));
+                return Some(controller);
+            }
+        }
+        None
+    }
+
+    pub fn controller(&self, cntlid: u16) -> Option<Arc<Controller>> {
+        self.controllers
+            .lock()
+            .expect("controllers lock")
+            .get(&cntlid)
+            .and_then(Weak::upgrade)
+    }
+
+    pub fn remove_controller(&self, cntlid: u16) {
+        self.controllers
+            .lock()
+            .expect("controllers lock")
+            .remove(&cntlid);
+    }
+
+    pub fn controllers(&self) -> Vec<Arc<Controller>> {
+        self.controllers
+            .lock()
+            .expect("controllers lock")
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect()
+    }
+
+    /// Records a namespace change: queues re-read, and each controller
+    /// queues a "namespace attribute changed" event for `nsid`.
+    pub fn namespaces_changed(&self, nsid: u32) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for controller in self.controllers() {
+            controller.namespace_changed(nsid);
+        }
+    }
+
+    /// Ends every controller (the subsystem is being deleted).
+    pub fn shut_down(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        for controller in self.controllers() {
+            controller.fail("subsystem deleted");
+        }
+    }
+
+    pub fn describe(&self) -> Value {
+        let state = self.read();
+        let mut out = json!({
+            "nqn": self.nqn,
+            "subtype": if self.discovery { "Discovery" } else { "NVMe" },
+            "listen_addresses": state.listeners.iter().map(ListenAddress::describe).collect::<Vec<_>>(),
+            "allow_any_host": state.allow_any_host,
+            "hosts": state.hosts.iter().map(|h| json!({"nqn": h})).collect::<Vec<_>>(),
+        });
+        if !self.discovery {
+            out["serial_number"] = json!(self.serial_number);
+            out["model_number"] = json!(self.model_number);
+            out["max_namespaces"] = json!(self.max_namespaces);
+            out["namespaces"] =
+                Value::Array(state.namespaces.values().map(Namespace::describe).collect());
+            out["controllers"] = json!(self.controllers().len());
+        }
+        out
+    }
+}
+
+/// A discovery log entry this cluster advertises for a portal it does not
+/// serve itself: another cluster's portal for `subnqn` (or another
+/// discovery controller when `subnqn` is the discovery NQN).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Referral {
+    pub address: ListenAddress,
+    pub subnqn: String,
+}
+
+impl Referral {
+    pub fn describe(&self) -> Value {
+        json!({"address": self.address.describe(), "subnqn": self.subnqn})
+    }
+}
+
+/// The target: transport, subsystems, referrals.
+pub struct Target {
+    transport: Mutex<Option<TransportOptions>>,
+    subsystems: RwLock<BTreeMap<String, Arc<Subsystem>>>,
+    referrals: Mutex<BTreeSet<Referral>>,
+    /// Bumped whenever the discovery log would change.
+    discovery_generation: AtomicU64,
+    discovery: Arc<Subsystem>,
+}
+
+impl Default for Target {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Target {
+    pub fn new() -> Self {
+        let discovery = Arc::new(Subsystem::new(DISCOVERY_NQN, "", "", 0, true));
+        discovery.write().allow_any_host = true;
+        Self {
+            transport: Mutex::new(None),
+            subsystems: RwLock::new(BTreeMap::new()),
+            referrals: Mutex::new(BTreeSet::new()),
+            discovery_generation: AtomicU64::new(1),
+            discovery,
+        }
+    }
+
+    pub fn transport(&self) -> Option<TransportOptions> {
+        *self.transport.lock().expect("transport lock")
+    }
+
+    pub fn set_transport(&self, options: TransportOptions) -> Result<(), String> {
+        options.validate()?;
+        let mut transport = self.transport.lock().expect("transport lock");
+        if transport.is_some() {
+            return Err("the TCP transport already exists".into());
+        }
+        *transport = Some(options);
+        Ok(())
+    }
+
+    /// The subsystem named `nqn`, the discovery subsystem included.
+    pub fn subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
+        if nqn == DISCOVERY_NQN {
+            return Some(Arc::clone(&self.discovery));
+        }
+        self.subsystems
+            .read()
+            .expect("subsystems lock")
+            .get(nqn)
+            .cloned()
+    }
+
+    pub fn discovery(&self) -> &Arc<Subsystem> {
+        &self.discovery
+    }
+
+    pub fn subsystems(&self) -> Vec<Arc<Subsystem>> {
+        self.subsystems
+            .read()
+            .expect("subsystems lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn add_subsystem(&self, subsystem: Subsystem) -> Result<Arc<Subsystem>, String> {
+        let mut subsystems = self.subsystems.write().expect("subsystems lock");
+        if subsystem.nqn == DISCOVERY_NQN || subsystems.contains_key(&subsystem.nqn) {
+            return Err(format!("subsystem {} already exists", subsystem.nqn));
+        }
+        if subsystems.len() >= MAX_SUBSYSTEMS {
+            return Err(format!(
+                "this cluster already has {MAX_SUBSYSTEMS} subsystems"
+            ));
+        }
+        let subsystem = Arc::new(subsystem);
+        subsystems.insert(subsystem.nqn.clone(), Arc::clone(&subsystem));
+        self.discovery_changed();
+        Ok(subsystem)
+    }
+
+    pub fn remove_subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
+        let removed = self
+            .subsystems
+            .write()
+            .expect("subsystems lock")
+            .remove(nqn);
+        if let Some(subsystem) = &removed {
+            subsystem.shut_down();
+            self.discovery_changed();
+        }
+        removed
+    }
+
+    pub fn referrals(&self) -> Vec<Referral> {
+        self.referrals
+            .lock()
+            .expect("referrals lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn add_referral(&self, referral: Referral) -> bool {
+        let added = self
+            .referrals
+            .lock()
+            .expect("referrals lock")
+            .insert(referral);
+        if added {
+            self.discovery_changed();
+        }
+        added
+    }
+
+    pub fn remove_referral(&self, referral: &Referral) -> bool {
+        let removed = self
+            .referrals
+            .lock()
+            .expect("referrals lock")
+            .remove(referral);
+        if removed {
+            self.discovery_changed();
+        }
+        removed
+    }
+
+    pub fn discovery_generation(&self) -> u64 {
+        self.discovery_generation.load(Ordering::Acquire)
+    }
+
+    /// The discovery log changed (subsystems, listeners, hosts, referrals).
+    pub fn discovery_changed(&self) {
+        self.discovery_generation.fetch_add(1, Ordering::AcqRel);
+        for controller in self.discovery.controllers() {
+            controller.discovery_changed();
+        }
+    }
+}
