@@ -30,11 +30,14 @@ const CNS_CONTROLLER: u8 = 0x01;
 const CNS_ACTIVE_NAMESPACES: u8 = 0x02;
 const CNS_NAMESPACE_DESCRIPTORS: u8 = 0x03;
 
+/// Runs an admin command. `local` is the address the host reached us on
+/// (discovery entries for wildcard listeners report it).
 pub fn execute(
     target: &Target,
     controller: &Arc<Controller>,
     command: &Command,
     _data: Option<IoBuf>,
+    local: std::net::SocketAddr,
 ) -> Response {
     let cid = command.cid();
     if !controller.ready() && command.opcode() != admin::KEEP_ALIVE {
@@ -44,7 +47,7 @@ pub fn execute(
     let wanted = command.sgl().length as usize;
     match command.opcode() {
         admin::IDENTIFY => identify(controller, command, wanted),
-        admin::GET_LOG_PAGE => get_log_page(target, controller, command, wanted),
+        admin::GET_LOG_PAGE => get_log_page(target, controller, command, wanted, local),
         admin::SET_FEATURES => set_features(controller, command),
         admin::GET_FEATURES => get_features(controller, command),
         admin::KEEP_ALIVE => Response::status(cid, Status::SUCCESS),
@@ -101,6 +104,7 @@ fn get_log_page(
     controller: &Controller,
     command: &Command,
     wanted: usize,
+    local: std::net::SocketAddr,
 ) -> Response {
     let cid = command.cid();
     let cdw10 = command.cdw(10);
@@ -113,9 +117,12 @@ fn get_log_page(
     }
     let discovery = controller.subsystem.discovery;
     let page = match (lid, discovery) {
-        (LOG_DISCOVERY, true) => {
-            identify::discovery_log(target, &controller.hostnqn, controller.options.max_aq_depth)
-        }
+        (LOG_DISCOVERY, true) => identify::discovery_log(
+            target,
+            &controller.hostnqn,
+            controller.options.max_aq_depth,
+            local.ip(),
+        ),
         (LOG_ERROR, _) => vec![0u8; 64],
         (LOG_SMART, false) => smart(controller),
         (LOG_FIRMWARE_SLOT, false) => identify::firmware_slot_log(),

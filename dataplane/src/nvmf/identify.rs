@@ -169,7 +169,14 @@ pub fn namespace_descriptors(namespace: &Namespace) -> Vec<u8> {
 
 /// Discovery log page (70h): one entry per (subsystem the host may use,
 /// listener), then the referrals.
-pub fn discovery_log(target: &Target, hostnqn: &str, admin_queue_depth: u16) -> Vec<u8> {
+/// A wildcard listener (0.0.0.0 or ::) is reported with `local`, the
+/// address the host reached the discovery controller on.
+pub fn discovery_log(
+    target: &Target,
+    hostnqn: &str,
+    admin_queue_depth: u16,
+    local: std::net::IpAddr,
+) -> Vec<u8> {
     let mut entries: Vec<(u8, String, ListenAddress)> = Vec::new();
     for subsystem in target.subsystems() {
         if !subsystem.host_allowed(hostnqn) {
@@ -199,7 +206,12 @@ pub fn discovery_log(target: &Target, hostnqn: &str, admin_queue_depth: u16) -> 
     for (index, (subtype, subnqn, address)) in entries.iter().enumerate() {
         let entry = &mut data[1024 * (index + 1)..1024 * (index + 2)];
         entry[0] = 3; // TRTYPE: TCP
-        entry[1] = if address.ipv6() { 2 } else { 1 }; // ADRFAM
+        let ipv6 = if address.traddr == "0.0.0.0" || address.traddr == "::" {
+            local.is_ipv6()
+        } else {
+            address.ipv6()
+        };
+        entry[1] = if ipv6 { 2 } else { 1 }; // ADRFAM
         entry[2] = *subtype;
         // TREQ: secure channel not required; SQ flow control may be
         // disabled.
@@ -209,7 +221,11 @@ pub fn discovery_log(target: &Target, hostnqn: &str, admin_queue_depth: u16) -> 
         put_u16(entry, 8, admin_queue_depth);
         put_nul_padded(&mut entry[32..64], &address.trsvcid);
         put_nul_padded(&mut entry[256..512], subnqn);
-        put_nul_padded(&mut entry[512..768], &address.traddr);
+        let traddr = match address.traddr.as_str() {
+            "0.0.0.0" | "::" => local.to_string(),
+            specific => specific.to_string(),
+        };
+        put_nul_padded(&mut entry[512..768], &traddr);
         entry[768] = 0; // TSAS SECTYPE: none
     }
     data

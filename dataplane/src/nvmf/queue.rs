@@ -223,7 +223,7 @@ impl Queue {
                     .controller
                     .as_ref()
                     .expect("admin queues have a controller");
-                admin_commands::execute(&queue.target, controller, &command, data)
+                admin_commands::execute(&queue.target, controller, &command, data, queue.local)
             };
             send_response(outgoing, response);
             return;

@@ -25,6 +25,16 @@ pub const MAX_NAMESPACES: u32 = 1024;
 pub const MAX_NQN_BYTES: usize = 223;
 /// Controller IDs of the dynamic controller model: 1..=0xFFEF.
 pub const MAX_CNTLID: u16 = 0xffef;
+/// Controller IDs each data cluster hands out by default: cluster i uses
+/// `i * CNTLID_BLOCK + 1 ..= (i + 1) * CNTLID_BLOCK - 1`.
+pub const CNTLID_BLOCK: u32 = 1024;
+
+/// The default controller ID range of data cluster `cluster`.
+pub fn default_cntlid_range(cluster: u32) -> (u16, u16) {
+    let min = (cluster.min(63) * CNTLID_BLOCK + 1).min(u32::from(MAX_CNTLID));
+    let max = ((cluster.min(63) + 1) * CNTLID_BLOCK - 1).min(u32::from(MAX_CNTLID));
+    (min as u16, max as u16)
+}
 
 /// Options of the TCP transport (`nvmf_create_transport`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,6 +190,10 @@ pub struct Subsystem {
     /// Bumped on every namespace change; queues re-read namespaces then.
     generation: AtomicU64,
     next_cntlid: AtomicU16,
+    /// Controller IDs this subsystem hands out. Hosts reject two
+    /// controllers of one subsystem with the same ID, so the clusters
+    /// serving the same subsystem use disjoint ranges.
+    cntlid_range: (u16, u16),
     controllers: Mutex<BTreeMap<u16, Weak<Controller>>>,
 }
 
@@ -190,7 +204,14 @@ impl std::fmt::Debug for Subsystem {
 }
 
 impl Subsystem {
-    pub fn new(nqn: &str, serial: &str, model: &str, max_namespaces: u32, discovery: bool) -> Self {
+    pub fn new(
+        nqn: &str,
+        serial: &str,
+        model: &str,
+        max_namespaces: u32,
+        discovery: bool,
+        cntlid_range: (u16, u16),
+    ) -> Self {
         Self {
             nqn: nqn.to_string(),
             serial_number: serial.to_string(),
@@ -199,7 +220,8 @@ impl Subsystem {
             discovery,
             state: RwLock::new(SubsystemState::default()),
             generation: AtomicU64::new(1),
-            next_cntlid: AtomicU16::new(1),
+            next_cntlid: AtomicU16::new(cntlid_range.0),
+            cntlid_range,
             controllers: Mutex::new(BTreeMap::new()),
         }
     }
@@ -225,21 +247,23 @@ impl Subsystem {
         self.read().namespaces.get(&nsid).cloned()
     }
 
-    /// Registers a new controller under a fresh ID, or `None` when every
-    /// ID of the dynamic range is in use.
+    /// Registers a new controller under a fresh ID from this subsystem's
+    /// range, or `None` when every ID of the range is in use.
     pub fn add_controller(
         &self,
         make: impl FnOnce(u16) -> Arc<Controller>,
     ) -> Option<Arc<Controller>> {
         let mut controllers = self.controllers.lock().expect("controllers lock");
         controllers.retain(|_, c| c.strong_count() > 0);
-        for _ in 0..MAX_CNTLID {
-            let id = self.next_cntlid.fetch_add(1, Ordering::Relaxed);
-            let id = if id == 0 || id > MAX_CNTLID {
-                self.next_cntlid.store(2, Ordering::Relaxed);
-                1
+        let (min, max) = self.cntlid_range;
+        let span = u32::from(max - min) + 1;
+        for _ in 0..span {
+            let candidate = self.next_cntlid.fetch_add(1, Ordering::Relaxed);
+            let id = if (min..=max).contains(&candidate) {
+                candidate
             } else {
-                id
+                self.next_cntlid.store(min + 1, Ordering::Relaxed);
+                min
             };
             if let std::collections::btree_map::Entry::Vacant(slot) = controllers.entry(id) {
                 let controller = make(id);
@@ -345,7 +369,14 @@ impl Default for Target {
 
 impl Target {
     pub fn new() -> Self {
-        let discovery = Arc::new(Subsystem::new(DISCOVERY_NQN, "", "", 0, true));
+        let discovery = Arc::new(Subsystem::new(
+            DISCOVERY_NQN,
+            "",
+            "",
+            0,
+            true,
+            (1, MAX_CNTLID),
+        ));
         discovery.write().allow_any_host = true;
         Self {
             transport: Mutex::new(None),

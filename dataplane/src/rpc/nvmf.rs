@@ -16,8 +16,8 @@ use shoal_appliance::jsonrpc::{Router, RpcError};
 
 use super::{Context, method};
 use crate::nvmf::subsystem::{
-    DEFAULT_MAX_NAMESPACES, DISCOVERY_NQN, ListenAddress, MAX_NAMESPACES, MAX_NQN_BYTES, Namespace,
-    Referral, Subsystem, TransportOptions,
+    DEFAULT_MAX_NAMESPACES, DISCOVERY_NQN, ListenAddress, MAX_CNTLID, MAX_NAMESPACES,
+    MAX_NQN_BYTES, Namespace, Referral, Subsystem, TransportOptions, default_cntlid_range,
 };
 
 pub fn register(router: Router, context: &Arc<Context>) -> Router {
@@ -187,6 +187,8 @@ struct CreateSubsystem {
     allow_any_host: Option<bool>,
     max_namespaces: Option<u32>,
     ana_reporting: Option<bool>,
+    min_cntlid: Option<u16>,
+    max_cntlid: Option<u16>,
 }
 
 fn check_ascii_field(name: &str, value: &str, max: usize) -> Result<(), RpcError> {
@@ -217,7 +219,24 @@ async fn create_subsystem(context: Arc<Context>, p: CreateSubsystem) -> Result<V
             "max_namespaces must be 1 to {MAX_NAMESPACES}"
         )));
     }
-    let subsystem = Subsystem::new(&p.nqn, &serial, &model, max_namespaces, false);
+    // Clusters serving the same subsystem must not hand out the same
+    // controller ID: by default each cluster has its own block of IDs.
+    let (default_min, default_max) = default_cntlid_range(context.cluster);
+    let min_cntlid = p.min_cntlid.unwrap_or(default_min);
+    let max_cntlid = p.max_cntlid.unwrap_or(default_max);
+    if min_cntlid == 0 || max_cntlid > MAX_CNTLID || min_cntlid > max_cntlid {
+        return Err(invalid(format!(
+            "min_cntlid {min_cntlid} and max_cntlid {max_cntlid} must satisfy 1 <= min <= max <= {MAX_CNTLID}"
+        )));
+    }
+    let subsystem = Subsystem::new(
+        &p.nqn,
+        &serial,
+        &model,
+        max_namespaces,
+        false,
+        (min_cntlid, max_cntlid),
+    );
     subsystem.write().allow_any_host = p.allow_any_host.unwrap_or(false);
     context
         .nvmf
