@@ -342,6 +342,23 @@ impl Initiator {
         hostnqn: &str,
         kato_ms: u32,
     ) -> std::io::Result<Cqe> {
+        self.fabric_connect_with(qid, sqsize, cntlid, subnqn, hostnqn, kato_ms, false)
+    }
+
+    /// Fabrics Connect, optionally disabling SQ flow control (CATTR bit 2)
+    /// as the Linux host does when discovery says the port supports it;
+    /// the controller may then complete reads with the C2HData SUCCESS flag.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fabric_connect_with(
+        &mut self,
+        qid: u16,
+        sqsize: u16,
+        cntlid: u16,
+        subnqn: &str,
+        hostnqn: &str,
+        kato_ms: u32,
+        disable_sqflow: bool,
+    ) -> std::io::Result<Cqe> {
         let mut data = vec![0u8; 1024];
         data[0..16].copy_from_slice(&HOST_ID);
         data[16..18].copy_from_slice(&cntlid.to_le_bytes());
@@ -350,6 +367,7 @@ impl Initiator {
         let sqe = Sqe::fabrics(0x01)
             .u16_at(42, qid)
             .u16_at(44, sqsize)
+            .byte(46, if disable_sqflow { 1 << 2 } else { 0 })
             .u32_at(48, kato_ms);
         Ok(self.command(sqe, Data::InCapsule(&data))?.0)
     }

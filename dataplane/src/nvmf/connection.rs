@@ -216,7 +216,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(layout) => layout,
             Err(error) => return terminate(outgoing, &error, &common),
         };
-        let mut raw_header = vec![0u8; pdu::COMMON_HEADER_LEN + layout.specific_len];
+        // On the stack: no allocation per PDU.
+        let mut header_buffer = [0u8; pdu::MAX_HLEN];
+        let raw_header = &mut header_buffer[..pdu::COMMON_HEADER_LEN + layout.specific_len];
         raw_header[..pdu::COMMON_HEADER_LEN].copy_from_slice(&common);
         reader
             .read_exact(&mut raw_header[pdu::COMMON_HEADER_LEN..])
@@ -228,9 +230,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 .read_exact(&mut digest)
                 .await
                 .map_err(|e| e.to_string())?;
-            if !pdu::header_digest_ok(&raw_header, &digest) {
+            if !pdu::header_digest_ok(raw_header, &digest) {
                 let error = PduError::new(Fes::HeaderDigestError, "header digest mismatch");
-                return terminate(outgoing, &error, &raw_header);
+                return terminate(outgoing, &error, raw_header);
             }
         }
         if layout.padding > 0 {
@@ -334,7 +336,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         10,
                         format!("H2CData for unknown transfer tag {}", data_header.ttag),
                     );
-                    return terminate(outgoing, &error, &raw_header);
+                    return terminate(outgoing, &error, raw_header);
                 };
                 let expected_len = layout.data_len as u32;
                 let ok = data_header.cccid == entry.command.cid()
@@ -353,7 +355,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                             entry.received
                         ),
                     );
-                    return terminate(outgoing, &error, &raw_header);
+                    return terminate(outgoing, &error, raw_header);
                 }
                 let start = entry.received;
                 reader
@@ -385,7 +387,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 if last != complete {
                     let error =
                         PduError::field(1, "LAST_PDU does not match the end of the transfer");
-                    return terminate(outgoing, &error, &raw_header);
+                    return terminate(outgoing, &error, raw_header);
                 }
                 if complete {
                     let entry = pending.remove(&data_header.ttag).expect("present");
@@ -394,7 +396,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             other => {
                 let error = PduError::field(0, format!("unexpected PDU type {other:#04x}"));
-                return terminate(outgoing, &error, &raw_header);
+                return terminate(outgoing, &error, raw_header);
             }
         }
     }
