@@ -138,7 +138,17 @@ pub struct DataplaneConfig {
     pub nbd_base_port: u16,
     pub rpc_socket_dir: PathBuf,
     pub startup_config_dir: PathBuf,
+    /// Each data cluster's backing drive (its SSD): a path template where
+    /// `{i}` is the cluster index. Empty: a sparse file
+    /// `<state_dir>/drives/drive{i}.img` of `drive_size_mib`, created at
+    /// first start.
+    pub drive_path: String,
+    /// Size of the drive files shoald creates.
+    pub drive_size_mib: u64,
 }
+
+/// Largest drive file shoald creates: 16 TiB.
+pub const MAX_DRIVE_SIZE_MIB: u64 = 16 << 20;
 
 impl Default for ApplianceConfig {
     fn default() -> Self {
@@ -227,6 +237,8 @@ impl Default for DataplaneConfig {
             nbd_base_port: 10809,
             rpc_socket_dir: PathBuf::new(),
             startup_config_dir: PathBuf::new(),
+            drive_path: String::new(),
+            drive_size_mib: 1024,
         }
     }
 }
@@ -415,6 +427,20 @@ impl ApplianceConfig {
             d.discovery_port != 0,
             "dataplane.discovery_port = 0: must be 1 to 65535".to_string(),
         );
+        check(
+            (1..=MAX_DRIVE_SIZE_MIB).contains(&d.drive_size_mib),
+            format!(
+                "dataplane.drive_size_mib = {}: must be 1 to {MAX_DRIVE_SIZE_MIB}",
+                d.drive_size_mib
+            ),
+        );
+        check(
+            d.drive_path.is_empty() || t.data_clusters == 1 || d.drive_path.contains("{i}"),
+            format!(
+                "dataplane.drive_path = {:?}: with {} data clusters it must contain {{i}}, or every cluster would use the same drive",
+                d.drive_path, t.data_clusters
+            ),
+        );
 
         if problems.is_empty() {
             Ok(())
@@ -451,6 +477,21 @@ impl ApplianceConfig {
         path.exists().then_some(path)
     }
 
+    /// The backing drive of data cluster `index`, and whether shoald
+    /// creates it (a file in the state directory) when it is missing.
+    pub fn drive(&self, index: u32) -> (PathBuf, bool) {
+        if self.dataplane.drive_path.is_empty() {
+            let file = self
+                .state_dir
+                .join("drives")
+                .join(format!("drive{index}.img"));
+            (file, true)
+        } else {
+            let path = self.dataplane.drive_path.replace("{i}", &index.to_string());
+            (PathBuf::from(path), false)
+        }
+    }
+
     /// NVMe/TCP port of data cluster `index`.
     pub fn nvmf_port(&self, index: u32) -> u16 {
         port_for(self.dataplane.nvmf_base_port, index)
@@ -481,6 +522,30 @@ mod tests {
 
     fn parse(text: &str) -> Result<ApplianceConfig, ConfigError> {
         ApplianceConfig::from_toml(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn drives_are_files_in_the_state_dir_or_a_template() {
+        let config = parse("state_dir = \"/s\"\n").unwrap();
+        assert_eq!(
+            config.drive(2),
+            (PathBuf::from("/s/drives/drive2.img"), true)
+        );
+        let config = parse("[dataplane]\ndrive_path = \"/dev/shoal/drive{i}\"\n").unwrap();
+        assert_eq!(config.drive(3), (PathBuf::from("/dev/shoal/drive3"), false));
+        let err = parse("[dataplane]\ndrive_path = \"/dev/nvme0n1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("{i}"), "{err}");
+        let err = parse("[dataplane]\ndrive_size_mib = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dataplane.drive_size_mib"), "{err}");
+        // One cluster may name its drive without a template.
+        assert!(
+            parse("[topology]\ndata_clusters = 1\n[dataplane]\ndrive_path = \"/dev/nvme0n1\"\n")
+                .is_ok()
+        );
     }
 
     #[test]

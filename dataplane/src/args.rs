@@ -34,6 +34,10 @@ pub struct Args {
     /// Address of this cluster's NBD server; none when absent.
     #[arg(long, value_name = "ADDR:PORT")]
     pub nbd_listen: Option<SocketAddr>,
+    /// This cluster's backing drive (file or block device), opened as bdev
+    /// `drive<cluster>`; none when absent.
+    #[arg(long, value_name = "PATH")]
+    pub drive: Option<PathBuf>,
     /// This cluster's NVMe/TCP portal; none when absent.
     #[arg(long, value_name = "ADDR:PORT")]
     pub nvmf_listen: Option<SocketAddr>,

@@ -74,12 +74,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     result
 }
 
+/// Opens this cluster's drive as bdev `drive<cluster>`. A drive that
+/// cannot be opened is logged and the cluster serves without it: it can
+/// still serve other clusters' bdevs, and the management service reports
+/// the drive missing.
+fn open_drive(context: &Context, cluster: u32, path: &std::path::Path) {
+    let config = crate::bdev::uring::UringConfig {
+        name: format!("drive{cluster}"),
+        filename: path.to_path_buf(),
+        block_size: None,
+        uuid: None,
+    };
+    match crate::bdev::uring::create_uring(&context.registry, config) {
+        Ok(bdev) => tracing::info!(
+            path = %path.display(),
+            bytes = bdev.size_bytes(),
+            "drive opened as bdev {}",
+            bdev.name()
+        ),
+        Err(e) => {
+            tracing::error!(path = %path.display(), "cannot open the drive: {e}; serving without it")
+        }
+    }
+}
+
 async fn serve(
     args: &Args,
     participant: &Arc<Participant>,
     context: &Arc<Context>,
     router: Arc<jsonrpc::Router>,
 ) -> anyhow::Result<()> {
+    if let Some(path) = &args.drive {
+        open_drive(context, args.cluster, path);
+    }
     if let Some(config) = &args.config {
         startup_config::apply(config, &router).await?;
     }

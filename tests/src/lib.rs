@@ -196,6 +196,8 @@ impl Appliance {
             "management.http_redirect_listen",
             format!("127.0.0.1:{}", free_port()),
         )
+        // Sparse drive files in the test's state directory, small.
+        .set("dataplane.drive_size_mib", 64)
         .set("dataplane.nvmf_base_port", i64::from(block))
         .set("dataplane.nbd_base_port", i64::from(block) + clusters_i)
         .set(

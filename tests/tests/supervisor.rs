@@ -59,6 +59,28 @@ fn every_child_comes_up_and_answers() {
 }
 
 #[test]
+fn each_cluster_opens_its_drive_file_created_sparse_in_the_state_dir() {
+    let appliance = Appliance::start_ready(2);
+    for cluster in 0..2u32 {
+        let file = appliance
+            .state_dir
+            .join("drives")
+            .join(format!("drive{cluster}.img"));
+        let metadata = std::fs::metadata(&file).unwrap();
+        assert_eq!(metadata.len(), 64 << 20, "{}", file.display());
+        let bdevs = appliance
+            .dataplane_rpc(cluster, "bdev_get_bdevs", None)
+            .unwrap();
+        let drive = &bdevs[0];
+        assert_eq!(drive["name"], format!("drive{cluster}"));
+        assert_eq!(
+            drive["num_blocks"].as_u64().unwrap() * drive["block_size"].as_u64().unwrap(),
+            64 << 20
+        );
+    }
+}
+
+#[test]
 fn killed_dataplane_is_back_within_two_seconds_and_others_never_stall() {
     let appliance = Appliance::start_ready(4);
     let before = appliance.status();
@@ -228,13 +250,13 @@ fn stop_leaves_nothing_behind(signal: Signal) {
         "region file {} left behind",
         region.display()
     );
-    // Persistent state (the management database, TLS identity and the
-    // generated admin password) stays; everything of the running appliance
-    // (sockets, lock, region) goes.
+    // Persistent state (the management database, TLS identity, the
+    // generated admin password and the drive files) stays; everything of
+    // the running appliance (sockets, lock, region) goes.
     let leftovers: Vec<_> = std::fs::read_dir(&appliance.state_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name())
-        .filter(|name| name != "management" && name != "initial-admin-password")
+        .filter(|name| name != "management" && name != "initial-admin-password" && name != "drives")
         .collect();
     assert!(
         leftovers.is_empty(),

@@ -38,9 +38,8 @@ do_install:append() {
     cp -R --no-preserve=ownership ${S}/management/redfish ${D}${datadir}/shoal/redfish
 
     # The same appliance configuration as the quick image.
-    install -d ${D}${sysconfdir}/shoal/dataplane
+    install -d ${D}${sysconfdir}/shoal
     install -m 0644 ${S}/image/rootfs/etc/shoal/appliance.toml ${D}${sysconfdir}/shoal/
-    install -m 0644 ${S}/image/rootfs/etc/shoal/dataplane/*.json ${D}${sysconfdir}/shoal/dataplane/
 
     install -d ${D}${systemd_system_unitdir}
     install -m 0644 ${UNPACKDIR}/shoald.service ${D}${systemd_system_unitdir}/

@@ -149,6 +149,10 @@ impl Supervisor {
             .context("cannot create the inter-cluster doorbells")?;
         let doorbell_fds: Vec<RawFd> = doorbells.iter().map(AsRawFd::as_raw_fd).collect();
 
+        for index in 0..config.topology.data_clusters {
+            prepare_drive(&config, index)?;
+        }
+
         let mut dataplanes = Vec::new();
         for (index, placement) in (0u32..).zip(&topology.data) {
             let mut args = dataplane_args(&config, index, placement, topology.pinned, &region_path);
@@ -502,6 +506,33 @@ fn cluster_slot(header: &RegionHeader, index: u32) -> &ParticipantSlot {
         .expect("the region was created with a slot for every configured cluster")
 }
 
+/// Creates data cluster `index`'s drive file when the configuration
+/// keeps drives in the state directory and it does not exist yet: sparse,
+/// so it costs disk space only as it is written. Configured paths (block
+/// devices) are the operator's; a missing one is reported by the cluster.
+fn prepare_drive(config: &ApplianceConfig, index: u32) -> anyhow::Result<()> {
+    let (path, create) = config.drive(index);
+    if !create || path.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("cannot create drive file {}", path.display()))?;
+    file.set_len(config.dataplane.drive_size_mib << 20)
+        .with_context(|| format!("cannot size drive file {}", path.display()))?;
+    tracing::info!(
+        path = %path.display(),
+        size_mib = config.dataplane.drive_size_mib,
+        "created the drive of data cluster {index}"
+    );
+    Ok(())
+}
+
 fn dataplane_args(
     config: &ApplianceConfig,
     index: u32,
@@ -531,6 +562,8 @@ fn dataplane_args(
         config.supervisor.heartbeat_interval_ms.to_string().into(),
         "--nbd-listen".into(),
         nbd.to_string().into(),
+        "--drive".into(),
+        config.drive(index).0.into(),
         "--nvmf-listen".into(),
         std::net::SocketAddr::new(config.dataplane.listen_address, config.nvmf_port(index))
             .to_string()
