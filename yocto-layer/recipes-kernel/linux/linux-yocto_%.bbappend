@@ -1,4 +1,4 @@
-# Kernel options the appliance needs (see files/shoal.cfg), with the shoal
-# distro only.
-FILESEXTRAPATHS:prepend:shoal := "${THISDIR}/files:"
-SRC_URI:append:shoal = " file://shoal.cfg"
+# Kernel options the appliance needs (see files/shoal.cfg), with the
+# shoal-appliance distro only.
+FILESEXTRAPATHS:prepend:shoal-appliance := "${THISDIR}/files:"
+SRC_URI:append:shoal-appliance = " file://shoal.cfg"
