@@ -156,8 +156,9 @@ pub struct Appliance {
 }
 
 /// How long a test waits for the appliance to reach a state before it
-/// fails with the appliance's log.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// fails with the appliance's log. Generous: a test binary starts several
+/// appliances at once on CI's two cores.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Appliance {
     /// A test appliance: `clusters` data clusters, ordinary shared memory in

@@ -225,11 +225,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             .await
             .map_err(|e| e.to_string())?;
         if layout.header_digest {
-            let mut digest = [0u8; pdu::DIGEST_LEN];
-            reader
-                .read_exact(&mut digest)
-                .await
-                .map_err(|e| e.to_string())?;
+            let digest = read_digest(reader).await?;
             if !pdu::header_digest_ok(raw_header, &digest) {
                 let error = PduError::new(Fes::HeaderDigestError, "header digest mismatch");
                 return terminate(outgoing, &error, raw_header);
@@ -263,11 +259,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         .await
                         .map_err(|e| e.to_string())?;
                     if layout.data_digest {
-                        let mut digest = [0u8; pdu::DIGEST_LEN];
-                        reader
-                            .read_exact(&mut digest)
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        let digest = read_digest(reader).await?;
                         if pdu::data_digest(buf.as_slice()) != digest {
                             // A data digest error fails the command, not the connection.
                             sq_head.set(sq_head.get().wrapping_add(1));
@@ -365,11 +357,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 entry.received += layout.data_len;
                 let mut digest_ok = true;
                 if layout.data_digest {
-                    let mut digest = [0u8; pdu::DIGEST_LEN];
-                    reader
-                        .read_exact(&mut digest)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    let digest = read_digest(reader).await?;
                     digest_ok =
                         pdu::data_digest(&entry.buf.as_slice()[start..start + layout.data_len])
                             == digest;
@@ -400,6 +388,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
     }
+}
+
+/// Reads the 4-byte digest that follows a header or data.
+async fn read_digest<R: AsyncRead + Unpin>(
+    reader: &mut R,
+) -> Result<[u8; pdu::DIGEST_LEN], String> {
+    let mut digest = [0u8; pdu::DIGEST_LEN];
+    reader
+        .read_exact(&mut digest)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(digest)
 }
 
 fn terminate(

@@ -2,20 +2,18 @@
 //! transport address. The cluster's own portal opens at start; RPCs may
 //! open more (`nvmf_subsystem_add_listener` on an address not yet open).
 //! Each accepts on reactor 0 and hands connections to the reactors in
-//! turn, like the NBD server.
+//! turn ([`Acceptor`]), like the NBD server.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::connection;
 use super::subsystem::Target;
 use crate::reactor::ReactorHandle;
+use crate::reactor::acceptor::{Accepted, Acceptor};
 
 /// Connections one data cluster serves at once; more are closed at accept.
 pub const MAX_CONNECTIONS: usize = 4096;
@@ -59,11 +57,25 @@ impl Portals {
         listener.set_nonblocking(true)?;
         let bound = listener.local_addr()?;
         open.insert(if address.port() == 0 { bound } else { address }, bound);
+        let acceptor = Acceptor {
+            protocol: "NVMe/TCP",
+            reactors: Arc::clone(&self.reactors),
+            max_connections: MAX_CONNECTIONS,
+            open: Arc::clone(&self.connections),
+            stop: self.stop.clone(),
+        };
         let target = Arc::clone(&self.target);
-        let reactors = Arc::clone(&self.reactors);
-        let connections = Arc::clone(&self.connections);
         let stop = self.stop.clone();
-        self.reactors[0].spawn(move || accept_loop(listener, target, reactors, connections, stop));
+        self.reactors[0].spawn(move || {
+            acceptor.run(listener, move |accepted: Accepted| {
+                let target = Arc::clone(&target);
+                let stop = stop.clone();
+                async move {
+                    connection::serve(accepted.stream, target, accepted.local, accepted.peer, stop)
+                        .await
+                }
+            })
+        });
         tracing::info!(address = %bound, "NVMe/TCP portal listening");
         Ok(bound)
     }
@@ -84,62 +96,5 @@ impl Portals {
     /// Closes every portal and connection.
     pub fn stop(&self) {
         self.stop.cancel();
-    }
-}
-
-async fn accept_loop(
-    listener: std::net::TcpListener,
-    target: Arc<Target>,
-    reactors: Arc<Vec<ReactorHandle>>,
-    connections: Arc<AtomicUsize>,
-    stop: CancellationToken,
-) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!("cannot use the NVMe/TCP listener: {e}");
-            return;
-        }
-    };
-    let mut next = 0usize;
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("NVMe/TCP accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        if connections.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
-            tracing::warn!(%peer, "refusing NVMe/TCP connection: {MAX_CONNECTIONS} already open");
-            continue;
-        }
-        let local = match stream.local_addr() {
-            Ok(local) => local,
-            Err(_) => continue,
-        };
-        let Ok(stream) = stream.into_std() else {
-            continue;
-        };
-        let reactor = &reactors[next % reactors.len()];
-        next = next.wrapping_add(1);
-        let target = Arc::clone(&target);
-        let connections = Arc::clone(&connections);
-        connections.fetch_add(1, Ordering::Relaxed);
-        let stop = stop.clone();
-        reactor.spawn(move || async move {
-            match tokio::net::TcpStream::from_std(stream) {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
-                    connection::serve(stream, target, local, peer, stop).await;
-                }
-                Err(e) => tracing::warn!(%peer, "cannot register NVMe/TCP connection: {e}"),
-            }
-            connections.fetch_sub(1, Ordering::Relaxed);
-        });
     }
 }

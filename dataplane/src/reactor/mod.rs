@@ -12,6 +12,7 @@
 //! an idle appliance uses no CPU. Park and unpark times give the busy/idle
 //! accounting `framework_get_reactors` reports.
 
+pub mod acceptor;
 pub mod poller;
 
 use std::future::Future;
