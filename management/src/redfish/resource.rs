@@ -124,6 +124,25 @@ pub fn updated(mut body: Value, not_applied: Vec<Value>) -> Response {
     response
 }
 
+/// The response for GET of a read-only collection: `@odata.id` `uri`,
+/// schema `schema` (e.g. "ManagerCollection"), its `Name`, and members.
+pub fn collection(
+    headers: &HeaderMap,
+    uri: &str,
+    schema: &str,
+    name: &str,
+    member_uris: Vec<String>,
+) -> Response {
+    let body = serde_json::json!({
+        "@odata.id": uri,
+        "@odata.type": format!("#{schema}.{schema}"),
+        "Name": name,
+        "Members@odata.count": member_uris.len(),
+        "Members": members(member_uris),
+    });
+    get(headers, body, schema, "GET, HEAD")
+}
+
 /// The `Members` of a collection: `@odata.id`s.
 pub fn members(ids: impl IntoIterator<Item = String>) -> Value {
     Value::Array(

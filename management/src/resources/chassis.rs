@@ -13,14 +13,13 @@ use crate::state::AppState;
 pub const ID: &str = "appliance";
 
 pub async fn list(headers: HeaderMap) -> Response {
-    let body = json!({
-        "@odata.id": "/redfish/v1/Chassis",
-        "@odata.type": "#ChassisCollection.ChassisCollection",
-        "Name": "Chassis Collection",
-        "Members@odata.count": 1,
-        "Members": resource::members([format!("/redfish/v1/Chassis/{ID}")]),
-    });
-    resource::get(&headers, body, "ChassisCollection", "GET, HEAD")
+    resource::collection(
+        &headers,
+        "/redfish/v1/Chassis",
+        "ChassisCollection",
+        "Chassis Collection",
+        vec![format!("/redfish/v1/Chassis/{ID}")],
+    )
 }
 
 pub async fn get(

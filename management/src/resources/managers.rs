@@ -16,14 +16,13 @@ use crate::state::AppState;
 pub const ID: &str = "bmc";
 
 pub async fn list(headers: HeaderMap) -> Response {
-    let body = json!({
-        "@odata.id": "/redfish/v1/Managers",
-        "@odata.type": "#ManagerCollection.ManagerCollection",
-        "Name": "Manager Collection",
-        "Members@odata.count": 1,
-        "Members": resource::members([format!("/redfish/v1/Managers/{ID}")]),
-    });
-    resource::get(&headers, body, "ManagerCollection", "GET, HEAD")
+    resource::collection(
+        &headers,
+        "/redfish/v1/Managers",
+        "ManagerCollection",
+        "Manager Collection",
+        vec![format!("/redfish/v1/Managers/{ID}")],
+    )
 }
 
 pub async fn get(

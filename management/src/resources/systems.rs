@@ -14,14 +14,13 @@ use crate::state::AppState;
 pub const ID: &str = "appliance";
 
 pub async fn list(headers: HeaderMap) -> Response {
-    let body = json!({
-        "@odata.id": "/redfish/v1/Systems",
-        "@odata.type": "#ComputerSystemCollection.ComputerSystemCollection",
-        "Name": "Computer System Collection",
-        "Members@odata.count": 1,
-        "Members": resource::members([format!("/redfish/v1/Systems/{ID}")]),
-    });
-    resource::get(&headers, body, "ComputerSystemCollection", "GET, HEAD")
+    resource::collection(
+        &headers,
+        "/redfish/v1/Systems",
+        "ComputerSystemCollection",
+        "Computer System Collection",
+        vec![format!("/redfish/v1/Systems/{ID}")],
+    )
 }
 
 pub async fn get(
