@@ -7,6 +7,7 @@
 
 pub mod args;
 pub mod auth;
+pub mod dataplane;
 pub mod http;
 pub mod redfish;
 pub mod resources;

@@ -663,6 +663,7 @@ fn the_openapi_document_lists_every_route_and_each_one_answers() {
             "name" if path.contains("/JsonSchemas/") => "ServiceRoot",
             "file" if path.contains("/JsonSchemas/") => "ServiceRoot.json",
             "name" => "ServiceRoot_v1.xml",
+            "drive" => "drive0",
             _ => "appliance",
         }
     };
@@ -698,4 +699,45 @@ fn the_openapi_document_lists_every_route_and_each_one_answers() {
         let status = r.get(&uri).status();
         assert_eq!(status, StatusCode::OK, "{template} as {uri}");
     }
+}
+
+#[test]
+fn each_data_cluster_drive_is_a_drive_of_the_chassis() {
+    let r = Redfish::start();
+    let collection: Value = r
+        .get("/redfish/v1/Chassis/appliance/Drives")
+        .json()
+        .unwrap();
+    let members = collection["Members"].as_array().unwrap();
+    assert!(!members.is_empty());
+    assert_eq!(collection["Members@odata.count"], members.len());
+    let chassis: Value = r.get("/redfish/v1/Chassis/appliance").json().unwrap();
+    assert_eq!(
+        chassis["Drives"]["@odata.id"],
+        "/redfish/v1/Chassis/appliance/Drives"
+    );
+    let drive: Value = r
+        .get("/redfish/v1/Chassis/appliance/Drives/drive0")
+        .json()
+        .unwrap();
+    assert_eq!(drive["@odata.type"], "#Drive.v1_22_0.Drive");
+    // The test appliance's drive files are 64 MiB (tests/src/lib.rs).
+    assert_eq!(drive["CapacityBytes"], 64u64 << 20);
+    assert_eq!(drive["BlockSizeBytes"], 512);
+    assert_eq!(drive["Status"]["State"], "Enabled");
+    assert!(
+        drive["Description"]
+            .as_str()
+            .unwrap()
+            .contains("drive0.img")
+    );
+    assert_eq!(
+        r.get("/redfish/v1/Chassis/appliance/Drives/drive99")
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        r.get("/redfish/v1/Chassis/other/Drives").status(),
+        StatusCode::NOT_FOUND
+    );
 }

@@ -20,8 +20,8 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::auth;
 use crate::resources::{
-    account_service, chassis, managers, odata, registries, schemas, service_root, session_service,
-    systems,
+    account_service, chassis, drives, managers, odata, registries, schemas, service_root,
+    session_service, systems,
 };
 use crate::state::AppState;
 use message::RedfishError;
@@ -222,6 +222,18 @@ pub fn router(state: AppState) -> Router {
         "Chassis",
         READ,
         get(chassis::get),
+    )
+    .guarded(
+        "/redfish/v1/Chassis/{id}/Drives",
+        "DriveCollection",
+        READ,
+        get(drives::list),
+    )
+    .guarded(
+        "/redfish/v1/Chassis/{id}/Drives/{drive}",
+        "Drive",
+        READ,
+        get(drives::get),
     )
     .guarded(
         "/redfish/v1/Systems",

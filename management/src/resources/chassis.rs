@@ -40,6 +40,7 @@ pub async fn get(
         "Manufacturer": "Shoal",
         "Model": "Shoal storage appliance",
         "Status": appliance::health(status.as_deref()),
+        "Drives": {"@odata.id": format!("/redfish/v1/Chassis/{ID}/Drives")},
         "Links": {
             "ComputerSystems": [{"@odata.id": "/redfish/v1/Systems/appliance"}],
             "ManagedBy": [{"@odata.id": "/redfish/v1/Managers/bmc"}],

@@ -3,6 +3,7 @@
 pub mod account_service;
 pub mod appliance;
 pub mod chassis;
+pub mod drives;
 pub mod managers;
 pub mod odata;
 pub mod registries;
