@@ -3,9 +3,11 @@
 //! arbitrary bytes and arbitrary well-framed messages over in-memory pipes.
 //! The server must answer or hang up, never panic or hang.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod common;
 
+use std::sync::Arc;
+
+use common::{drive, on_reactor};
 use proptest::prelude::*;
 use shoal_dataplane::bdev::malloc::create_malloc;
 use shoal_dataplane::bdev::{BdevRegistry, BdevSpec};
@@ -13,7 +15,6 @@ use shoal_dataplane::nbd::exports::{Export, Exports};
 use shoal_dataplane::nbd::handshake::negotiate;
 use shoal_dataplane::nbd::proto::{IHAVEOPT, REQUEST_MAGIC};
 use shoal_dataplane::nbd::transmission::transmit_on;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn exports() -> (Arc<Exports>, Arc<Export>) {
     let registry = BdevRegistry::new();
@@ -27,36 +28,6 @@ fn exports() -> (Arc<Exports>, Arc<Export>) {
     let exports = Arc::new(Exports::new());
     let export = exports.start("m0", bdev, false).unwrap();
     (exports, export)
-}
-
-fn on_reactor<F: std::future::Future>(f: F) -> F::Output {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&runtime, f)
-}
-
-/// Sends `input` as the client, then closes; drains the server's output.
-async fn drive<F, Fut>(input: Vec<u8>, server: F)
-where
-    F: FnOnce(tokio::io::DuplexStream) -> Fut,
-    Fut: std::future::Future<Output = ()> + 'static,
-{
-    let (mut client, server_end) = tokio::io::duplex(1 << 20);
-    let server = tokio::task::spawn_local(server(server_end));
-    let client_side = async move {
-        let _ = client.write_all(&input).await;
-        let _ = client.shutdown().await;
-        let mut sink = Vec::new();
-        let _ = client.read_to_end(&mut sink).await;
-    };
-    let finished = tokio::time::timeout(Duration::from_secs(10), async {
-        client_side.await;
-        server.await.expect("server task panicked");
-    })
-    .await;
-    assert!(finished.is_ok(), "server did not finish");
 }
 
 fn option(kind: u32, payload: &[u8]) -> Vec<u8> {
@@ -84,7 +55,7 @@ proptest! {
     #[test]
     fn negotiation_survives_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let (exports, _) = exports();
-        on_reactor(drive(bytes, move |mut s| async move {
+        let _ = on_reactor(drive(bytes, move |mut s| async move {
             let _ = negotiate(&mut s, &exports).await;
         }));
     }
@@ -99,7 +70,7 @@ proptest! {
         for (kind, payload) in &options {
             input.extend(option(*kind, payload));
         }
-        on_reactor(drive(input, move |mut s| async move {
+        let _ = on_reactor(drive(input, move |mut s| async move {
             let _ = negotiate(&mut s, &exports).await;
         }));
     }
@@ -122,7 +93,7 @@ proptest! {
             }
             input.extend(bytes);
         }
-        on_reactor(drive(input, move |s| async move {
+        let _ = on_reactor(drive(input, move |s| async move {
             let (read, write) = tokio::io::split(s);
             let _ = transmit_on(read, write, export, structured).await;
         }));

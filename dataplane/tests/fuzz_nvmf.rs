@@ -4,10 +4,12 @@
 //! capsules carrying arbitrary commands after a valid Connect. The target
 //! must answer, terminate or hang up; never panic or hang.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
+use common::{drive, on_reactor};
 use proptest::prelude::*;
 use shoal_dataplane::bdev::malloc::create_malloc;
 use shoal_dataplane::bdev::{BdevRegistry, BdevSpec};
@@ -16,7 +18,6 @@ use shoal_dataplane::nvmf::pdu::{self, CommonHeader, Digests};
 use shoal_dataplane::nvmf::subsystem::{
     ListenAddress, Namespace, Subsystem, Target, TransportOptions,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 const NQN: &str = "nqn.2026-11.io.shoal:fuzz";
@@ -60,38 +61,17 @@ fn target() -> Arc<Target> {
     target
 }
 
-fn on_reactor<F: std::future::Future>(f: F) -> F::Output {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    tokio::task::LocalSet::new().block_on(&runtime, f)
-}
-
-/// Sends `input` as the host, then closes; drains what the target says.
-fn drive(input: Vec<u8>) {
-    on_reactor(async move {
-        let (mut host, target_end) = tokio::io::duplex(1 << 20);
-        let server = tokio::task::spawn_local(serve(
+/// Runs one connection on `input`; returns what the target sent.
+fn converse(input: Vec<u8>) -> Vec<u8> {
+    on_reactor(drive(input, |target_end| {
+        serve(
             target_end,
             target(),
             local(),
             "127.0.0.1:50000".parse().unwrap(),
             CancellationToken::new(),
-        ));
-        let host_side = async move {
-            let _ = host.write_all(&input).await;
-            let _ = host.shutdown().await;
-            let mut sink = Vec::new();
-            let _ = host.read_to_end(&mut sink).await;
-        };
-        let finished = tokio::time::timeout(Duration::from_secs(10), async {
-            host_side.await;
-            server.await.expect("connection task panicked");
-        })
-        .await;
-        assert!(finished.is_ok(), "the connection did not finish");
-    });
+        )
+    }))
 }
 
 fn build(pdu_type: u8, flags: u8, specific: &[u8], data: &[u8]) -> Vec<u8> {
@@ -176,7 +156,7 @@ proptest! {
 
     #[test]
     fn connections_survive_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
-        drive(bytes);
+        converse(bytes);
     }
 
     #[test]
@@ -190,7 +170,7 @@ proptest! {
         for (pdu_type, flags, specific, data) in pdus {
             input.extend(build(pdu_type, flags, &specific, &data));
         }
-        drive(input);
+        converse(input);
     }
 
     #[test]
@@ -212,7 +192,7 @@ proptest! {
             let command = sqe(opcode, 10 + i as u16, nsid, sgl, sgl_len, cdws);
             input.extend(build(pdu::CAPSULE_CMD, 0, &command, &vec![0x5a; in_capsule]));
         }
-        drive(input);
+        converse(input);
     }
 }
 
@@ -220,22 +200,7 @@ proptest! {
 /// share gets a controller and enables it.
 #[test]
 fn the_shared_prefix_connects_and_enables() {
-    let output = on_reactor(async {
-        let (mut host, target_end) = tokio::io::duplex(1 << 20);
-        let server = tokio::task::spawn_local(serve(
-            target_end,
-            target(),
-            local(),
-            "127.0.0.1:50000".parse().unwrap(),
-            CancellationToken::new(),
-        ));
-        host.write_all(&connected_admin_queue()).await.unwrap();
-        host.shutdown().await.unwrap();
-        let mut output = Vec::new();
-        host.read_to_end(&mut output).await.unwrap();
-        server.await.unwrap();
-        output
-    });
+    let output = converse(connected_admin_queue());
     // ICResp, then two response capsules with success status.
     assert_eq!(output[0], pdu::IC_RESP);
     let responses = &output[128..];

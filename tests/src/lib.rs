@@ -350,11 +350,15 @@ impl Appliance {
         call_blocking(&socket, method, params, Duration::from_secs(30))
     }
 
+    /// The running configuration (`appliance_get_config`).
+    pub fn config(&self) -> Value {
+        self.rpc("appliance_get_config", None)
+            .expect("appliance_get_config")
+    }
+
     /// `https://127.0.0.1:<port>` of the Redfish service, from the running config.
     pub fn redfish_base(&self) -> String {
-        let config = self
-            .rpc("appliance_get_config", None)
-            .expect("appliance_get_config");
+        let config = self.config();
         let listen = config["management"]["https_listen"]
             .as_str()
             .expect("management.https_listen");
@@ -376,9 +380,7 @@ impl Appliance {
 
     /// The NVMe/TCP portal of data cluster `index`, from the running config.
     pub fn nvmf_address(&self, index: u32) -> std::net::SocketAddr {
-        let config = self
-            .rpc("appliance_get_config", None)
-            .expect("appliance_get_config");
+        let config = self.config();
         let base = config["dataplane"]["nvmf_base_port"]
             .as_u64()
             .expect("nvmf_base_port");
@@ -387,9 +389,7 @@ impl Appliance {
 
     /// The discovery controller's portal (on data cluster 0).
     pub fn discovery_address(&self) -> std::net::SocketAddr {
-        let config = self
-            .rpc("appliance_get_config", None)
-            .expect("appliance_get_config");
+        let config = self.config();
         let port = config["dataplane"]["discovery_port"]
             .as_u64()
             .expect("discovery_port");
@@ -398,9 +398,7 @@ impl Appliance {
 
     /// The NBD port of data cluster `index`, from the running config.
     pub fn nbd_port(&self, index: u32) -> u16 {
-        let config = self
-            .rpc("appliance_get_config", None)
-            .expect("appliance_get_config");
+        let config = self.config();
         let base = config["dataplane"]["nbd_base_port"]
             .as_u64()
             .expect("nbd_base_port");

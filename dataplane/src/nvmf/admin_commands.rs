@@ -9,7 +9,6 @@ use super::controller::Controller;
 use super::identify;
 use super::queue::Response;
 use super::subsystem::Target;
-use crate::bdev::IoBuf;
 
 /// Feature identifiers.
 const FEATURE_VOLATILE_WRITE_CACHE: u8 = 0x06;
@@ -36,7 +35,6 @@ pub fn execute(
     target: &Target,
     controller: &Arc<Controller>,
     command: &Command,
-    _data: Option<IoBuf>,
     local: std::net::SocketAddr,
 ) -> Response {
     let cid = command.cid();

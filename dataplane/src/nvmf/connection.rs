@@ -56,13 +56,6 @@ struct PendingData {
     received: usize,
 }
 
-/// Per-connection settings the writer needs.
-#[derive(Clone, Copy)]
-struct WireSettings {
-    digests: Digests,
-    qid: u16,
-}
-
 /// Serves one connection until the host leaves, the controller ends or
 /// `stop` fires.
 pub async fn serve<S>(
@@ -96,26 +89,16 @@ pub async fn serve<S>(
     };
 
     let (outgoing, to_send) = mpsc::unbounded_channel();
-    let settings = Rc::new(Cell::new(WireSettings { digests, qid: 0 }));
     let queue = Rc::new(RefCell::new(Queue::new(target, options, local, peer)));
     let sq_head = Rc::new(Cell::new(0u16));
     let writer_task = tokio::task::spawn_local(write_loop(
         writer,
         to_send,
-        Rc::clone(&settings),
+        digests,
         Rc::clone(&queue),
         Rc::clone(&sq_head),
     ));
-    let result = read_loop(
-        &mut reader,
-        &queue,
-        &outgoing,
-        &settings,
-        &sq_head,
-        digests,
-        &stop,
-    )
-    .await;
+    let result = read_loop(&mut reader, &queue, &outgoing, &sq_head, digests, &stop).await;
     if let Err(error) = &result {
         tracing::debug!(%peer, "NVMe/TCP connection ended: {error}");
     }
@@ -177,26 +160,24 @@ async fn read_loop<R: AsyncRead + Unpin>(
     reader: &mut R,
     queue: &Rc<RefCell<Queue>>,
     outgoing: &mpsc::UnboundedSender<Outgoing>,
-    settings: &Rc<Cell<WireSettings>>,
     sq_head: &Rc<Cell<u16>>,
     digests: Digests,
     stop: &CancellationToken,
 ) -> Result<(), String> {
     let mut pending: HashMap<u16, PendingData> = HashMap::new();
     let mut next_ttag: u16 = 0;
-    let mut keep_alive = tokio::time::interval(Duration::from_millis(100));
-    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Fires when this queue's controller ends (keep-alive expiry, admin
+    // queue gone, host removed): taken once, after Connect.
+    let mut controller_gone: Option<CancellationToken> = None;
     loop {
-        let controller_gone = queue.borrow().controller().map(|c| c.gone.clone());
+        if controller_gone.is_none() {
+            controller_gone = queue.borrow().controller().map(|c| c.gone.clone());
+        }
         let mut common = [0u8; pdu::COMMON_HEADER_LEN];
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = async { match &controller_gone { Some(gone) => gone.cancelled().await, None => std::future::pending().await } } => {
                 return Err("controller ended".into());
-            }
-            _ = keep_alive.tick() => {
-                queue.borrow().check_keep_alive();
-                continue;
             }
             read = reader.read_exact(&mut common) => match read {
                 Ok(_) => {}
@@ -277,11 +258,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 sq_head.set(sq_head.get().wrapping_add(1));
                 match prepare(&command, in_capsule, &options) {
                     Prepared::Run(data) => {
-                        let was_admin_connect = queue.borrow().controller().is_none();
                         Queue::submit(queue, command, data, outgoing).await;
-                        if was_admin_connect && let Some(qid) = queue.borrow().qid() {
-                            settings.set(WireSettings { digests, qid });
-                        }
                         if queue.borrow().disconnected() {
                             return Ok(());
                         }
@@ -477,7 +454,7 @@ fn prepare(command: &Command, in_capsule: Option<IoBuf>, options: &TransportOpti
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: BufWriter<W>,
     mut to_send: mpsc::UnboundedReceiver<Outgoing>,
-    settings: Rc<Cell<WireSettings>>,
+    digests: Digests,
     queue: Rc<RefCell<Queue>>,
     sq_head: Rc<Cell<u16>>,
 ) {
@@ -486,9 +463,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         let mut next = Some(first);
         let mut terminate = false;
         while let Some(item) = next.take() {
-            let WireSettings { digests, qid } = settings.get();
-            let sqflow_disabled = queue.borrow().sqflow_disabled();
-            let success_flag = sqflow_disabled && queue.borrow().options.c2h_success;
+            let (qid, sqflow_disabled, c2h_success) = {
+                let queue = queue.borrow();
+                (
+                    queue.qid().unwrap_or(0),
+                    queue.sqflow_disabled(),
+                    queue.options.c2h_success,
+                )
+            };
+            let success_flag = sqflow_disabled && c2h_success;
             let sqhd = if sqflow_disabled {
                 0xffff
             } else {

@@ -206,12 +206,8 @@ pub fn discovery_log(
     for (index, (subtype, subnqn, address)) in entries.iter().enumerate() {
         let entry = &mut data[1024 * (index + 1)..1024 * (index + 2)];
         entry[0] = 3; // TRTYPE: TCP
-        let ipv6 = if address.traddr == "0.0.0.0" || address.traddr == "::" {
-            local.is_ipv6()
-        } else {
-            address.ipv6()
-        };
-        entry[1] = if ipv6 { 2 } else { 1 }; // ADRFAM
+        let address = address.as_seen_from(local);
+        entry[1] = if address.ipv6() { 2 } else { 1 }; // ADRFAM
         entry[2] = *subtype;
         // TREQ: secure channel not required; SQ flow control may be
         // disabled.
@@ -221,11 +217,7 @@ pub fn discovery_log(
         put_u16(entry, 8, admin_queue_depth);
         put_nul_padded(&mut entry[32..64], &address.trsvcid);
         put_nul_padded(&mut entry[256..512], subnqn);
-        let traddr = match address.traddr.as_str() {
-            "0.0.0.0" | "::" => local.to_string(),
-            specific => specific.to_string(),
-        };
-        put_nul_padded(&mut entry[512..768], &traddr);
+        put_nul_padded(&mut entry[512..768], &address.traddr);
         entry[768] = 0; // TSAS SECTYPE: none
     }
     data

@@ -51,13 +51,21 @@ impl Response {
     }
 }
 
+/// A namespace and this queue's channel to its bdev: what an I/O needs,
+/// shared by the queue's cache and the commands in flight (no atomic
+/// reference counting per I/O).
+pub struct NamespaceChannel {
+    pub namespace: Namespace,
+    pub channel: Rc<IoChannel>,
+}
+
 enum Role {
     /// Before Connect.
     Unconnected,
     Admin,
     Io {
         /// Namespace channels, rebuilt when the subsystem's generation moves.
-        channels: HashMap<u32, (Namespace, Rc<IoChannel>)>,
+        channels: HashMap<u32, Rc<NamespaceChannel>>,
         generation: u64,
         in_flight: Arc<Semaphore>,
     },
@@ -153,18 +161,6 @@ impl Queue {
         self.disconnected
     }
 
-    /// The admin queue enforces the controller's keep-alive timeout.
-    pub fn check_keep_alive(&self) {
-        if let (Role::Admin, Some(controller)) = (&self.role, &self.controller)
-            && controller.keep_alive_expired()
-        {
-            controller.fail(&format!(
-                "no command within the keep-alive timeout ({} ms)",
-                controller.kato_ms()
-            ));
-        }
-    }
-
     /// The connection is going away.
     pub fn close(&mut self, outgoing: &mpsc::UnboundedSender<Outgoing>) {
         let Some(controller) = self.controller.take() else {
@@ -223,7 +219,7 @@ impl Queue {
                     .controller
                     .as_ref()
                     .expect("admin queues have a controller");
-                admin_commands::execute(&queue.target, controller, &command, data, queue.local)
+                admin_commands::execute(&queue.target, controller, &command, queue.local)
             };
             send_response(outgoing, response);
             return;
@@ -236,11 +232,11 @@ impl Queue {
         let outgoing = outgoing.clone();
         let cid = command.cid();
         match (target, controller) {
-            (Some((namespace, channel)), Some(controller)) => {
+            (Some(entry), Some(controller)) => {
                 tokio::task::spawn_local(async move {
                     let response = io_commands::execute(
-                        &namespace,
-                        &channel,
+                        &entry.namespace,
+                        &entry.channel,
                         &controller.counters,
                         &command,
                         data,
@@ -262,8 +258,8 @@ impl Queue {
     }
 
     /// The namespace `nsid` and this queue's channel to its bdev.
-    fn namespace_channel(&mut self, nsid: u32) -> Option<(Namespace, Rc<IoChannel>)> {
-        let subsystem = Arc::clone(&self.controller.as_ref()?.subsystem);
+    fn namespace_channel(&mut self, nsid: u32) -> Option<Rc<NamespaceChannel>> {
+        let subsystem = &self.controller.as_ref()?.subsystem;
         let Role::Io {
             channels,
             generation,
@@ -275,21 +271,25 @@ impl Queue {
         let current = subsystem.generation();
         if *generation != current {
             // Keep channels of namespaces that still name the same bdev.
-            let namespaces = subsystem.read().namespaces.clone();
-            channels.retain(|id, (ns, _)| {
-                namespaces
+            let state = subsystem.read();
+            channels.retain(|id, entry| {
+                state
+                    .namespaces
                     .get(id)
-                    .is_some_and(|n| n.bdev.id() == ns.bdev.id())
+                    .is_some_and(|n| n.bdev.id() == entry.namespace.bdev.id())
             });
             *generation = current;
         }
-        if let Some((namespace, channel)) = channels.get(&nsid) {
-            return Some((namespace.clone(), Rc::clone(channel)));
+        if let Some(entry) = channels.get(&nsid) {
+            return Some(Rc::clone(entry));
         }
         let namespace = subsystem.namespace(nsid)?;
-        let channel = namespace.bdev.channel();
-        channels.insert(nsid, (namespace.clone(), Rc::clone(&channel)));
-        Some((namespace, channel))
+        let entry = Rc::new(NamespaceChannel {
+            channel: namespace.bdev.channel(),
+            namespace,
+        });
+        channels.insert(nsid, Rc::clone(&entry));
+        Some(entry)
     }
 
     fn fabrics(
@@ -422,6 +422,7 @@ impl Queue {
                 return Response::status(cid, Status::CONNECT_CONTROLLER_BUSY);
             };
             controller.touch();
+            tokio::task::spawn_local(watch_keep_alive(Arc::downgrade(&controller)));
             tracing::info!(
                 cntlid = controller.cntlid,
                 subnqn = subsystem.nqn,
@@ -464,5 +465,35 @@ impl Queue {
         };
         self.qid = Some(qid);
         Response::status(cid, Status::SUCCESS)
+    }
+}
+
+/// Enforces a controller's keep-alive timeout: checks at a quarter of KATO
+/// (re-read each time: Set Features may change it) and fails the
+/// controller when no command came in time. Ends with the controller.
+async fn watch_keep_alive(controller: std::sync::Weak<Controller>) {
+    const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+    loop {
+        let (wait, gone) = match controller.upgrade() {
+            Some(controller) => (
+                controller.keep_alive_check_interval().unwrap_or(IDLE_CHECK),
+                controller.gone.clone(),
+            ),
+            None => return,
+        };
+        tokio::select! {
+            _ = gone.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let Some(controller) = controller.upgrade() else {
+            return;
+        };
+        if controller.keep_alive_expired() {
+            controller.fail(&format!(
+                "no command within the keep-alive timeout ({} ms)",
+                controller.kato_ms()
+            ));
+            return;
+        }
     }
 }

@@ -124,13 +124,30 @@ impl ListenAddress {
         self.trsvcid.parse().ok()
     }
 
+    /// 0.0.0.0 or ::: every local address.
+    pub fn is_wildcard(&self) -> bool {
+        self.traddr == "0.0.0.0" || self.traddr == "::"
+    }
+
     /// Whether a connection that arrived on `local` reached this address
     /// (a wildcard address matches any local address on its port).
     pub fn accepts(&self, local: std::net::SocketAddr) -> bool {
         self.port() == Some(local.port())
-            && (self.traddr == "0.0.0.0"
-                || self.traddr == "::"
+            && (self.is_wildcard()
                 || self.traddr.parse::<std::net::IpAddr>().ok() == Some(local.ip()))
+    }
+
+    /// The address a host that reached us on `local` should use: a
+    /// wildcard is replaced by `local`.
+    pub fn as_seen_from(&self, local: std::net::IpAddr) -> ListenAddress {
+        if self.is_wildcard() {
+            ListenAddress {
+                traddr: local.to_string(),
+                trsvcid: self.trsvcid.clone(),
+            }
+        } else {
+            self.clone()
+        }
     }
 
     pub fn describe(&self) -> Value {
