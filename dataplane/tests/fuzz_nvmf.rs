@@ -54,6 +54,7 @@ fn target() -> Arc<Target> {
                 nguid: *bdev.uuid().as_bytes(),
                 bdev,
                 eui64: None,
+                visible_to: None,
             },
         );
     }

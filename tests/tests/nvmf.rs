@@ -547,6 +547,88 @@ fn namespace_changes_raise_an_asynchronous_event() {
     assert_eq!(u32::from_le_bytes(list[4..8].try_into().unwrap()), 2);
 }
 
+/// The active NSIDs a controller reports (Identify CNS 02h).
+fn active_namespaces(host: &mut Initiator) -> Vec<u32> {
+    let (cqe, list) = host.identify(2, 0).unwrap();
+    assert!(cqe.ok(), "{cqe:?}");
+    list.chunks(4)
+        .map(|id| u32::from_le_bytes(id.try_into().unwrap()))
+        .take_while(|id| *id != 0)
+        .collect()
+}
+
+#[test]
+fn a_namespace_can_be_shown_to_chosen_hosts_only() {
+    let appliance = target();
+    rpc(
+        &appliance,
+        "nvmf_subsystem_add_host",
+        json!({"nqn": SUBNQN, "host": OTHER_HOST}),
+    );
+    rpc(
+        &appliance,
+        "bdev_malloc_create",
+        json!({"name": "private", "num_blocks": 2048, "block_size": BLOCK}),
+    );
+    let nsid = rpc(
+        &appliance,
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": SUBNQN, "namespace": {"bdev_name": "private", "no_auto_visible": true}}),
+    );
+    assert_eq!(nsid, json!(2));
+    rpc(
+        &appliance,
+        "nvmf_ns_add_host",
+        json!({"nqn": SUBNQN, "nsid": 2, "host": OTHER_HOST}),
+    );
+
+    // HOST sees only the auto-visible namespace; namespace 2 is inactive
+    // for it, and its I/O there is refused.
+    let (mut host, cntlid) = admin(&appliance);
+    assert_eq!(active_namespaces(&mut host), vec![1]);
+    let (cqe, data) = host.identify(0, 2).unwrap();
+    assert!(cqe.ok() && data.iter().all(|b| *b == 0), "inactive NSID");
+    let mut io = io_queue(&appliance, cntlid, 1, false);
+    assert_eq!(io.read(2, 0, 1, BLOCK).unwrap().0.status(), (0, 0x0b));
+
+    // OTHER_HOST sees both and can write namespace 2.
+    let mut other = Initiator::connect(appliance.nvmf_address(0), false, false).unwrap();
+    let other_cntlid = other.start_admin(SUBNQN, OTHER_HOST, 0).unwrap();
+    assert_eq!(active_namespaces(&mut other), vec![1, 2]);
+    let mut other_io = Initiator::connect(appliance.nvmf_address(0), false, false).unwrap();
+    let cqe = other_io
+        .fabric_connect(1, 127, other_cntlid, SUBNQN, OTHER_HOST, 0)
+        .unwrap();
+    assert!(cqe.ok(), "{cqe:?}");
+    assert!(other_io.write(2, 0, &pattern(512, 3), BLOCK, true).unwrap().ok());
+
+    // Taking the host away hides the namespace from it at once.
+    rpc(
+        &appliance,
+        "nvmf_ns_remove_host",
+        json!({"nqn": SUBNQN, "nsid": 2, "host": OTHER_HOST}),
+    );
+    assert_eq!(other_io.read(2, 0, 1, BLOCK).unwrap().0.status(), (0, 0x0b));
+    assert_eq!(active_namespaces(&mut other), vec![1]);
+
+    // Auto-visible namespaces have no host list to change; bad NSIDs and
+    // hosts are named.
+    for (params, code) in [
+        (json!({"nqn": SUBNQN, "nsid": 1, "host": HOST}), -32602),
+        (json!({"nqn": SUBNQN, "nsid": 9, "host": HOST}), -19),
+        (json!({"nqn": SUBNQN, "nsid": 2, "host": "not-an-nqn"}), -32602),
+    ] {
+        match appliance.dataplane_rpc(0, "nvmf_ns_add_host", Some(params.clone())) {
+            Err(CallError::Rpc(e)) => assert_eq!(e.code, code, "{params}: {e:?}"),
+            other => panic!("{params}: {other:?}"),
+        }
+    }
+    let described = rpc(&appliance, "nvmf_get_subsystems", json!({"nqn": SUBNQN}));
+    let namespaces = &described[0]["namespaces"];
+    assert_eq!(namespaces[1]["no_auto_visible"], true);
+    assert_eq!(namespaces[1]["hosts"], json!([]));
+}
+
 #[test]
 fn keep_alive_timeout_ends_the_controller() {
     let appliance = target();

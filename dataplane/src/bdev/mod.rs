@@ -9,12 +9,14 @@
 //! with the completion.
 //!
 //! Virtual bdevs (raid) *claim* their base bdevs: a claimed bdev cannot be
-//! claimed again nor deleted, and neither can an exported one.
+//! claimed again nor deleted, and neither can an exported one. Parts share
+//! one claim on their base; a claimed bdev is not exported writable.
 
 pub mod buf;
 pub mod channel;
 pub mod malloc;
 pub mod null;
+pub mod part;
 pub mod raid;
 pub mod registry;
 pub mod remote;
@@ -176,6 +178,10 @@ pub trait BdevBackend: Send + Sync + 'static {
         Vec::new()
     }
 
+    /// Called once when the bdev leaves the registry, after its claims on
+    /// the base bdevs were given back: a module frees what it reserved.
+    fn unregistered(&self) {}
+
     /// Payload bytes this bdev copied to move I/O between clusters (only
     /// the remote bdev moves any; zero-copy keeps it at 0).
     fn bytes_copied(&self) -> u64 {
@@ -275,6 +281,21 @@ impl BdevSpec {
     }
 }
 
+/// A claim on a bdev by a virtual bdev (or, shared, by a module's parts).
+#[derive(Debug)]
+struct Claim {
+    owner: String,
+    shared: bool,
+    holders: u32,
+}
+
+#[derive(Debug, Default)]
+struct Users {
+    claim: Option<Claim>,
+    /// Export names (e.g. "nbd export vol0") and whether they write.
+    exports: Vec<(String, bool)>,
+}
+
 /// A registered block device.
 pub struct Bdev {
     id: u64,
@@ -283,10 +304,10 @@ pub struct Bdev {
     block_size: u32,
     num_blocks: u64,
     backend: Box<dyn BdevBackend>,
-    /// The virtual bdev that claimed this one.
-    claimed_by: Mutex<Option<String>>,
-    /// Front-end exports serving this bdev (e.g. "nbd export vol0").
-    exported_by: Mutex<Vec<String>>,
+    /// Who holds this bdev: the virtual bdev(s) built on it and the
+    /// front-end exports serving it, under one lock so a claim and a
+    /// writable export can never both be granted.
+    users: Mutex<Users>,
     /// Statistics of channels already released.
     retired: Mutex<stats::IoStats>,
 }
@@ -310,8 +331,7 @@ impl Bdev {
             block_size: spec.block_size,
             num_blocks: spec.num_blocks,
             backend,
-            claimed_by: Mutex::new(None),
-            exported_by: Mutex::new(Vec::new()),
+            users: Mutex::new(Users::default()),
             retired: Mutex::new(stats::IoStats::default()),
         }
     }
@@ -341,45 +361,90 @@ impl Bdev {
         self.backend.as_ref()
     }
 
-    /// Claims this bdev for `owner` (a virtual bdev). One claim at a time.
+    /// Claims this bdev for `owner` (a virtual bdev) alone. Refused while
+    /// another claim holds it or a front-end writes to it.
     pub fn claim(&self, owner: &str) -> Result<(), BdevError> {
-        let mut claimed = self.claimed_by.lock().expect("claim lock");
-        if let Some(existing) = claimed.as_ref() {
+        self.claim_as(owner, false)
+    }
+
+    /// Claims this bdev for one more user of module `owner`: many parts of
+    /// one base share it (SPDK's shared write claim), nobody else may
+    /// claim it meanwhile.
+    pub fn claim_shared(&self, owner: &str) -> Result<(), BdevError> {
+        self.claim_as(owner, true)
+    }
+
+    fn claim_as(&self, owner: &str, shared: bool) -> Result<(), BdevError> {
+        let mut users = self.users.lock().expect("users lock");
+        match &mut users.claim {
+            Some(claim) if shared && claim.shared && claim.owner == owner => {
+                claim.holders += 1;
+                return Ok(());
+            }
+            Some(claim) => {
+                return Err(BdevError::Busy {
+                    name: self.name.clone(),
+                    user: format!("bdev {}", claim.owner),
+                });
+            }
+            None => {}
+        }
+        if let Some((export, _)) = users.exports.iter().find(|(_, writable)| *writable) {
             return Err(BdevError::Busy {
                 name: self.name.clone(),
-                user: format!("bdev {existing}"),
+                user: export.clone(),
             });
         }
-        *claimed = Some(owner.to_string());
+        users.claim = Some(Claim {
+            owner: owner.to_string(),
+            shared,
+            holders: 1,
+        });
         Ok(())
     }
 
+    /// Gives back one claim (the last holder of a shared claim frees it).
     pub fn release_claim(&self) {
-        *self.claimed_by.lock().expect("claim lock") = None;
+        let mut users = self.users.lock().expect("users lock");
+        if let Some(claim) = &mut users.claim {
+            claim.holders -= 1;
+            if claim.holders == 0 {
+                users.claim = None;
+            }
+        }
     }
 
     pub fn claimed_by(&self) -> Option<String> {
-        self.claimed_by.lock().expect("claim lock").clone()
+        let users = self.users.lock().expect("users lock");
+        users.claim.as_ref().map(|c| c.owner.clone())
     }
 
     /// Records that a front-end serves this bdev; deletion is refused until
-    /// the export is removed.
-    pub fn add_export(&self, export: &str) {
-        self.exported_by
-            .lock()
-            .expect("export lock")
-            .push(export.to_string());
+    /// the export is removed. A writable export of a claimed bdev is
+    /// refused: it would write under the virtual bdev that owns the blocks.
+    pub fn add_export(&self, export: &str, writable: bool) -> Result<(), BdevError> {
+        let mut users = self.users.lock().expect("users lock");
+        if writable && let Some(claim) = &users.claim {
+            return Err(BdevError::Busy {
+                name: self.name.clone(),
+                user: format!("bdev {}", claim.owner),
+            });
+        }
+        users.exports.push((export.to_string(), writable));
+        Ok(())
     }
 
     pub fn remove_export(&self, export: &str) {
-        self.exported_by
+        self.users
             .lock()
-            .expect("export lock")
-            .retain(|e| e != export);
+            .expect("users lock")
+            .exports
+            .retain(|(e, _)| e != export);
     }
 
     pub fn exports(&self) -> Vec<String> {
-        self.exported_by.lock().expect("export lock").clone()
+        let users = self.users.lock().expect("users lock");
+        users.exports.iter().map(|(e, _)| e.clone()).collect()
     }
 
     /// Statistics folded in from channels already released.

@@ -112,6 +112,7 @@ impl BdevRegistry {
         for base in bdev.backend().base_bdevs() {
             base.release_claim();
         }
+        bdev.backend().unregistered();
         tracing::info!(bdev = name, "bdev unregistered");
         Ok(bdev)
     }

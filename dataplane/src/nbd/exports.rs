@@ -103,7 +103,7 @@ impl Exports {
             stop: CancellationToken::new(),
             connections: AtomicU32::new(0),
         });
-        export.bdev.add_export(&export.owner_tag());
+        export.bdev.add_export(&export.owner_tag(), !read_only)?;
         exports.insert(name.to_string(), Arc::clone(&export));
         tracing::info!(
             export = name,

@@ -68,7 +68,7 @@ fn identify(controller: &Controller, command: &Command, wanted: usize) -> Respon
     match cns {
         CNS_CONTROLLER => Response::data(cid, identify::controller(controller), wanted),
         _ if subsystem.discovery => Response::status(cid, Status::INVALID_FIELD),
-        CNS_NAMESPACE => match subsystem.namespace(nsid) {
+        CNS_NAMESPACE => match subsystem.namespace_for(nsid, &controller.hostnqn) {
             Some(namespace) => Response::data(cid, identify::namespace(&namespace), wanted),
             // An inactive but valid ID answers zeroes; others are invalid.
             None if nsid != 0 && nsid <= subsystem.max_namespaces => {
@@ -80,14 +80,14 @@ fn identify(controller: &Controller, command: &Command, wanted: usize) -> Respon
             if nsid >= 0xffff_fffe {
                 return Response::status(cid, Status::INVALID_NAMESPACE);
             }
-            let ids: Vec<u32> = subsystem.read().namespaces.keys().copied().collect();
+            let ids = subsystem.visible_nsids(&controller.hostnqn);
             Response::data(
                 cid,
                 identify::active_namespaces(ids.into_iter(), nsid),
                 wanted,
             )
         }
-        CNS_NAMESPACE_DESCRIPTORS => match subsystem.namespace(nsid) {
+        CNS_NAMESPACE_DESCRIPTORS => match subsystem.namespace_for(nsid, &controller.hostnqn) {
             Some(namespace) => {
                 Response::data(cid, identify::namespace_descriptors(&namespace), wanted)
             }

@@ -259,7 +259,8 @@ impl Queue {
 
     /// The namespace `nsid` and this queue's channel to its bdev.
     fn namespace_channel(&mut self, nsid: u32) -> Option<Rc<NamespaceChannel>> {
-        let subsystem = &self.controller.as_ref()?.subsystem;
+        let controller = self.controller.as_ref()?;
+        let (subsystem, hostnqn) = (&controller.subsystem, controller.hostnqn.as_str());
         let Role::Io {
             channels,
             generation,
@@ -273,17 +274,16 @@ impl Queue {
             // Keep channels of namespaces that still name the same bdev.
             let state = subsystem.read();
             channels.retain(|id, entry| {
-                state
-                    .namespaces
-                    .get(id)
-                    .is_some_and(|n| n.bdev.id() == entry.namespace.bdev.id())
+                state.namespaces.get(id).is_some_and(|n| {
+                    n.bdev.id() == entry.namespace.bdev.id() && n.visible_to(hostnqn)
+                })
             });
             *generation = current;
         }
         if let Some(entry) = channels.get(&nsid) {
             return Some(Rc::clone(entry));
         }
-        let namespace = subsystem.namespace(nsid)?;
+        let namespace = subsystem.namespace_for(nsid, hostnqn)?;
         let entry = Rc::new(NamespaceChannel {
             channel: namespace.bdev.channel(),
             namespace,

@@ -168,18 +168,33 @@ pub struct Namespace {
     pub nguid: [u8; 16],
     pub uuid: Uuid,
     pub eui64: Option<[u8; 8]>,
+    /// `None`: every host allowed on the subsystem sees it (SPDK's auto
+    /// visibility); `Some`: only these host NQNs (`no_auto_visible`, then
+    /// `nvmf_ns_add_host`). Others find the NSID inactive.
+    pub visible_to: Option<BTreeSet<String>>,
 }
 
 impl Namespace {
+    pub fn visible_to(&self, hostnqn: &str) -> bool {
+        self.visible_to
+            .as_ref()
+            .is_none_or(|hosts| hosts.contains(hostnqn))
+    }
+
     pub fn describe(&self) -> Value {
-        json!({
+        let mut out = json!({
             "nsid": self.nsid,
             "bdev_name": self.bdev.name(),
             "name": self.bdev.name(),
             "nguid": hex(&self.nguid).to_uppercase(),
             "uuid": self.uuid.to_string(),
             "eui64": self.eui64.map(|e| hex(&e).to_uppercase()),
-        })
+            "no_auto_visible": self.visible_to.is_some(),
+        });
+        if let Some(hosts) = &self.visible_to {
+            out["hosts"] = json!(hosts);
+        }
+        out
     }
 }
 
@@ -262,6 +277,25 @@ impl Subsystem {
 
     pub fn namespace(&self, nsid: u32) -> Option<Namespace> {
         self.read().namespaces.get(&nsid).cloned()
+    }
+
+    /// Namespace `nsid` if host `hostnqn` may see it.
+    pub fn namespace_for(&self, nsid: u32, hostnqn: &str) -> Option<Namespace> {
+        self.read()
+            .namespaces
+            .get(&nsid)
+            .filter(|n| n.visible_to(hostnqn))
+            .cloned()
+    }
+
+    /// The NSIDs host `hostnqn` sees, in order.
+    pub fn visible_nsids(&self, hostnqn: &str) -> Vec<u32> {
+        self.read()
+            .namespaces
+            .values()
+            .filter(|n| n.visible_to(hostnqn))
+            .map(|n| n.nsid)
+            .collect()
     }
 
     /// Registers a new controller under a fresh ID from this subsystem's

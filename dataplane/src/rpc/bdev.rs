@@ -11,6 +11,7 @@ use super::{Context, method, parse_uuid};
 use crate::bdev::channel::{channel_stats, release_channel};
 use crate::bdev::malloc::create_malloc;
 use crate::bdev::null::create_null;
+use crate::bdev::part::{PartConfig, create_part};
 use crate::bdev::raid::{RaidConfig, RaidLevel, create_raid};
 use crate::bdev::stats::{IoStats, TICK_RATE};
 use crate::bdev::uring::{UringConfig, create_uring};
@@ -34,6 +35,10 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
         delete(c, p, "raid")
     });
     let router = method(router, "bdev_raid_get_bdevs", context, raid_get_bdevs);
+    let router = method(router, "bdev_part_create", context, part_create);
+    let router = method(router, "bdev_part_delete", context, |c, p: Named| {
+        delete(c, p, "part")
+    });
     let router = method(router, "bdev_get_bdevs", context, get_bdevs);
     method(router, "bdev_get_iostat", context, get_iostat)
 }
@@ -168,6 +173,28 @@ async fn raid_create(context: Arc<Context>, p: RaidCreate) -> Result<Value, RpcE
     };
     create_raid(&context.registry, config)?;
     Ok(json!(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartCreate {
+    name: String,
+    base_bdev: String,
+    offset_blocks: u64,
+    num_blocks: u64,
+    uuid: Option<String>,
+}
+
+async fn part_create(context: Arc<Context>, p: PartCreate) -> Result<Value, RpcError> {
+    let config = PartConfig {
+        name: p.name,
+        base_bdev: p.base_bdev,
+        offset_blocks: p.offset_blocks,
+        num_blocks: p.num_blocks,
+        uuid: parse_uuid(p.uuid.as_deref())?,
+    };
+    let bdev = create_part(&context.registry, config)?;
+    Ok(json!(bdev.name()))
 }
 
 #[derive(Deserialize)]

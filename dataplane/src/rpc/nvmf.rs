@@ -6,6 +6,7 @@
 //! `nvmf_subsystem_allow_any_host`, `nvmf_discovery_add_referral` /
 //! `remove_referral` / `get_referrals`.
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
         context,
         remove_listener,
     );
+    let router = method(router, "nvmf_ns_add_host", context, ns_add_host);
+    let router = method(router, "nvmf_ns_remove_host", context, ns_remove_host);
     let router = method(router, "nvmf_subsystem_add_host", context, add_host);
     let router = method(router, "nvmf_subsystem_remove_host", context, remove_host);
     let router = method(
@@ -290,6 +293,8 @@ struct NamespaceParams {
     nguid: Option<String>,
     eui64: Option<String>,
     uuid: Option<String>,
+    /// Hidden from every host until `nvmf_ns_add_host` names one.
+    no_auto_visible: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -368,7 +373,7 @@ async fn add_ns(context: Arc<Context>, p: AddNs) -> Result<Value, RpcError> {
                 "another namespace has this NGUID".to_string(),
             ));
         }
-        bdev.add_export(&owner_tag(&p.nqn, nsid));
+        bdev.add_export(&owner_tag(&p.nqn, nsid), true)?;
         state.namespaces.insert(
             nsid,
             Namespace {
@@ -377,6 +382,11 @@ async fn add_ns(context: Arc<Context>, p: AddNs) -> Result<Value, RpcError> {
                 nguid,
                 uuid,
                 eui64,
+                visible_to: p
+                    .namespace
+                    .no_auto_visible
+                    .unwrap_or(false)
+                    .then(BTreeSet::new),
             },
         );
         nsid
@@ -409,6 +419,53 @@ async fn remove_ns(context: Arc<Context>, p: RemoveNs) -> Result<Value, RpcError
     };
     namespace.bdev.remove_export(&owner_tag(&p.nqn, p.nsid));
     subsystem.namespaces_changed(p.nsid);
+    Ok(json!(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceHost {
+    nqn: String,
+    nsid: u32,
+    host: String,
+}
+
+/// Adds (`visible`) or removes host `p.host` from the hosts that see
+/// namespace `p.nsid`; its controllers get a namespace-changed event.
+fn set_ns_visibility(context: &Context, p: &NamespaceHost, visible: bool) -> Result<(), RpcError> {
+    check_nqn(&p.host)?;
+    let subsystem = subsystem(context, &p.nqn)?;
+    {
+        let mut state = subsystem.write();
+        let namespace = state.namespaces.get_mut(&p.nsid).ok_or_else(|| {
+            not_found(format!("subsystem {} has no namespace {}", p.nqn, p.nsid))
+        })?;
+        let Some(hosts) = namespace.visible_to.as_mut() else {
+            return Err(invalid(format!(
+                "namespace {} is visible to every host; add it with no_auto_visible to choose hosts",
+                p.nsid
+            )));
+        };
+        if visible {
+            hosts.insert(p.host.clone());
+        } else if !hosts.remove(&p.host) {
+            return Err(not_found(format!(
+                "namespace {} is not visible to {}",
+                p.nsid, p.host
+            )));
+        }
+    }
+    subsystem.namespaces_changed(p.nsid);
+    Ok(())
+}
+
+async fn ns_add_host(context: Arc<Context>, p: NamespaceHost) -> Result<Value, RpcError> {
+    set_ns_visibility(&context, &p, true)?;
+    Ok(json!(true))
+}
+
+async fn ns_remove_host(context: Arc<Context>, p: NamespaceHost) -> Result<Value, RpcError> {
+    set_ns_visibility(&context, &p, false)?;
     Ok(json!(true))
 }
 
