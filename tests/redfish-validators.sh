@@ -26,6 +26,25 @@ import socket; socket.create_connection(("127.0.0.1", 8443), 1)
 PY
         sleep 0.1
     done
+    # Populate the storage tree so the validator checks every kind of
+    # storage resource: a volume, an initiator endpoint, a connection.
+    python3 - <<'PY' || { tail -50 "$work/shoald.log"; exit 1; }
+import base64, json, ssl, urllib.request
+context = ssl._create_unverified_context()
+auth = base64.b64encode(b"admin:validator-pass-1").decode()
+def post(path, body):
+    request = urllib.request.Request("https://127.0.0.1:8443" + path, json.dumps(body).encode(),
+        {"Content-Type": "application/json", "Authorization": "Basic " + auth})
+    with urllib.request.urlopen(request, context=context) as response:
+        assert response.status == 201, response.status
+        return json.load(response)["@odata.id"]
+volume = post("/redfish/v1/Storage/appliance/Volumes", {"Name": "validator", "CapacityBytes": 64 << 20})
+host = post("/redfish/v1/Fabrics/NVMeoF/Endpoints", {"Name": "validator host", "Identifiers": [
+    {"DurableNameFormat": "NQN", "DurableName": "nqn.2014-08.org.nvmexpress:uuid:0b7a6f2e-7a0c-4d35-9b77-3f3c1f0e9d21"}]})
+post("/redfish/v1/Fabrics/NVMeoF/Connections", {"VolumeInfo": [{"Volume": {"@odata.id": volume}}],
+    "Links": {"InitiatorEndpoints": [{"@odata.id": host}]}})
+print("storage tree populated:", volume, host)
+PY
     venv="$root/target/redfish-validators-venv/bin"
     status=0
     echo "== Redfish Service Validator"
@@ -57,7 +76,12 @@ fi
 cargo build -q --workspace --bins
 
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+# SHOAL_KEEP_VALIDATOR_LOGS=1 keeps the reports (the path is printed).
+if [ -n "${SHOAL_KEEP_VALIDATOR_LOGS:-}" ]; then
+    echo "validator reports in $work"
+else
+    trap 'rm -rf "$work"' EXIT
+fi
 # Fixed ports are fine: the namespace has its own loopback.
 cat > "$work/appliance.toml" <<TOML
 state_dir = "$work/state"

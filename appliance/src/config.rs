@@ -127,6 +127,10 @@ pub struct ManagementConfig {
     pub session_timeout_s: u64,
     /// Redfish sessions open at once; logins beyond it are refused.
     pub max_sessions: u32,
+    /// Serve every volume over NBD too (as export `volume<N>` on each data
+    /// cluster's NBD port). NBD has no host access control: any client
+    /// that reaches the port reaches the volume.
+    pub nbd_volume_exports: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -224,6 +228,7 @@ impl Default for ManagementConfig {
             tls_private_key: None,
             session_timeout_s: 1800,
             max_sessions: 64,
+            nbd_volume_exports: true,
         }
     }
 }

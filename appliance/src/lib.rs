@@ -15,6 +15,7 @@ pub mod doorbell;
 pub mod hugepages;
 pub mod jsonrpc;
 pub mod logging;
+pub mod nqn;
 pub mod participant;
 pub mod region;
 pub mod topology;

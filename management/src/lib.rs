@@ -3,7 +3,8 @@
 //!
 //! [`http`] is the transport (TLS, listeners), [`redfish`] the protocol
 //! (messages, rules, router), [`auth`] accounts, sessions and privileges,
-//! [`resources`] one module per resource, [`store`] the persistent state.
+//! [`resources`] one module per resource, [`storage`] the storage model and
+//! its reconciler, [`store`] the persistent state.
 
 pub mod args;
 pub mod auth;
@@ -13,4 +14,6 @@ pub mod redfish;
 pub mod resources;
 pub mod service;
 pub mod state;
+pub mod storage;
 pub mod store;
+pub mod tasks;

@@ -44,6 +44,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let app = crate::redfish::router(state.clone());
     let _ = state.router.set(app.clone());
     let https_task = tokio::spawn(server::serve_https(https, tls, app, stop.clone()));
+    let reconciler = tokio::spawn(crate::storage::run_reconciler(state.clone(), stop.clone()));
     let redirect_task = match args.http_redirect_listen {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -72,6 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             || async {
                 stop.cancel();
                 let _ = https_task.await;
+                let _ = reconciler.await;
                 if let Some(task) = redirect_task {
                     let _ = task.await;
                 }
@@ -106,7 +108,11 @@ async fn build_state(args: &Args, store: Store) -> anyhow::Result<AppState> {
     let timeout = store
         .get::<u64>(Table::Settings, "session_timeout_s")?
         .unwrap_or(args.session_timeout_s);
+    let tasks = crate::tasks::Tasks::load(store.clone())
+        .await
+        .context("cannot load the task records")?;
     Ok(AppState(Arc::new(Inner {
+        tasks,
         store,
         accounts,
         sessions: Sessions::new(Duration::from_secs(timeout), args.max_sessions as usize),
@@ -119,5 +125,6 @@ async fn build_state(args: &Args, store: Store) -> anyhow::Result<AppState> {
         schema_dir: args.schema_dir.clone(),
         router: std::sync::OnceLock::new(),
         openapi: std::sync::OnceLock::new(),
+        storage: Default::default(),
     })))
 }

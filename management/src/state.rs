@@ -28,6 +28,10 @@ pub struct Inner {
     pub router: std::sync::OnceLock<axum::Router>,
     /// The OpenAPI document of every route, built with the router.
     pub openapi: std::sync::OnceLock<serde_json::Value>,
+    /// The storage model's lock, observations and reconciler wake-up.
+    pub storage: crate::storage::Storage,
+    /// Long operations (TaskService).
+    pub tasks: crate::tasks::Tasks,
 }
 
 /// Shared by every handler (cheap to clone).

@@ -1,5 +1,6 @@
 //! Persistent service state in sled under `<state>/management/db`:
-//! accounts and service settings. Every write is flushed to disk before
+//! accounts, service settings and the storage model's desired state
+//! (volumes, initiator endpoints, connections). Every write is flushed to disk before
 //! the call returns, so a response never acknowledges state that a
 //! `kill -9` right after it would lose.
 
@@ -24,6 +25,10 @@ pub enum StoreError {
 pub enum Table {
     Accounts,
     Settings,
+    Volumes,
+    Endpoints,
+    Connections,
+    Tasks,
 }
 
 impl Table {
@@ -31,6 +36,10 @@ impl Table {
         match self {
             Table::Accounts => "accounts",
             Table::Settings => "settings",
+            Table::Volumes => "volumes",
+            Table::Endpoints => "endpoints",
+            Table::Connections => "connections",
+            Table::Tasks => "tasks",
         }
     }
 }
@@ -100,6 +109,25 @@ impl Store {
         Ok(())
     }
 
+    /// The next number of counter `name` (1, 2, ...), durably: a number is
+    /// never handed out twice, even across restarts.
+    pub async fn next_id(&self, name: &str) -> Result<u64, StoreError> {
+        let key = format!("next_id.{name}");
+        let decode = |bytes: Option<&[u8]>| {
+            bytes
+                .and_then(|b| serde_json::from_slice::<u64>(b).ok())
+                .unwrap_or(1)
+        };
+        let previous = self
+            .tree(Table::Settings)?
+            .fetch_and_update(&key, |bytes| {
+                let next = decode(bytes) + 1;
+                Some(serde_json::to_vec(&next).expect("numbers serialise"))
+            })?;
+        self.db.flush_async().await?;
+        Ok(decode(previous.as_deref()))
+    }
+
     /// Removes `key`, durably; true if it existed.
     pub async fn remove(&self, table: Table, key: &str) -> Result<bool, StoreError> {
         let existed = self.tree(table)?.remove(key)?.is_some();
@@ -133,6 +161,8 @@ mod tests {
                 })
             })
             .expect("the database reopens");
+        assert_eq!(store.next_id("volume").await.unwrap(), 1);
+        assert_eq!(store.next_id("volume").await.unwrap(), 2);
         let a: serde_json::Value = store.get(Table::Settings, "a").unwrap().unwrap();
         assert_eq!(a["x"], 1);
         assert_eq!(store.get::<u32>(Table::Settings, "b").unwrap(), None);

@@ -5,6 +5,7 @@
 
 pub mod nbd_client;
 pub mod nvme_initiator;
+pub mod redfish_client;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -120,30 +121,41 @@ impl ApplianceBuilder {
         let config_path = self.dir.path().join("appliance.toml");
         std::fs::write(&config_path, toml::to_string(&self.config).unwrap()).unwrap();
         let log_path = self.dir.path().join("shoald.log");
-        let log = std::fs::File::create(&log_path).unwrap();
-        let mut command = Command::new(bin_dir().join("shoald"));
-        command
-            .arg("--config")
-            .arg(&config_path)
-            .env("RUST_LOG", "info")
-            .env_remove("SHOAL_STATE_DIR")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        for (name, value) in &self.envs {
-            command.env(name, value);
-        }
-        let process = command.spawn().expect("start shoald");
+        let process = spawn_shoald(&config_path, &log_path, &self.envs);
         let state_dir = self.dir.path().join("state");
         Appliance {
             dir: self.dir,
             state_dir,
             config_path,
             log_path,
+            envs: self.envs,
             process: Some(process),
         }
     }
+}
+
+/// Starts shoald with `config`, appending its log (and its children's) to
+/// `log_path`.
+fn spawn_shoald(config: &Path, log_path: &Path, envs: &[(String, String)]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .unwrap();
+    let mut command = Command::new(bin_dir().join("shoald"));
+    command
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .env_remove("SHOAL_STATE_DIR")
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    for (name, value) in envs {
+        command.env(name, value);
+    }
+    command.spawn().expect("start shoald")
 }
 
 /// A running shoald and everything it started.
@@ -152,6 +164,7 @@ pub struct Appliance {
     pub state_dir: PathBuf,
     pub config_path: PathBuf,
     log_path: PathBuf,
+    envs: Vec<(String, String)>,
     process: Option<Child>,
 }
 
@@ -280,6 +293,22 @@ impl Appliance {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Stops the whole appliance cleanly (SIGTERM) and starts it again on
+    /// the same configuration and state directory; waits until it runs.
+    pub fn restart(&mut self) {
+        self.signal(Signal::SIGTERM);
+        let status = self.wait_exit(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "shoald stopped with {status}\n{}",
+            self.log()
+        );
+        self.process = Some(spawn_shoald(&self.config_path, &self.log_path, &self.envs));
+        self.wait_for("all children running again", STARTUP_TIMEOUT, |s| {
+            s["state"] == "running"
+        });
     }
 
     /// Everything shoald and its children logged so far.

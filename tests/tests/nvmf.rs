@@ -600,7 +600,12 @@ fn a_namespace_can_be_shown_to_chosen_hosts_only() {
         .fabric_connect(1, 127, other_cntlid, SUBNQN, OTHER_HOST, 0)
         .unwrap();
     assert!(cqe.ok(), "{cqe:?}");
-    assert!(other_io.write(2, 0, &pattern(512, 3), BLOCK, true).unwrap().ok());
+    assert!(
+        other_io
+            .write(2, 0, &pattern(512, 3), BLOCK, true)
+            .unwrap()
+            .ok()
+    );
 
     // Taking the host away hides the namespace from it at once.
     rpc(
@@ -616,7 +621,10 @@ fn a_namespace_can_be_shown_to_chosen_hosts_only() {
     for (params, code) in [
         (json!({"nqn": SUBNQN, "nsid": 1, "host": HOST}), -32602),
         (json!({"nqn": SUBNQN, "nsid": 9, "host": HOST}), -19),
-        (json!({"nqn": SUBNQN, "nsid": 2, "host": "not-an-nqn"}), -32602),
+        (
+            json!({"nqn": SUBNQN, "nsid": 2, "host": "not-an-nqn"}),
+            -32602,
+        ),
     ] {
         match appliance.dataplane_rpc(0, "nvmf_ns_add_host", Some(params.clone())) {
             Err(CallError::Rpc(e)) => assert_eq!(e.code, code, "{params}: {e:?}"),

@@ -497,6 +497,33 @@ fn bad_requests_get_registry_errors_and_the_service_stays_up() {
 }
 
 #[test]
+fn a_refused_request_with_a_body_leaves_the_connection_usable() {
+    let r = Redfish::start();
+    // One connection, reused for every request.
+    let client = Client::builder()
+        .danger_accept_invalid_certs(true)
+        .pool_max_idle_per_host(1)
+        .http1_only()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let body = serde_json::to_vec(&json!({"Description": "x".repeat(256 << 10)})).unwrap();
+    for _ in 0..20 {
+        // Refused before any handler reads the body (no credentials)...
+        let refused = client
+            .patch(r.url("/redfish/v1/AccountService"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        // ...and the next request on the same connection still works.
+        let root = client.get(r.url("/redfish/v1")).send().unwrap();
+        assert_eq!(root.status(), StatusCode::OK);
+    }
+}
+
+#[test]
 fn accounts_survive_a_crash_of_the_service() {
     let r = Redfish::start();
     let created = r

@@ -34,8 +34,11 @@ pub struct PartConfig {
     pub uuid: Option<Uuid>,
 }
 
-/// Blocks of each base bdev (by bdev id) that parts occupy, and by whom.
-static OCCUPIED: Mutex<BTreeMap<u64, Vec<(String, Range<u64>)>>> = Mutex::new(BTreeMap::new());
+/// The blocks of one base bdev that parts occupy, and by whom.
+type Occupied = Vec<(String, Range<u64>)>;
+
+/// What parts occupy, by base bdev id.
+static OCCUPIED: Mutex<BTreeMap<u64, Occupied>> = Mutex::new(BTreeMap::new());
 
 struct Part {
     base: Arc<Bdev>,
@@ -85,12 +88,10 @@ pub fn create_part(registry: &BdevRegistry, config: PartConfig) -> Result<Arc<Bd
         num_blocks: config.num_blocks,
         name: config.name.clone(),
     };
-    registry
-        .register(spec, Box::new(part))
-        .inspect_err(|_| {
-            base.release_claim();
-            free(base.id(), &config.name, &range);
-        })
+    registry.register(spec, Box::new(part)).inspect_err(|_| {
+        base.release_claim();
+        free(base.id(), &config.name, &range);
+    })
 }
 
 /// Records `range` of `base` for part `name`, unless another part has any

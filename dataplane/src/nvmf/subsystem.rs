@@ -21,8 +21,6 @@ pub const MAX_SUBSYSTEMS: usize = 1024;
 /// Default and largest namespace count of a subsystem.
 pub const DEFAULT_MAX_NAMESPACES: u32 = 32;
 pub const MAX_NAMESPACES: u32 = 1024;
-/// NQNs are at most 223 bytes (NVMe Base 2.0, 4.5).
-pub const MAX_NQN_BYTES: usize = 223;
 /// Controller IDs of the dynamic controller model: 1..=0xFFEF.
 pub const MAX_CNTLID: u16 = 0xffef;
 /// Controller IDs each data cluster hands out by default: cluster i uses

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use shoal_appliance::jsonrpc::{Router, RpcError};
 
 use super::{Context, method, parse_uuid};
+use crate::bdev::channel::submit;
 use crate::bdev::channel::{channel_stats, release_channel};
 use crate::bdev::malloc::create_malloc;
 use crate::bdev::null::create_null;
@@ -15,7 +16,7 @@ use crate::bdev::part::{PartConfig, create_part};
 use crate::bdev::raid::{RaidConfig, RaidLevel, create_raid};
 use crate::bdev::stats::{IoStats, TICK_RATE};
 use crate::bdev::uring::{UringConfig, create_uring};
-use crate::bdev::{Bdev, BdevSpec};
+use crate::bdev::{Bdev, BdevSpec, IoError, IoKind, IoRequest};
 
 pub fn register(router: Router, context: &Arc<Context>) -> Router {
     let router = method(router, "bdev_malloc_create", context, malloc_create);
@@ -39,6 +40,7 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
     let router = method(router, "bdev_part_delete", context, |c, p: Named| {
         delete(c, p, "part")
     });
+    let router = method(router, "bdev_write_zeroes", context, write_zeroes);
     let router = method(router, "bdev_get_bdevs", context, get_bdevs);
     method(router, "bdev_get_iostat", context, get_iostat)
 }
@@ -231,6 +233,86 @@ pub(super) async fn delete(
     let id = bdev.id();
     context.reactors.call_all(move || release_channel(id)).await;
     Ok(json!(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WriteZeroes {
+    name: String,
+    offset_blocks: Option<u64>,
+    num_blocks: Option<u64>,
+}
+
+/// Largest write-zeroes request sent at once, so a long range never holds
+/// one I/O (and the reactor's queue) for long.
+const ZEROES_CHUNK_BYTES: u64 = 64 << 20;
+
+/// Zeroes a range of a bdev (all of it by default) with write-zeroes
+/// requests on reactor 0 and answers when they are durable. The
+/// management service scrubs new volumes this way and runs
+/// Volume.Initialize through it, in slices it reports progress on.
+async fn write_zeroes(context: Arc<Context>, p: WriteZeroes) -> Result<Value, RpcError> {
+    let bdev = context.registry.get(&p.name)?;
+    if !bdev.supports(IoKind::WriteZeroes) {
+        return Err(RpcError::errno(
+            Errno::EOPNOTSUPP,
+            format!("bdev {} cannot write zeroes", p.name),
+        ));
+    }
+    let offset = p.offset_blocks.unwrap_or(0);
+    let blocks = p
+        .num_blocks
+        .unwrap_or_else(|| bdev.num_blocks().saturating_sub(offset));
+    if offset
+        .checked_add(blocks)
+        .is_none_or(|end| end > bdev.num_blocks())
+        || blocks == 0
+    {
+        return Err(RpcError::invalid_params(format!(
+            "blocks {offset}+{blocks} are not within {}'s {} blocks",
+            p.name,
+            bdev.num_blocks()
+        )));
+    }
+    let chunk = (ZEROES_CHUNK_BYTES / u64::from(bdev.block_size())).max(1);
+    let reactor = context
+        .reactors
+        .get(0)
+        .expect("a data cluster has a reactor");
+    let target = Arc::clone(&bdev);
+    let (done, result) = tokio::sync::oneshot::channel();
+    reactor.spawn(move || async move {
+        let mut at = offset;
+        let end = offset + blocks;
+        let mut outcome = Ok(());
+        while at < end && outcome.is_ok() {
+            let count = chunk.min(end - at);
+            let io = IoRequest::range(IoKind::WriteZeroes, at, count);
+            outcome = submit(&target, io).await.result;
+            at += count;
+        }
+        if outcome.is_ok() {
+            outcome = submit(&target, IoRequest::range(IoKind::Flush, 0, 0))
+                .await
+                .result
+                .or_else(|e| match e {
+                    IoError::NotSupported => Ok(()),
+                    e => Err(e),
+                });
+        }
+        let _ = done.send(outcome);
+    });
+    match result.await {
+        Ok(Ok(())) => Ok(json!(true)),
+        Ok(Err(e)) => Err(RpcError::errno(
+            e.errno(),
+            format!("writing zeroes to {} failed: {e}", p.name),
+        )),
+        Err(_) => Err(RpcError::errno(
+            Errno::ESHUTDOWN,
+            "the data cluster is stopping",
+        )),
+    }
 }
 
 #[derive(Deserialize)]

@@ -1,10 +1,11 @@
-//! Redfish messages from the DMTF Base message registry, and the error
+//! Redfish messages from the DMTF message registries, and the error
 //! responses built from them.
 //!
-//! The registry ships with the service (`management/redfish/Base.1.22.1.json`)
-//! and is served under `/redfish/v1/Registries`; every message this service
-//! sends is looked up in it, so the text, severity and resolution are the
-//! DMTF's, with `%1`, `%2`... filled in.
+//! The registries ship with the service (`management/redfish/*.json`) and
+//! are served under `/redfish/v1/Registries`: Base for errors, TaskEvent
+//! for task progress, ResourceEvent and StorageDevice for events. Every
+//! message this service sends is looked up in them, so the text, severity
+//! and resolution are the DMTF's, with `%1`, `%2`... filled in.
 
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -14,8 +15,25 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The registry file, as published by the DMTF.
-pub const BASE_REGISTRY_JSON: &str = include_str!("../../redfish/Base.1.22.1.json");
+/// The registry files, as published by the DMTF: (file name, contents).
+pub const REGISTRY_FILES: [(&str, &str); 4] = [
+    (
+        "Base.1.22.1",
+        include_str!("../../redfish/Base.1.22.1.json"),
+    ),
+    (
+        "TaskEvent.1.0.5",
+        include_str!("../../redfish/TaskEvent.1.0.5.json"),
+    ),
+    (
+        "ResourceEvent.1.4.3",
+        include_str!("../../redfish/ResourceEvent.1.4.3.json"),
+    ),
+    (
+        "StorageDevice.1.5.1",
+        include_str!("../../redfish/StorageDevice.1.5.1.json"),
+    ),
+];
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -42,22 +60,29 @@ struct Registry {
     messages: HashMap<String, RegistryMessage>,
 }
 
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(|| {
-        let file: RegistryFile =
-            serde_json::from_str(BASE_REGISTRY_JSON).expect("the shipped Base registry parses");
-        let mut version = file.registry_version.split('.');
-        let id_prefix = format!(
-            "{}.{}.{}",
-            file.registry_prefix,
-            version.next().unwrap_or("1"),
-            version.next().unwrap_or("0")
-        );
-        Registry {
-            id_prefix,
-            messages: file.messages,
-        }
+/// The shipped registries by prefix ("Base", "TaskEvent", ...).
+fn registries() -> &'static HashMap<String, Registry> {
+    static REGISTRIES: OnceLock<HashMap<String, Registry>> = OnceLock::new();
+    REGISTRIES.get_or_init(|| {
+        REGISTRY_FILES
+            .iter()
+            .map(|(name, json)| {
+                let file: RegistryFile = serde_json::from_str(json)
+                    .unwrap_or_else(|e| panic!("the shipped registry {name} parses: {e}"));
+                let mut version = file.registry_version.split('.');
+                let id_prefix = format!(
+                    "{}.{}.{}",
+                    file.registry_prefix,
+                    version.next().unwrap_or("1"),
+                    version.next().unwrap_or("0")
+                );
+                let registry = Registry {
+                    id_prefix,
+                    messages: file.messages,
+                };
+                (file.registry_prefix, registry)
+            })
+            .collect()
     })
 }
 
@@ -65,11 +90,19 @@ fn registry() -> &'static Registry {
 /// Panics if `key` is not in the registry or the argument count is wrong:
 /// both are programming errors caught by the tests that exercise each use.
 pub fn message(key: &str, args: &[&str]) -> Value {
-    let registry = registry();
+    registry_message("Base", key, args)
+}
+
+/// One `Message` of registry `prefix` ("TaskEvent", "ResourceEvent", ...),
+/// with the same rules as [`message`].
+pub fn registry_message(prefix: &str, key: &str, args: &[&str]) -> Value {
+    let registry = registries()
+        .get(prefix)
+        .unwrap_or_else(|| panic!("no {prefix} registry is shipped"));
     let entry = registry
         .messages
         .get(key)
-        .unwrap_or_else(|| panic!("{key} is not in the Base registry"));
+        .unwrap_or_else(|| panic!("{key} is not in the {prefix} registry"));
     assert_eq!(entry.number_of_args, args.len(), "arguments of {key}");
     let mut text = entry.message.clone();
     // Highest first, so %1 does not eat the start of %10.
@@ -98,6 +131,9 @@ pub struct RedfishError {
     pub messages: Vec<Value>,
     /// Extra headers (e.g. `WWW-Authenticate` on 401, `Allow` on 405).
     pub headers: Vec<(axum::http::HeaderName, String)>,
+    /// What exactly went wrong, beyond the registry's general text: it
+    /// follows that text in the error's `message`.
+    pub detail: Option<String>,
 }
 
 impl RedfishError {
@@ -106,7 +142,13 @@ impl RedfishError {
             status,
             messages: vec![message(key, args)],
             headers: Vec::new(),
+            detail: None,
         }
+    }
+
+    pub fn with_detail(mut self, detail: &str) -> Self {
+        self.detail = Some(detail.to_string());
+        self
     }
 
     pub fn with_header(mut self, name: axum::http::HeaderName, value: impl Into<String>) -> Self {
@@ -156,10 +198,14 @@ impl RedfishError {
     /// of them are in `@Message.ExtendedInfo`.
     pub fn body(&self) -> Value {
         let first = &self.messages[0];
+        let message = match (&self.detail, first["Message"].as_str()) {
+            (Some(detail), Some(text)) => json!(format!("{text} {detail}")),
+            _ => first["Message"].clone(),
+        };
         json!({
             "error": {
                 "code": first["MessageId"],
-                "message": first["Message"],
+                "message": message,
                 "@Message.ExtendedInfo": self.messages,
             }
         })
@@ -207,6 +253,16 @@ mod tests {
                 .len(),
             2
         );
+    }
+
+    #[test]
+    fn every_shipped_registry_is_usable() {
+        let m = registry_message("TaskEvent", "TaskStarted", &["7"]);
+        assert_eq!(m["MessageId"], "TaskEvent.1.0.TaskStarted");
+        assert_eq!(m["Message"], "The task with Id '7' has started.");
+        let m = registry_message("ResourceEvent", "ResourceCreated", &[]);
+        assert_eq!(m["MessageId"], "ResourceEvent.1.4.ResourceCreated");
+        assert_eq!(registries().len(), REGISTRY_FILES.len());
     }
 
     #[test]

@@ -15,13 +15,13 @@ use axum::http::StatusCode;
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::auth;
 use crate::resources::{
-    account_service, chassis, drives, managers, odata, registries, schemas, service_root,
-    session_service, systems,
+    account_service, chassis, connections, drives, endpoint_groups, endpoints, fabrics, managers,
+    odata, registries, schemas, service_root, session_service, storage, storage_controllers,
+    storage_pools, systems, task_service, volumes,
 };
 use crate::state::AppState;
 use message::RedfishError;
@@ -53,6 +53,7 @@ struct Routes {
 const READ: &str = "GET, HEAD";
 const READ_PATCH: &str = "GET, HEAD, PATCH";
 const COLLECTION_POST: &str = "GET, HEAD, POST";
+const READ_DELETE: &str = "GET, HEAD, DELETE";
 
 impl Routes {
     fn add(mut self, doc: RouteDoc, routes: MethodRouter<AppState>) -> Self {
@@ -248,6 +249,160 @@ pub fn router(state: AppState) -> Router {
         get(systems::get),
     )
     .guarded(
+        "/redfish/v1/Storage",
+        "StorageCollection",
+        READ,
+        get(storage::list),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}",
+        "Storage",
+        READ,
+        get(storage::get),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}/Volumes",
+        "VolumeCollection",
+        COLLECTION_POST,
+        get(volumes::list).post(volumes::create),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}/Volumes/{volume}",
+        "Volume",
+        "GET, HEAD, PATCH, DELETE",
+        get(volumes::get)
+            .patch(volumes::patch)
+            .delete(volumes::delete),
+    )
+    // The DMTF privilege registry has no VolumeMetrics, StoragePool or
+    // CapacitySource: they take the rules of the resource that holds them.
+    .guarded(
+        "/redfish/v1/Storage/{id}/Volumes/{volume}/Actions/Volume.Initialize",
+        "Volume",
+        "POST",
+        post(volumes::initialize),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}/Volumes/{volume}/Metrics",
+        "Volume",
+        READ,
+        get(volumes::metrics),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}/StoragePools",
+        "Storage",
+        READ,
+        get(storage_pools::list),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}/StoragePools/{pool}",
+        "Storage",
+        READ,
+        get(storage_pools::get),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}/StoragePools/{pool}/AllocatedVolumes",
+        "VolumeCollection",
+        READ,
+        get(storage_pools::allocated_volumes),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}/StoragePools/{pool}/CapacitySources/{source}",
+        "Storage",
+        READ,
+        get(storage_pools::capacity_source_get),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}/StoragePools/{pool}/CapacitySources/{source}/ProvidingDrives",
+        "DriveCollection",
+        READ,
+        get(storage_pools::providing_drives),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}/Controllers",
+        "StorageControllerCollection",
+        READ,
+        get(storage_controllers::list),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}/Controllers/{controller}",
+        "StorageController",
+        READ,
+        get(storage_controllers::get),
+    )
+    .guarded(
+        "/redfish/v1/Fabrics",
+        "FabricCollection",
+        READ,
+        get(fabrics::list),
+    )
+    .guarded(
+        "/redfish/v1/Fabrics/{id}",
+        "Fabric",
+        READ,
+        get(fabrics::get),
+    )
+    .guarded(
+        "/redfish/v1/Fabrics/{id}/Endpoints",
+        "EndpointCollection",
+        COLLECTION_POST,
+        get(endpoints::list).post(endpoints::create),
+    )
+    .guarded(
+        "/redfish/v1/Fabrics/{id}/Endpoints/{endpoint}",
+        "Endpoint",
+        READ_DELETE,
+        get(endpoints::get).delete(endpoints::delete),
+    )
+    .guarded(
+        "/redfish/v1/Fabrics/{id}/EndpointGroups",
+        "EndpointGroupCollection",
+        READ,
+        get(endpoint_groups::list),
+    )
+    .guarded(
+        "/redfish/v1/Fabrics/{id}/EndpointGroups/{group}",
+        "EndpointGroup",
+        READ,
+        get(endpoint_groups::get),
+    )
+    .guarded(
+        "/redfish/v1/Fabrics/{id}/Connections",
+        "ConnectionCollection",
+        COLLECTION_POST,
+        get(connections::list).post(connections::create),
+    )
+    .guarded(
+        "/redfish/v1/Fabrics/{id}/Connections/{connection}",
+        "Connection",
+        READ_DELETE,
+        get(connections::get).delete(connections::delete),
+    )
+    .guarded(
+        "/redfish/v1/TaskService",
+        "TaskService",
+        READ,
+        get(task_service::get_service),
+    )
+    .guarded(
+        "/redfish/v1/TaskService/Tasks",
+        "TaskCollection",
+        READ,
+        get(task_service::list),
+    )
+    .guarded(
+        "/redfish/v1/TaskService/Tasks/{id}",
+        "Task",
+        READ,
+        get(task_service::get),
+    )
+    .guarded(
+        "/redfish/v1/TaskService/TaskMonitors/{id}",
+        "Task",
+        READ,
+        get(task_service::monitor),
+    )
+    .guarded(
         "/redfish/v1/Registries",
         "MessageRegistryFileCollection",
         READ,
@@ -290,7 +445,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .with_state(state.clone())
         .layer(from_fn_with_state(state, query::layer))
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(from_fn(protocol::enforce))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

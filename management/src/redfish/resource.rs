@@ -124,6 +124,24 @@ pub fn updated(mut body: Value, not_applied: Vec<Value>) -> Response {
     response
 }
 
+/// The response to a POST that created `body` at `location`: 201 with
+/// `Location`, the new resource and its ETag.
+pub fn created(location: &str, mut body: Value) -> Response {
+    let etag = etag_of(&body);
+    if let Value::Object(map) = &mut body {
+        map.insert("@odata.etag".into(), Value::String(etag.clone()));
+    }
+    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, value);
+    }
+    response
+}
+
 /// The response for GET of a read-only collection: `@odata.id` `uri`,
 /// schema `schema` (e.g. "ManagerCollection"), its `Name`, and members.
 pub fn collection(

@@ -3,7 +3,7 @@
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -223,15 +223,7 @@ pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Respons
         .await
         .map_err(|e| account_error(e, user_name))?;
     let location = format!("{ACCOUNTS}/{}", account.id);
-    let mut response = (
-        StatusCode::CREATED,
-        axum::Json(account_body(&state, &account)),
-    )
-        .into_response();
-    if let Ok(location) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, location);
-    }
-    Ok(response)
+    Ok(resource::created(&location, account_body(&state, &account)))
 }
 
 fn find(state: &AppState, id: &str) -> Result<Account, RedfishError> {

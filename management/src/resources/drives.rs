@@ -1,6 +1,7 @@
 //! Drives: `Chassis/appliance/Drives`, one Drive per data cluster's
 //! backing drive (bdev `drive<i>`), with its real capacity and block size
-//! as the cluster reports them.
+//! as the cluster reports them, the storage and pool it belongs to and the
+//! volumes with a leg on it.
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -17,9 +18,31 @@ fn collection_uri() -> String {
     format!("/redfish/v1/Chassis/{}/Drives", chassis::ID)
 }
 
-/// The drive ID of data cluster `cluster`.
-fn drive_id(cluster: u32) -> String {
-    format!("drive{cluster}")
+/// The drive ID of data cluster `cluster` (also its bdev's name there).
+pub fn drive_id(cluster: u32) -> String {
+    crate::storage::plan::drive_bdev(cluster)
+}
+
+/// The URI of drive `id`.
+pub fn uri(id: &str) -> String {
+    format!("{}/{id}", collection_uri())
+}
+
+/// The data cluster whose drive `uri` names, if it names one of ours.
+pub fn cluster_of(uri: &str) -> Option<u32> {
+    crate::redfish::body::member_id(&collection_uri(), uri)?
+        .strip_prefix("drive")?
+        .parse()
+        .ok()
+}
+
+/// The drive IDs of every data cluster.
+pub async fn ids(state: &AppState) -> Vec<String> {
+    dataplane::clusters(state)
+        .await
+        .into_iter()
+        .map(|(cluster, _)| drive_id(cluster))
+        .collect()
 }
 
 pub async fn list(
@@ -30,11 +53,7 @@ pub async fn list(
     if chassis_id != chassis::ID {
         return RedfishError::not_found("Chassis", &chassis_id).into_response();
     }
-    let members = dataplane::clusters(&state)
-        .await
-        .into_iter()
-        .map(|(cluster, _)| format!("{}/{}", collection_uri(), drive_id(cluster)))
-        .collect();
+    let members = ids(&state).await.iter().map(|id| uri(id)).collect();
     resource::collection(
         &headers,
         &collection_uri(),
@@ -59,12 +78,18 @@ pub async fn get(
     let bdev = dataplane::call(&socket, "bdev_get_bdevs", Some(json!({"name": id})))
         .await
         .and_then(|list| list.get(0).cloned());
-    resource::get(
-        &headers,
-        drive(cluster, &id, bdev.as_ref()),
-        "Drive",
-        "GET, HEAD",
-    )
+    let mut body = drive(cluster, &id, bdev.as_ref());
+    // The volumes with a leg on this drive.
+    let volumes: Vec<Value> = crate::storage::desired(&state)
+        .map(|d| d.volumes)
+        .unwrap_or_default()
+        .iter()
+        .filter(|v| v.clusters().any(|c| c == cluster))
+        .map(|v| json!({"@odata.id": super::volumes::uri(v.id)}))
+        .collect();
+    body["Links"]["Volumes@odata.count"] = json!(volumes.len());
+    body["Links"]["Volumes"] = Value::Array(volumes);
+    resource::get(&headers, body, "Drive", "GET, HEAD")
 }
 
 /// The Drive for cluster `cluster`, from its bdev (absent: the cluster did
@@ -75,7 +100,11 @@ fn drive(cluster: u32, id: &str, bdev: Option<&Value>) -> Value {
         "@odata.type": "#Drive.v1_22_0.Drive",
         "Id": id,
         "Name": format!("Drive of data cluster {cluster}"),
-        "Links": {"Chassis": {"@odata.id": format!("/redfish/v1/Chassis/{}", chassis::ID)}},
+        "Links": {
+            "Chassis": {"@odata.id": format!("/redfish/v1/Chassis/{}", chassis::ID)},
+            "Storage": {"@odata.id": super::storage::URI},
+            "StoragePools": [{"@odata.id": super::storage_pools::DEFAULT_URI}],
+        },
     });
     let Some(bdev) = bdev else {
         body["Status"] = json!({"State": "Absent"});

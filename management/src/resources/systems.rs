@@ -55,6 +55,8 @@ pub async fn get(
         "Status": appliance::health(status.as_deref()),
         "ProcessorSummary": {"Count": appliance::cpu_count()},
         "MemorySummary": {"TotalSystemMemoryGiB": appliance::memory_gib()},
+        // Ansible's redfish modules and sushy reach storage only this way.
+        "Storage": {"@odata.id": super::storage::COLLECTION},
         "Links": {
             "Chassis": [{"@odata.id": "/redfish/v1/Chassis/appliance"}],
             "ManagedBy": [{"@odata.id": "/redfish/v1/Managers/bmc"}],

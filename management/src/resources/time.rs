@@ -16,6 +16,11 @@ pub fn rfc3339(time: SystemTime) -> String {
     )
 }
 
+/// The time `secs` seconds after the Unix epoch.
+pub fn from_unix(secs: u64) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_secs(secs)
+}
+
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
 /// (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {

@@ -1,0 +1,302 @@
+//! Connections of the NVMe-oF fabric: which hosts (initiator endpoints)
+//! may use which volumes. A POST grants access on every data cluster
+//! before it answers (the host then sees the namespaces through every
+//! portal); DELETE revokes it, and the hosts' controllers lose the
+//! namespaces at once.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::fabrics::{self, CONNECTIONS};
+use super::{storage, volumes};
+use crate::redfish::body;
+use crate::redfish::message::RedfishError;
+use crate::redfish::resource;
+use crate::state::AppState;
+use crate::storage::model::Connection;
+use crate::storage::{self as model_ops};
+
+fn internal(e: impl std::fmt::Display) -> RedfishError {
+    RedfishError::internal(&e.to_string())
+}
+
+fn bad(key: &str, args: &[&str]) -> RedfishError {
+    RedfishError::new(StatusCode::BAD_REQUEST, key, args)
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(fabric): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, RedfishError> {
+    fabrics::check_id(&fabric)?;
+    let members: Vec<String> = model_ops::desired(&state)
+        .map_err(internal)?
+        .connections
+        .iter()
+        .map(|c| fabrics::connection_uri(c.id))
+        .collect();
+    let body = json!({
+        "@odata.id": CONNECTIONS,
+        "@odata.type": "#ConnectionCollection.ConnectionCollection",
+        "Name": "Connection Collection",
+        "Members@odata.count": members.len(),
+        "Members": resource::members(members),
+    });
+    Ok(resource::get(
+        &headers,
+        body,
+        "ConnectionCollection",
+        "GET, HEAD, POST",
+    ))
+}
+
+fn body_of(state: &AppState, connection: &Connection) -> Value {
+    let volume_info: Vec<Value> = connection
+        .volumes
+        .iter()
+        .map(|v| {
+            json!({
+                "AccessCapabilities": ["Read", "Write"],
+                "Volume": {"@odata.id": volumes::uri(v.volume)},
+            })
+        })
+        .collect();
+    let initiators: Vec<Value> = connection
+        .initiators
+        .iter()
+        .map(|id| json!({"@odata.id": fabrics::initiator_uri(*id)}))
+        .collect();
+    let targets: Vec<Value> = fabrics::target_ids(state)
+        .iter()
+        .map(|id| json!({"@odata.id": fabrics::endpoint_uri(id)}))
+        .collect();
+    json!({
+        "@odata.id": fabrics::connection_uri(connection.id),
+        "@odata.type": "#Connection.v1_4_0.Connection",
+        "Id": connection.id.to_string(),
+        "Name": connection.name,
+        "ConnectionType": "Storage",
+        "VolumeInfo": volume_info,
+        "Links": {
+            "InitiatorEndpoints@odata.count": initiators.len(),
+            "InitiatorEndpoints": initiators,
+            "TargetEndpoints@odata.count": targets.len(),
+            "TargetEndpoints": targets,
+        },
+    })
+}
+
+fn find(state: &AppState, id: &str) -> Result<Connection, RedfishError> {
+    id.parse::<u64>()
+        .ok()
+        .and_then(|n| {
+            model_ops::desired(state)
+                .ok()?
+                .connections
+                .into_iter()
+                .find(|c| c.id == n)
+        })
+        .ok_or_else(|| RedfishError::not_found("Connection", id))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path((fabric, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, RedfishError> {
+    fabrics::check_id(&fabric)?;
+    let connection = find(&state, &id)?;
+    Ok(resource::get(
+        &headers,
+        body_of(&state, &connection),
+        "Connection",
+        "GET, HEAD, DELETE",
+    ))
+}
+
+/// The volumes of `VolumeInfo`; each must allow reading and writing.
+fn volume_ids(value: &Value) -> Result<Vec<u64>, RedfishError> {
+    let list = value
+        .as_array()
+        .ok_or_else(|| body::type_error("VolumeInfo", value))?;
+    if list.is_empty() {
+        return Err(bad("ArraySizeTooShort", &["VolumeInfo", "1"]));
+    }
+    let mut ids = Vec::new();
+    for entry in list {
+        let object = entry
+            .as_object()
+            .ok_or_else(|| body::type_error("VolumeInfo", entry))?;
+        body::only_known(object, &["Volume", "AccessCapabilities"])?;
+        if let Some(access) = object.get("AccessCapabilities") {
+            let mut granted: Vec<&str> = access
+                .as_array()
+                .ok_or_else(|| body::type_error("VolumeInfo/AccessCapabilities", access))?
+                .iter()
+                .map(|a| a.as_str().unwrap_or(""))
+                .collect();
+            granted.sort_unstable();
+            if granted != ["Read", "Write"] {
+                return Err(bad(
+                    "PropertyValueNotInList",
+                    &[&access.to_string(), "VolumeInfo/AccessCapabilities"],
+                )
+                .with_detail("hosts get read and write access: [\"Read\", \"Write\"]"));
+            }
+        }
+        let link = object
+            .get("Volume")
+            .ok_or_else(|| bad("PropertyMissing", &["VolumeInfo/Volume"]))?;
+        let uri = body::link("VolumeInfo/Volume", link)?;
+        let id = body::member_id(&volumes::collection_uri(), uri)
+            .and_then(|id| id.parse::<u64>().ok())
+            .ok_or_else(|| {
+                RedfishError::new(StatusCode::BAD_REQUEST, "ResourceMissingAtURI", &[uri])
+            })?;
+        if ids.contains(&id) {
+            return Err(bad("PropertyValueIncorrect", &["VolumeInfo/Volume", uri])
+                .with_detail("the volume is listed twice"));
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// The initiator endpoints of `Links`; `TargetEndpoints`, if given, must be
+/// all of them (every cluster serves every connection).
+fn initiator_ids(state: &AppState, links: &Value) -> Result<Vec<u64>, RedfishError> {
+    let object = links
+        .as_object()
+        .ok_or_else(|| body::type_error("Links", links))?;
+    body::only_known(object, &["InitiatorEndpoints", "TargetEndpoints"])?;
+    if let Some(targets) = object.get("TargetEndpoints") {
+        let mut named: Vec<&str> = body::links("Links/TargetEndpoints", targets)?;
+        named.sort_unstable();
+        let all: Vec<String> = fabrics::target_ids(state)
+            .iter()
+            .map(|id| fabrics::endpoint_uri(id))
+            .collect();
+        let mut all: Vec<&str> = all.iter().map(String::as_str).collect();
+        all.sort_unstable();
+        if named != all {
+            return Err(bad(
+                "PropertyValueIncorrect",
+                &["Links/TargetEndpoints", &targets.to_string()],
+            )
+            .with_detail("a connection is served through every data cluster's portal: name all target endpoints, or none"));
+        }
+    }
+    let value = object.get("InitiatorEndpoints").ok_or_else(|| {
+        bad(
+            "CreateFailedMissingReqProperties",
+            &["Links/InitiatorEndpoints"],
+        )
+    })?;
+    let uris = body::links("Links/InitiatorEndpoints", value)?;
+    if uris.is_empty() {
+        return Err(bad("ArraySizeTooShort", &["Links/InitiatorEndpoints", "1"]));
+    }
+    let mut ids = Vec::new();
+    for uri in uris {
+        let id = body::member_id(fabrics::ENDPOINTS, uri)
+            .and_then(fabrics::initiator_number)
+            .ok_or_else(|| {
+                bad("PropertyValueIncorrect", &["Links/InitiatorEndpoints", uri])
+                    .with_detail("not an initiator endpoint of this fabric")
+            })?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
+}
+
+/// What a connection POST asks for.
+struct ConnectionRequest {
+    name: Option<String>,
+    volumes: Vec<u64>,
+    initiators: Vec<u64>,
+}
+
+fn parse_create(
+    state: &AppState,
+    object: &Map<String, Value>,
+) -> Result<ConnectionRequest, RedfishError> {
+    for name in object.keys() {
+        if name == "Id" {
+            return Err(bad("PropertyNotWritable", &[name]));
+        }
+    }
+    body::only_known(
+        object,
+        &[
+            "Name",
+            "ConnectionType",
+            "VolumeInfo",
+            "Links",
+            "Description",
+        ],
+    )?;
+    if let Some(kind) = object.get("ConnectionType")
+        && kind != "Storage"
+    {
+        return Err(bad(
+            "PropertyValueNotInList",
+            &[&kind.to_string(), "ConnectionType"],
+        ));
+    }
+    let volume_info = object
+        .get("VolumeInfo")
+        .ok_or_else(|| bad("CreateFailedMissingReqProperties", &["VolumeInfo"]))?;
+    let volumes = volume_ids(volume_info)?;
+    let links = object.get("Links").ok_or_else(|| {
+        bad(
+            "CreateFailedMissingReqProperties",
+            &["Links/InitiatorEndpoints"],
+        )
+    })?;
+    let initiators = initiator_ids(state, links)?;
+    let name = object
+        .get("Name")
+        .map(|v| body::string("Name", v).map(str::to_string))
+        .transpose()?;
+    Ok(ConnectionRequest {
+        name,
+        volumes,
+        initiators,
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Path(fabric): Path<String>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    fabrics::check_id(&fabric)?;
+    let object = body::object(&raw)?;
+    let request = parse_create(&state, &object)?;
+    let connection =
+        model_ops::create_connection(&state, request.name, request.volumes, request.initiators)
+            .await
+            .map_err(storage::error)?;
+    Ok(resource::created(
+        &fabrics::connection_uri(connection.id),
+        body_of(&state, &connection),
+    ))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((fabric, id)): Path<(String, String)>,
+) -> Result<Response, RedfishError> {
+    fabrics::check_id(&fabric)?;
+    let connection = find(&state, &id)?;
+    model_ops::delete_connection(&state, connection.id)
+        .await
+        .map_err(storage::error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

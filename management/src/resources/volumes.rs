@@ -1,0 +1,697 @@
+//! Volumes: `Storage/appliance/Volumes`. A POST places a volume on the
+//! data clusters' drives, builds it on every cluster, zeroes it and answers
+//! 201; PATCH renames it; DELETE removes it once no connection uses it.
+//! Each volume is one NVMe namespace of the storage's subsystem (and an NBD
+//! export, when those are enabled), with I/O statistics from the clusters.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::session_service::{merge, not_applied};
+use super::{drives, fabrics, storage, storage_pools, task_service};
+use crate::dataplane;
+use crate::redfish::body;
+use crate::redfish::message::RedfishError;
+use crate::redfish::resource;
+use crate::state::AppState;
+use crate::storage::model::{RaidType, Volume};
+use crate::storage::{self as model_ops, VolumeRequest, plan};
+use crate::tasks::Outcome;
+
+pub fn collection_uri() -> String {
+    format!("{}/Volumes", storage::URI)
+}
+
+pub fn uri(id: u64) -> String {
+    format!("{}/{id}", collection_uri())
+}
+
+/// Largest volume asked for (1 EiB): far beyond any pool, and far from
+/// overflowing the arithmetic that splits it into legs.
+const MAX_VOLUME_BYTES: u64 = 1 << 60;
+
+const ALLOW_ONE: &str = "GET, HEAD, PATCH, DELETE";
+
+fn internal(e: impl std::fmt::Display) -> RedfishError {
+    RedfishError::internal(&e.to_string())
+}
+
+fn bad(key: &str, args: &[&str]) -> RedfishError {
+    RedfishError::new(StatusCode::BAD_REQUEST, key, args)
+}
+
+/// The URIs of every volume.
+pub fn member_uris(state: &AppState) -> Result<Vec<String>, RedfishError> {
+    Ok(model_ops::desired(state)
+        .map_err(internal)?
+        .volumes
+        .iter()
+        .map(|v| uri(v.id))
+        .collect())
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(storage_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, RedfishError> {
+    storage::check_id(&storage_id)?;
+    let members = member_uris(&state)?;
+    let body = json!({
+        "@odata.id": collection_uri(),
+        "@odata.type": "#VolumeCollection.VolumeCollection",
+        "Name": "Volume Collection",
+        "Members@odata.count": members.len(),
+        "Members": resource::members(members),
+    });
+    Ok(resource::get(
+        &headers,
+        body,
+        "VolumeCollection",
+        "GET, HEAD, POST",
+    ))
+}
+
+fn find(state: &AppState, id: &str) -> Result<Volume, RedfishError> {
+    id.parse::<u64>()
+        .ok()
+        .and_then(|n| {
+            model_ops::desired(state)
+                .ok()?
+                .volumes
+                .into_iter()
+                .find(|v| v.id == n)
+        })
+        .ok_or_else(|| RedfishError::not_found("Volume", id))
+}
+
+/// Redfish `Status` from how many clusters serve the volume.
+fn status(state: &AppState, volume: &Volume) -> Value {
+    match model_ops::serving(state, volume) {
+        Some((serving, expected)) if serving == expected => {
+            json!({"State": "Enabled", "Health": "OK"})
+        }
+        Some((0, _)) => json!({"State": "UnavailableOffline", "Health": "Critical"}),
+        Some(_) => json!({"State": "Enabled", "Health": "Warning"}),
+        None => json!({"State": "Starting"}),
+    }
+}
+
+fn body_of(state: &AppState, volume: &Volume) -> Value {
+    let desired = model_ops::desired(state).unwrap_or_default();
+    let drive_links: Vec<Value> = volume
+        .clusters()
+        .map(|c| json!({"@odata.id": drives::uri(&drives::drive_id(c))}))
+        .collect();
+    let clients: Vec<Value> = desired
+        .connections_of(volume.id)
+        .flat_map(|c| c.initiators.iter())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .map(|id| json!({"@odata.id": fabrics::initiator_uri(*id)}))
+        .collect();
+    let servers: Vec<Value> = fabrics::target_ids(state)
+        .into_iter()
+        .map(|id| json!({"@odata.id": fabrics::endpoint_uri(&id)}))
+        .collect();
+    let export = plan::volume_bdev(volume.id);
+    let mut body = json!({
+        "@odata.id": uri(volume.id),
+        "@odata.type": "#Volume.v1_10_2.Volume",
+        "Id": volume.id.to_string(),
+        "Name": volume.name,
+        "Description": format!(
+            "{} striped over {} data cluster drive(s) in {}-KiB strips; NVMe namespace {} of the storage's subsystem on every cluster's portal; NBD export {export} when NBD exports are enabled",
+            volume.raid_type.redfish(),
+            volume.legs.len(),
+            volume.strip_bytes / 1024,
+            volume.nsid,
+        ),
+        "Status": status(state, volume),
+        "CapacityBytes": volume.capacity_bytes,
+        "BlockSizeBytes": volume.block_size,
+        "RAIDType": volume.raid_type.redfish(),
+        "StripSizeBytes": volume.strip_bytes,
+        "MediaSpanCount": volume.legs.len(),
+        "Encrypted": false,
+        "ProvisioningPolicy": "Fixed",
+        "Identifiers": [
+            {"DurableNameFormat": "NGUID", "DurableName": volume.nguid()},
+            {"DurableNameFormat": "UUID", "DurableName": volume.uuid.to_string()},
+        ],
+        "NVMeNamespaceProperties": {
+            "NamespaceId": format!("0x{:x}", volume.nsid),
+            "NVMeVersion": "1.4",
+            "IsShareable": true,
+            "MetadataTransferredAtEndOfDataLBA": false,
+            "NamespaceFeatures": {
+                "SupportsThinProvisioning": false,
+                "SupportsAtomicTransactionSize": false,
+                "SupportsDeallocatedOrUnwrittenLBError": false,
+                "SupportsNGUIDReuse": false,
+                "SupportsIOPerformanceHints": false,
+            },
+        },
+        "Capacity": {"Data": {
+            "AllocatedBytes": volume.capacity_bytes,
+            "ConsumedBytes": volume.capacity_bytes,
+            "ProvisionedBytes": volume.capacity_bytes,
+        }},
+        "Metrics": {"@odata.id": format!("{}/Metrics", uri(volume.id))},
+        "Actions": {"#Volume.Initialize": {
+            "target": format!("{}/Actions/Volume.Initialize", uri(volume.id)),
+            "InitializeType@Redfish.AllowableValues": ["Fast", "Slow"],
+        }},
+        "Links": {
+            "Drives@odata.count": drive_links.len(),
+            "Drives": drive_links,
+            "ClientEndpoints@odata.count": clients.len(),
+            "ClientEndpoints": clients,
+            "ServerEndpoints@odata.count": servers.len(),
+            "ServerEndpoints": servers,
+            "OwningStorageResource": {"@odata.id": storage::URI},
+            "ProvidingStoragePool": {"@odata.id": storage_pools::DEFAULT_URI},
+        },
+    });
+    if let Some(display_name) = &volume.display_name {
+        body["DisplayName"] = json!(display_name);
+    }
+    if let Some(percent) = model_ops::initialize_progress(state, volume.id) {
+        body["Operations"] = json!([{"Operation": "Initialize", "PercentageComplete": percent}]);
+    }
+    body
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path((storage_id, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, RedfishError> {
+    storage::check_id(&storage_id)?;
+    let volume = find(&state, &id)?;
+    Ok(resource::get(
+        &headers,
+        body_of(&state, &volume),
+        "Volume",
+        ALLOW_ONE,
+    ))
+}
+
+/// Properties a POST may set, and those it may name but not set.
+const CREATE_PROPERTIES: &[&str] = &[
+    "Name",
+    "DisplayName",
+    "CapacityBytes",
+    "RAIDType",
+    "StripSizeBytes",
+    "Links",
+    "CapacitySources",
+    "VolumeType",
+    "Encrypted",
+    "ProvisioningPolicy",
+    "InitializeMethod",
+];
+const READ_ONLY: &[&str] = &[
+    "Id",
+    "Status",
+    "Identifiers",
+    "BlockSizeBytes",
+    "MediaSpanCount",
+    "NVMeNamespaceProperties",
+    "Capacity",
+    "Metrics",
+    "Description",
+    "Operations",
+];
+
+fn optional_string(
+    object: &Map<String, Value>,
+    name: &str,
+) -> Result<Option<String>, RedfishError> {
+    object
+        .get(name)
+        .map(|v| body::string(name, v).map(str::to_string))
+        .transpose()
+}
+
+/// The data clusters named by `Links.Drives`, in order.
+fn linked_clusters(state_clusters: u32, links: &Value) -> Result<Option<Vec<u32>>, RedfishError> {
+    let Some(links) = links.as_object() else {
+        return Err(body::type_error("Links", links));
+    };
+    body::only_known(links, &["Drives"])?;
+    let Some(value) = links.get("Drives") else {
+        return Ok(None);
+    };
+    let uris = body::links("Links/Drives", value)?;
+    if uris.is_empty() {
+        return Err(bad("ArraySizeTooShort", &["Links/Drives", "1"]));
+    }
+    let mut clusters = Vec::new();
+    for uri in uris {
+        let cluster = drives::cluster_of(uri)
+            .filter(|c| *c < state_clusters)
+            .ok_or_else(|| {
+                bad("PropertyValueIncorrect", &["Links/Drives", uri])
+                    .with_detail("it is not a drive of this storage")
+            })?;
+        if clusters.contains(&cluster) {
+            return Err(bad("PropertyValueIncorrect", &["Links/Drives", uri])
+                .with_detail("the drive is listed twice"));
+        }
+        clusters.push(cluster);
+    }
+    Ok(Some(clusters))
+}
+
+/// `CapacitySources: [{"ProvidingPools": [...]}]` may only name this
+/// storage's pool.
+fn check_capacity_sources(value: &Value) -> Result<(), RedfishError> {
+    let sources = value
+        .as_array()
+        .ok_or_else(|| body::type_error("CapacitySources", value))?;
+    for source in sources {
+        let object = source
+            .as_object()
+            .ok_or_else(|| body::type_error("CapacitySources", source))?;
+        body::only_known(object, &["ProvidingPools"])?;
+        let Some(pools) = object.get("ProvidingPools") else {
+            continue;
+        };
+        // Either a list of pool links or one link (a collection's URI).
+        let uris = match pools {
+            Value::Array(_) => body::links("CapacitySources/ProvidingPools", pools)?,
+            _ => vec![body::link("CapacitySources/ProvidingPools", pools)?],
+        };
+        for uri in uris {
+            if uri != storage_pools::DEFAULT_URI {
+                return Err(bad(
+                    "PropertyValueIncorrect",
+                    &["CapacitySources/ProvidingPools", uri],
+                )
+                .with_detail(&format!("the only pool is {}", storage_pools::DEFAULT_URI)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads a POST body into a volume request, or the first problem found.
+/// How a POST wants its volume initialised: `None` when it waits for the
+/// volume (201), `Some` when it asked for a task (202, `Foreground`).
+fn initialize_method(object: &Map<String, Value>) -> Result<Option<&'static str>, RedfishError> {
+    match object.get("InitializeMethod") {
+        None => Ok(None),
+        Some(value) if value == "Foreground" => Ok(Some("Foreground")),
+        Some(value) => Err(bad(
+            "PropertyValueNotInList",
+            &[&value.to_string(), "InitializeMethod"],
+        )
+        .with_detail("a volume is zeroed before it is served: only Foreground is supported")),
+    }
+}
+
+fn parse_create(object: &Map<String, Value>, clusters: u32) -> Result<VolumeRequest, RedfishError> {
+    for name in object.keys() {
+        if READ_ONLY.contains(&name.as_str()) {
+            return Err(bad("PropertyNotWritable", &[name]));
+        }
+    }
+    body::only_known(object, CREATE_PROPERTIES)?;
+    let capacity = object
+        .get("CapacityBytes")
+        .ok_or_else(|| bad("CreateFailedMissingReqProperties", &["CapacityBytes"]))?;
+    let capacity_bytes = body::unsigned("CapacityBytes", capacity)?;
+    if capacity_bytes == 0 || capacity_bytes > MAX_VOLUME_BYTES {
+        return Err(bad(
+            "PropertyValueOutOfRange",
+            &[&capacity_bytes.to_string(), "CapacityBytes"],
+        ));
+    }
+    let raid_type = match object.get("RAIDType") {
+        None => RaidType::Raid0,
+        Some(value) => {
+            let text = body::string("RAIDType", value)?;
+            RaidType::parse(text).ok_or_else(|| {
+                bad("PropertyValueNotInList", &[text, "RAIDType"])
+                    .with_detail(&format!("supported: {}", RaidType::SUPPORTED.join(", ")))
+            })?
+        }
+    };
+    let strip_bytes = object
+        .get("StripSizeBytes")
+        .map(|v| body::unsigned("StripSizeBytes", v))
+        .transpose()?;
+    let checks: [(&str, &[Value]); 3] = [
+        ("VolumeType", &[json!("RawDevice")]),
+        ("Encrypted", &[json!(false)]),
+        ("ProvisioningPolicy", &[json!("Fixed")]),
+    ];
+    for (name, allowed) in checks {
+        if let Some(value) = object.get(name)
+            && !allowed.contains(value)
+        {
+            return Err(bad("PropertyValueNotInList", &[&value.to_string(), name]));
+        }
+    }
+    if let Some(sources) = object.get("CapacitySources") {
+        check_capacity_sources(sources)?;
+    }
+    let linked = match object.get("Links") {
+        Some(links) => linked_clusters(clusters, links)?,
+        None => None,
+    };
+    Ok(VolumeRequest {
+        name: optional_string(object, "Name")?,
+        display_name: optional_string(object, "DisplayName")?,
+        capacity_bytes,
+        raid_type,
+        strip_bytes,
+        clusters: linked,
+    })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Path(storage_id): Path<String>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    storage::check_id(&storage_id)?;
+    let object = body::object(&raw)?;
+    let fabric = model_ops::fabric(&state).await.ok_or_else(|| {
+        storage::error(model_ops::StorageError::Unavailable(
+            "the supervisor does not answer".into(),
+        ))
+    })?;
+    let request = parse_create(&object, fabric.clusters)?;
+    if initialize_method(&object)?.is_none() {
+        let volume = model_ops::create_volume(&state, request)
+            .await
+            .map_err(storage::error)?;
+        return Ok(resource::created(&uri(volume.id), body_of(&state, &volume)));
+    }
+    // Foreground initialisation: the creation, zeroing included, is a task.
+    let task = state
+        .tasks
+        .start("Create a volume", "POST", &collection_uri())
+        .await
+        .map_err(internal)?;
+    let started = state.tasks.get(task.id).expect("just started");
+    tokio::spawn(async move {
+        let outcome = match model_ops::create_volume(&state, request).await {
+            Ok(volume) => Ok(Outcome {
+                status: StatusCode::CREATED.as_u16(),
+                location: Some(uri(volume.id)),
+                body: body_of(&state, &volume),
+            }),
+            Err(e) => Err(storage::error(e)),
+        };
+        if let Err(e) = task.finish(outcome).await {
+            tracing::error!("cannot record the end of a task: {e}");
+        }
+    });
+    Ok(task_service::accepted(&started))
+}
+
+/// `Volume.Initialize`: zeroes the whole volume, as a task (202).
+pub async fn initialize(
+    State(state): State<AppState>,
+    Path((storage_id, id)): Path<(String, String)>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    storage::check_id(&storage_id)?;
+    let volume = find(&state, &id)?;
+    let object = if raw.is_empty() {
+        Map::new()
+    } else {
+        body::object(&raw)?
+    };
+    const ACTION: &str = "Volume.Initialize";
+    for (name, value) in &object {
+        match name.as_str() {
+            "InitializeType" if value == "Fast" || value == "Slow" => {}
+            "InitializeType" => {
+                return Err(bad(
+                    "ActionParameterValueNotInList",
+                    &[&value.to_string(), name, ACTION],
+                ));
+            }
+            _ if body::is_annotation(name) => {}
+            _ => return Err(bad("ActionParameterUnknown", &[ACTION, name])),
+        }
+    }
+    if model_ops::initialize_progress(&state, volume.id).is_some() {
+        return Err(storage::error(model_ops::StorageError::InUse(format!(
+            "volume {} is being initialised already",
+            volume.name
+        ))));
+    }
+    let target = format!("{}/Actions/{ACTION}", uri(volume.id));
+    let task = state
+        .tasks
+        .start(
+            &format!("Initialize volume {}", volume.name),
+            "POST",
+            &target,
+        )
+        .await
+        .map_err(internal)?;
+    let started = state.tasks.get(task.id).expect("just started");
+    tokio::spawn(async move {
+        let outcome = model_ops::initialize_volume(&state, volume.id, |p| task.progress(p))
+            .await
+            .map(|volume| Outcome {
+                status: StatusCode::OK.as_u16(),
+                location: None,
+                body: body_of(&state, &volume),
+            })
+            .map_err(storage::error);
+        if let Err(e) = task.finish(outcome).await {
+            tracing::error!("cannot record the end of a task: {e}");
+        }
+    });
+    Ok(task_service::accepted(&started))
+}
+
+pub async fn patch(
+    State(state): State<AppState>,
+    Path((storage_id, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    storage::check_id(&storage_id)?;
+    let volume = find(&state, &id)?;
+    let current = resource::etag_of(&body_of(&state, &volume));
+    if resource::header_matches(&headers, header::IF_MATCH, &current) == Some(false) {
+        return Err(RedfishError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            &[],
+        ));
+    }
+    let object = body::object(&raw)?;
+    let mut problems = Vec::new();
+    let mut name = None;
+    let mut display_name = None;
+    for (property, value) in &object {
+        match property.as_str() {
+            "Name" => match body::string(property, value) {
+                Ok(text) => name = Some(text.to_string()),
+                Err(e) => problems.push(e),
+            },
+            "DisplayName" => match value {
+                Value::Null => display_name = Some(None),
+                _ => match body::string(property, value) {
+                    Ok(text) => display_name = Some(Some(text.to_string())),
+                    Err(e) => problems.push(e),
+                },
+            },
+            // Growing is not supported yet; the same value is no change.
+            "CapacityBytes" if value.as_u64() == Some(volume.capacity_bytes) => {}
+            "CapacityBytes" => problems.push(
+                bad("PropertyValueNotInList", &[&value.to_string(), property])
+                    .with_detail("volumes cannot be resized yet"),
+            ),
+            _ if body::is_annotation(property) => {}
+            _ if READ_ONLY.contains(&property.as_str())
+                || CREATE_PROPERTIES.contains(&property.as_str()) =>
+            {
+                problems.push(bad("PropertyNotWritable", &[property]))
+            }
+            _ => problems.push(bad("PropertyUnknown", &[property])),
+        }
+    }
+    if name.is_none() && display_name.is_none() {
+        return Err(merge(problems).unwrap_or_else(|| bad("NoOperation", &[])));
+    }
+    let volume = model_ops::rename_volume(&state, volume.id, name, display_name)
+        .await
+        .map_err(storage::error)?;
+    Ok(resource::updated(
+        body_of(&state, &volume),
+        not_applied(problems),
+    ))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((storage_id, id)): Path<(String, String)>,
+) -> Result<Response, RedfishError> {
+    storage::check_id(&storage_id)?;
+    let volume = find(&state, &id)?;
+    model_ops::delete_volume(&state, volume.id)
+        .await
+        .map_err(storage::error)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `Volumes/{id}/Metrics`: the volume's I/O on every data cluster, summed.
+pub async fn metrics(
+    State(state): State<AppState>,
+    Path((storage_id, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, RedfishError> {
+    storage::check_id(&storage_id)?;
+    let volume = find(&state, &id)?;
+    let bdev = plan::volume_bdev(volume.id);
+    let mut sums: std::collections::BTreeMap<&str, u64> = Default::default();
+    const FIELDS: [&str; 8] = [
+        "num_read_ops",
+        "bytes_read",
+        "read_latency_ticks",
+        "num_write_ops",
+        "bytes_written",
+        "write_latency_ticks",
+        "num_unmap_ops",
+        "num_flush_ops",
+    ];
+    for (_, socket) in dataplane::clusters(&state).await {
+        let Some(stats) =
+            dataplane::call(&socket, "bdev_get_iostat", Some(json!({"name": bdev}))).await
+        else {
+            continue;
+        };
+        for field in FIELDS {
+            *sums.entry(field).or_default() += stats["bdevs"][0][field].as_u64().unwrap_or(0);
+        }
+    }
+    let seconds = |ticks: u64| format!("PT{:.6}S", ticks as f64 / 1e9);
+    let body = json!({
+        "@odata.id": format!("{}/Metrics", uri(volume.id)),
+        "@odata.type": "#VolumeMetrics.v1_1_1.VolumeMetrics",
+        "Id": "Metrics",
+        "Name": format!("Metrics of volume {}", volume.name),
+        "IOStatistics": {
+            "ReadIORequests": sums["num_read_ops"],
+            "ReadIOKiBytes": sums["bytes_read"] / 1024,
+            "ReadIORequestTime": seconds(sums["read_latency_ticks"]),
+            "WriteIORequests": sums["num_write_ops"],
+            "WriteIOKiBytes": sums["bytes_written"] / 1024,
+            "WriteIORequestTime": seconds(sums["write_latency_ticks"]),
+            "NonIORequests": sums["num_unmap_ops"] + sums["num_flush_ops"],
+        },
+    });
+    Ok(resource::get(&headers, body, "VolumeMetrics", "GET, HEAD"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: Value) -> Result<VolumeRequest, String> {
+        parse_create(body.as_object().unwrap(), 4).map_err(|e| {
+            e.messages[0]["MessageId"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("Base.1.22.")
+                .to_string()
+        })
+    }
+
+    #[test]
+    fn create_bodies_are_checked_property_by_property() {
+        let ok = parse(
+            json!({"CapacityBytes": 1 << 30, "RAIDType": "RAID0", "Name": "a",
+            "Links": {"Drives": [{"@odata.id": "/redfish/v1/Chassis/appliance/Drives/drive2"},
+                                 {"@odata.id": "/redfish/v1/Chassis/appliance/Drives/drive0"}]}}),
+        )
+        .unwrap();
+        assert_eq!(ok.clusters, Some(vec![2, 0]));
+        assert_eq!(ok.raid_type, RaidType::Raid0);
+        let pooled = parse(
+            json!({"CapacityBytes": 1, "CapacitySources": [{"ProvidingPools": [
+            {"@odata.id": storage_pools::DEFAULT_URI}]}]}),
+        )
+        .unwrap();
+        assert_eq!(pooled.clusters, None);
+        for (body, expected) in [
+            (json!({}), "CreateFailedMissingReqProperties"),
+            (json!({"CapacityBytes": 0}), "PropertyValueOutOfRange"),
+            (json!({"CapacityBytes": "1GiB"}), "PropertyValueTypeError"),
+            (json!({"CapacityBytes": -5}), "PropertyValueTypeError"),
+            (json!({"CapacityBytes": 1.5}), "PropertyValueTypeError"),
+            (
+                json!({"CapacityBytes": u64::MAX}),
+                "PropertyValueOutOfRange",
+            ),
+            (
+                json!({"CapacityBytes": 1, "RAIDType": "RAID5"}),
+                "PropertyValueNotInList",
+            ),
+            (
+                json!({"CapacityBytes": 1, "RAIDType": 0}),
+                "PropertyValueTypeError",
+            ),
+            (
+                json!({"CapacityBytes": 1, "Encrypted": true}),
+                "PropertyValueNotInList",
+            ),
+            (
+                json!({"CapacityBytes": 1, "Colour": "red"}),
+                "PropertyUnknown",
+            ),
+            (
+                json!({"CapacityBytes": 1, "Id": "9"}),
+                "PropertyNotWritable",
+            ),
+            (
+                json!({"CapacityBytes": 1, "Links": {"Drives": [
+                {"@odata.id": "/redfish/v1/Systems/other/Storage/1/Drives/d1"}]}}),
+                "PropertyValueIncorrect",
+            ),
+            (
+                json!({"CapacityBytes": 1, "Links": {"Drives": [
+                {"@odata.id": "/redfish/v1/Chassis/appliance/Drives/drive9"}]}}),
+                "PropertyValueIncorrect",
+            ),
+            (
+                json!({"CapacityBytes": 1, "Links": {"Drives": [
+                {"@odata.id": "/redfish/v1/Chassis/appliance/Drives/drive1"},
+                {"@odata.id": "/redfish/v1/Chassis/appliance/Drives/drive1"}]}}),
+                "PropertyValueIncorrect",
+            ),
+            (
+                json!({"CapacityBytes": 1, "Links": {"Drives": []}}),
+                "ArraySizeTooShort",
+            ),
+            (
+                json!({"CapacityBytes": 1, "Links": {"Drives": "drive0"}}),
+                "PropertyValueTypeError",
+            ),
+            (
+                json!({"CapacityBytes": 1, "CapacitySources": [{"ProvidingPools": [
+                {"@odata.id": "/redfish/v1/Storage/other/StoragePools/p"}]}]}),
+                "PropertyValueIncorrect",
+            ),
+            (
+                json!({"CapacityBytes": 1, "Name": 7}),
+                "PropertyValueTypeError",
+            ),
+        ] {
+            assert_eq!(parse(body.clone()).unwrap_err(), expected, "{body}");
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The storage model's desired state, as it is kept in sled: volumes with
+//! the exact blocks they occupy on each data cluster's drive, the hosts
+//! administrators named (initiator endpoints), and the connections that let
+//! those hosts reach volumes.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Most volumes the appliance holds (each is one NVMe namespace of the
+/// storage's subsystem on every data cluster).
+pub const MAX_VOLUMES: usize = 256;
+/// Most initiator endpoints and connections.
+pub const MAX_ENDPOINTS: usize = 256;
+pub const MAX_CONNECTIONS: usize = 256;
+/// Volume names: 1 to 64 printable characters.
+pub const MAX_NAME_CHARS: usize = 64;
+
+/// Space on a drive is handed out in whole MiB, and each leg of a volume
+/// is a whole number of them.
+pub const ALLOCATION_UNIT_BYTES: u64 = 1 << 20;
+/// The first MiB of every drive is never allocated: room for a label, and
+/// no volume starts where a partition table would be looked for.
+pub const DRIVE_RESERVED_BYTES: u64 = 1 << 20;
+/// Default and allowed strip sizes of striped volumes.
+pub const DEFAULT_STRIP_BYTES: u64 = 64 << 10;
+pub const MIN_STRIP_BYTES: u64 = 4 << 10;
+pub const MAX_STRIP_BYTES: u64 = ALLOCATION_UNIT_BYTES;
+
+/// How a volume spreads over the data clusters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaidType {
+    /// Striped across the chosen clusters' drives (Redfish `RAID0`).
+    Raid0,
+    /// Redfish `None`: no redundancy; laid out like RAID0.
+    None,
+}
+
+impl RaidType {
+    /// The Redfish `RAIDType` values accepted at creation.
+    pub const SUPPORTED: [&'static str; 2] = ["RAID0", "None"];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "RAID0" => Some(Self::Raid0),
+            "None" => Some(Self::None),
+            _ => None,
+        }
+    }
+
+    pub fn redfish(self) -> &'static str {
+        match self {
+            Self::Raid0 => "RAID0",
+            Self::None => "None",
+        }
+    }
+}
+
+/// A contiguous range of a drive, in the drive's blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extent {
+    pub offset_blocks: u64,
+    pub num_blocks: u64,
+}
+
+impl Extent {
+    pub fn end(&self) -> u64 {
+        self.offset_blocks + self.num_blocks
+    }
+}
+
+/// One leg of a striped volume: its share of blocks on one cluster's drive,
+/// one extent or (when the free space was fragmented) several, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Leg {
+    pub cluster: u32,
+    pub extents: Vec<Extent>,
+}
+
+impl Leg {
+    pub fn blocks(&self) -> u64 {
+        self.extents.iter().map(|e| e.num_blocks).sum()
+    }
+}
+
+/// Where a volume is in its life. A volume is `Creating` only while the
+/// POST that makes it runs; one found in that state at start was never
+/// acknowledged, and is rolled back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeState {
+    Creating,
+    Ready,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    pub id: u64,
+    pub name: String,
+    pub display_name: Option<String>,
+    pub raid_type: RaidType,
+    pub capacity_bytes: u64,
+    pub block_size: u32,
+    pub strip_bytes: u64,
+    /// Namespace UUID; its bytes are the NGUID.
+    pub uuid: Uuid,
+    /// NVMe namespace ID in the storage's subsystem.
+    pub nsid: u32,
+    /// Stripe order: leg i holds strips i, i + n, i + 2n, ...
+    pub legs: Vec<Leg>,
+    pub state: VolumeState,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+}
+
+impl Volume {
+    /// The NGUID hosts see, as Redfish and SPDK write it (32 hex digits).
+    pub fn nguid(&self) -> String {
+        self.uuid.simple().to_string().to_uppercase()
+    }
+
+    pub fn clusters(&self) -> impl Iterator<Item = u32> + '_ {
+        self.legs.iter().map(|l| l.cluster)
+    }
+}
+
+/// A host an administrator named, by its host NQN.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InitiatorEndpoint {
+    pub id: u64,
+    pub name: String,
+    pub host_nqn: String,
+}
+
+/// What a connection lets its hosts do with one volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Access {
+    ReadWrite,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeAccess {
+    pub volume: u64,
+    pub access: Access,
+}
+
+/// Hosts (initiator endpoints) allowed to reach volumes, through every
+/// data cluster's portal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub id: u64,
+    pub name: String,
+    pub volumes: Vec<VolumeAccess>,
+    pub initiators: Vec<u64>,
+}
+
+/// Everything the reconciler makes real, read from the store at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub volumes: Vec<Volume>,
+    pub endpoints: Vec<InitiatorEndpoint>,
+    pub connections: Vec<Connection>,
+}
+
+impl Desired {
+    pub fn volume(&self, id: u64) -> Option<&Volume> {
+        self.volumes.iter().find(|v| v.id == id)
+    }
+
+    pub fn endpoint(&self, id: u64) -> Option<&InitiatorEndpoint> {
+        self.endpoints.iter().find(|e| e.id == id)
+    }
+
+    /// Host NQNs allowed on volume `id`.
+    pub fn hosts_of(&self, volume: u64) -> std::collections::BTreeSet<String> {
+        self.connections
+            .iter()
+            .filter(|c| c.volumes.iter().any(|v| v.volume == volume))
+            .flat_map(|c| c.initiators.iter())
+            .filter_map(|id| self.endpoint(*id))
+            .map(|e| e.host_nqn.clone())
+            .collect()
+    }
+
+    /// Connections that name volume `id`.
+    pub fn connections_of(&self, volume: u64) -> impl Iterator<Item = &Connection> {
+        self.connections
+            .iter()
+            .filter(move |c| c.volumes.iter().any(|v| v.volume == volume))
+    }
+}

@@ -1,0 +1,265 @@
+//! Where volumes go: free space on each data cluster's drive, derived from
+//! the extents recorded for every volume, and the choice of extents for a
+//! new volume's legs. Pure functions of recorded state, so a restart always
+//! sees the same map.
+
+use super::model::{ALLOCATION_UNIT_BYTES, DRIVE_RESERVED_BYTES, Extent, Leg, Volume};
+
+/// One data cluster's drive as the cluster reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drive {
+    pub cluster: u32,
+    pub block_size: u32,
+    pub num_blocks: u64,
+}
+
+impl Drive {
+    fn unit_blocks(&self) -> u64 {
+        ALLOCATION_UNIT_BYTES / u64::from(self.block_size)
+    }
+
+    /// The blocks volumes may use: after the reserved start, up to the
+    /// last whole allocation unit.
+    pub fn usable(&self) -> std::ops::Range<u64> {
+        let unit = self.unit_blocks();
+        let start = DRIVE_RESERVED_BYTES / u64::from(self.block_size);
+        let end = self.num_blocks / unit * unit;
+        start..end.max(start)
+    }
+
+    pub fn usable_bytes(&self) -> u64 {
+        let usable = self.usable();
+        (usable.end - usable.start) * u64::from(self.block_size)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlacementError {
+    #[error(
+        "the drive of data cluster {cluster} has {free_bytes} bytes free; this volume needs {needed_bytes} there"
+    )]
+    Insufficient {
+        cluster: u32,
+        needed_bytes: u64,
+        free_bytes: u64,
+    },
+}
+
+/// Bytes each of `legs` legs holds for a volume of at least
+/// `capacity_bytes`: the capacity split evenly, rounded up to whole
+/// allocation units (so every leg is also a whole number of strips).
+pub fn leg_bytes(capacity_bytes: u64, legs: u32) -> u64 {
+    let per_leg = capacity_bytes.div_ceil(u64::from(legs.max(1)));
+    per_leg.div_ceil(ALLOCATION_UNIT_BYTES) * ALLOCATION_UNIT_BYTES
+}
+
+/// The extents of `drive` that no volume occupies, in order.
+pub fn free_extents(drive: &Drive, volumes: &[Volume]) -> Vec<Extent> {
+    let mut used: Vec<Extent> = volumes
+        .iter()
+        .flat_map(|v| v.legs.iter())
+        .filter(|leg| leg.cluster == drive.cluster)
+        .flat_map(|leg| leg.extents.iter().copied())
+        .collect();
+    used.sort_by_key(|e| e.offset_blocks);
+    let usable = drive.usable();
+    let mut free = Vec::new();
+    let mut at = usable.start;
+    for extent in used {
+        if extent.offset_blocks > at {
+            free.push(Extent {
+                offset_blocks: at,
+                num_blocks: extent.offset_blocks.min(usable.end) - at,
+            });
+        }
+        at = at.max(extent.end());
+    }
+    if at < usable.end {
+        free.push(Extent {
+            offset_blocks: at,
+            num_blocks: usable.end - at,
+        });
+    }
+    free.retain(|e| e.num_blocks > 0);
+    free
+}
+
+pub fn free_bytes(drive: &Drive, volumes: &[Volume]) -> u64 {
+    free_extents(drive, volumes)
+        .iter()
+        .map(|e| e.num_blocks * u64::from(drive.block_size))
+        .sum()
+}
+
+/// Chooses `leg_bytes` on each drive of `drives` (in stripe order): the
+/// smallest free extent that holds the whole leg, else free extents from
+/// the start of the drive until the leg is full.
+pub fn allocate(
+    drives: &[Drive],
+    volumes: &[Volume],
+    leg_bytes: u64,
+) -> Result<Vec<Leg>, PlacementError> {
+    drives
+        .iter()
+        .map(|drive| {
+            let needed = leg_bytes / u64::from(drive.block_size);
+            let free = free_extents(drive, volumes);
+            let insufficient = || PlacementError::Insufficient {
+                cluster: drive.cluster,
+                needed_bytes: leg_bytes,
+                free_bytes: free_bytes(drive, volumes),
+            };
+            if let Some(best) = free
+                .iter()
+                .filter(|e| e.num_blocks >= needed)
+                .min_by_key(|e| e.num_blocks)
+            {
+                return Ok(Leg {
+                    cluster: drive.cluster,
+                    extents: vec![Extent {
+                        offset_blocks: best.offset_blocks,
+                        num_blocks: needed,
+                    }],
+                });
+            }
+            let mut extents = Vec::new();
+            let mut missing = needed;
+            for extent in free {
+                if missing == 0 {
+                    break;
+                }
+                let take = extent.num_blocks.min(missing);
+                extents.push(Extent {
+                    offset_blocks: extent.offset_blocks,
+                    num_blocks: take,
+                });
+                missing -= take;
+            }
+            if missing > 0 {
+                return Err(insufficient());
+            }
+            Ok(Leg {
+                cluster: drive.cluster,
+                extents,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::{RaidType, VolumeState};
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn drive(cluster: u32, mib: u64) -> Drive {
+        Drive {
+            cluster,
+            block_size: 512,
+            num_blocks: mib * MIB / 512,
+        }
+    }
+
+    fn volume(id: u64, legs: Vec<Leg>) -> Volume {
+        Volume {
+            id,
+            name: format!("v{id}"),
+            display_name: None,
+            raid_type: RaidType::Raid0,
+            capacity_bytes: 0,
+            block_size: 512,
+            strip_bytes: 65536,
+            uuid: uuid::Uuid::new_v4(),
+            nsid: id as u32,
+            legs,
+            state: VolumeState::Ready,
+            created: 0,
+        }
+    }
+
+    #[test]
+    fn legs_are_whole_allocation_units() {
+        assert_eq!(leg_bytes(1 << 30, 4), 256 * MIB);
+        assert_eq!(leg_bytes(1, 4), MIB);
+        assert_eq!(leg_bytes(3 * MIB + 1, 3), 2 * MIB);
+        assert_eq!(leg_bytes(10 * MIB, 1), 10 * MIB);
+    }
+
+    #[test]
+    fn the_reserved_start_and_the_ragged_end_are_never_used() {
+        let mut d = drive(0, 8);
+        d.num_blocks += 100; // not a whole MiB
+        assert_eq!(d.usable(), 2048..16384);
+        assert_eq!(d.usable_bytes(), 7 * MIB);
+        assert_eq!(
+            free_extents(&d, &[]),
+            vec![Extent {
+                offset_blocks: 2048,
+                num_blocks: 14336
+            }]
+        );
+        assert_eq!(drive(0, 1).usable_bytes(), 0);
+    }
+
+    #[test]
+    fn allocation_fills_gaps_and_never_overlaps() {
+        let drives = [drive(0, 9), drive(1, 9)];
+        let mut volumes = Vec::new();
+        for id in 1..=4 {
+            let legs = allocate(&drives, &volumes, 2 * MIB).unwrap();
+            volumes.push(volume(id, legs));
+        }
+        // 8 usable MiB per drive, 2 per leg: full.
+        let full = allocate(&drives, &volumes, MIB).unwrap_err();
+        assert_eq!(
+            full,
+            PlacementError::Insufficient {
+                cluster: 0,
+                needed_bytes: MIB,
+                free_bytes: 0
+            }
+        );
+        // Free volumes 1 and 3: two 2 MiB holes; a 3 MiB leg takes both.
+        volumes.retain(|v| v.id % 2 == 0);
+        let legs = allocate(&drives, &volumes, 3 * MIB).unwrap();
+        assert_eq!(legs[0].extents.len(), 2);
+        assert_eq!(legs[0].blocks() * 512, 3 * MIB);
+        volumes.push(volume(5, legs));
+        // Every block is used at most once.
+        for d in &drives {
+            let mut extents: Vec<Extent> = volumes
+                .iter()
+                .flat_map(|v| v.legs.iter().filter(|l| l.cluster == d.cluster))
+                .flat_map(|l| l.extents.clone())
+                .collect();
+            extents.sort_by_key(|e| e.offset_blocks);
+            for pair in extents.windows(2) {
+                assert!(pair[0].end() <= pair[1].offset_blocks, "{pair:?}");
+            }
+            assert!(extents.iter().all(|e| e.offset_blocks >= 2048));
+        }
+        assert_eq!(free_bytes(&drives[0], &volumes), MIB);
+    }
+
+    #[test]
+    fn the_tightest_hole_is_preferred() {
+        let drives = [drive(0, 17)];
+        let a = volume(1, allocate(&drives, &[], 4 * MIB).unwrap());
+        let b = volume(
+            2,
+            allocate(&drives, std::slice::from_ref(&a), 2 * MIB).unwrap(),
+        );
+        let c = volume(
+            3,
+            allocate(&drives, &[a.clone(), b.clone()], 6 * MIB).unwrap(),
+        );
+        // Holes after deleting a and c: 4 MiB at the start, and c's 6 MiB
+        // run together with the free tail (10 MiB). A 3 MiB leg goes into
+        // the 4 MiB hole.
+        let volumes = [b];
+        let _ = c;
+        let legs = allocate(&drives, &volumes, 3 * MIB).unwrap();
+        assert_eq!(legs[0].extents[0].offset_blocks, 2048);
+    }
+}

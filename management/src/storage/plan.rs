@@ -1,0 +1,559 @@
+//! What each data cluster must hold for the desired state: a pure function
+//! from volumes, endpoints and connections to per-cluster dataplane
+//! objects, with the JSON-RPC calls that create them and the test that an
+//! existing object is the one wanted.
+//!
+//! Every cluster serves every volume, so a host's multipath sees one
+//! namespace with a path per cluster. On cluster `c`, volume 7 striped over
+//! clusters 0 and 1 is:
+//!
+//! ```text
+//! volume7            raid0 over volume7-leg0, volume7-leg1   (namespace, NBD export)
+//! volume7-leg0       part of drive0 (on cluster 0) | remote to cluster 0's volume7-leg0
+//! volume7-leg1       part of drive1 (on cluster 1) | remote to cluster 1's volume7-leg1
+//! ```
+//!
+//! A leg on fragmented free space is a concat of parts
+//! `volume7-leg0-e0`, `volume7-leg0-e1`, ... The same names on every
+//! cluster keep the mapping identical wherever an I/O arrives.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::model::{Desired, Volume};
+
+/// Facts about the appliance's front-ends, from its configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fabric {
+    pub clusters: u32,
+    pub listen_address: IpAddr,
+    pub nvmf_base_port: u16,
+    pub nbd_base_port: u16,
+    /// Whether volumes are also served over NBD (which has no host
+    /// access control).
+    pub nbd_volumes: bool,
+    /// The storage's NVM subsystem, the same on every cluster.
+    pub nqn: String,
+    pub serial_number: String,
+}
+
+impl Fabric {
+    pub fn nvmf_port(&self, cluster: u32) -> u16 {
+        self.nvmf_base_port.saturating_add(cluster as u16)
+    }
+
+    pub fn nbd_port(&self, cluster: u32) -> u16 {
+        self.nbd_base_port.saturating_add(cluster as u16)
+    }
+}
+
+/// The model number every cluster's controller reports.
+pub const MODEL_NUMBER: &str = "Shoal volume";
+/// Strip size of the concat that joins a fragmented leg (it only matters
+/// to the raid module's validation: a concat does not stripe).
+const CONCAT_STRIP_KB: u32 = 64;
+
+pub fn volume_bdev(volume: u64) -> String {
+    format!("volume{volume}")
+}
+
+pub fn leg_bdev(volume: u64, leg: usize) -> String {
+    format!("volume{volume}-leg{leg}")
+}
+
+fn extent_bdev(volume: u64, leg: usize, extent: usize) -> String {
+    format!("volume{volume}-leg{leg}-e{extent}")
+}
+
+/// Whether bdev `name` is one the management service made (and may
+/// therefore delete): `volume<N>` and its `-leg<K>[-e<J>]` parts.
+pub fn is_owned_bdev(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("volume") else {
+        return false;
+    };
+    let mut parts = rest.split('-');
+    let number = |text: Option<&str>, prefix: &str| {
+        text.and_then(|t| t.strip_prefix(prefix))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    if !number(parts.next(), "") {
+        return false;
+    }
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) => true,
+        (leg @ Some(_), None, _) => number(leg, "leg"),
+        (leg @ Some(_), extent @ Some(_), None) => number(leg, "leg") && number(extent, "e"),
+        _ => false,
+    }
+}
+
+/// One bdev a cluster must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BdevPlan {
+    Part {
+        name: String,
+        base: String,
+        offset_blocks: u64,
+        num_blocks: u64,
+    },
+    Concat {
+        name: String,
+        legs: Vec<String>,
+    },
+    Remote {
+        name: String,
+        cluster: u32,
+        remote_bdev: String,
+    },
+    Raid0 {
+        name: String,
+        legs: Vec<String>,
+        strip_kb: u32,
+        uuid: Uuid,
+    },
+}
+
+impl BdevPlan {
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Part { name, .. }
+            | Self::Concat { name, .. }
+            | Self::Remote { name, .. }
+            | Self::Raid0 { name, .. } => name,
+        }
+    }
+
+    /// Creation order: a bdev's bases come in an earlier stage.
+    pub fn stage(&self) -> u8 {
+        match self {
+            Self::Part { .. } => 0,
+            Self::Concat { .. } => 1,
+            Self::Remote { .. } => 2,
+            Self::Raid0 { .. } => 3,
+        }
+    }
+
+    /// The bdevs this one is built on, on the same cluster.
+    pub fn bases(&self) -> Vec<&str> {
+        match self {
+            Self::Part { base, .. } => vec![base],
+            Self::Concat { legs, .. } | Self::Raid0 { legs, .. } => {
+                legs.iter().map(String::as_str).collect()
+            }
+            Self::Remote { .. } => Vec::new(),
+        }
+    }
+
+    /// The JSON-RPC call that creates it.
+    pub fn create_call(&self) -> (&'static str, Value) {
+        match self {
+            Self::Part {
+                name,
+                base,
+                offset_blocks,
+                num_blocks,
+            } => (
+                "bdev_part_create",
+                json!({"name": name, "base_bdev": base, "offset_blocks": offset_blocks, "num_blocks": num_blocks}),
+            ),
+            Self::Concat { name, legs } => (
+                "bdev_raid_create",
+                json!({"name": name, "raid_level": "concat", "base_bdevs": legs, "strip_size_kb": CONCAT_STRIP_KB}),
+            ),
+            Self::Remote {
+                name,
+                cluster,
+                remote_bdev,
+            } => (
+                "bdev_remote_create",
+                json!({"name": name, "cluster": cluster, "remote_bdev": remote_bdev}),
+            ),
+            Self::Raid0 {
+                name,
+                legs,
+                strip_kb,
+                uuid,
+            } => (
+                "bdev_raid_create",
+                json!({"name": name, "raid_level": "raid0", "base_bdevs": legs, "strip_size_kb": strip_kb, "uuid": uuid.to_string()}),
+            ),
+        }
+    }
+
+    /// Whether `actual` (a `bdev_get_bdevs` entry of the same name) is this
+    /// bdev, built the same way. A differing one is deleted and made anew.
+    pub fn matches(&self, actual: &Value) -> bool {
+        let specific = &actual["driver_specific"];
+        let raid = &specific["raid"];
+        let leg_names = |raid: &Value| -> Vec<String> {
+            raid["base_bdevs_list"]
+                .as_array()
+                .map(|legs| {
+                    legs.iter()
+                        .filter_map(|l| l["name"].as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        match self {
+            Self::Part {
+                base,
+                offset_blocks,
+                num_blocks,
+                ..
+            } => {
+                let part = &specific["part"];
+                part["base_bdev"] == base.as_str()
+                    && part["offset_blocks"] == *offset_blocks
+                    && part["num_blocks"] == *num_blocks
+            }
+            Self::Concat { legs, .. } => raid["raid_level"] == "concat" && leg_names(raid) == *legs,
+            Self::Remote {
+                cluster,
+                remote_bdev,
+                ..
+            } => {
+                let remote = &specific["remote"];
+                remote["cluster"] == *cluster && remote["remote_bdev"] == remote_bdev.as_str()
+            }
+            Self::Raid0 {
+                legs,
+                strip_kb,
+                uuid,
+                ..
+            } => {
+                raid["raid_level"] == "raid0"
+                    && raid["strip_size_kb"] == *strip_kb
+                    && leg_names(raid) == *legs
+                    && actual["uuid"] == uuid.to_string().as_str()
+            }
+        }
+    }
+}
+
+/// The deleting call for an existing bdev, from the module that made it.
+pub fn delete_call(actual: &Value) -> Option<(String, Value)> {
+    let name = actual["name"].as_str()?;
+    let specific = actual["driver_specific"].as_object()?;
+    let module = ["part", "remote", "raid"]
+        .into_iter()
+        .find(|m| specific.contains_key(*m))?;
+    Some((format!("bdev_{module}_delete"), json!({"name": name})))
+}
+
+/// One namespace of the storage's subsystem on a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespacePlan {
+    pub nsid: u32,
+    pub bdev: String,
+    pub nguid: String,
+    pub uuid: Uuid,
+    /// The hosts that see it (every other host finds the NSID inactive).
+    pub hosts: BTreeSet<String>,
+}
+
+/// Everything one data cluster must hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterPlan {
+    pub cluster: u32,
+    /// In creation order.
+    pub bdevs: Vec<BdevPlan>,
+    pub namespaces: Vec<NamespacePlan>,
+    /// Hosts allowed on the subsystem: those with a connection.
+    pub hosts: BTreeSet<String>,
+    /// This cluster's portal: address and port.
+    pub listener: (String, String),
+    /// Cluster 0's discovery controller also lists the other portals.
+    pub referrals: Vec<(String, String)>,
+    /// NBD export names (each the volume's bdev name).
+    pub nbd_exports: Vec<String>,
+}
+
+/// The bdevs volume `volume` needs on cluster `cluster`, in creation order.
+fn volume_bdevs(volume: &Volume, cluster: u32) -> Vec<BdevPlan> {
+    let mut bdevs = Vec::new();
+    let mut legs = Vec::new();
+    for (index, leg) in volume.legs.iter().enumerate() {
+        let name = leg_bdev(volume.id, index);
+        if leg.cluster != cluster {
+            bdevs.push(BdevPlan::Remote {
+                name: name.clone(),
+                cluster: leg.cluster,
+                remote_bdev: name.clone(),
+            });
+        } else if let [extent] = leg.extents.as_slice() {
+            bdevs.push(BdevPlan::Part {
+                name: name.clone(),
+                base: drive_bdev(cluster),
+                offset_blocks: extent.offset_blocks,
+                num_blocks: extent.num_blocks,
+            });
+        } else {
+            let mut pieces = Vec::new();
+            for (e, extent) in leg.extents.iter().enumerate() {
+                let piece = extent_bdev(volume.id, index, e);
+                bdevs.push(BdevPlan::Part {
+                    name: piece.clone(),
+                    base: drive_bdev(cluster),
+                    offset_blocks: extent.offset_blocks,
+                    num_blocks: extent.num_blocks,
+                });
+                pieces.push(piece);
+            }
+            bdevs.push(BdevPlan::Concat {
+                name: name.clone(),
+                legs: pieces,
+            });
+        }
+        legs.push(name);
+    }
+    bdevs.push(BdevPlan::Raid0 {
+        name: volume_bdev(volume.id),
+        legs,
+        strip_kb: (volume.strip_bytes / 1024) as u32,
+        uuid: volume.uuid,
+    });
+    bdevs
+}
+
+/// The bdev each data cluster opens on its drive.
+pub fn drive_bdev(cluster: u32) -> String {
+    format!("drive{cluster}")
+}
+
+/// What every data cluster must hold for `desired`.
+pub fn plan(fabric: &Fabric, desired: &Desired) -> Vec<ClusterPlan> {
+    let address = fabric.listen_address.to_string();
+    let hosts: BTreeSet<String> = desired
+        .connections
+        .iter()
+        .flat_map(|c| c.initiators.iter())
+        .filter_map(|id| desired.endpoint(*id))
+        .map(|e| e.host_nqn.clone())
+        .collect();
+    (0..fabric.clusters)
+        .map(|cluster| {
+            let mut bdevs: Vec<BdevPlan> = desired
+                .volumes
+                .iter()
+                .flat_map(|v| volume_bdevs(v, cluster))
+                .collect();
+            bdevs.sort_by_key(BdevPlan::stage);
+            let namespaces = desired
+                .volumes
+                .iter()
+                .map(|v| NamespacePlan {
+                    nsid: v.nsid,
+                    bdev: volume_bdev(v.id),
+                    nguid: v.nguid(),
+                    uuid: v.uuid,
+                    hosts: desired.hosts_of(v.id),
+                })
+                .collect();
+            let referrals = if cluster == 0 {
+                (1..fabric.clusters)
+                    .map(|other| (address.clone(), fabric.nvmf_port(other).to_string()))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            ClusterPlan {
+                cluster,
+                bdevs,
+                namespaces,
+                hosts: hosts.clone(),
+                listener: (address.clone(), fabric.nvmf_port(cluster).to_string()),
+                referrals,
+                nbd_exports: if fabric.nbd_volumes {
+                    desired.volumes.iter().map(|v| volume_bdev(v.id)).collect()
+                } else {
+                    Vec::new()
+                },
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::model::*;
+    use super::*;
+
+    fn fabric() -> Fabric {
+        Fabric {
+            clusters: 3,
+            listen_address: "127.0.0.1".parse().unwrap(),
+            nvmf_base_port: 4420,
+            nbd_base_port: 10809,
+            nbd_volumes: true,
+            nqn: "nqn.2026-11.io.shoal:test".into(),
+            serial_number: "SHOAL".into(),
+        }
+    }
+
+    fn volume(id: u64, legs: Vec<Leg>) -> Volume {
+        Volume {
+            id,
+            name: format!("v{id}"),
+            display_name: None,
+            raid_type: RaidType::Raid0,
+            capacity_bytes: 0,
+            block_size: 512,
+            strip_bytes: 65536,
+            uuid: Uuid::from_u128(id as u128),
+            nsid: id as u32,
+            legs,
+            state: VolumeState::Ready,
+            created: 0,
+        }
+    }
+
+    fn extent(offset: u64, blocks: u64) -> Extent {
+        Extent {
+            offset_blocks: offset,
+            num_blocks: blocks,
+        }
+    }
+
+    #[test]
+    fn every_cluster_builds_the_same_stripe_from_local_and_remote_legs() {
+        let v = volume(
+            7,
+            vec![
+                Leg {
+                    cluster: 0,
+                    extents: vec![extent(2048, 100)],
+                },
+                Leg {
+                    cluster: 1,
+                    extents: vec![extent(2048, 60), extent(4096, 40)],
+                },
+            ],
+        );
+        let endpoint = InitiatorEndpoint {
+            id: 1,
+            name: "h".into(),
+            host_nqn: "nqn.2014-08.org.nvmexpress:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427".into(),
+        };
+        let connection = Connection {
+            id: 1,
+            name: "c".into(),
+            volumes: vec![VolumeAccess {
+                volume: 7,
+                access: Access::ReadWrite,
+            }],
+            initiators: vec![1],
+        };
+        let desired = Desired {
+            volumes: vec![v],
+            endpoints: vec![endpoint.clone()],
+            connections: vec![connection],
+        };
+        let plans = plan(&fabric(), &desired);
+        assert_eq!(plans.len(), 3);
+        let names = |p: &ClusterPlan| -> Vec<String> {
+            p.bdevs.iter().map(|b| b.name().to_string()).collect()
+        };
+        assert_eq!(
+            names(&plans[0]),
+            ["volume7-leg0", "volume7-leg1", "volume7"]
+        );
+        assert!(matches!(
+            plans[0].bdevs[1],
+            BdevPlan::Remote { cluster: 1, .. }
+        ));
+        assert_eq!(
+            names(&plans[1]),
+            [
+                "volume7-leg1-e0",
+                "volume7-leg1-e1",
+                "volume7-leg1",
+                "volume7-leg0",
+                "volume7"
+            ]
+        );
+        // Cluster 2 holds no leg: both are remote.
+        assert_eq!(
+            plans[2]
+                .bdevs
+                .iter()
+                .filter(|b| matches!(b, BdevPlan::Remote { .. }))
+                .count(),
+            2
+        );
+        for p in &plans {
+            assert_eq!(
+                p.bdevs.last().unwrap(),
+                &BdevPlan::Raid0 {
+                    name: "volume7".into(),
+                    legs: vec!["volume7-leg0".into(), "volume7-leg1".into()],
+                    strip_kb: 64,
+                    uuid: Uuid::from_u128(7),
+                }
+            );
+            assert_eq!(p.namespaces[0].hosts.len(), 1);
+            assert!(p.namespaces[0].hosts.contains(&endpoint.host_nqn));
+            assert_eq!(p.nbd_exports, ["volume7"]);
+        }
+        assert_eq!(plans[0].referrals.len(), 2);
+        assert!(plans[1].referrals.is_empty());
+        assert_eq!(plans[2].listener, ("127.0.0.1".into(), "4422".into()));
+    }
+
+    #[test]
+    fn only_the_services_own_bdevs_are_recognised() {
+        for owned in ["volume1", "volume12-leg0", "volume3-leg2-e10"] {
+            assert!(is_owned_bdev(owned), "{owned}");
+        }
+        for other in [
+            "drive0",
+            "vol0",
+            "volume",
+            "volumeX",
+            "volume1-",
+            "volume1-leg",
+            "volume1-legs",
+            "volume1-leg0-e",
+            "volume1-leg0-e1-x",
+            "m0",
+        ] {
+            assert!(!is_owned_bdev(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn existing_bdevs_are_matched_against_the_plan() {
+        let part = BdevPlan::Part {
+            name: "volume1-leg0".into(),
+            base: "drive0".into(),
+            offset_blocks: 2048,
+            num_blocks: 100,
+        };
+        let actual = json!({"name": "volume1-leg0", "driver_specific": {"part": {"base_bdev": "drive0", "offset_blocks": 2048, "num_blocks": 100}}});
+        assert!(part.matches(&actual));
+        let moved = json!({"name": "volume1-leg0", "driver_specific": {"part": {"base_bdev": "drive0", "offset_blocks": 4096, "num_blocks": 100}}});
+        assert!(!part.matches(&moved));
+        assert_eq!(
+            delete_call(&moved),
+            Some(("bdev_part_delete".into(), json!({"name": "volume1-leg0"})))
+        );
+        let remote = BdevPlan::Remote {
+            name: "volume1-leg1".into(),
+            cluster: 1,
+            remote_bdev: "volume1-leg1".into(),
+        };
+        assert!(!remote.matches(&actual));
+        let raid = BdevPlan::Raid0 {
+            name: "volume1".into(),
+            legs: vec!["volume1-leg0".into()],
+            strip_kb: 64,
+            uuid: Uuid::from_u128(1),
+        };
+        let actual_raid = json!({"name": "volume1", "uuid": Uuid::from_u128(1).to_string(), "driver_specific": {"raid": {"raid_level": "raid0", "strip_size_kb": 64, "base_bdevs_list": [{"name": "volume1-leg0"}]}}});
+        assert!(raid.matches(&actual_raid));
+        assert_eq!(delete_call(&actual_raid).unwrap().0, "bdev_raid_delete");
+    }
+}

@@ -1,0 +1,635 @@
+//! The reconciler: makes every running data cluster hold what the plan
+//! says, through the clusters' JSON-RPC sockets, and reports what it found.
+//!
+//! One pass reads each cluster's bdevs, NVMe-oF subsystem, NBD exports and
+//! referrals, then, across all clusters in this order:
+//!
+//! 1. revokes: exports, namespaces and hosts the plan no longer has (and
+//!    exports of bdevs about to be rebuilt), so access is withdrawn before
+//!    anything is granted;
+//! 2. deletes the service's bdevs the plan does not want, or wants built
+//!    differently, with whatever was built on them, top first;
+//! 3. creates parts and concats (the legs on each cluster's own drive);
+//! 4. creates remote legs (once the owning cluster has the leg) and the
+//!    striped volumes;
+//! 5. grants: transport, subsystem, listener, namespaces with their hosts,
+//!    referrals, NBD exports.
+//!
+//! Only objects the service owns are touched: bdevs named `volume<N>...`,
+//! NBD exports of those, and the storage's own subsystem. A cluster that is
+//! down is skipped and caught up with when it runs again; a restarted
+//! cluster starts empty and gets everything back, on the same blocks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_appliance::jsonrpc::{CallError, RpcClient};
+
+use super::model::Desired;
+use super::plan::{self, BdevPlan, ClusterPlan, Fabric};
+
+/// Longest wait for one call (a remote bdev's creation waits up to 5 s for
+/// the other cluster).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A data cluster as one pass found it (and left it).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Every bdev, by name, as `bdev_get_bdevs` describes it.
+    pub bdevs: BTreeMap<String, Value>,
+    /// The storage's subsystem as `nvmf_get_subsystems` describes it.
+    pub subsystem: Option<Value>,
+    pub nbd_exports: BTreeSet<String>,
+    pub referrals: Vec<Value>,
+    pub transport: bool,
+}
+
+impl ClusterView {
+    /// NSIDs of the storage's subsystem, with their bdevs.
+    fn namespaces(&self) -> BTreeMap<u32, Value> {
+        self.subsystem
+            .as_ref()
+            .and_then(|s| s["namespaces"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|n| Some((n["nsid"].as_u64()? as u32, n.clone())))
+            .collect()
+    }
+
+    /// Whether this cluster serves bdev `bdev` as namespace `nsid`.
+    pub fn serves(&self, nsid: u32, bdev: &str) -> bool {
+        self.bdevs.contains_key(bdev)
+            && self
+                .namespaces()
+                .get(&nsid)
+                .is_some_and(|n| n["bdev_name"] == bdev)
+    }
+}
+
+/// Something a pass could not do.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Failure {
+    pub cluster: u32,
+    /// The bdev, namespace or export concerned, e.g. `volume3-leg1`.
+    pub object: String,
+    pub error: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "data cluster {}: {}: {}",
+            self.cluster, self.object, self.error
+        )
+    }
+}
+
+/// The outcome of a pass: what failed, and every reachable cluster's state.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub failures: Vec<Failure>,
+    pub views: BTreeMap<u32, ClusterView>,
+}
+
+impl Report {
+    /// Failures concerning volume `id` (its bdevs, namespace or export).
+    pub fn failures_of(&self, volume: u64) -> Vec<&Failure> {
+        let bdev = plan::volume_bdev(volume);
+        self.failures
+            .iter()
+            .filter(|f| f.object == bdev || f.object.starts_with(&format!("{bdev}-")))
+            .collect()
+    }
+}
+
+/// One cluster's socket, with a timeout on every call.
+struct Session {
+    cluster: u32,
+    client: RpcClient,
+}
+
+impl Session {
+    async fn open(cluster: u32, socket: &std::path::Path) -> Result<Self, String> {
+        let client = tokio::time::timeout(CALL_TIMEOUT, RpcClient::connect(socket))
+            .await
+            .map_err(|_| "connecting timed out".to_string())?
+            .map_err(|e| format!("cannot connect to {}: {e}", socket.display()))?;
+        Ok(Self { cluster, client })
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        match tokio::time::timeout(CALL_TIMEOUT, self.client.call(method, Some(params))).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(CallError::Rpc(e))) => Err(format!("{method}: {} ({})", e.message, e.code)),
+            Ok(Err(e)) => Err(format!("{method}: {e}")),
+            Err(_) => Err(format!("{method}: no answer within {CALL_TIMEOUT:?}")),
+        }
+    }
+
+    async fn read(&mut self, fabric: &Fabric) -> Result<ClusterView, String> {
+        let bdevs = self.call("bdev_get_bdevs", json!({})).await?;
+        let subsystems = self.call("nvmf_get_subsystems", json!({})).await?;
+        let disks = self.call("nbd_get_disks", json!({})).await?;
+        let transports = self.call("nvmf_get_transports", json!({})).await?;
+        let referrals = if self.cluster == 0 {
+            self.call("nvmf_discovery_get_referrals", json!({})).await?
+        } else {
+            json!([])
+        };
+        let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+        Ok(ClusterView {
+            bdevs: list(&bdevs)
+                .into_iter()
+                .filter_map(|b| Some((b["name"].as_str()?.to_string(), b)))
+                .collect(),
+            subsystem: list(&subsystems)
+                .into_iter()
+                .find(|s| s["nqn"] == fabric.nqn.as_str()),
+            nbd_exports: list(&disks)
+                .iter()
+                .filter_map(|d| d["nbd_device"].as_str().map(str::to_string))
+                .collect(),
+            referrals: list(&referrals),
+            transport: !list(&transports).is_empty(),
+        })
+    }
+}
+
+/// A cluster being reconciled: its socket, what it holds, what it must.
+struct Target<'a> {
+    session: Session,
+    view: ClusterView,
+    plan: &'a ClusterPlan,
+}
+
+impl Target<'_> {
+    /// Calls `method`; a failure is recorded against `object`.
+    async fn apply(
+        &mut self,
+        failures: &mut Vec<Failure>,
+        object: &str,
+        method: &str,
+        params: Value,
+    ) -> bool {
+        match self.session.call(method, params).await {
+            Ok(_) => true,
+            Err(error) => {
+                failures.push(Failure {
+                    cluster: self.session.cluster,
+                    object: object.to_string(),
+                    error,
+                });
+                false
+            }
+        }
+    }
+
+    fn planned(&self, name: &str) -> Option<&BdevPlan> {
+        self.plan.bdevs.iter().find(|b| b.name() == name)
+    }
+
+    /// The service's bdevs to delete: unwanted, built differently than
+    /// planned, or built on one of those.
+    fn doomed(&self) -> BTreeSet<String> {
+        let mut doomed: BTreeSet<String> = self
+            .view
+            .bdevs
+            .iter()
+            .filter(|(name, actual)| {
+                plan::is_owned_bdev(name) && self.planned(name).is_none_or(|p| !p.matches(actual))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        loop {
+            let more: Vec<String> = self
+                .view
+                .bdevs
+                .iter()
+                .filter(|(name, actual)| {
+                    !doomed.contains(*name)
+                        && plan::is_owned_bdev(name)
+                        && bases_of(actual).iter().any(|b| doomed.contains(b))
+                })
+                .map(|(name, _)| name.clone())
+                .collect();
+            if more.is_empty() {
+                return doomed;
+            }
+            doomed.extend(more);
+        }
+    }
+
+    fn namespace_matches(actual: &Value, planned: &plan::NamespacePlan) -> bool {
+        actual["bdev_name"] == planned.bdev.as_str()
+            && actual["nguid"] == planned.nguid.as_str()
+            && actual["uuid"] == planned.uuid.to_string().as_str()
+            && actual["no_auto_visible"] == true
+    }
+
+    /// Step 1: withdraw access the plan no longer grants, and exports of
+    /// bdevs about to be deleted.
+    async fn revoke(
+        &mut self,
+        fabric: &Fabric,
+        doomed: &BTreeSet<String>,
+        failures: &mut Vec<Failure>,
+    ) {
+        let stale_exports: Vec<String> = self
+            .view
+            .nbd_exports
+            .iter()
+            .filter(|e| {
+                plan::is_owned_bdev(e)
+                    && (!self.plan.nbd_exports.contains(e) || doomed.contains(*e))
+            })
+            .cloned()
+            .collect();
+        for export in stale_exports {
+            if self
+                .apply(
+                    failures,
+                    &export,
+                    "nbd_stop_disk",
+                    json!({"nbd_device": export}),
+                )
+                .await
+            {
+                self.view.nbd_exports.remove(&export);
+            }
+        }
+        let Some(subsystem) = self.view.subsystem.clone() else {
+            return;
+        };
+        let nqn = fabric.nqn.as_str();
+        for (nsid, actual) in self.view.namespaces() {
+            let bdev = actual["bdev_name"].as_str().unwrap_or("").to_string();
+            let planned = self.plan.namespaces.iter().find(|n| n.nsid == nsid);
+            let keep = planned
+                .is_some_and(|p| Self::namespace_matches(&actual, p) && !doomed.contains(&bdev));
+            let object = if bdev.is_empty() {
+                format!("namespace {nsid}")
+            } else {
+                bdev
+            };
+            if !keep {
+                self.apply(
+                    failures,
+                    &object,
+                    "nvmf_subsystem_remove_ns",
+                    json!({"nqn": nqn, "nsid": nsid}),
+                )
+                .await;
+                continue;
+            }
+            let planned = planned.expect("kept namespaces are planned").clone();
+            for host in string_set(&actual["hosts"]).difference(&planned.hosts) {
+                self.apply(
+                    failures,
+                    &object,
+                    "nvmf_ns_remove_host",
+                    json!({"nqn": nqn, "nsid": nsid, "host": host}),
+                )
+                .await;
+            }
+        }
+        let hosts: BTreeSet<String> = subsystem["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h["nqn"].as_str().map(str::to_string))
+            .collect();
+        for host in hosts.difference(&self.plan.hosts) {
+            self.apply(
+                failures,
+                &format!("host {host}"),
+                "nvmf_subsystem_remove_host",
+                json!({"nqn": nqn, "host": host}),
+            )
+            .await;
+        }
+    }
+
+    /// Step 2: delete doomed bdevs, each once nothing is built on it.
+    async fn delete(&mut self, doomed: BTreeSet<String>, failures: &mut Vec<Failure>) {
+        let mut left = doomed;
+        while !left.is_empty() {
+            // A bdev still claimed by another doomed bdev waits for it.
+            let ready: Vec<String> = left
+                .iter()
+                .filter(|name| {
+                    !left.iter().any(|other| {
+                        self.view
+                            .bdevs
+                            .get(other)
+                            .is_some_and(|b| bases_of(b).iter().any(|base| base == *name))
+                    })
+                })
+                .cloned()
+                .collect();
+            if ready.is_empty() {
+                break;
+            }
+            for name in ready {
+                left.remove(&name);
+                let Some((method, params)) = self.view.bdevs.get(&name).and_then(plan::delete_call)
+                else {
+                    continue;
+                };
+                if self.apply(failures, &name, &method, params).await {
+                    self.view.bdevs.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// Creates the planned bdevs of `stages` that are missing, if
+    /// `available(bdev)` says what they depend on exists.
+    async fn create(
+        &mut self,
+        stages: &[u8],
+        available: impl Fn(&BdevPlan) -> bool,
+        failures: &mut Vec<Failure>,
+    ) {
+        let plan = self.plan;
+        for bdev in plan.bdevs.iter().filter(|b| stages.contains(&b.stage())) {
+            if self.view.bdevs.contains_key(bdev.name())
+                || !bdev
+                    .bases()
+                    .iter()
+                    .all(|b| self.view.bdevs.contains_key(*b))
+                || !available(bdev)
+            {
+                continue;
+            }
+            let (method, params) = bdev.create_call();
+            if self.apply(failures, bdev.name(), method, params).await {
+                // Enough for the rest of the pass to know it is there.
+                self.view
+                    .bdevs
+                    .insert(bdev.name().to_string(), json!({"name": bdev.name()}));
+            }
+        }
+    }
+
+    /// Step 5: transport, subsystem, listener, namespaces, hosts,
+    /// referrals and NBD exports.
+    async fn grant(&mut self, fabric: &Fabric, failures: &mut Vec<Failure>) {
+        let nqn = fabric.nqn.as_str();
+        if !self.view.transport
+            && self
+                .apply(
+                    failures,
+                    "transport",
+                    "nvmf_create_transport",
+                    json!({"trtype": "TCP"}),
+                )
+                .await
+        {
+            self.view.transport = true;
+        }
+        if self.view.subsystem.is_none() {
+            let params = json!({
+                "nqn": nqn,
+                "serial_number": fabric.serial_number,
+                "model_number": plan::MODEL_NUMBER,
+                "allow_any_host": false,
+                "max_namespaces": super::model::MAX_VOLUMES,
+            });
+            if !self
+                .apply(failures, "subsystem", "nvmf_create_subsystem", params)
+                .await
+            {
+                return;
+            }
+            self.view.subsystem =
+                Some(json!({"nqn": nqn, "listen_addresses": [], "hosts": [], "namespaces": []}));
+        }
+        let subsystem = self.view.subsystem.clone().unwrap_or_default();
+        let (traddr, trsvcid) = &self.plan.listener;
+        let listening = subsystem["listen_addresses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["traddr"] == traddr.as_str() && l["trsvcid"] == trsvcid.as_str());
+        if !listening {
+            let address = json!({"trtype": "TCP", "traddr": traddr, "trsvcid": trsvcid});
+            self.apply(
+                failures,
+                "listener",
+                "nvmf_subsystem_add_listener",
+                json!({"nqn": nqn, "listen_address": address}),
+            )
+            .await;
+        }
+        let hosts: BTreeSet<String> = subsystem["hosts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|h| h["nqn"].as_str().map(str::to_string))
+            .collect();
+        for host in self.plan.hosts.difference(&hosts) {
+            self.apply(
+                failures,
+                &format!("host {host}"),
+                "nvmf_subsystem_add_host",
+                json!({"nqn": nqn, "host": host}),
+            )
+            .await;
+        }
+        // Namespaces as they are after the revocations of step 1.
+        let session = &mut self.session;
+        let current = match session
+            .call("nvmf_get_subsystems", json!({"nqn": nqn}))
+            .await
+        {
+            Ok(list) => list[0].clone(),
+            Err(_) => subsystem,
+        };
+        self.view.subsystem = Some(current);
+        let existing = self.view.namespaces();
+        let plan = self.plan;
+        for namespace in &plan.namespaces {
+            if !self.view.bdevs.contains_key(&namespace.bdev) {
+                continue;
+            }
+            let shown_to = match existing.get(&namespace.nsid) {
+                Some(actual) => string_set(&actual["hosts"]),
+                None => {
+                    let params = json!({"nqn": nqn, "namespace": {
+                        "bdev_name": namespace.bdev,
+                        "nsid": namespace.nsid,
+                        "nguid": namespace.nguid,
+                        "uuid": namespace.uuid.to_string(),
+                        "no_auto_visible": true,
+                    }});
+                    if !self
+                        .apply(failures, &namespace.bdev, "nvmf_subsystem_add_ns", params)
+                        .await
+                    {
+                        continue;
+                    }
+                    BTreeSet::new()
+                }
+            };
+            for host in namespace.hosts.difference(&shown_to) {
+                self.apply(
+                    failures,
+                    &namespace.bdev,
+                    "nvmf_ns_add_host",
+                    json!({"nqn": nqn, "nsid": namespace.nsid, "host": host}),
+                )
+                .await;
+            }
+        }
+        self.grant_referrals(nqn, failures).await;
+        for export in &plan.nbd_exports {
+            if self.view.nbd_exports.contains(export) || !self.view.bdevs.contains_key(export) {
+                continue;
+            }
+            if self
+                .apply(
+                    failures,
+                    export,
+                    "nbd_start_disk",
+                    json!({"bdev_name": export, "nbd_device": export}),
+                )
+                .await
+            {
+                self.view.nbd_exports.insert(export.clone());
+            }
+        }
+    }
+
+    /// Cluster 0's referrals to the other portals of the subsystem.
+    async fn grant_referrals(&mut self, nqn: &str, failures: &mut Vec<Failure>) {
+        let existing: Vec<(String, String)> = self
+            .view
+            .referrals
+            .iter()
+            .filter(|r| r["subnqn"] == nqn)
+            .filter_map(|r| {
+                let a = &r["address"];
+                Some((
+                    a["traddr"].as_str()?.to_string(),
+                    a["trsvcid"].as_str()?.to_string(),
+                ))
+            })
+            .collect();
+        let plan = self.plan;
+        for (traddr, trsvcid) in existing.iter().filter(|r| !plan.referrals.contains(r)) {
+            let address = json!({"trtype": "TCP", "traddr": traddr, "trsvcid": trsvcid});
+            self.apply(
+                failures,
+                "referral",
+                "nvmf_discovery_remove_referral",
+                json!({"subnqn": nqn, "address": address}),
+            )
+            .await;
+        }
+        for (traddr, trsvcid) in plan.referrals.iter().filter(|r| !existing.contains(r)) {
+            let address = json!({"trtype": "TCP", "traddr": traddr, "trsvcid": trsvcid});
+            self.apply(
+                failures,
+                "referral",
+                "nvmf_discovery_add_referral",
+                json!({"subnqn": nqn, "address": address}),
+            )
+            .await;
+        }
+    }
+}
+
+/// The bdevs an existing bdev is built on (raid legs, a part's base).
+fn bases_of(actual: &Value) -> Vec<String> {
+    let specific = &actual["driver_specific"];
+    if let Some(base) = specific["part"]["base_bdev"].as_str() {
+        return vec![base.to_string()];
+    }
+    specific["raid"]["base_bdevs_list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn string_set(value: &Value) -> BTreeSet<String> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+/// One pass over the running clusters (`running`: index and socket).
+pub async fn pass(fabric: &Fabric, desired: &Desired, running: &[(u32, PathBuf)]) -> Report {
+    let plans = plan::plan(fabric, desired);
+    let mut failures = Vec::new();
+    let mut targets = Vec::new();
+    for (cluster, socket) in running {
+        let Some(plan) = plans.get(*cluster as usize) else {
+            continue;
+        };
+        let opened = match Session::open(*cluster, socket).await {
+            Ok(mut session) => session.read(fabric).await.map(|view| (session, view)),
+            Err(e) => Err(e),
+        };
+        match opened {
+            Ok((session, view)) => targets.push(Target {
+                session,
+                view,
+                plan,
+            }),
+            Err(error) => failures.push(Failure {
+                cluster: *cluster,
+                object: "dataplane".into(),
+                error,
+            }),
+        }
+    }
+
+    for target in &mut targets {
+        let doomed = target.doomed();
+        target.revoke(fabric, &doomed, &mut failures).await;
+        target.delete(doomed, &mut failures).await;
+    }
+    for target in &mut targets {
+        target.create(&[0, 1], |_| true, &mut failures).await;
+    }
+    // A remote leg needs the leg on its own cluster, made above or before.
+    let legs_present: BTreeMap<u32, BTreeSet<String>> = targets
+        .iter()
+        .map(|t| (t.session.cluster, t.view.bdevs.keys().cloned().collect()))
+        .collect();
+    for target in &mut targets {
+        let available = |bdev: &BdevPlan| match bdev {
+            BdevPlan::Remote {
+                cluster,
+                remote_bdev,
+                ..
+            } => legs_present
+                .get(cluster)
+                .is_some_and(|names| names.contains(remote_bdev)),
+            _ => true,
+        };
+        target.create(&[2, 3], available, &mut failures).await;
+    }
+    for target in &mut targets {
+        target.grant(fabric, &mut failures).await;
+    }
+
+    let mut views = BTreeMap::new();
+    for mut target in targets {
+        // Read back what the cluster now holds, so reports show the truth.
+        let view = match target.session.read(fabric).await {
+            Ok(view) => view,
+            Err(_) => target.view,
+        };
+        views.insert(target.session.cluster, view);
+    }
+    Report { failures, views }
+}
