@@ -9,6 +9,7 @@
 pub mod args;
 pub mod auth;
 pub mod dataplane;
+pub mod events;
 pub mod http;
 pub mod redfish;
 pub mod resources;

@@ -45,6 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let _ = state.router.set(app.clone());
     let https_task = tokio::spawn(server::serve_https(https, tls, app, stop.clone()));
     let reconciler = tokio::spawn(crate::storage::run_reconciler(state.clone(), stop.clone()));
+    let cluster_watch = tokio::spawn(crate::events::clusters::watch(state.clone(), stop.clone()));
     let redirect_task = match args.http_redirect_listen {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -74,6 +75,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 stop.cancel();
                 let _ = https_task.await;
                 let _ = reconciler.await;
+                let _ = cluster_watch.await;
                 if let Some(task) = redirect_task {
                     let _ = task.await;
                 }
@@ -108,11 +110,16 @@ async fn build_state(args: &Args, store: Store) -> anyhow::Result<AppState> {
     let timeout = store
         .get::<u64>(Table::Settings, "session_timeout_s")?
         .unwrap_or(args.session_timeout_s);
-    let tasks = crate::tasks::Tasks::load(store.clone())
+    let events = Arc::new(crate::events::Events::default());
+    let tasks = crate::tasks::Tasks::load(store.clone(), Arc::clone(&events))
         .await
         .context("cannot load the task records")?;
+    let subscriptions = crate::events::subscriptions::Subscriptions::start(store.clone(), &events)
+        .context("cannot load the event subscriptions")?;
     Ok(AppState(Arc::new(Inner {
         tasks,
+        events,
+        subscriptions,
         store,
         accounts,
         sessions: Sessions::new(Duration::from_secs(timeout), args.max_sessions as usize),

@@ -32,6 +32,9 @@ pub struct Inner {
     pub storage: crate::storage::Storage,
     /// Long operations (TaskService).
     pub tasks: crate::tasks::Tasks,
+    /// The event bus, and the destinations fed from it (EventService).
+    pub events: Arc<crate::events::Events>,
+    pub subscriptions: crate::events::subscriptions::Subscriptions,
 }
 
 /// Shared by every handler (cheap to clone).

@@ -29,6 +29,7 @@ pub enum Table {
     Endpoints,
     Connections,
     Tasks,
+    Subscriptions,
 }
 
 impl Table {
@@ -40,6 +41,7 @@ impl Table {
             Table::Endpoints => "endpoints",
             Table::Connections => "connections",
             Table::Tasks => "tasks",
+            Table::Subscriptions => "subscriptions",
         }
     }
 }

@@ -12,8 +12,14 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::events::Events;
 use crate::redfish::message::{RedfishError, registry_message};
 use crate::store::{Store, StoreError, Table};
+
+/// The URI of task `id`.
+pub fn uri(id: u64) -> String {
+    format!("/redfish/v1/TaskService/Tasks/{id}")
+}
 
 /// Most tasks kept; beyond it the oldest finished ones are dropped
 /// (`CompletedTaskOverWritePolicy: Oldest`).
@@ -72,12 +78,14 @@ fn now_s() -> u64 {
 pub struct Tasks {
     store: Store,
     tasks: Arc<Mutex<BTreeMap<u64, Task>>>,
+    /// Where task state changes are announced (TaskEvent messages).
+    events: Arc<Events>,
 }
 
 impl Tasks {
     /// Loads the stored tasks; those a previous life left running are
     /// marked aborted.
-    pub async fn load(store: Store) -> Result<Self, StoreError> {
+    pub async fn load(store: Store, events: Arc<Events>) -> Result<Self, StoreError> {
         let mut tasks: BTreeMap<u64, Task> = store
             .list::<Task>(Table::Tasks)?
             .into_iter()
@@ -107,6 +115,7 @@ impl Tasks {
         Ok(Self {
             store,
             tasks: Arc::new(Mutex::new(tasks)),
+            events,
         })
     }
 
@@ -148,6 +157,7 @@ impl Tasks {
             outcome: None,
         };
         self.store.put(Table::Tasks, &id.to_string(), &task).await?;
+        self.announce(&task, &task.messages[0]);
         let dropped = {
             let mut tasks = self.tasks.lock().expect("tasks lock");
             tasks.insert(id, task);
@@ -170,6 +180,12 @@ impl Tasks {
             tasks: self.clone(),
             id,
         })
+    }
+
+    /// Publishes a TaskEvent message about `task`.
+    fn announce(&self, task: &Task, message: &Value) {
+        self.events
+            .publish_message("TaskEvent", message.clone(), Some((&uri(task.id), "Task")));
     }
 
     fn update(&self, id: u64, change: impl FnOnce(&mut Task)) -> Option<Task> {
@@ -221,6 +237,14 @@ impl TaskHandle {
         });
         let task = task.expect("a running task is never dropped");
         self.tasks.store.put(Table::Tasks, &id, &task).await?;
+        // The TaskEvent message that says how it ended (not the errors).
+        if let Some(ended) = task.messages.iter().rev().find(|m| {
+            m["MessageId"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("TaskEvent."))
+        }) {
+            self.tasks.announce(&task, ended);
+        }
         Ok(task)
     }
 }
@@ -234,7 +258,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Store::open(dir.path()).unwrap();
-            let tasks = Tasks::load(store).await.unwrap();
+            let tasks = Tasks::load(store, Arc::default()).await.unwrap();
             let done = tasks.start("done", "POST", "/x").await.unwrap();
             done.progress(40);
             let id = done.id;
@@ -260,7 +284,7 @@ mod tests {
                 })
             })
             .unwrap();
-        let tasks = Tasks::load(store).await.unwrap();
+        let tasks = Tasks::load(store, Arc::default()).await.unwrap();
         let all = tasks.list();
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].state, TaskState::Completed);
@@ -271,7 +295,9 @@ mod tests {
     #[tokio::test]
     async fn only_finished_tasks_make_room() {
         let dir = tempfile::tempdir().unwrap();
-        let tasks = Tasks::load(Store::open(dir.path()).unwrap()).await.unwrap();
+        let tasks = Tasks::load(Store::open(dir.path()).unwrap(), Arc::default())
+            .await
+            .unwrap();
         let running = tasks.start("long", "POST", "/z").await.unwrap();
         for _ in 0..MAX_TASKS + 5 {
             let task = tasks.start("short", "POST", "/z").await.unwrap();

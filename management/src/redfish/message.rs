@@ -104,6 +104,18 @@ pub fn registry_message(prefix: &str, key: &str, args: &[&str]) -> Value {
         .get(key)
         .unwrap_or_else(|| panic!("{key} is not in the {prefix} registry"));
     assert_eq!(entry.number_of_args, args.len(), "arguments of {key}");
+    build(registry, entry, key, args)
+}
+
+/// Message `key` of registry `prefix` with `args`, if the registry has it
+/// and it takes that many arguments (for keys that come from a client).
+pub fn find_registry_message(prefix: &str, key: &str, args: &[&str]) -> Option<Value> {
+    let registry = registries().get(prefix)?;
+    let entry = registry.messages.get(key)?;
+    (entry.number_of_args == args.len()).then(|| build(registry, entry, key, args))
+}
+
+fn build(registry: &Registry, entry: &RegistryMessage, key: &str, args: &[&str]) -> Value {
     let mut text = entry.message.clone();
     // Highest first, so %1 does not eat the start of %10.
     for (index, arg) in args.iter().enumerate().rev() {

@@ -19,9 +19,9 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::auth;
 use crate::resources::{
-    account_service, chassis, connections, drives, endpoint_groups, endpoints, fabrics, managers,
-    odata, registries, schemas, service_root, session_service, storage, storage_controllers,
-    storage_pools, systems, task_service, volumes,
+    account_service, chassis, connections, drives, endpoint_groups, endpoints, event_service,
+    fabrics, managers, odata, registries, schemas, service_root, session_service, storage,
+    storage_controllers, storage_pools, systems, task_service, volumes,
 };
 use crate::state::AppState;
 use message::RedfishError;
@@ -377,6 +377,36 @@ pub fn router(state: AppState) -> Router {
         "Connection",
         READ_DELETE,
         get(connections::get).delete(connections::delete),
+    )
+    .guarded(
+        "/redfish/v1/EventService",
+        "EventService",
+        READ_PATCH,
+        get(event_service::get_service).patch(event_service::patch_service),
+    )
+    .guarded(
+        "/redfish/v1/EventService/Subscriptions",
+        "EventDestinationCollection",
+        COLLECTION_POST,
+        get(event_service::list).post(event_service::create),
+    )
+    .guarded(
+        "/redfish/v1/EventService/Subscriptions/{id}",
+        "EventDestination",
+        READ_DELETE,
+        get(event_service::get).delete(event_service::delete),
+    )
+    .guarded(
+        "/redfish/v1/EventService/SSE",
+        "EventService",
+        "GET",
+        get(event_service::sse),
+    )
+    .guarded(
+        "/redfish/v1/EventService/Actions/EventService.SubmitTestEvent",
+        "EventService",
+        "POST",
+        post(event_service::submit_test_event),
     )
     .guarded(
         "/redfish/v1/TaskService",

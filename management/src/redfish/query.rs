@@ -620,6 +620,10 @@ pub async fn layer(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    // The event stream reads its own `$filter` (DSP0266's SSE filter).
+    if request.uri().path() == crate::resources::event_service::SSE {
+        return next.run(request).await;
+    }
     let Some(raw) = request.uri().query().map(str::to_string) else {
         return next.run(request).await;
     };

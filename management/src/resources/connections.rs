@@ -283,6 +283,9 @@ pub async fn create(
         model_ops::create_connection(&state, request.name, request.volumes, request.initiators)
             .await
             .map_err(storage::error)?;
+    state
+        .events
+        .created(&fabrics::connection_uri(connection.id), "Connection");
     Ok(resource::created(
         &fabrics::connection_uri(connection.id),
         body_of(&state, &connection),
@@ -298,5 +301,8 @@ pub async fn delete(
     model_ops::delete_connection(&state, connection.id)
         .await
         .map_err(storage::error)?;
+    state
+        .events
+        .removed(&fabrics::connection_uri(connection.id), "Connection");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -237,6 +237,9 @@ pub async fn create(
     let endpoint = model_ops::create_endpoint(&state, name, nqn)
         .await
         .map_err(storage::error)?;
+    state
+        .events
+        .created(&fabrics::initiator_uri(endpoint.id), "Endpoint");
     Ok(resource::created(
         &fabrics::initiator_uri(endpoint.id),
         initiator_body(&state, &endpoint),
@@ -260,5 +263,8 @@ pub async fn delete(
     model_ops::delete_endpoint(&state, endpoint.id)
         .await
         .map_err(storage::error)?;
+    state
+        .events
+        .removed(&fabrics::initiator_uri(endpoint.id), "Endpoint");
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -7,6 +7,7 @@ pub mod connections;
 pub mod drives;
 pub mod endpoint_groups;
 pub mod endpoints;
+pub mod event_service;
 pub mod fabrics;
 pub mod managers;
 pub mod odata;

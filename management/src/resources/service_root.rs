@@ -46,6 +46,7 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap) -> Response 
         "Storage": {"@odata.id": "/redfish/v1/Storage"},
         "Fabrics": {"@odata.id": "/redfish/v1/Fabrics"},
         "Tasks": {"@odata.id": "/redfish/v1/TaskService"},
+        "EventService": {"@odata.id": "/redfish/v1/EventService"},
         "Registries": {"@odata.id": "/redfish/v1/Registries"},
         "JsonSchemas": {"@odata.id": "/redfish/v1/JsonSchemas"},
         "Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}},

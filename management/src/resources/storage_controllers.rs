@@ -21,15 +21,18 @@ fn controller_id(cluster: u32) -> String {
     format!("cluster{cluster}")
 }
 
+/// The controller of data cluster `cluster`.
+pub fn uri(cluster: u32) -> String {
+    format!("{}/{}", collection_uri(), controller_id(cluster))
+}
+
 pub async fn list(
     State(state): State<AppState>,
     Path(storage_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, RedfishError> {
     storage::check_id(&storage_id)?;
-    let members = (0..model_ops::fabric_clusters(&state))
-        .map(|c| format!("{}/{}", collection_uri(), controller_id(c)))
-        .collect();
+    let members = (0..model_ops::fabric_clusters(&state)).map(uri).collect();
     Ok(resource::collection(
         &headers,
         &collection_uri(),

@@ -18,7 +18,7 @@ const TASKS: &str = "/redfish/v1/TaskService/Tasks";
 const MONITORS: &str = "/redfish/v1/TaskService/TaskMonitors";
 
 pub fn task_uri(id: u64) -> String {
-    format!("{TASKS}/{id}")
+    crate::tasks::uri(id)
 }
 
 pub fn monitor_uri(id: u64) -> String {

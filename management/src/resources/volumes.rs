@@ -391,6 +391,7 @@ pub async fn create(
         let volume = model_ops::create_volume(&state, request)
             .await
             .map_err(storage::error)?;
+        state.events.created(&uri(volume.id), "Volume");
         return Ok(resource::created(&uri(volume.id), body_of(&state, &volume)));
     }
     // Foreground initialisation: the creation, zeroing included, is a task.
@@ -402,10 +403,13 @@ pub async fn create(
     let started = state.tasks.get(task.id).expect("just started");
     tokio::spawn(async move {
         let outcome = match model_ops::create_volume(&state, request).await {
-            Ok(volume) => Ok(Outcome {
-                status: StatusCode::CREATED.as_u16(),
-                location: Some(uri(volume.id)),
-                body: body_of(&state, &volume),
+            Ok(volume) => Ok({
+                state.events.created(&uri(volume.id), "Volume");
+                Outcome {
+                    status: StatusCode::CREATED.as_u16(),
+                    location: Some(uri(volume.id)),
+                    body: body_of(&state, &volume),
+                }
             }),
             Err(e) => Err(storage::error(e)),
         };
@@ -530,6 +534,7 @@ pub async fn patch(
     let volume = model_ops::rename_volume(&state, volume.id, name, display_name)
         .await
         .map_err(storage::error)?;
+    state.events.changed(&uri(volume.id), "Volume");
     Ok(resource::updated(
         body_of(&state, &volume),
         not_applied(problems),
@@ -545,6 +550,7 @@ pub async fn delete(
     model_ops::delete_volume(&state, volume.id)
         .await
         .map_err(storage::error)?;
+    state.events.removed(&uri(volume.id), "Volume");
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

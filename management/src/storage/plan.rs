@@ -259,6 +259,10 @@ pub struct NamespacePlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterPlan {
     pub cluster: u32,
+    /// Whether the storage's subsystem is served at all: only while a
+    /// volume exists, so an appliance without volumes leaves the NVMe-oF
+    /// target (transport, subsystems, referrals) to whoever drives it.
+    pub serves: bool,
     /// In creation order.
     pub bdevs: Vec<BdevPlan>,
     pub namespaces: Vec<NamespacePlan>,
@@ -353,7 +357,8 @@ pub fn plan(fabric: &Fabric, desired: &Desired) -> Vec<ClusterPlan> {
                     hosts: desired.hosts_of(v.id),
                 })
                 .collect();
-            let referrals = if cluster == 0 {
+            let serves = !desired.volumes.is_empty();
+            let referrals = if cluster == 0 && serves {
                 (1..fabric.clusters)
                     .map(|other| (address.clone(), fabric.nvmf_port(other).to_string()))
                     .collect()
@@ -362,6 +367,7 @@ pub fn plan(fabric: &Fabric, desired: &Desired) -> Vec<ClusterPlan> {
             };
             ClusterPlan {
                 cluster,
+                serves,
                 bdevs,
                 namespaces,
                 hosts: hosts.clone(),
@@ -501,6 +507,9 @@ mod tests {
         assert_eq!(plans[0].referrals.len(), 2);
         assert!(plans[1].referrals.is_empty());
         assert_eq!(plans[2].listener, ("127.0.0.1".into(), "4422".into()));
+        assert!(plans.iter().all(|p| p.serves));
+        let empty = plan(&fabric(), &Desired::default());
+        assert!(empty.iter().all(|p| !p.serves && p.referrals.is_empty()));
     }
 
     #[test]

@@ -15,6 +15,9 @@
 //! 5. grants: transport, subsystem, listener, namespaces with their hosts,
 //!    referrals, NBD exports.
 //!
+//! The subsystem (and the transport, made once) exist only while a volume
+//! does: an appliance without volumes leaves the NVMe-oF target alone.
+//!
 //! Only objects the service owns are touched: bdevs named `volume<N>...`,
 //! NBD exports of those, and the storage's own subsystem. A cluster that is
 //! down is skipped and caught up with when it runs again; a restarted
@@ -264,6 +267,22 @@ impl Target<'_> {
             return;
         };
         let nqn = fabric.nqn.as_str();
+        if !self.plan.serves {
+            // No volume left: the subsystem goes, and cluster 0's referrals.
+            if self
+                .apply(
+                    failures,
+                    "subsystem",
+                    "nvmf_delete_subsystem",
+                    json!({"nqn": nqn}),
+                )
+                .await
+            {
+                self.view.subsystem = None;
+            }
+            self.grant_referrals(nqn, failures).await;
+            return;
+        }
         for (nsid, actual) in self.view.namespaces() {
             let bdev = actual["bdev_name"].as_str().unwrap_or("").to_string();
             let planned = self.plan.namespaces.iter().find(|n| n.nsid == nsid);
@@ -378,6 +397,9 @@ impl Target<'_> {
     /// referrals and NBD exports.
     async fn grant(&mut self, fabric: &Fabric, failures: &mut Vec<Failure>) {
         let nqn = fabric.nqn.as_str();
+        if !self.plan.serves {
+            return;
+        }
         if !self.view.transport
             && self
                 .apply(

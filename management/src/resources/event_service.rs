@@ -1,0 +1,583 @@
+//! EventService: push subscriptions (`Subscriptions`, POST a
+//! `Destination`), a server-sent event stream (`/redfish/v1/EventService/SSE`,
+//! with `$filter`), the delivery retry policy, and `SubmitTestEvent`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde_json::{Map, Value, json};
+
+use super::session_service::{merge, not_applied};
+use crate::events::filter::Filter;
+use crate::events::subscriptions::{
+    MAX_RETRY_ATTEMPTS, MAX_RETRY_INTERVAL_S, MAX_SUBSCRIPTIONS, Subscription,
+};
+use crate::events::{REGISTRY_PREFIXES, RESOURCE_TYPES};
+use crate::redfish::body;
+use crate::redfish::message::{RedfishError, find_registry_message};
+use crate::redfish::{query, resource};
+use crate::state::AppState;
+
+pub const SERVICE: &str = "/redfish/v1/EventService";
+pub const SUBSCRIPTIONS: &str = "/redfish/v1/EventService/Subscriptions";
+pub const SSE: &str = "/redfish/v1/EventService/SSE";
+const SUBMIT_TEST_EVENT: &str = "/redfish/v1/EventService/Actions/EventService.SubmitTestEvent";
+/// A comment line this often keeps an idle SSE stream (and proxies) alive.
+const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Longest `Destination` and `Context` accepted.
+const MAX_URI_CHARS: usize = 2048;
+const MAX_CONTEXT_CHARS: usize = 256;
+
+fn internal(e: impl std::fmt::Display) -> RedfishError {
+    RedfishError::internal(&e.to_string())
+}
+
+fn bad(key: &str, args: &[&str]) -> RedfishError {
+    RedfishError::new(StatusCode::BAD_REQUEST, key, args)
+}
+
+fn service_body(state: &AppState) -> Value {
+    let retry = state.subscriptions.retry_policy();
+    let sse_filters: Map<String, Value> = [
+        "EventFormatType",
+        "MessageId",
+        "RegistryPrefix",
+        "ResourceType",
+        "OriginResource",
+    ]
+    .into_iter()
+    .map(|p| (p.to_string(), json!(true)))
+    .chain(
+        [
+            "EventType",
+            "MetricReportDefinition",
+            "SubordinateResources",
+        ]
+        .into_iter()
+        .map(|p| (p.to_string(), json!(false))),
+    )
+    .collect();
+    json!({
+        "@odata.id": SERVICE,
+        "@odata.type": "#EventService.v1_12_0.EventService",
+        "Id": "EventService",
+        "Name": "Event Service",
+        "ServiceEnabled": true,
+        "Status": {"State": "Enabled", "Health": "OK"},
+        "DeliveryRetryAttempts": retry.attempts,
+        "DeliveryRetryIntervalSeconds": retry.interval_s,
+        "EventFormatTypes": ["Event"],
+        "RegistryPrefixes": REGISTRY_PREFIXES,
+        "ResourceTypes": RESOURCE_TYPES,
+        "ServerSentEventUri": SSE,
+        "SSEFilterPropertiesSupported": sse_filters,
+        "IncludeOriginOfConditionSupported": false,
+        "SubordinateResourcesSupported": false,
+        "Subscriptions": {"@odata.id": SUBSCRIPTIONS},
+        "Actions": {"#EventService.SubmitTestEvent": {"target": SUBMIT_TEST_EVENT}},
+    })
+}
+
+pub async fn get_service(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    resource::get(
+        &headers,
+        service_body(&state),
+        "EventService",
+        "GET, HEAD, PATCH",
+    )
+}
+
+/// PATCH: the delivery retry policy.
+pub async fn patch_service(
+    State(state): State<AppState>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    let object = body::object(&raw)?;
+    let mut policy = state.subscriptions.retry_policy();
+    let mut problems = Vec::new();
+    let mut changed = false;
+    for (name, value) in &object {
+        let result = match name.as_str() {
+            "DeliveryRetryAttempts" => match body::unsigned(name, value) {
+                Ok(n) if n <= u64::from(MAX_RETRY_ATTEMPTS) => {
+                    policy.attempts = n as u32;
+                    Ok(())
+                }
+                Ok(n) => Err(bad("PropertyValueOutOfRange", &[&n.to_string(), name])),
+                Err(e) => Err(e),
+            },
+            "DeliveryRetryIntervalSeconds" => match body::unsigned(name, value) {
+                Ok(n) if (1..=MAX_RETRY_INTERVAL_S).contains(&n) => {
+                    policy.interval_s = n;
+                    Ok(())
+                }
+                Ok(n) => Err(bad("PropertyValueOutOfRange", &[&n.to_string(), name])),
+                Err(e) => Err(e),
+            },
+            _ if body::is_annotation(name) => continue,
+            _ if service_body(&state).get(name).is_some() => {
+                Err(bad("PropertyNotWritable", &[name]))
+            }
+            _ => Err(bad("PropertyUnknown", &[name])),
+        };
+        match result {
+            Ok(()) => changed = true,
+            Err(e) => problems.push(e),
+        }
+    }
+    if !changed {
+        return Err(merge(problems).unwrap_or_else(|| bad("NoOperation", &[])));
+    }
+    state
+        .subscriptions
+        .set_retry_policy(policy)
+        .await
+        .map_err(internal)?;
+    Ok(resource::updated(
+        service_body(&state),
+        not_applied(problems),
+    ))
+}
+
+fn subscription_uri(id: u64) -> String {
+    format!("{SUBSCRIPTIONS}/{id}")
+}
+
+fn filter_properties(body: &mut Value, filter: &Filter) {
+    body["RegistryPrefixes"] = json!(filter.registry_prefixes);
+    body["ResourceTypes"] = json!(filter.resource_types);
+    body["MessageIds"] = json!(filter.message_ids);
+    body["OriginResources"] = Value::Array(
+        filter
+            .origin_resources
+            .iter()
+            .map(|uri| json!({"@odata.id": uri}))
+            .collect(),
+    );
+}
+
+fn subscription_body(subscription: &Subscription) -> Value {
+    let mut body = json!({
+        "@odata.id": subscription_uri(subscription.id),
+        "@odata.type": "#EventDestination.v1_16_0.EventDestination",
+        "Id": subscription.id.to_string(),
+        "Name": format!("Event subscription {}", subscription.id),
+        "Destination": subscription.destination,
+        "Context": subscription.context,
+        "Protocol": "Redfish",
+        "SubscriptionType": "RedfishEvent",
+        "EventFormatType": "Event",
+        "VerifyCertificate": subscription.verify_certificate,
+        "Description": "Events are POSTed to the destination; a failed delivery is retried DeliveryRetryAttempts times (EventService), then that event is dropped and the subscription stays",
+        "Status": {"State": "Enabled", "Health": "OK"},
+    });
+    filter_properties(&mut body, &subscription.filter);
+    body
+}
+
+fn sse_body(destination: &crate::events::subscriptions::SseDestination) -> Value {
+    let mut body = json!({
+        "@odata.id": subscription_uri(destination.id),
+        "@odata.type": "#EventDestination.v1_16_0.EventDestination",
+        "Id": destination.id.to_string(),
+        "Name": format!("Server-sent event stream {}", destination.id),
+        "Context": destination.context,
+        "Protocol": "Redfish",
+        "SubscriptionType": "SSE",
+        "EventFormatType": "Event",
+        "Status": {"State": "Enabled", "Health": "OK"},
+    });
+    filter_properties(&mut body, &destination.filter);
+    body
+}
+
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let members: Vec<String> = state
+        .subscriptions
+        .list()
+        .iter()
+        .map(|s| s.id)
+        .chain(state.subscriptions.sse_streams().iter().map(|s| s.id))
+        .map(subscription_uri)
+        .collect();
+    let body = json!({
+        "@odata.id": SUBSCRIPTIONS,
+        "@odata.type": "#EventDestinationCollection.EventDestinationCollection",
+        "Name": "Event Subscriptions",
+        "Members@odata.count": members.len(),
+        "Members": resource::members(members),
+    });
+    resource::get(
+        &headers,
+        body,
+        "EventDestinationCollection",
+        "GET, HEAD, POST",
+    )
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, RedfishError> {
+    let number = id.parse::<u64>().ok();
+    if let Some(subscription) = number.and_then(|n| state.subscriptions.get(n)) {
+        return Ok(resource::get(
+            &headers,
+            subscription_body(&subscription),
+            "EventDestination",
+            "GET, HEAD, DELETE",
+        ));
+    }
+    let stream = number
+        .and_then(|n| state.subscriptions.sse_stream(n))
+        .ok_or_else(|| RedfishError::not_found("EventDestination", &id))?;
+    Ok(resource::get(
+        &headers,
+        sse_body(&stream),
+        "EventDestination",
+        "GET, HEAD, DELETE",
+    ))
+}
+
+/// The string values of array property `name`.
+fn strings(object: &Map<String, Value>, name: &str) -> Result<Vec<String>, RedfishError> {
+    let Some(value) = object.get(name) else {
+        return Ok(Vec::new());
+    };
+    let list = value
+        .as_array()
+        .ok_or_else(|| body::type_error(name, value))?;
+    list.iter()
+        .map(|v| body::string(name, v).map(str::to_string))
+        .collect()
+}
+
+fn check_in(values: &[String], allowed: &[&str], name: &str) -> Result<(), RedfishError> {
+    match values.iter().find(|v| !allowed.contains(&v.as_str())) {
+        Some(value) => Err(bad("PropertyValueNotInList", &[value, name])),
+        None => Ok(()),
+    }
+}
+
+/// A subscription's filter from its POST body.
+fn parse_filter(object: &Map<String, Value>) -> Result<Filter, RedfishError> {
+    let registry_prefixes = strings(object, "RegistryPrefixes")?;
+    check_in(&registry_prefixes, &REGISTRY_PREFIXES, "RegistryPrefixes")?;
+    let resource_types = strings(object, "ResourceTypes")?;
+    check_in(&resource_types, &RESOURCE_TYPES, "ResourceTypes")?;
+    let origin_resources = match object.get("OriginResources") {
+        Some(value) => body::links("OriginResources", value)?
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
+    Ok(Filter {
+        registry_prefixes,
+        resource_types,
+        message_ids: strings(object, "MessageIds")?,
+        origin_resources,
+    })
+}
+
+/// `Destination`: an absolute http(s) URI with a host.
+fn parse_destination(object: &Map<String, Value>) -> Result<String, RedfishError> {
+    let value = object
+        .get("Destination")
+        .ok_or_else(|| bad("CreateFailedMissingReqProperties", &["Destination"]))?;
+    let text = body::string("Destination", value)?;
+    let valid = text.len() <= MAX_URI_CHARS
+        && reqwest::Url::parse(text)
+            .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some());
+    if !valid {
+        return Err(bad("PropertyValueFormatError", &[text, "Destination"])
+            .with_detail("an absolute http:// or https:// URI is expected"));
+    }
+    Ok(text.to_string())
+}
+
+/// POST: a push subscription. Answered synchronously with 201.
+pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Response, RedfishError> {
+    let object = body::object(&raw)?;
+    body::only_known(
+        &object,
+        &[
+            "Destination",
+            "Protocol",
+            "Context",
+            "RegistryPrefixes",
+            "ResourceTypes",
+            "MessageIds",
+            "OriginResources",
+            "EventFormatType",
+            "SubscriptionType",
+            "VerifyCertificate",
+            "DeliveryRetryPolicy",
+            "Name",
+            "Description",
+        ],
+    )?;
+    let protocol = object
+        .get("Protocol")
+        .ok_or_else(|| bad("CreateFailedMissingReqProperties", &["Protocol"]))?;
+    if protocol != "Redfish" {
+        return Err(bad(
+            "PropertyValueNotInList",
+            &[&protocol.to_string(), "Protocol"],
+        ));
+    }
+    if let Some(policy) = object.get("DeliveryRetryPolicy") {
+        // None of the policies says "drop the event, keep the subscription".
+        return Err(bad(
+            "PropertyValueNotInList",
+            &[&policy.to_string(), "DeliveryRetryPolicy"],
+        )
+        .with_detail(
+            "retries follow EventService's DeliveryRetryAttempts; then the event is dropped",
+        ));
+    }
+    for (name, allowed) in [
+        ("EventFormatType", "Event"),
+        ("SubscriptionType", "RedfishEvent"),
+    ] {
+        if let Some(value) = object.get(name)
+            && value != allowed
+        {
+            return Err(bad("PropertyValueNotInList", &[&value.to_string(), name]));
+        }
+    }
+    let destination = parse_destination(&object)?;
+    let context = match object.get("Context") {
+        Some(value) => body::string("Context", value)?.to_string(),
+        None => String::new(),
+    };
+    if context.chars().count() > MAX_CONTEXT_CHARS {
+        return Err(bad(
+            "StringValueTooLong",
+            &[&context, &MAX_CONTEXT_CHARS.to_string()],
+        ));
+    }
+    let verify = match object.get("VerifyCertificate") {
+        Some(value) => body::boolean("VerifyCertificate", value)?,
+        None => true,
+    };
+    let filter = parse_filter(&object)?;
+    let subscription = state
+        .subscriptions
+        .create(destination, context, filter, verify)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            RedfishError::new(
+                StatusCode::BAD_REQUEST,
+                "EventSubscriptionLimitExceeded",
+                &[],
+            )
+            .with_detail(&format!("at most {MAX_SUBSCRIPTIONS} subscriptions"))
+        })?;
+    let uri = subscription_uri(subscription.id);
+    state.events.created(&uri, "EventService");
+    Ok(resource::created(&uri, subscription_body(&subscription)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, RedfishError> {
+    let Some(number) = id.parse::<u64>().ok() else {
+        return Err(RedfishError::not_found("EventDestination", &id));
+    };
+    if !state.subscriptions.delete(number).await.map_err(internal)? {
+        return Err(RedfishError::not_found("EventDestination", &id));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The SSE stream: every event the `$filter` lets through, as
+/// `id: <EventId>` and one line of `data:` with the Event JSON. The stream
+/// is an EventDestination while it is open.
+pub async fn sse(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, RedfishError> {
+    if let Some(accept) = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok())
+        && !accept.contains("text/event-stream")
+        && !accept.contains("*/*")
+    {
+        return Err(
+            bad("HeaderInvalid", &["Accept"]).with_detail("the event stream is text/event-stream")
+        );
+    }
+    let mut filter = Filter::default();
+    for pair in raw
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match query::decode(name).as_str() {
+            "$filter" => {
+                let text = query::decode(value);
+                filter = Filter::parse_sse(&text).map_err(|why| {
+                    RedfishError::new(
+                        StatusCode::BAD_REQUEST,
+                        "QueryParameterValueFormatError",
+                        &[&text, "$filter"],
+                    )
+                    .with_detail(&why)
+                })?;
+            }
+            other => {
+                return Err(RedfishError::new(
+                    StatusCode::BAD_REQUEST,
+                    "QueryParameterUnsupported",
+                    &[other],
+                ));
+            }
+        }
+    }
+    let destination = state
+        .subscriptions
+        .open_sse(filter.clone())
+        .ok_or_else(|| {
+            RedfishError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "EventSubscriptionLimitExceeded",
+                &[],
+            )
+        })?;
+    let bus = state.events.subscribe();
+    let stop = destination.stop.clone();
+    // Removes the destination when the stream ends, whoever ends it.
+    let closer = SseCloser {
+        state: state.clone(),
+        id: destination.id,
+    };
+    let context = destination.context.clone();
+    let events = tokio_stream_of(bus)
+        .take_until(async move { stop.cancelled().await })
+        .filter(move |record| std::future::ready(filter.matches(record)))
+        .map(move |record| {
+            let _alive = &closer;
+            let data = serde_json::to_string(&record.payload(&context)).expect("events serialise");
+            Ok::<_, Infallible>(SseEvent::default().id(record.id.to_string()).data(data))
+        });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
+        .into_response())
+}
+
+/// Deregisters an SSE destination when its stream is dropped.
+struct SseCloser {
+    state: AppState,
+    id: u64,
+}
+
+impl Drop for SseCloser {
+    fn drop(&mut self) {
+        self.state.subscriptions.close_sse(self.id);
+    }
+}
+
+/// The bus as a stream; a reader that fell behind skips what it missed.
+fn tokio_stream_of(
+    bus: tokio::sync::broadcast::Receiver<std::sync::Arc<crate::events::EventRecord>>,
+) -> impl futures_util::Stream<Item = std::sync::Arc<crate::events::EventRecord>> {
+    futures_util::stream::unfold(bus, |mut bus| async move {
+        loop {
+            match bus.recv().await {
+                Ok(record) => return Some((record, bus)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+/// `EventService.SubmitTestEvent`: publishes `ResourceEvent.TestMessage`
+/// (or the `MessageId` given, if it is a shipped message taking the
+/// `MessageArgs` given) about `OriginOfCondition` or the EventService.
+pub async fn submit_test_event(
+    State(state): State<AppState>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    const ACTION: &str = "EventService.SubmitTestEvent";
+    let object = if raw.is_empty() {
+        Map::new()
+    } else {
+        body::object(&raw)?
+    };
+    for name in object.keys() {
+        if !matches!(
+            name.as_str(),
+            "MessageId"
+                | "MessageArgs"
+                | "OriginOfCondition"
+                | "Message"
+                | "Severity"
+                | "MessageSeverity"
+                | "EventId"
+                | "EventTimestamp"
+                | "EventGroupId"
+        ) && !body::is_annotation(name)
+        {
+            return Err(bad("ActionParameterUnknown", &[ACTION, name]));
+        }
+    }
+    let args: Vec<String> = match object.get("MessageArgs") {
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect(),
+        Some(other) => {
+            return Err(bad(
+                "ActionParameterValueTypeError",
+                &[&other.to_string(), "MessageArgs", ACTION],
+            ));
+        }
+        None => Vec::new(),
+    };
+    let (registry, key) = match object.get("MessageId").and_then(Value::as_str) {
+        None => ("ResourceEvent", "TestMessage".to_string()),
+        Some(id) => {
+            let parts: Vec<&str> = id.split('.').collect();
+            let found = match parts.as_slice() {
+                [registry, .., key] => REGISTRY_PREFIXES
+                    .iter()
+                    .find(|p| *p == registry)
+                    .map(|p| (*p, key.to_string())),
+                _ => None,
+            };
+            found.ok_or_else(|| bad("ActionParameterValueNotInList", &[id, "MessageId", ACTION]))?
+        }
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let message = find_registry_message(registry, &key, &args).ok_or_else(|| {
+        bad(
+            "ActionParameterValueNotInList",
+            &[&key, "MessageId", ACTION],
+        )
+        .with_detail("no such message, or the wrong number of MessageArgs")
+    })?;
+    let origin = match object.get("OriginOfCondition") {
+        Some(value) => body::link("OriginOfCondition", value)?.to_string(),
+        None => SERVICE.to_string(),
+    };
+    state
+        .events
+        .publish_message(registry, message, Some((&origin, "EventService")));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

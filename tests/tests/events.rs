@@ -1,0 +1,316 @@
+//! EventService end to end: a server-sent event stream with `$filter`
+//! sees volumes created and data clusters failing and recovering; push
+//! subscriptions receive task events at a loopback destination, retried
+//! with the service's policy, and survive a restart of the service; bad
+//! subscriptions are refused.
+
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shoal_tests::event_receiver::EventReceiver;
+use shoal_tests::redfish_client::{RedfishClient, message_key};
+use shoal_tests::{Appliance, STARTUP_TIMEOUT};
+
+const SUBSCRIPTIONS: &str = "/redfish/v1/EventService/Subscriptions";
+const VOLUMES: &str = "/redfish/v1/Storage/appliance/Volumes";
+const MIB: u64 = 1 << 20;
+
+fn start() -> Appliance {
+    let appliance = Appliance::builder(2)
+        .set("memory.region_mib", 32)
+        .set("dataplane.drive_size_mib", 128)
+        .start();
+    appliance.wait_for("all children running", STARTUP_TIMEOUT, |s| {
+        s["state"] == "running"
+    });
+    appliance
+}
+
+/// Opens the SSE stream with `filter`; its events arrive on the receiver
+/// (the channel closes when the stream ends).
+fn open_stream(r: &RedfishClient, filter: &str) -> mpsc::Receiver<(String, Value)> {
+    let client = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(None)
+        .build()
+        .unwrap();
+    let response = client
+        .get(r.url("/redfish/v1/EventService/SSE"))
+        .query(&[("$filter", filter)])
+        .header("accept", "text/event-stream")
+        .basic_auth("admin", Some(&r.password))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
+    let (events, arriving) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut id = String::new();
+        for line in BufReader::new(response).lines() {
+            let Ok(line) = line else { return };
+            if let Some(value) = line.strip_prefix("id:") {
+                id = value.trim().to_string();
+            } else if let Some(data) = line.strip_prefix("data:") {
+                let event: Value =
+                    serde_json::from_str(data.trim()).expect("data is one JSON line");
+                if events.send((id.clone(), event)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    arriving
+}
+
+/// The next event on `stream` whose first record has `message_id`.
+fn next_event(stream: &mpsc::Receiver<(String, Value)>, message_id: &str) -> (String, Value) {
+    loop {
+        let (id, event) = stream
+            .recv_timeout(STARTUP_TIMEOUT)
+            .unwrap_or_else(|e| panic!("no {message_id} event: {e}"));
+        if event["Events"][0]["MessageId"]
+            .as_str()
+            .is_some_and(|m| m.ends_with(message_id))
+        {
+            return (id, event);
+        }
+    }
+}
+
+#[test]
+fn the_event_stream_sees_volumes_and_cluster_failures() {
+    let appliance = start();
+    let r = RedfishClient::new(&appliance);
+    let service = r.get_ok("/redfish/v1/EventService");
+    assert_eq!(
+        service["ServerSentEventUri"],
+        "/redfish/v1/EventService/SSE"
+    );
+
+    let stream = open_stream(
+        &r,
+        "RegistryPrefix eq 'ResourceEvent' or RegistryPrefix eq 'StorageDevice'",
+    );
+    // The open stream is a destination of type SSE.
+    let destinations = r.get_ok(SUBSCRIPTIONS);
+    assert_eq!(destinations["Members@odata.count"], 1);
+    let sse_uri = destinations["Members"][0]["@odata.id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r.get_ok(&sse_uri)["SubscriptionType"], "SSE");
+
+    let (status, volume) = r.post(
+        VOLUMES,
+        &json!({"Name": "watched", "CapacityBytes": 16 * MIB}),
+    );
+    assert_eq!(status, StatusCode::CREATED);
+    let (id, event) = next_event(&stream, "ResourceCreated");
+    assert_eq!(event["@odata.type"], "#Event.v1_13_0.Event");
+    assert_eq!(event["Events"][0]["EventId"], id.as_str());
+    assert_eq!(
+        event["Events"][0]["OriginOfCondition"]["@odata.id"],
+        volume["@odata.id"]
+    );
+
+    // A data cluster dies and comes back: its controller fails, then is OK.
+    let victim = appliance.cluster(1)["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(victim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let controller = "/redfish/v1/Storage/appliance/Controllers/cluster1";
+    let (_, failed) = next_event(&stream, "ControllerFailure");
+    assert_eq!(
+        failed["Events"][0]["OriginOfCondition"]["@odata.id"],
+        controller
+    );
+    assert_eq!(failed["Events"][0]["MessageSeverity"], "Critical");
+    let (_, back) = next_event(&stream, "ControllerOK");
+    assert_eq!(
+        back["Events"][0]["OriginOfCondition"]["@odata.id"],
+        controller
+    );
+
+    // Deleting its destination ends the stream.
+    assert_eq!(r.delete(&sse_uri).0, StatusCode::NO_CONTENT);
+    let ended = loop {
+        match stream.recv_timeout(Duration::from_secs(30)) {
+            Ok(_) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break true,
+            Err(mpsc::RecvTimeoutError::Timeout) => break false,
+        }
+    };
+    assert!(
+        ended,
+        "the stream stays open after its destination was deleted"
+    );
+    assert_eq!(r.get_ok(SUBSCRIPTIONS)["Members@odata.count"], 0);
+
+    // A client that does not accept an event stream gets a JSON error.
+    let response = r
+        .client
+        .get(r.url("/redfish/v1/EventService/SSE"))
+        .header("accept", "application/json")
+        .basic_auth("admin", Some(&r.password))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(message_key(&response.json().unwrap()), "HeaderInvalid");
+
+    // A filter the service cannot apply is refused.
+    let response = r
+        .client
+        .get(r.url("/redfish/v1/EventService/SSE"))
+        .query(&[("$filter", "Colour eq 'red'")])
+        .basic_auth("admin", Some(&r.password))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}
+
+#[test]
+fn subscriptions_receive_task_events_with_retries_and_survive_restarts() {
+    let appliance = start();
+    let r = RedfishClient::new(&appliance);
+
+    for (body, key) in [
+        (
+            json!({"Destination": "https://127.0.0.1/x", "Protocol": "FTP"}),
+            "PropertyValueNotInList",
+        ),
+        (
+            json!({"Destination": "not a uri", "Protocol": "Redfish"}),
+            "PropertyValueFormatError",
+        ),
+        (
+            json!({"Destination": "ftp://127.0.0.1/x", "Protocol": "Redfish"}),
+            "PropertyValueFormatError",
+        ),
+        (
+            json!({"Protocol": "Redfish"}),
+            "CreateFailedMissingReqProperties",
+        ),
+        (
+            json!({"Destination": "http://127.0.0.1/x", "Protocol": "Redfish", "RegistryPrefixes": ["Nope"]}),
+            "PropertyValueNotInList",
+        ),
+    ] {
+        let (status, error) = r.post(SUBSCRIPTIONS, &body);
+        assert_eq!(
+            (status, message_key(&error).as_str()),
+            (StatusCode::BAD_REQUEST, key),
+            "{body}"
+        );
+    }
+
+    // Deliveries are retried once a second, twice; the receiver refuses
+    // the first two attempts.
+    let (status, _) = r.patch(
+        "/redfish/v1/EventService",
+        &json!({"DeliveryRetryIntervalSeconds": 1, "DeliveryRetryAttempts": 2}),
+    );
+    assert_eq!(status, StatusCode::OK);
+    let receiver = EventReceiver::start(2);
+    let (status, subscription) = r.post(
+        SUBSCRIPTIONS,
+        &json!({"Destination": receiver.url, "Protocol": "Redfish", "Context": "tasks only",
+                "RegistryPrefixes": ["TaskEvent"]}),
+    );
+    assert_eq!(status, StatusCode::CREATED, "{subscription}");
+    let subscription_uri = subscription["@odata.id"].as_str().unwrap().to_string();
+
+    let (_, volume) = r.post(VOLUMES, &json!({"CapacityBytes": 16 * MIB}));
+    let action = format!(
+        "{}/Actions/Volume.Initialize",
+        volume["@odata.id"].as_str().unwrap()
+    );
+    assert_eq!(r.post(&action, &json!({})).0, StatusCode::ACCEPTED);
+    let completed = |e: &Value| {
+        e["Events"][0]["MessageId"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("TaskCompletedOK"))
+    };
+    let event = receiver.wait_for("TaskCompletedOK", STARTUP_TIMEOUT, completed);
+    assert_eq!(event["Context"], "tasks only");
+    assert!(
+        event["Events"][0]["OriginOfCondition"]["@odata.id"]
+            .as_str()
+            .unwrap()
+            .starts_with("/redfish/v1/TaskService/Tasks/")
+    );
+    let received = receiver.received();
+    // Only task events: the volume's ResourceCreated was filtered out.
+    assert!(received.iter().all(|e| {
+        e["Events"][0]["MessageId"]
+            .as_str()
+            .unwrap()
+            .starts_with("TaskEvent.")
+    }));
+    // TaskStarted was refused twice and delivered on the third attempt.
+    let started: Vec<&Value> = received
+        .iter()
+        .filter(|e| {
+            e["Events"][0]["MessageId"]
+                .as_str()
+                .unwrap()
+                .ends_with("TaskStarted")
+        })
+        .collect();
+    assert_eq!(started.len(), 3, "{received:#?}");
+    assert!(
+        started.iter().all(|e| e["Id"] == started[0]["Id"]),
+        "the same event each time"
+    );
+
+    // The subscription outlives a restart of the management service.
+    let management = appliance.status()["management"].clone();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(management["pid"].as_i64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let restarts = management["restarts"].as_u64().unwrap();
+    appliance.wait_for("management restarted", STARTUP_TIMEOUT, |s| {
+        s["management"]["state"] == "running"
+            && s["management"]["restarts"].as_u64() > Some(restarts)
+    });
+    let r = RedfishClient::new(&appliance);
+    let kept = r.get_ok(&subscription_uri);
+    assert_eq!(kept["Destination"], receiver.url.as_str());
+    assert_eq!(kept["RegistryPrefixes"], json!(["TaskEvent"]));
+    assert_eq!(
+        r.get_ok("/redfish/v1/EventService")["DeliveryRetryIntervalSeconds"],
+        1
+    );
+    // A test event reaches it too (it is a ResourceEvent: widen the filter
+    // by asking for that message of TaskEvent instead).
+    let (status, _) = r.post(
+        "/redfish/v1/EventService/Actions/EventService.SubmitTestEvent",
+        &json!({"MessageId": "TaskEvent.1.0.TaskRemoved", "MessageArgs": ["42"]}),
+    );
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    receiver.wait_for("the test event", STARTUP_TIMEOUT, |e| {
+        e["Events"][0]["Message"] == "The task with Id '42' was removed."
+    });
+    let (status, body) = r.post(
+        "/redfish/v1/EventService/Actions/EventService.SubmitTestEvent",
+        &json!({"MessageId": "TaskEvent.1.0.NoSuchMessage"}),
+    );
+    assert_eq!(
+        (status, message_key(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "ActionParameterValueNotInList")
+    );
+
+    assert_eq!(r.delete(&subscription_uri).0, StatusCode::NO_CONTENT);
+    assert_eq!(r.get(&subscription_uri).0, StatusCode::NOT_FOUND);
+}
