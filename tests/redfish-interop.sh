@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# The DMTF Redfish Service Validator and Protocol Validator against a
-# running appliance, inside a private network namespace: the protocol
-# validator sends SSDP multicast, which must never reach a real network.
-# Fails unless both report 0 failures.
+# Redfish interoperability against a running appliance, inside a private
+# network namespace (the protocol validator sends SSDP multicast, which
+# must never reach a real network):
+#   - the DMTF Redfish Service Validator and Protocol Validator, with the
+#     storage tree populated (a volume, an initiator endpoint, a connection);
+#   - real clients: redfishtool, the DMTF python `redfish` library and
+#     OpenStack's `sushy` (tests/redfish_clients.py).
+# Fails unless both validators report 0 failures and every client check
+# passes.
 #
-#   tests/redfish-validators.sh          (.ci/run calls it)
+#   tests/redfish-interop.sh          (.ci/run calls it)
 #
 # Needs python3 with venv, iproute2 and unshare; installs the validators
-# (pinned) into target/redfish-validators-venv; uses the debug binaries.
+# and clients (pinned) into target/redfish-interop-venv; uses the debug
+# binaries.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -45,7 +51,7 @@ post("/redfish/v1/Fabrics/NVMeoF/Connections", {"VolumeInfo": [{"Volume": {"@oda
     "Links": {"InitiatorEndpoints": [{"@odata.id": host}]}})
 print("storage tree populated:", volume, host)
 PY
-    venv="$root/target/redfish-validators-venv/bin"
+    venv="$root/target/redfish-interop-venv/bin"
     status=0
     echo "== Redfish Service Validator"
     (cd "$work" && "$venv/rf_service_validator" -r https://127.0.0.1:8443 \
@@ -65,13 +71,17 @@ PY
     grep "^Summary" "$work/protocol.out" || { tail -20 "$work/protocol.out"; status=1; }
     awk -F'\t' '$5=="FAIL"' "$work"/protocol/*.tsv | cut -f1,2,4,6
     awk -F'\t' '$5=="NOT_TESTED" {print "  not tested: " $1}' "$work"/protocol/*.tsv
+    echo "== Redfish clients (redfishtool, python redfish, sushy)"
+    PATH="$venv:$PATH" "$venv/python" "$root/tests/redfish_clients.py" \
+        https://127.0.0.1:8443 admin validator-pass-1 || status=1
     exit $status
 fi
 
-venv=target/redfish-validators-venv
-if [ ! -x "$venv/bin/rf_protocol_validator" ]; then
+venv=target/redfish-interop-venv
+if [ ! -x "$venv/bin/redfishtool" ]; then
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q redfish-service-validator==3.1.8 redfish-protocol-validator==1.3.2
+    "$venv/bin/pip" install -q redfish-service-validator==3.1.8 redfish-protocol-validator==1.3.2 \
+        redfish==3.4.2 sushy==5.14.0 redfishtool==1.1.8
 fi
 cargo build -q --workspace --bins
 
