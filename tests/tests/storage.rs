@@ -745,3 +745,105 @@ fn initialisation_runs_as_a_task_and_zeroes_the_volume() {
         "/redfish/v1/TaskService/Tasks"
     );
 }
+
+/// Identify Namespace's NSZE (blocks) for `nsid`, as the host reads it.
+fn namespace_size(admin: &mut Initiator, nsid: u32) -> u64 {
+    let (cqe, data) = admin.identify(0, nsid).unwrap();
+    assert!(cqe.ok(), "{cqe:?}");
+    u64::from_le_bytes(data[0..8].try_into().unwrap())
+}
+
+#[test]
+fn a_volume_grows_online_into_the_space_after_its_legs() {
+    let appliance = start(2, 300);
+    let r = RedfishClient::new(&appliance);
+    let nqn = subsystem_nqn(&r);
+    let (_, a) = r.post(
+        VOLUMES,
+        &json!({"Name": "grows", "CapacityBytes": 64 * MIB}),
+    );
+    let (_, b) = r.post(
+        VOLUMES,
+        &json!({"Name": "neighbour", "CapacityBytes": 64 * MIB}),
+    );
+    let a_uri = a["@odata.id"].as_str().unwrap().to_string();
+    let (_, endpoint) = r.post(
+        ENDPOINTS,
+        &json!({"Identifiers": [{"DurableNameFormat": "NQN", "DurableName": HOST}]}),
+    );
+    let (status, _) = r.post(
+        CONNECTIONS,
+        &json!({"VolumeInfo": [{"Volume": {"@odata.id": a_uri}}],
+                "Links": {"InitiatorEndpoints": [{"@odata.id": endpoint["@odata.id"]}]}}),
+    );
+    assert_eq!(status, StatusCode::CREATED);
+
+    // A host is connected and has written data when the volume grows.
+    let mut admin = Initiator::connect(appliance.nvmf_address(1), false, false).unwrap();
+    let cntlid = admin.start_admin(&nqn, HOST, 0).unwrap();
+    assert_eq!(namespace_size(&mut admin, 1), 64 * MIB / 512);
+    let mut io = Initiator::connect(appliance.nvmf_address(1), false, false).unwrap();
+    assert!(
+        io.fabric_connect(1, 31, cntlid, &nqn, HOST, 0)
+            .unwrap()
+            .ok()
+    );
+    let data = pattern(64 * 1024, 5);
+    assert!(io.write(1, 1000, &data, 512, false).unwrap().ok());
+
+    // Its neighbour takes the blocks right after it: no room to grow.
+    let (status, body) = r.patch(&a_uri, &json!({"CapacityBytes": 128 * MIB}));
+    assert_eq!(
+        (status, message_key(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "InsufficientStorage"),
+        "{body}"
+    );
+    let (status, body) = r.patch(&a_uri, &json!({"CapacityBytes": 32 * MIB}));
+    assert_eq!(
+        (status, message_key(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "PropertyValueIncorrect"),
+        "{body}"
+    );
+    assert_eq!(
+        r.get_ok(&a_uri)["CapacityBytes"],
+        64 * MIB,
+        "refusals change nothing"
+    );
+
+    // With the neighbour gone it grows, while the host stays connected.
+    assert_eq!(
+        r.delete(b["@odata.id"].as_str().unwrap()).0,
+        StatusCode::NO_CONTENT
+    );
+    let (status, grown) = r.patch(&a_uri, &json!({"CapacityBytes": 128 * MIB}));
+    assert_eq!(status, StatusCode::OK, "{grown}");
+    assert_eq!(grown["CapacityBytes"], 128 * MIB);
+    for cluster in 0..2 {
+        let top = rpc(
+            &appliance,
+            cluster,
+            "bdev_get_bdevs",
+            json!({"name": "volume1"}),
+        );
+        assert_eq!(top[0]["num_blocks"], 128 * MIB / 512, "cluster {cluster}");
+    }
+    assert_eq!(
+        namespace_size(&mut admin, 1),
+        128 * MIB / 512,
+        "the host sees the new size"
+    );
+    let (cqe, read) = io.read(1, 1000, 128, 512).unwrap();
+    assert!(cqe.ok() && read == data, "data written before the growth");
+    let beyond = 100 * MIB / 512;
+    let (cqe, read) = io.read(1, beyond, 128, 512).unwrap();
+    assert!(
+        cqe.ok() && read.iter().all(|b| *b == 0),
+        "the new blocks read zeroes"
+    );
+    assert!(io.write(1, beyond, &data, 512, false).unwrap().ok());
+    // NBD clients that connect now see the new size.
+    let mut nbd = nbd_client::connect(appliance.nbd_port(0), "volume1");
+    assert!(nbd_client::read(&mut nbd, 1, beyond * 512, 64 * 1024).unwrap() == data);
+    let pool = r.get_ok(POOL);
+    assert_eq!(pool["Capacity"]["Data"]["ConsumedBytes"], 128 * MIB);
+}

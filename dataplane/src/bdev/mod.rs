@@ -182,6 +182,21 @@ pub trait BdevBackend: Send + Sync + 'static {
     /// the base bdevs were given back: a module frees what it reserved.
     fn unregistered(&self) {}
 
+    /// Makes room for the bdev to grow to `blocks` (then [`Bdev::grow`]
+    /// raises its size). Modules that cannot grow in place refuse.
+    fn prepare_growth(&self, _blocks: u64) -> Result<(), BdevError> {
+        Err(BdevError::Invalid(format!(
+            "a {} bdev cannot grow",
+            self.module()
+        )))
+    }
+
+    /// The size a virtual bdev could grow to from its bases as they are
+    /// now (`None`: it cannot grow by itself).
+    fn growth_room(&self) -> Option<u64> {
+        None
+    }
+
     /// Payload bytes this bdev copied to move I/O between clusters (only
     /// the remote bdev moves any; zero-copy keeps it at 0).
     fn bytes_copied(&self) -> u64 {
@@ -302,7 +317,9 @@ pub struct Bdev {
     name: String,
     uuid: Uuid,
     block_size: u32,
-    num_blocks: u64,
+    /// Only ever grows (`grow_to`), so a range checked against it stays
+    /// valid; read on every I/O.
+    num_blocks: std::sync::atomic::AtomicU64,
     backend: Box<dyn BdevBackend>,
     /// Who holds this bdev: the virtual bdev(s) built on it and the
     /// front-end exports serving it, under one lock so a claim and a
@@ -317,7 +334,7 @@ impl std::fmt::Debug for Bdev {
         f.debug_struct("Bdev")
             .field("name", &self.name)
             .field("block_size", &self.block_size)
-            .field("num_blocks", &self.num_blocks)
+            .field("num_blocks", &self.num_blocks())
             .finish()
     }
 }
@@ -329,7 +346,7 @@ impl Bdev {
             name: spec.name,
             uuid: spec.uuid.unwrap_or_else(Uuid::new_v4),
             block_size: spec.block_size,
-            num_blocks: spec.num_blocks,
+            num_blocks: std::sync::atomic::AtomicU64::new(spec.num_blocks),
             backend,
             users: Mutex::new(Users::default()),
             retired: Mutex::new(stats::IoStats::default()),
@@ -349,10 +366,40 @@ impl Bdev {
         self.block_size
     }
     pub fn num_blocks(&self) -> u64 {
-        self.num_blocks
+        self.num_blocks.load(std::sync::atomic::Ordering::Acquire)
     }
     pub fn size_bytes(&self) -> u64 {
-        self.num_blocks * u64::from(self.block_size)
+        self.num_blocks() * u64::from(self.block_size)
+    }
+
+    /// Grows the bdev to `blocks`, once its module made room. A bdev
+    /// never shrinks: front-ends that checked a range keep it valid.
+    pub fn grow(&self, blocks: u64) -> Result<(), BdevError> {
+        if blocks > self.num_blocks() {
+            self.backend.prepare_growth(blocks)?;
+        }
+        self.grow_to(blocks)
+    }
+
+    fn grow_to(&self, blocks: u64) -> Result<(), BdevError> {
+        let current = self.num_blocks();
+        if blocks < current {
+            return Err(BdevError::Invalid(format!(
+                "bdev {} has {current} blocks; it cannot shrink to {blocks}",
+                self.name
+            )));
+        }
+        if blocks.checked_mul(u64::from(self.block_size)).is_none() {
+            return Err(BdevError::Invalid(
+                "num_blocks x block_size overflows 64 bits".into(),
+            ));
+        }
+        self.num_blocks
+            .fetch_max(blocks, std::sync::atomic::Ordering::AcqRel);
+        if blocks > current {
+            tracing::info!(bdev = self.name, from = current, to = blocks, "bdev grew");
+        }
+        Ok(())
     }
     pub fn supports(&self, kind: IoKind) -> bool {
         self.backend.supports(kind)
@@ -478,7 +525,7 @@ impl Bdev {
             "aliases": [],
             "product_name": self.backend.product_name(),
             "block_size": self.block_size,
-            "num_blocks": self.num_blocks,
+            "num_blocks": self.num_blocks(),
             "uuid": self.uuid.to_string(),
             "claimed": self.claimed_by().is_some(),
             "claimed_by": self.claimed_by(),

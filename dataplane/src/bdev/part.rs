@@ -43,8 +43,15 @@ static OCCUPIED: Mutex<BTreeMap<u64, Occupied>> = Mutex::new(BTreeMap::new());
 struct Part {
     base: Arc<Bdev>,
     offset_blocks: u64,
-    num_blocks: u64,
+    /// Grows with `prepare_growth` (the range it reserves grows with it).
+    num_blocks: std::sync::atomic::AtomicU64,
     name: String,
+}
+
+impl Part {
+    fn num_blocks(&self) -> u64 {
+        self.num_blocks.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Validates `config`, reserves its range of the base, claims the base
@@ -85,7 +92,7 @@ pub fn create_part(registry: &BdevRegistry, config: PartConfig) -> Result<Arc<Bd
     let part = Part {
         base: Arc::clone(&base),
         offset_blocks: config.offset_blocks,
-        num_blocks: config.num_blocks,
+        num_blocks: std::sync::atomic::AtomicU64::new(config.num_blocks),
         name: config.name.clone(),
     };
     registry.register(spec, Box::new(part)).inspect_err(|_| {
@@ -113,6 +120,31 @@ fn reserve(base: &Bdev, name: &str, range: Range<u64>) -> Result<(), BdevError> 
         )));
     }
     parts.push((name.to_string(), range));
+    Ok(())
+}
+
+/// Extends part `name`'s reservation on `base` from `from` to `to`, if no
+/// other part has any of the blocks in between.
+fn extend(base: &Bdev, name: &str, from: &Range<u64>, to: &Range<u64>) -> Result<(), BdevError> {
+    let mut occupied = OCCUPIED.lock().expect("occupied lock");
+    let parts = occupied.entry(base.id()).or_default();
+    if let Some((other, taken)) = parts.iter().find(|(part, taken)| {
+        !(part == name && taken == from) && taken.start < to.end && to.start < taken.end
+    }) {
+        return Err(BdevError::Invalid(format!(
+            "blocks {}..{} of {} are taken by part {other} (blocks {}..{})",
+            from.end,
+            to.end,
+            base.name(),
+            taken.start,
+            taken.end
+        )));
+    }
+    let entry = parts
+        .iter_mut()
+        .find(|(part, taken)| part == name && taken == from)
+        .expect("a registered part has its reservation");
+    entry.1 = to.clone();
     Ok(())
 }
 
@@ -152,7 +184,7 @@ impl BdevBackend for Part {
             json!({
                 "base_bdev": self.base.name(),
                 "offset_blocks": self.offset_blocks,
-                "num_blocks": self.num_blocks,
+                "num_blocks": self.num_blocks(),
             }),
         ))
     }
@@ -162,8 +194,30 @@ impl BdevBackend for Part {
     }
 
     fn unregistered(&self) {
-        let range = self.offset_blocks..self.offset_blocks + self.num_blocks;
+        let range = self.offset_blocks..self.offset_blocks + self.num_blocks();
         free(self.base.id(), &self.name, &range);
+    }
+
+    /// Takes the blocks right after the part, if they lie in the base and
+    /// no other part has them.
+    fn prepare_growth(&self, blocks: u64) -> Result<(), BdevError> {
+        let current = self.offset_blocks..self.offset_blocks + self.num_blocks();
+        let end = self
+            .offset_blocks
+            .checked_add(blocks)
+            .filter(|end| *end <= self.base.num_blocks())
+            .ok_or_else(|| {
+                BdevError::Invalid(format!(
+                    "blocks {}+{blocks} are beyond {}'s {} blocks",
+                    self.offset_blocks,
+                    self.base.name(),
+                    self.base.num_blocks()
+                ))
+            })?;
+        extend(&self.base, &self.name, &current, &(self.offset_blocks..end))?;
+        self.num_blocks
+            .store(blocks, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 }
 
@@ -262,6 +316,30 @@ mod tests {
         registry.unregister("c", "part").unwrap();
         assert_eq!(drive.claimed_by(), None);
         registry.unregister("drive", "malloc").unwrap();
+    }
+
+    #[test]
+    fn a_part_grows_into_free_blocks_only() {
+        let registry = BdevRegistry::new();
+        base(&registry, "drive");
+        let a = create_part(&registry, config("a", "drive", 0, 16)).unwrap();
+        create_part(&registry, config("b", "drive", 32, 16)).unwrap();
+        a.grow(32).unwrap();
+        assert_eq!(a.num_blocks(), 32);
+        let taken = a.grow(33).unwrap_err();
+        assert!(taken.to_string().contains("part b"), "{taken}");
+        assert!(a.grow(8).is_err(), "a bdev never shrinks");
+        let b = registry.get("b").unwrap();
+        assert!(b.grow(40).is_err(), "beyond the base");
+        b.grow(32).unwrap();
+        // The grown range is reserved, and freed with the part.
+        assert!(create_part(&registry, config("c", "drive", 20, 4)).is_err());
+        registry.unregister("a", "part").unwrap();
+        create_part(&registry, config("c", "drive", 0, 32)).unwrap();
+        block_on(async {
+            let done = submit(&b, IoRequest::read(31, IoBuf::new(512), 512)).await;
+            assert!(done.result.is_ok(), "the grown range is readable");
+        });
     }
 
     #[test]

@@ -55,37 +55,12 @@ pub async fn create_remote(
         return Err(BdevError::Exists(spec.name));
     }
     let target = wire::target_id(&spec.remote_bdev);
-    let identify = interconnect.call(spec.cluster, Op::Identify, target, 0, 0, None, false);
-    let answer = tokio::time::timeout(IDENTIFY_TIMEOUT, identify)
-        .await
-        .map_err(|_| BdevError::Io {
-            context: format!(
-                "data cluster {} did not answer within {} s",
-                spec.cluster,
-                IDENTIFY_TIMEOUT.as_secs()
-            ),
-            source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
-        })?;
-    match -answer.status {
-        0 => {}
-        libc::ENODEV => {
-            return Err(BdevError::NotFound(format!(
-                "{} on data cluster {}",
-                spec.remote_bdev, spec.cluster
-            )));
-        }
-        errno => {
-            return Err(BdevError::Io {
-                context: format!("cannot reach data cluster {}", spec.cluster),
-                source: std::io::Error::from_raw_os_error(errno),
-            });
-        }
-    }
+    let (block_size, num_blocks) = identify(interconnect, spec.cluster, &spec.remote_bdev).await?;
     let geometry = BdevSpec {
         name: spec.name,
         uuid: spec.uuid,
-        block_size: answer.descriptor.buf_len,
-        num_blocks: answer.descriptor.offset_blocks,
+        block_size,
+        num_blocks,
     };
     registry.register(
         geometry,
@@ -97,6 +72,68 @@ pub async fn create_remote(
             bytes_copied: Arc::new(AtomicU64::new(0)),
         }),
     )
+}
+
+/// Asks cluster `cluster` for the geometry of its bdev `remote_bdev`:
+/// (block size, blocks).
+async fn identify(
+    interconnect: &Interconnect,
+    cluster: u32,
+    remote_bdev: &str,
+) -> Result<(u32, u64), BdevError> {
+    let target = wire::target_id(remote_bdev);
+    let identify = interconnect.call(cluster, Op::Identify, target, 0, 0, None, false);
+    let answer = tokio::time::timeout(IDENTIFY_TIMEOUT, identify)
+        .await
+        .map_err(|_| BdevError::Io {
+            context: format!(
+                "data cluster {cluster} did not answer within {} s",
+                IDENTIFY_TIMEOUT.as_secs()
+            ),
+            source: std::io::Error::from_raw_os_error(libc::ETIMEDOUT),
+        })?;
+    match -answer.status {
+        0 => {}
+        libc::ENODEV => {
+            return Err(BdevError::NotFound(format!(
+                "{remote_bdev} on data cluster {cluster}"
+            )));
+        }
+        errno => {
+            return Err(BdevError::Io {
+                context: format!("cannot reach data cluster {cluster}"),
+                source: std::io::Error::from_raw_os_error(errno),
+            });
+        }
+    }
+    Ok((answer.descriptor.buf_len, answer.descriptor.offset_blocks))
+}
+
+/// Grows remote bdev `name` to the size its bdev on the other cluster has
+/// now (after that one grew).
+pub async fn resize_remote(
+    registry: &BdevRegistry,
+    interconnect: &Interconnect,
+    name: &str,
+) -> Result<Arc<Bdev>, BdevError> {
+    let bdev = registry.get(name)?;
+    let Some(("remote", specific)) = bdev.backend().driver_specific() else {
+        return Err(BdevError::NotFound(format!("{name} (not a remote bdev)")));
+    };
+    let cluster = specific["cluster"].as_u64().unwrap_or(u64::MAX) as u32;
+    let remote_bdev = specific["remote_bdev"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let (block_size, num_blocks) = identify(interconnect, cluster, &remote_bdev).await?;
+    if block_size != bdev.block_size() {
+        return Err(BdevError::Invalid(format!(
+            "{remote_bdev} on data cluster {cluster} now has {block_size}-byte blocks, not {}",
+            bdev.block_size()
+        )));
+    }
+    bdev.grow(num_blocks)?;
+    Ok(bdev)
 }
 
 /// How long `bdev_remote_create` waits for the other cluster.
@@ -134,6 +171,12 @@ impl BdevBackend for Remote {
 
     fn bytes_copied(&self) -> u64 {
         self.bytes_copied.load(Ordering::Relaxed)
+    }
+
+    /// The size comes from the other cluster (`bdev_remote_resize` asks
+    /// it first); requests beyond its bdev are refused there.
+    fn prepare_growth(&self, _blocks: u64) -> Result<(), BdevError> {
+        Ok(())
     }
 }
 

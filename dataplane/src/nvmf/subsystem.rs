@@ -541,6 +541,23 @@ impl Target {
         self.discovery_generation.load(Ordering::Acquire)
     }
 
+    /// Bdev `bdev_id` grew: every namespace on it raises a "namespace
+    /// attribute changed" event, so hosts read its new size.
+    pub fn bdev_resized(&self, bdev_id: u64) {
+        for subsystem in self.subsystems() {
+            let nsids: Vec<u32> = subsystem
+                .read()
+                .namespaces
+                .values()
+                .filter(|n| n.bdev.id() == bdev_id)
+                .map(|n| n.nsid)
+                .collect();
+            for nsid in nsids {
+                subsystem.namespaces_changed(nsid);
+            }
+        }
+    }
+
     /// The discovery log changed (subsystems, listeners, hosts, referrals).
     pub fn discovery_changed(&self) {
         self.discovery_generation.fetch_add(1, Ordering::AcqRel);

@@ -37,6 +37,8 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
     });
     let router = method(router, "bdev_raid_get_bdevs", context, raid_get_bdevs);
     let router = method(router, "bdev_part_create", context, part_create);
+    let router = method(router, "bdev_part_resize", context, part_resize);
+    let router = method(router, "bdev_raid_resize", context, raid_resize);
     let router = method(router, "bdev_part_delete", context, |c, p: Named| {
         delete(c, p, "part")
     });
@@ -197,6 +199,49 @@ async fn part_create(context: Arc<Context>, p: PartCreate) -> Result<Value, RpcE
     };
     let bdev = create_part(&context.registry, config)?;
     Ok(json!(bdev.name()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PartResize {
+    name: String,
+    num_blocks: u64,
+}
+
+/// Grows a bdev and tells the NVMe-oF hosts that see it.
+pub(super) fn grown(context: &Context, bdev: &Bdev) -> Value {
+    context.nvmf.bdev_resized(bdev.id());
+    json!(true)
+}
+
+/// Grows a part into the blocks right after it (if no other part has them).
+async fn part_resize(context: Arc<Context>, p: PartResize) -> Result<Value, RpcError> {
+    let bdev = context.registry.get(&p.name)?;
+    if bdev.backend().module() != "part" {
+        return Err(RpcError::errno(
+            Errno::ENODEV,
+            format!("{} is not a part", p.name),
+        ));
+    }
+    bdev.grow(p.num_blocks)?;
+    Ok(grown(&context, &bdev))
+}
+
+/// Grows a raid0 or raid1 bdev as far as its legs have grown.
+async fn raid_resize(context: Arc<Context>, p: Named) -> Result<Value, RpcError> {
+    let bdev = context.registry.get(&p.name)?;
+    let room = bdev
+        .backend()
+        .growth_room()
+        .filter(|_| bdev.backend().module() == "raid")
+        .ok_or_else(|| {
+            RpcError::errno(
+                Errno::EINVAL,
+                format!("{} is not a raid0 or raid1 bdev", p.name),
+            )
+        })?;
+    bdev.grow(room)?;
+    Ok(grown(&context, &bdev))
 }
 
 #[derive(Deserialize)]

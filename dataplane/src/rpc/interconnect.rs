@@ -6,9 +6,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shoal_appliance::jsonrpc::{Router, RpcError};
 
-use super::bdev::{Named, delete};
+use super::bdev::{Named, delete, grown};
 use super::{Context, NoParams, method, parse_uuid};
-use crate::bdev::remote::{RemoteSpec, create_remote};
+use crate::bdev::remote::{RemoteSpec, create_remote, resize_remote};
 use crate::interconnect::Interconnect;
 
 pub fn register(router: Router, context: &Arc<Context>) -> Router {
@@ -16,6 +16,7 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
     let router = method(router, "bdev_remote_delete", context, |c, p: Named| {
         delete(c, p, "remote")
     });
+    let router = method(router, "bdev_remote_resize", context, remote_resize);
     method(router, "interconnect_get_stats", context, get_stats)
 }
 
@@ -49,6 +50,13 @@ async fn remote_create(context: Arc<Context>, p: RemoteCreate) -> Result<Value, 
     };
     let bdev = create_remote(&context.registry, interconnect, spec).await?;
     Ok(json!(bdev.name()))
+}
+
+/// Grows a remote bdev to the size of its bdev on the other cluster.
+async fn remote_resize(context: Arc<Context>, p: Named) -> Result<Value, RpcError> {
+    let interconnect = interconnect(&context)?;
+    let bdev = resize_remote(&context.registry, interconnect, &p.name).await?;
+    Ok(grown(&context, &bdev))
 }
 
 async fn get_stats(context: Arc<Context>, _: NoParams) -> Result<Value, RpcError> {

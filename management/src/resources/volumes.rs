@@ -500,6 +500,7 @@ pub async fn patch(
     let mut problems = Vec::new();
     let mut name = None;
     let mut display_name = None;
+    let mut capacity = None;
     for (property, value) in &object {
         match property.as_str() {
             "Name" => match body::string(property, value) {
@@ -513,12 +514,14 @@ pub async fn patch(
                     Err(e) => problems.push(e),
                 },
             },
-            // Growing is not supported yet; the same value is no change.
-            "CapacityBytes" if value.as_u64() == Some(volume.capacity_bytes) => {}
-            "CapacityBytes" => problems.push(
-                bad("PropertyValueNotInList", &[&value.to_string(), property])
-                    .with_detail("volumes cannot be resized yet"),
-            ),
+            "CapacityBytes" => match body::unsigned(property, value) {
+                Ok(bytes) if bytes > MAX_VOLUME_BYTES => problems.push(bad(
+                    "PropertyValueOutOfRange",
+                    &[&bytes.to_string(), property],
+                )),
+                Ok(bytes) => capacity = Some(bytes),
+                Err(e) => problems.push(e),
+            },
             _ if body::is_annotation(property) => {}
             _ if READ_ONLY.contains(&property.as_str())
                 || CREATE_PROPERTIES.contains(&property.as_str()) =>
@@ -528,12 +531,21 @@ pub async fn patch(
             _ => problems.push(bad("PropertyUnknown", &[property])),
         }
     }
-    if name.is_none() && display_name.is_none() {
+    if name.is_none() && display_name.is_none() && capacity.is_none() {
         return Err(merge(problems).unwrap_or_else(|| bad("NoOperation", &[])));
     }
-    let volume = model_ops::rename_volume(&state, volume.id, name, display_name)
-        .await
-        .map_err(storage::error)?;
+    // Growth first: when it is refused, nothing else changes either.
+    let mut volume = volume;
+    if let Some(bytes) = capacity {
+        volume = model_ops::grow_volume(&state, volume.id, bytes)
+            .await
+            .map_err(storage::error)?;
+    }
+    if name.is_some() || display_name.is_some() {
+        volume = model_ops::rename_volume(&state, volume.id, name, display_name)
+            .await
+            .map_err(storage::error)?;
+    }
     state.events.changed(&uri(volume.id), "Volume");
     Ok(resource::updated(
         body_of(&state, &volume),

@@ -31,7 +31,7 @@ use model::{
     Access, Connection, Desired, InitiatorEndpoint, MAX_CONNECTIONS, MAX_ENDPOINTS, MAX_VOLUMES,
     RaidType, Volume, VolumeAccess, VolumeState,
 };
-use placement::{Drive, PlacementError};
+use placement::Drive;
 use plan::Fabric;
 use reconcile::{Failure, Report};
 
@@ -412,7 +412,7 @@ pub async fn create_volume(
         .sum();
     let leg_bytes = placement::leg_bytes(request.capacity_bytes, clusters.len() as u32);
     let legs = placement::allocate(&drives, &desired.volumes, leg_bytes).map_err(
-        |PlacementError::Insufficient { .. }| {
+        |_| {
             StorageError::InsufficientCapacity(format!(
                 "{} bytes do not fit: the drives chosen have {pool_bytes} bytes free ({} per drive needed, as {} legs of whole MiB)",
                 request.capacity_bytes,
@@ -711,6 +711,162 @@ pub async fn rename_volume(
         .put(Table::Volumes, &id.to_string(), &volume)
         .await?;
     Ok(volume)
+}
+
+/// Grows volume `id` to at least `capacity_bytes`, online: each leg takes
+/// the free blocks right after it (zeroed first, so no deleted volume's
+/// data shows), then every cluster grows its parts, remote legs and stripe
+/// in place and NVMe hosts get a namespace-changed event. Existing data
+/// stays where it is. Rolled back if the clusters cannot carry it out.
+pub async fn grow_volume(
+    state: &AppState,
+    id: u64,
+    capacity_bytes: u64,
+) -> Result<Volume, StorageError> {
+    let fabric = ready_fabric(state).await?;
+    let _guard = state.storage.lock.lock().await;
+    let desired = desired(state)?;
+    let volume = desired
+        .volume(id)
+        .cloned()
+        .ok_or_else(|| not_found("volume", id))?;
+    if capacity_bytes < volume.capacity_bytes {
+        return Err(StorageError::Invalid {
+            property: "CapacityBytes",
+            value: capacity_bytes.to_string(),
+            reason: format!(
+                "volumes grow, they never shrink (it has {} bytes)",
+                volume.capacity_bytes
+            ),
+        });
+    }
+    let leg_bytes = placement::leg_bytes(capacity_bytes, volume.legs.len() as u32);
+    if leg_bytes * volume.legs.len() as u64 == volume.capacity_bytes {
+        return Ok(volume);
+    }
+    if initialize_progress(state, id).is_some() {
+        return Err(StorageError::InUse(format!(
+            "volume {} is being initialised; grow it when its task has ended",
+            volume.name
+        )));
+    }
+    let clusters: Vec<u32> = volume.clusters().collect();
+    let drives = drives(state, &clusters).await?;
+    let legs = placement::grow(&drives, &desired.volumes, &volume, leg_bytes)
+        .map_err(|e| StorageError::InsufficientCapacity(e.to_string()))?;
+    scrub_growth(state, &volume, &legs)
+        .await
+        .map_err(StorageError::Dataplane)?;
+    let grown = Volume {
+        capacity_bytes: leg_bytes * volume.legs.len() as u64,
+        legs,
+        ..volume.clone()
+    };
+    state
+        .store
+        .put(Table::Volumes, &id.to_string(), &grown)
+        .await?;
+    let observation = pass_locked(state, &fabric).await?;
+    let bdev = plan::volume_bdev(id);
+    let blocks = grown.capacity_bytes / u64::from(grown.block_size);
+    let mut failures: Vec<Failure> = observation
+        .report
+        .failures_of(id)
+        .into_iter()
+        .cloned()
+        .collect();
+    for (cluster, view) in &observation.report.views {
+        let size = view.bdevs.get(&bdev).and_then(|b| b["num_blocks"].as_u64());
+        if size != Some(blocks) && failures.iter().all(|f| f.cluster != *cluster) {
+            failures.push(Failure {
+                cluster: *cluster,
+                object: bdev.clone(),
+                error: format!("has {size:?} blocks after the pass, not {blocks}"),
+            });
+        }
+    }
+    if !failures.is_empty() {
+        // Back to the old record: the next passes rebuild whatever grew.
+        state
+            .store
+            .put(Table::Volumes, &id.to_string(), &volume)
+            .await?;
+        let _ = pass_locked(state, &fabric).await;
+        return Err(StorageError::Dataplane(failures));
+    }
+    tracing::info!(
+        volume = id,
+        from = volume.capacity_bytes,
+        to = grown.capacity_bytes,
+        "volume grew"
+    );
+    Ok(grown)
+}
+
+/// Zeroes the blocks each leg is about to take, through a temporary part
+/// over just those blocks on the leg's cluster.
+async fn scrub_growth(
+    state: &AppState,
+    volume: &Volume,
+    grown: &[model::Leg],
+) -> Result<(), Vec<Failure>> {
+    let running = running_clusters(state).await;
+    let steps = volume
+        .legs
+        .iter()
+        .zip(grown)
+        .enumerate()
+        .map(|(index, (old, new))| {
+            let socket = running
+                .iter()
+                .find(|(c, _)| *c == old.cluster)
+                .map(|(_, s)| s.clone());
+            let name = plan::growth_bdev(volume.id, index);
+            let start = old.extents[0].end();
+            let blocks = new.blocks() - old.blocks();
+            async move {
+                let failure = |error: String| Failure {
+                    cluster: old.cluster,
+                    object: name.clone(),
+                    error,
+                };
+                let socket = socket.ok_or_else(|| failure("the cluster is not running".into()))?;
+                let call = |method: &'static str, params: Value| {
+                    let socket = socket.clone();
+                    async move {
+                        let mut client = RpcClient::connect(&socket)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        client
+                            .call(method, Some(params))
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| format!("{method}: {e}"))
+                    }
+                };
+                call(
+                    "bdev_part_create",
+                    json!({"name": name, "base_bdev": plan::drive_bdev(old.cluster),
+                       "offset_blocks": start, "num_blocks": blocks}),
+                )
+                .await
+                .map_err(failure)?;
+                let zeroed = zero_bdev(&socket, &name, None).await;
+                let deleted = call("bdev_part_delete", json!({"name": name})).await;
+                zeroed.map_err(failure)?;
+                deleted.map_err(failure)
+            }
+        });
+    let failures: Vec<Failure> = futures_util::future::join_all(steps)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
 }
 
 fn not_found(kind: &'static str, id: u64) -> StorageError {

@@ -36,6 +36,14 @@ impl Drive {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlacementError {
     #[error(
+        "leg {leg} of the volume on data cluster {cluster}'s drive cannot grow in place: {why}"
+    )]
+    NoRoomToGrow {
+        leg: usize,
+        cluster: u32,
+        why: String,
+    },
+    #[error(
         "the drive of data cluster {cluster} has {free_bytes} bytes free; this volume needs {needed_bytes} there"
     )]
     Insufficient {
@@ -146,6 +154,67 @@ pub fn allocate(
         .collect()
 }
 
+/// The legs of `volume` grown to `leg_bytes` each, every leg extended in
+/// place: its one extent takes the free blocks right after it. Growing
+/// this way keeps every existing block where it is (the stripe map does
+/// not depend on the leg size).
+pub fn grow(
+    drives: &[Drive],
+    volumes: &[Volume],
+    volume: &Volume,
+    leg_bytes: u64,
+) -> Result<Vec<Leg>, PlacementError> {
+    let others: Vec<Volume> = volumes
+        .iter()
+        .filter(|v| v.id != volume.id)
+        .cloned()
+        .collect();
+    volume
+        .legs
+        .iter()
+        .enumerate()
+        .map(|(index, leg)| {
+            let no_room = |why: String| PlacementError::NoRoomToGrow {
+                leg: index,
+                cluster: leg.cluster,
+                why,
+            };
+            let drive = drives
+                .iter()
+                .find(|d| d.cluster == leg.cluster)
+                .ok_or_else(|| no_room("the drive is not known".into()))?;
+            let [extent] = leg.extents.as_slice() else {
+                return Err(no_room(format!(
+                    "it lies in {} pieces of free space",
+                    leg.extents.len()
+                )));
+            };
+            let wanted = leg_bytes / u64::from(drive.block_size);
+            let end = extent.offset_blocks + wanted;
+            let free_after = free_extents(drive, &others)
+                .into_iter()
+                .find(|free| {
+                    free.offset_blocks <= extent.offset_blocks && extent.offset_blocks < free.end()
+                })
+                .map_or(extent.end(), |free| free.end());
+            if end > free_after {
+                return Err(no_room(format!(
+                    "{} bytes after it are free, {} more are needed",
+                    (free_after - extent.end()) * u64::from(drive.block_size),
+                    (wanted - extent.num_blocks) * u64::from(drive.block_size)
+                )));
+            }
+            Ok(Leg {
+                cluster: leg.cluster,
+                extents: vec![Extent {
+                    offset_blocks: extent.offset_blocks,
+                    num_blocks: wanted,
+                }],
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::model::{RaidType, VolumeState};
@@ -240,6 +309,36 @@ mod tests {
             assert!(extents.iter().all(|e| e.offset_blocks >= 2048));
         }
         assert_eq!(free_bytes(&drives[0], &volumes), MIB);
+    }
+
+    #[test]
+    fn legs_grow_only_into_the_free_space_right_after_them() {
+        let drives = [drive(0, 17), drive(1, 17)];
+        let a = volume(1, allocate(&drives, &[], 4 * MIB).unwrap());
+        let b = volume(
+            2,
+            allocate(&drives, std::slice::from_ref(&a), 4 * MIB).unwrap(),
+        );
+        let volumes = [a.clone(), b.clone()];
+        // a is followed by b: no room.
+        let blocked = grow(&drives, &volumes, &a, 5 * MIB).unwrap_err();
+        assert!(
+            matches!(blocked, PlacementError::NoRoomToGrow { leg: 0, .. }),
+            "{blocked}"
+        );
+        // b is followed by the free tail (8 MiB).
+        let grown = grow(&drives, &volumes, &b, 12 * MIB).unwrap();
+        assert_eq!(
+            grown[1].extents[0].offset_blocks,
+            b.legs[1].extents[0].offset_blocks
+        );
+        assert_eq!(grown[1].blocks() * 512, 12 * MIB);
+        assert!(grow(&drives, &volumes, &b, 13 * MIB).is_err());
+        // Once b is gone, a can take its room.
+        assert_eq!(
+            grow(&drives, std::slice::from_ref(&a), &a, 16 * MIB).unwrap()[0].blocks() * 512,
+            16 * MIB
+        );
     }
 
     #[test]

@@ -68,8 +68,14 @@ fn extent_bdev(volume: u64, leg: usize, extent: usize) -> String {
     format!("volume{volume}-leg{leg}-e{extent}")
 }
 
+/// The part that stands for the blocks a growing leg takes, while they are
+/// zeroed (`volume<N>-leg<K>-grow`).
+pub fn growth_bdev(volume: u64, leg: usize) -> String {
+    format!("volume{volume}-leg{leg}-grow")
+}
+
 /// Whether bdev `name` is one the management service made (and may
-/// therefore delete): `volume<N>` and its `-leg<K>[-e<J>]` parts.
+/// therefore delete): `volume<N>` and its `-leg<K>[-e<J>|-grow]` parts.
 pub fn is_owned_bdev(name: &str) -> bool {
     let Some(rest) = name.strip_prefix("volume") else {
         return false;
@@ -85,6 +91,7 @@ pub fn is_owned_bdev(name: &str) -> bool {
     match (parts.next(), parts.next(), parts.next()) {
         (None, _, _) => true,
         (leg @ Some(_), None, _) => number(leg, "leg"),
+        (leg @ Some(_), Some("grow"), None) => number(leg, "leg"),
         (leg @ Some(_), extent @ Some(_), None) => number(leg, "leg") && number(extent, "e"),
         _ => false,
     }
@@ -107,12 +114,15 @@ pub enum BdevPlan {
         name: String,
         cluster: u32,
         remote_bdev: String,
+        /// The leg's size, as the owning cluster has it.
+        num_blocks: u64,
     },
     Raid0 {
         name: String,
         legs: Vec<String>,
         strip_kb: u32,
         uuid: Uuid,
+        num_blocks: u64,
     },
 }
 
@@ -167,6 +177,7 @@ impl BdevPlan {
                 name,
                 cluster,
                 remote_bdev,
+                ..
             } => (
                 "bdev_remote_create",
                 json!({"name": name, "cluster": cluster, "remote_bdev": remote_bdev}),
@@ -176,6 +187,7 @@ impl BdevPlan {
                 legs,
                 strip_kb,
                 uuid,
+                ..
             } => (
                 "bdev_raid_create",
                 json!({"name": name, "raid_level": "raid0", "base_bdevs": legs, "strip_size_kb": strip_kb, "uuid": uuid.to_string()}),
@@ -183,9 +195,52 @@ impl BdevPlan {
         }
     }
 
+    /// The size it should have, where the plan says (not for a concat).
+    pub fn planned_blocks(&self) -> Option<u64> {
+        self.num_blocks()
+    }
+
+    fn num_blocks(&self) -> Option<u64> {
+        match self {
+            Self::Part { num_blocks, .. }
+            | Self::Remote { num_blocks, .. }
+            | Self::Raid0 { num_blocks, .. } => Some(*num_blocks),
+            Self::Concat { .. } => None,
+        }
+    }
+
     /// Whether `actual` (a `bdev_get_bdevs` entry of the same name) is this
-    /// bdev, built the same way. A differing one is deleted and made anew.
+    /// bdev, or can become it by growing in place: built the same way, no
+    /// larger. Anything else is deleted and made anew.
     pub fn matches(&self, actual: &Value) -> bool {
+        self.same_build(actual)
+            && match (self.num_blocks(), actual["num_blocks"].as_u64()) {
+                (Some(planned), Some(blocks)) => blocks <= planned,
+                _ => true,
+            }
+    }
+
+    /// The call that grows `actual` (which [`matches`](Self::matches)) to
+    /// the planned size, if it is smaller.
+    pub fn growth_call(&self, actual: &Value) -> Option<(&'static str, Value)> {
+        let planned = self.num_blocks()?;
+        if actual["num_blocks"].as_u64()? >= planned {
+            return None;
+        }
+        let name = self.name();
+        match self {
+            Self::Part { .. } => Some((
+                "bdev_part_resize",
+                json!({"name": name, "num_blocks": planned}),
+            )),
+            Self::Remote { .. } => Some(("bdev_remote_resize", json!({"name": name}))),
+            Self::Raid0 { .. } => Some(("bdev_raid_resize", json!({"name": name}))),
+            Self::Concat { .. } => None,
+        }
+    }
+
+    /// Built the same way as `actual` (size aside).
+    fn same_build(&self, actual: &Value) -> bool {
         let specific = &actual["driver_specific"];
         let raid = &specific["raid"];
         let leg_names = |raid: &Value| -> Vec<String> {
@@ -202,13 +257,10 @@ impl BdevPlan {
             Self::Part {
                 base,
                 offset_blocks,
-                num_blocks,
                 ..
             } => {
                 let part = &specific["part"];
-                part["base_bdev"] == base.as_str()
-                    && part["offset_blocks"] == *offset_blocks
-                    && part["num_blocks"] == *num_blocks
+                part["base_bdev"] == base.as_str() && part["offset_blocks"] == *offset_blocks
             }
             Self::Concat { legs, .. } => raid["raid_level"] == "concat" && leg_names(raid) == *legs,
             Self::Remote {
@@ -287,6 +339,7 @@ fn volume_bdevs(volume: &Volume, cluster: u32) -> Vec<BdevPlan> {
                 name: name.clone(),
                 cluster: leg.cluster,
                 remote_bdev: name.clone(),
+                num_blocks: leg.blocks(),
             });
         } else if let [extent] = leg.extents.as_slice() {
             bdevs.push(BdevPlan::Part {
@@ -319,6 +372,7 @@ fn volume_bdevs(volume: &Volume, cluster: u32) -> Vec<BdevPlan> {
         legs,
         strip_kb: (volume.strip_bytes / 1024) as u32,
         uuid: volume.uuid,
+        num_blocks: volume.capacity_bytes / u64::from(volume.block_size),
     });
     bdevs
 }
@@ -406,7 +460,7 @@ mod tests {
             name: format!("v{id}"),
             display_name: None,
             raid_type: RaidType::Raid0,
-            capacity_bytes: 0,
+            capacity_bytes: legs.iter().map(|l| l.blocks() * 512).sum(),
             block_size: 512,
             strip_bytes: 65536,
             uuid: Uuid::from_u128(id as u128),
@@ -498,6 +552,7 @@ mod tests {
                     legs: vec!["volume7-leg0".into(), "volume7-leg1".into()],
                     strip_kb: 64,
                     uuid: Uuid::from_u128(7),
+                    num_blocks: 200,
                 }
             );
             assert_eq!(p.namespaces[0].hosts.len(), 1);
@@ -514,7 +569,12 @@ mod tests {
 
     #[test]
     fn only_the_services_own_bdevs_are_recognised() {
-        for owned in ["volume1", "volume12-leg0", "volume3-leg2-e10"] {
+        for owned in [
+            "volume1",
+            "volume12-leg0",
+            "volume3-leg2-e10",
+            "volume3-leg1-grow",
+        ] {
             assert!(is_owned_bdev(owned), "{owned}");
         }
         for other in [
@@ -553,6 +613,7 @@ mod tests {
             name: "volume1-leg1".into(),
             cluster: 1,
             remote_bdev: "volume1-leg1".into(),
+            num_blocks: 100,
         };
         assert!(!remote.matches(&actual));
         let raid = BdevPlan::Raid0 {
@@ -560,9 +621,30 @@ mod tests {
             legs: vec!["volume1-leg0".into()],
             strip_kb: 64,
             uuid: Uuid::from_u128(1),
+            num_blocks: 128,
         };
-        let actual_raid = json!({"name": "volume1", "uuid": Uuid::from_u128(1).to_string(), "driver_specific": {"raid": {"raid_level": "raid0", "strip_size_kb": 64, "base_bdevs_list": [{"name": "volume1-leg0"}]}}});
+        let actual_raid = json!({"name": "volume1", "num_blocks": 128, "uuid": Uuid::from_u128(1).to_string(), "driver_specific": {"raid": {"raid_level": "raid0", "strip_size_kb": 64, "base_bdevs_list": [{"name": "volume1-leg0"}]}}});
         assert!(raid.matches(&actual_raid));
+        assert_eq!(raid.growth_call(&actual_raid), None);
         assert_eq!(delete_call(&actual_raid).unwrap().0, "bdev_raid_delete");
+
+        // Smaller than planned, built the same way: it grows in place;
+        // larger: it is rebuilt.
+        let smaller = json!({"name": "volume1-leg0", "num_blocks": 50, "driver_specific": {"part": {"base_bdev": "drive0", "offset_blocks": 2048, "num_blocks": 50}}});
+        assert!(part.matches(&smaller));
+        assert_eq!(
+            part.growth_call(&smaller),
+            Some((
+                "bdev_part_resize",
+                json!({"name": "volume1-leg0", "num_blocks": 100})
+            ))
+        );
+        let larger = json!({"name": "volume1-leg0", "num_blocks": 150, "driver_specific": {"part": {"base_bdev": "drive0", "offset_blocks": 2048, "num_blocks": 150}}});
+        assert!(!part.matches(&larger));
+        let smaller_raid = json!({"name": "volume1", "num_blocks": 64, "uuid": Uuid::from_u128(1).to_string(), "driver_specific": {"raid": {"raid_level": "raid0", "strip_size_kb": 64, "base_bdevs_list": [{"name": "volume1-leg0"}]}}});
+        assert_eq!(
+            raid.growth_call(&smaller_raid).unwrap().0,
+            "bdev_raid_resize"
+        );
     }
 }

@@ -364,8 +364,9 @@ impl Target<'_> {
         }
     }
 
-    /// Creates the planned bdevs of `stages` that are missing, if
-    /// `available(bdev)` says what they depend on exists.
+    /// Creates the planned bdevs of `stages` that are missing, and grows
+    /// those smaller than planned (a volume grew), if `available(bdev)`
+    /// says what they depend on is there.
     async fn create(
         &mut self,
         stages: &[u8],
@@ -374,21 +375,32 @@ impl Target<'_> {
     ) {
         let plan = self.plan;
         for bdev in plan.bdevs.iter().filter(|b| stages.contains(&b.stage())) {
-            if self.view.bdevs.contains_key(bdev.name())
-                || !bdev
-                    .bases()
-                    .iter()
-                    .all(|b| self.view.bdevs.contains_key(*b))
-                || !available(bdev)
+            if !available(bdev) {
+                continue;
+            }
+            if let Some(actual) = self.view.bdevs.get(bdev.name()) {
+                if let Some((method, params)) = bdev.growth_call(actual)
+                    && self.apply(failures, bdev.name(), method, params).await
+                    && let Some(actual) = self.view.bdevs.get_mut(bdev.name())
+                {
+                    actual["num_blocks"] = json!(bdev.planned_blocks());
+                }
+                continue;
+            }
+            if !bdev
+                .bases()
+                .iter()
+                .all(|b| self.view.bdevs.contains_key(*b))
             {
                 continue;
             }
             let (method, params) = bdev.create_call();
             if self.apply(failures, bdev.name(), method, params).await {
                 // Enough for the rest of the pass to know it is there.
-                self.view
-                    .bdevs
-                    .insert(bdev.name().to_string(), json!({"name": bdev.name()}));
+                self.view.bdevs.insert(
+                    bdev.name().to_string(),
+                    json!({"name": bdev.name(), "num_blocks": bdev.planned_blocks()}),
+                );
             }
         }
     }
@@ -622,20 +634,31 @@ pub async fn pass(fabric: &Fabric, desired: &Desired, running: &[(u32, PathBuf)]
     for target in &mut targets {
         target.create(&[0, 1], |_| true, &mut failures).await;
     }
-    // A remote leg needs the leg on its own cluster, made above or before.
-    let legs_present: BTreeMap<u32, BTreeSet<String>> = targets
+    // A remote leg needs the leg on its own cluster, made (or grown to its
+    // planned size) above or before.
+    let legs_present: BTreeMap<u32, BTreeMap<String, Option<u64>>> = targets
         .iter()
-        .map(|t| (t.session.cluster, t.view.bdevs.keys().cloned().collect()))
+        .map(|t| {
+            let sizes = t
+                .view
+                .bdevs
+                .iter()
+                .map(|(name, b)| (name.clone(), b["num_blocks"].as_u64()))
+                .collect();
+            (t.session.cluster, sizes)
+        })
         .collect();
     for target in &mut targets {
         let available = |bdev: &BdevPlan| match bdev {
             BdevPlan::Remote {
                 cluster,
                 remote_bdev,
+                num_blocks,
                 ..
             } => legs_present
                 .get(cluster)
-                .is_some_and(|names| names.contains(remote_bdev)),
+                .and_then(|names| names.get(remote_bdev))
+                .is_some_and(|size| size.is_none_or(|size| size >= *num_blocks)),
             _ => true,
         };
         target.create(&[2, 3], available, &mut failures).await;

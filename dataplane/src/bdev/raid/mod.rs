@@ -287,6 +287,46 @@ impl BdevBackend for Raid {
     fn base_bdevs(&self) -> Vec<Arc<Bdev>> {
         self.state.legs.clone()
     }
+
+    /// raid0 and raid1 grow as far as their legs have grown (raid0's strip
+    /// map does not depend on the leg size, so every block stays where it
+    /// was); concat would move its later legs and does not grow.
+    fn prepare_growth(&self, blocks: u64) -> Result<(), BdevError> {
+        let smallest = self
+            .state
+            .legs
+            .iter()
+            .map(|l| l.num_blocks())
+            .min()
+            .expect("at least one leg");
+        let room = match &self.state.layout {
+            Layout::Stripe(map) => map.volume_blocks(smallest),
+            Layout::Mirror => smallest,
+            Layout::Concat(_) => {
+                return Err(BdevError::Invalid(format!(
+                    "concat {} cannot grow: its later legs would move",
+                    self.state.name
+                )));
+            }
+        };
+        if blocks > room {
+            return Err(BdevError::Invalid(format!(
+                "{} can grow to {room} blocks with its legs as they are, not {blocks}",
+                self.state.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// How large the legs let the raid be now.
+    fn growth_room(&self) -> Option<u64> {
+        let smallest = self.state.legs.iter().map(|l| l.num_blocks()).min()?;
+        match &self.state.layout {
+            Layout::Stripe(map) => Some(map.volume_blocks(smallest)),
+            Layout::Mirror => Some(smallest),
+            Layout::Concat(_) => None,
+        }
+    }
 }
 
 struct RaidChannel {
