@@ -182,6 +182,12 @@ impl Tasks {
         })
     }
 
+    /// Progress of running task `id` in percent (kept in memory; the state
+    /// is stored when the task ends).
+    pub fn progress(&self, id: u64, percent: u8) {
+        self.update(id, |t| t.percent = percent.min(99));
+    }
+
     /// Publishes a TaskEvent message about `task`.
     fn announce(&self, task: &Task, message: &Value) {
         self.events
@@ -205,7 +211,7 @@ pub struct TaskHandle {
 impl TaskHandle {
     /// Progress in percent (kept in memory; the state is stored at the end).
     pub fn progress(&self, percent: u8) {
-        self.tasks.update(self.id, |t| t.percent = percent.min(99));
+        self.tasks.progress(self.id, percent);
     }
 
     /// Ends the task with what its monitor will answer: success (status,

@@ -691,9 +691,53 @@ fn the_openapi_document_lists_every_route_and_each_one_answers() {
             "file" if path.contains("/JsonSchemas/") => "ServiceRoot.json",
             "name" => "ServiceRoot_v1.xml",
             "drive" => "drive0",
+            "id" if path.contains("/Fabrics/") => "NVMeoF",
+            "id" if path.contains("/Subscriptions/") => "1",
+            "id" if path.contains("/TaskService/") => "1",
+            "volume" | "connection" => "1",
+            "pool" => "default",
+            "source" => "drive0",
+            "controller" => "cluster0",
+            "endpoint" => "target0",
+            "group" => "targets",
             _ => "appliance",
         }
     };
+    // The storage resources, a subscription and a finished task to stand
+    // in for their {id}s.
+    let post = |path: &str, body: Value| {
+        let response = r
+            .admin(r.client.post(r.url(path)))
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = response.status();
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        assert!(status.is_success(), "POST {path}: {status}");
+        location
+    };
+    let volume = post(
+        "/redfish/v1/Storage/appliance/Volumes",
+        json!({"CapacityBytes": 8 << 20}),
+    );
+    let host = post(
+        "/redfish/v1/Fabrics/NVMeoF/Endpoints",
+        json!({"Identifiers": [{"DurableNameFormat": "NQN",
+            "DurableName": "nqn.2014-08.org.nvmexpress:uuid:6c2e5d1a-0f4b-4f7e-9a51-3c1d2b7e8f90"}]}),
+    );
+    post(
+        "/redfish/v1/Fabrics/NVMeoF/Connections",
+        json!({"VolumeInfo": [{"Volume": {"@odata.id": volume}}],
+               "Links": {"InitiatorEndpoints": [{"@odata.id": host}]}}),
+    );
+    post(
+        "/redfish/v1/EventService/Subscriptions",
+        json!({"Destination": "http://127.0.0.1:9/events", "Protocol": "Redfish"}),
+    );
+    let monitor = post(&format!("{volume}/Actions/Volume.Initialize"), json!({}));
+    while r.get(&monitor).status() == StatusCode::ACCEPTED {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // A session to stand in for Sessions/{id}.
     let login = r
         .client

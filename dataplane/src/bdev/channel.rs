@@ -126,14 +126,8 @@ pub async fn submit(bdev: &Arc<Bdev>, io: IoRequest) -> IoCompletion {
 mod tests {
     use super::*;
     use crate::bdev::malloc::create_malloc;
+    use crate::bdev::testing::block_on;
     use crate::bdev::{BdevRegistry, BdevSpec, IoBuf, IoKind};
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        tokio::task::LocalSet::new().block_on(&rt, f)
-    }
 
     #[test]
     fn invalid_requests_never_reach_the_module() {

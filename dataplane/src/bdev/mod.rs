@@ -21,6 +21,8 @@ pub mod raid;
 pub mod registry;
 pub mod remote;
 pub mod stats;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod uring;
 
 use std::future::Future;

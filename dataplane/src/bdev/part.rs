@@ -244,13 +244,7 @@ mod tests {
     use crate::bdev::IoBuf;
     use crate::bdev::channel::submit;
     use crate::bdev::malloc::create_malloc;
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        tokio::task::LocalSet::new().block_on(&rt, f)
-    }
+    use crate::bdev::testing::block_on;
 
     fn base(registry: &BdevRegistry, name: &str) -> Arc<Bdev> {
         let spec = BdevSpec {

@@ -484,14 +484,7 @@ impl Drop for UringIo {
 mod tests {
     use super::*;
     use crate::bdev::channel::submit;
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        tokio::task::LocalSet::new().block_on(&rt, f)
-    }
+    use crate::bdev::testing::block_on;
 
     fn backing_file(dir: &Path, bytes: u64) -> PathBuf {
         let path = dir.join("disk.img");

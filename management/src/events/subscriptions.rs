@@ -77,7 +77,10 @@ pub struct Subscriptions {
     sse: Arc<Mutex<BTreeMap<u64, SseDestination>>>,
     next_sse: Arc<std::sync::atomic::AtomicU64>,
     retry: Arc<Mutex<RetryPolicy>>,
-    clients: Clients,
+    /// Made with the first push subscription: the HTTP clients and their
+    /// root certificates cost megabytes a service without subscriptions
+    /// does not need.
+    clients: Arc<std::sync::OnceLock<Clients>>,
 }
 
 /// HTTP clients for deliveries: one that checks certificates, one that
@@ -118,7 +121,7 @@ impl Subscriptions {
             sse: Arc::default(),
             next_sse: Arc::new(std::sync::atomic::AtomicU64::new(SSE_ID_BASE)),
             retry: Arc::new(Mutex::new(retry)),
-            clients: Clients::new(),
+            clients: Arc::default(),
         };
         for subscription in store.list::<Subscription>(Table::Subscriptions)? {
             subscriptions.run(subscription);
@@ -161,10 +164,11 @@ impl Subscriptions {
     /// subscription is removed.
     fn run(&self, subscription: Subscription) {
         let (queue, mut waiting) = mpsc::channel::<Arc<EventRecord>>(QUEUE_DEPTH);
+        let clients = self.clients.get_or_init(Clients::new);
         let client = if subscription.verify_certificate {
-            self.clients.verifying.clone()
+            clients.verifying.clone()
         } else {
-            self.clients.trusting.clone()
+            clients.trusting.clone()
         };
         let retry = Arc::clone(&self.retry);
         let target = subscription.clone();

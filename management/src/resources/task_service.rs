@@ -11,7 +11,7 @@ use super::time;
 use crate::redfish::message::RedfishError;
 use crate::redfish::resource;
 use crate::state::AppState;
-use crate::tasks::{MAX_TASKS, Task, TaskState};
+use crate::tasks::{MAX_TASKS, Outcome, Task, TaskState};
 
 const SERVICE: &str = "/redfish/v1/TaskService";
 const TASKS: &str = "/redfish/v1/TaskService/Tasks";
@@ -96,6 +96,35 @@ pub async fn get(
 ) -> Result<Response, RedfishError> {
     let task = find(&state, &id)?;
     Ok(resource::get(&headers, body_of(&task), "Task", "GET, HEAD"))
+}
+
+/// Runs `work` as a task named `name` for `operation` on `target_uri`, in
+/// the background, and answers 202 with the task monitor. `work` gets the
+/// task's ID (for progress) and ends with what the monitor will answer.
+pub async fn spawn<Work, Done>(
+    state: &AppState,
+    name: &str,
+    operation: &str,
+    target_uri: &str,
+    work: Work,
+) -> Result<Response, RedfishError>
+where
+    Work: FnOnce(u64) -> Done + Send + 'static,
+    Done: std::future::Future<Output = Result<Outcome, RedfishError>> + Send + 'static,
+{
+    let task = state
+        .tasks
+        .start(name, operation, target_uri)
+        .await
+        .map_err(|e| RedfishError::internal(&e.to_string()))?;
+    let started = state.tasks.get(task.id).expect("just started");
+    tokio::spawn(async move {
+        let outcome = work(task.id).await;
+        if let Err(e) = task.finish(outcome).await {
+            tracing::error!("cannot record the end of a task: {e}");
+        }
+    });
+    Ok(accepted(&started))
 }
 
 /// The answer to the request that started `task`: 202 and its monitor.

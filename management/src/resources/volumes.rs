@@ -395,29 +395,25 @@ pub async fn create(
         return Ok(resource::created(&uri(volume.id), body_of(&state, &volume)));
     }
     // Foreground initialisation: the creation, zeroing included, is a task.
-    let task = state
-        .tasks
-        .start("Create a volume", "POST", &collection_uri())
-        .await
-        .map_err(internal)?;
-    let started = state.tasks.get(task.id).expect("just started");
-    tokio::spawn(async move {
-        let outcome = match model_ops::create_volume(&state, request).await {
-            Ok(volume) => Ok({
-                state.events.created(&uri(volume.id), "Volume");
-                Outcome {
-                    status: StatusCode::CREATED.as_u16(),
-                    location: Some(uri(volume.id)),
-                    body: body_of(&state, &volume),
-                }
-            }),
-            Err(e) => Err(storage::error(e)),
-        };
-        if let Err(e) = task.finish(outcome).await {
-            tracing::error!("cannot record the end of a task: {e}");
-        }
-    });
-    Ok(task_service::accepted(&started))
+    let worker = state.clone();
+    task_service::spawn(
+        &state,
+        "Create a volume",
+        "POST",
+        &collection_uri(),
+        |_| async move {
+            let volume = model_ops::create_volume(&worker, request)
+                .await
+                .map_err(storage::error)?;
+            worker.events.created(&uri(volume.id), "Volume");
+            Ok(Outcome {
+                status: StatusCode::CREATED.as_u16(),
+                location: Some(uri(volume.id)),
+                body: body_of(&worker, &volume),
+            })
+        },
+    )
+    .await
 }
 
 /// `Volume.Initialize`: zeroes the whole volume, as a task (202).
@@ -454,30 +450,20 @@ pub async fn initialize(
         ))));
     }
     let target = format!("{}/Actions/{ACTION}", uri(volume.id));
-    let task = state
-        .tasks
-        .start(
-            &format!("Initialize volume {}", volume.name),
-            "POST",
-            &target,
-        )
-        .await
-        .map_err(internal)?;
-    let started = state.tasks.get(task.id).expect("just started");
-    tokio::spawn(async move {
-        let outcome = model_ops::initialize_volume(&state, volume.id, |p| task.progress(p))
+    let name = format!("Initialize volume {}", volume.name);
+    let worker = state.clone();
+    task_service::spawn(&state, &name, "POST", &target, move |task| async move {
+        let progress = |percent| worker.tasks.progress(task, percent);
+        let volume = model_ops::initialize_volume(&worker, volume.id, progress)
             .await
-            .map(|volume| Outcome {
-                status: StatusCode::OK.as_u16(),
-                location: None,
-                body: body_of(&state, &volume),
-            })
-            .map_err(storage::error);
-        if let Err(e) = task.finish(outcome).await {
-            tracing::error!("cannot record the end of a task: {e}");
-        }
-    });
-    Ok(task_service::accepted(&started))
+            .map_err(storage::error)?;
+        Ok(Outcome {
+            status: StatusCode::OK.as_u16(),
+            location: None,
+            body: body_of(&worker, &volume),
+        })
+    })
+    .await
 }
 
 pub async fn patch(

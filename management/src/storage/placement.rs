@@ -217,7 +217,6 @@ pub fn grow(
 
 #[cfg(test)]
 mod tests {
-    use super::super::model::{RaidType, VolumeState};
     use super::*;
 
     const MIB: u64 = 1 << 20;
@@ -231,20 +230,7 @@ mod tests {
     }
 
     fn volume(id: u64, legs: Vec<Leg>) -> Volume {
-        Volume {
-            id,
-            name: format!("v{id}"),
-            display_name: None,
-            raid_type: RaidType::Raid0,
-            capacity_bytes: 0,
-            block_size: 512,
-            strip_bytes: 65536,
-            uuid: uuid::Uuid::new_v4(),
-            nsid: id as u32,
-            legs,
-            state: VolumeState::Ready,
-            created: 0,
-        }
+        super::super::model::test_volume(id, legs)
     }
 
     #[test]

@@ -455,20 +455,7 @@ mod tests {
     }
 
     fn volume(id: u64, legs: Vec<Leg>) -> Volume {
-        Volume {
-            id,
-            name: format!("v{id}"),
-            display_name: None,
-            raid_type: RaidType::Raid0,
-            capacity_bytes: legs.iter().map(|l| l.blocks() * 512).sum(),
-            block_size: 512,
-            strip_bytes: 65536,
-            uuid: Uuid::from_u128(id as u128),
-            nsid: id as u32,
-            legs,
-            state: VolumeState::Ready,
-            created: 0,
-        }
+        super::super::model::test_volume(id, legs)
     }
 
     fn extent(offset: u64, blocks: u64) -> Extent {

@@ -314,12 +314,7 @@ impl Target<'_> {
                 .await;
             }
         }
-        let hosts: BTreeSet<String> = subsystem["hosts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|h| h["nqn"].as_str().map(str::to_string))
-            .collect();
+        let hosts = subsystem_hosts(&subsystem);
         for host in hosts.difference(&self.plan.hosts) {
             self.apply(
                 failures,
@@ -458,12 +453,7 @@ impl Target<'_> {
             )
             .await;
         }
-        let hosts: BTreeSet<String> = subsystem["hosts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|h| h["nqn"].as_str().map(str::to_string))
-            .collect();
+        let hosts = subsystem_hosts(&subsystem);
         for host in self.plan.hosts.difference(&hosts) {
             self.apply(
                 failures,
@@ -587,6 +577,16 @@ fn bases_of(actual: &Value) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter_map(|l| l["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The hosts allowed on a subsystem, as `nvmf_get_subsystems` lists them.
+fn subsystem_hosts(subsystem: &Value) -> BTreeSet<String> {
+    subsystem["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| h["nqn"].as_str().map(str::to_string))
         .collect()
 }
 

@@ -494,13 +494,7 @@ mod tests {
     use super::*;
     use crate::bdev::channel::submit;
     use crate::bdev::malloc::create_malloc;
-
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        tokio::task::LocalSet::new().block_on(&rt, f)
-    }
+    use crate::bdev::testing::block_on;
 
     fn malloc(registry: &BdevRegistry, name: &str, blocks: u64) -> Arc<Bdev> {
         let spec = BdevSpec {

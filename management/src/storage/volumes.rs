@@ -1,0 +1,591 @@
+//! Volumes of the storage model: creation (placement, build on every
+//! cluster, zeroing, rollback), online growth, renaming, initialisation
+//! and deletion. Every change holds the storage lock and is applied by a
+//! reconciliation pass before it returns.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shoal_appliance::jsonrpc::RpcClient;
+
+use super::model::{self, Leg, MAX_VOLUMES, RaidType, Volume, VolumeState};
+use super::placement::{self, Drive};
+use super::plan::Fabric;
+use super::reconcile::Failure;
+use super::{
+    StorageError, check_name, desired, not_found, now_s, pass_locked, plan, ready_fabric,
+    running_clusters,
+};
+use crate::dataplane;
+use crate::state::AppState;
+use crate::store::Table;
+
+/// Longest a scrub (zeroing) of one leg may take.
+const SCRUB_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A new volume, as the Redfish POST asks for it (already type-checked).
+#[derive(Debug, Clone)]
+pub struct VolumeRequest {
+    pub name: Option<String>,
+    pub display_name: Option<String>,
+    pub capacity_bytes: u64,
+    pub raid_type: RaidType,
+    pub strip_bytes: Option<u64>,
+    /// Data clusters whose drives hold the legs, in stripe order; all of
+    /// them when absent.
+    pub clusters: Option<Vec<u32>>,
+}
+
+/// The drive of each cluster in `clusters`, as the running clusters report it.
+async fn drives(state: &AppState, clusters: &[u32]) -> Result<Vec<Drive>, StorageError> {
+    let running = running_clusters(state).await;
+    let mut drives = Vec::new();
+    for &cluster in clusters {
+        let socket = running
+            .iter()
+            .find(|(c, _)| *c == cluster)
+            .map(|(_, s)| s)
+            .ok_or_else(|| {
+                StorageError::Unavailable(format!(
+                    "data cluster {cluster} is not running; its drive cannot take a volume now"
+                ))
+            })?;
+        let bdev = dataplane::call(
+            socket,
+            "bdev_get_bdevs",
+            Some(json!({"name": plan::drive_bdev(cluster)})),
+        )
+        .await
+        .and_then(|list| list.get(0).cloned())
+        .ok_or_else(|| {
+            StorageError::Unavailable(format!("data cluster {cluster} has no drive open"))
+        })?;
+        drives.push(Drive {
+            cluster,
+            block_size: bdev["block_size"].as_u64().unwrap_or(512) as u32,
+            num_blocks: bdev["num_blocks"].as_u64().unwrap_or(0),
+        });
+    }
+    Ok(drives)
+}
+
+/// Creates a volume: placed, built on every running cluster, its new
+/// blocks zeroed (a volume never shows a deleted one's data), then
+/// recorded as ready. Fully rolled back on any failure.
+pub async fn create_volume(
+    state: &AppState,
+    request: VolumeRequest,
+) -> Result<Volume, StorageError> {
+    let fabric = ready_fabric(state).await?;
+    let _guard = state.storage.lock.lock().await;
+    let desired = desired(state)?;
+    if desired.volumes.len() >= MAX_VOLUMES {
+        return Err(StorageError::Limit {
+            kind: "volumes",
+            limit: MAX_VOLUMES,
+        });
+    }
+    if let Some(name) = &request.name {
+        check_name("Name", name)?;
+        if desired.volumes.iter().any(|v| &v.name == name) {
+            return Err(StorageError::NameTaken {
+                kind: "volume",
+                name: name.clone(),
+            });
+        }
+    }
+    let clusters = request
+        .clusters
+        .clone()
+        .unwrap_or_else(|| (0..fabric.clusters).collect());
+    let drives = drives(state, &clusters).await?;
+    let block_size = drives[0].block_size;
+    if let Some(odd) = drives.iter().find(|d| d.block_size != block_size) {
+        return Err(StorageError::Invalid {
+            property: "Links/Drives",
+            value: plan::drive_bdev(odd.cluster),
+            reason: format!(
+                "its {}-byte blocks differ from drive{}'s {block_size}: a volume's drives need one block size",
+                odd.block_size, drives[0].cluster
+            ),
+        });
+    }
+    let strip_bytes = request.strip_bytes.unwrap_or(model::DEFAULT_STRIP_BYTES);
+    if !strip_bytes.is_power_of_two()
+        || !(model::MIN_STRIP_BYTES..=model::MAX_STRIP_BYTES).contains(&strip_bytes)
+        || strip_bytes < u64::from(block_size)
+    {
+        return Err(StorageError::Invalid {
+            property: "StripSizeBytes",
+            value: strip_bytes.to_string(),
+            reason: format!(
+                "must be a power of two from {} to {} bytes",
+                model::MIN_STRIP_BYTES,
+                model::MAX_STRIP_BYTES
+            ),
+        });
+    }
+    let pool_bytes: u64 = drives
+        .iter()
+        .map(|d| placement::free_bytes(d, &desired.volumes))
+        .sum();
+    let leg_bytes = placement::leg_bytes(request.capacity_bytes, clusters.len() as u32);
+    let legs = placement::allocate(&drives, &desired.volumes, leg_bytes).map_err(
+        |_| {
+            StorageError::InsufficientCapacity(format!(
+                "{} bytes do not fit: the drives chosen have {pool_bytes} bytes free ({} per drive needed, as {} legs of whole MiB)",
+                request.capacity_bytes,
+                leg_bytes,
+                clusters.len()
+            ))
+        },
+    )?;
+    let nsid = (1..=MAX_VOLUMES as u32)
+        .find(|n| desired.volumes.iter().all(|v| v.nsid != *n))
+        .expect("fewer volumes than namespace IDs");
+    let id = state.store.next_id("volume").await?;
+    let volume = Volume {
+        id,
+        name: request.name.unwrap_or_else(|| format!("Volume {id}")),
+        display_name: request.display_name,
+        raid_type: request.raid_type,
+        capacity_bytes: leg_bytes * clusters.len() as u64,
+        block_size,
+        strip_bytes,
+        uuid: uuid::Uuid::new_v4(),
+        nsid,
+        legs,
+        state: VolumeState::Creating,
+        created: now_s(),
+    };
+    state
+        .store
+        .put(Table::Volumes, &id.to_string(), &volume)
+        .await?;
+    match build_volume(state, &fabric, &volume).await {
+        Ok(()) => {
+            let ready = Volume {
+                state: VolumeState::Ready,
+                ..volume
+            };
+            state
+                .store
+                .put(Table::Volumes, &id.to_string(), &ready)
+                .await?;
+            tracing::info!(
+                volume = id,
+                name = ready.name,
+                bytes = ready.capacity_bytes,
+                clusters = ?clusters,
+                "volume created"
+            );
+            Ok(ready)
+        }
+        Err(failures) => {
+            state.store.remove(Table::Volumes, &id.to_string()).await?;
+            let _ = pass_locked(state, &fabric).await;
+            Err(StorageError::Dataplane(failures))
+        }
+    }
+}
+
+/// Builds a recorded volume on every running cluster and zeroes its legs.
+async fn build_volume(
+    state: &AppState,
+    fabric: &Fabric,
+    volume: &Volume,
+) -> Result<(), Vec<Failure>> {
+    let observation = pass_locked(state, fabric).await.map_err(|e| {
+        vec![Failure {
+            cluster: 0,
+            object: plan::volume_bdev(volume.id),
+            error: e.to_string(),
+        }]
+    })?;
+    let report = &observation.report;
+    let mut failures: Vec<Failure> = report.failures_of(volume.id).into_iter().cloned().collect();
+    for (cluster, _) in running_clusters(state).await {
+        let served = report
+            .views
+            .get(&cluster)
+            .is_some_and(|v| v.serves(volume.nsid, &plan::volume_bdev(volume.id)));
+        if !served && failures.iter().all(|f| f.cluster != cluster) {
+            failures.push(Failure {
+                cluster,
+                object: plan::volume_bdev(volume.id),
+                error: "the volume is not served after the pass".into(),
+            });
+        }
+    }
+    if !failures.is_empty() {
+        return Err(failures);
+    }
+    scrub(state, volume).await
+}
+
+/// Runs `work(leg index, leg, socket)` for every leg of `volume` on the
+/// cluster that owns it, all legs at once. Failures are reported against
+/// `object(leg index)`.
+async fn on_every_leg<Work, Done>(
+    state: &AppState,
+    volume: &Volume,
+    object: impl Fn(usize) -> String,
+    work: Work,
+) -> Result<(), Vec<Failure>>
+where
+    Work: Fn(usize, Leg, PathBuf) -> Done,
+    Done: std::future::Future<Output = Result<(), String>>,
+{
+    let running = running_clusters(state).await;
+    let legs = volume.legs.iter().enumerate().map(|(index, leg)| {
+        let socket = running
+            .iter()
+            .find(|(c, _)| *c == leg.cluster)
+            .map(|(_, s)| s.clone());
+        let (cluster, object) = (leg.cluster, object(index));
+        let failure = move |error: String| Failure {
+            cluster,
+            object,
+            error,
+        };
+        let work = &work;
+        async move {
+            match socket {
+                Some(socket) => work(index, leg.clone(), socket).await.map_err(failure),
+                None => Err(failure("the cluster is not running".into())),
+            }
+        }
+    });
+    let failures: Vec<Failure> = futures_util::future::join_all(legs)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+/// Zeroes every leg of `volume` on the cluster that owns it, in parallel.
+async fn scrub(state: &AppState, volume: &Volume) -> Result<(), Vec<Failure>> {
+    let leg = |index| plan::leg_bdev(volume.id, index);
+    on_every_leg(state, volume, leg, |index, _, socket| async move {
+        zero_bdev(&socket, &leg(index), None).await
+    })
+    .await
+}
+
+/// `bdev_write_zeroes` on one cluster; `range` in blocks, all when `None`.
+pub async fn zero_bdev(
+    socket: &std::path::Path,
+    bdev: &str,
+    range: Option<(u64, u64)>,
+) -> Result<(), String> {
+    let mut params = json!({"name": bdev});
+    if let Some((offset, blocks)) = range {
+        params["offset_blocks"] = json!(offset);
+        params["num_blocks"] = json!(blocks);
+    }
+    let call = async {
+        let mut client = RpcClient::connect(socket)
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .call("bdev_write_zeroes", Some(params))
+            .await
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(SCRUB_TIMEOUT, call).await {
+        Ok(result) => result.map(|_| ()),
+        Err(_) => Err(format!("zeroing did not finish within {SCRUB_TIMEOUT:?}")),
+    }
+}
+
+/// How far the initialisation of volume `id` is, while one runs.
+pub fn initialize_progress(state: &AppState, id: u64) -> Option<u8> {
+    state
+        .storage
+        .initializing
+        .lock()
+        .expect("initializing lock")
+        .get(&id)
+        .copied()
+}
+
+/// Marks a volume as being initialised until dropped.
+struct Initializing<'a> {
+    state: &'a AppState,
+    id: u64,
+}
+
+impl Drop for Initializing<'_> {
+    fn drop(&mut self) {
+        self.state
+            .storage
+            .initializing
+            .lock()
+            .expect("initializing lock")
+            .remove(&self.id);
+    }
+}
+
+/// Blocks zeroed by one call while initialising (progress moves per slice).
+const INITIALIZE_SLICE_BYTES: u64 = 64 << 20;
+
+/// Zeroes every block of volume `id` (Volume.Initialize), each leg on its
+/// own cluster, all legs at once; `progress` hears the percentage done.
+pub async fn initialize_volume(
+    state: &AppState,
+    id: u64,
+    progress: impl Fn(u8),
+) -> Result<Volume, StorageError> {
+    let volume = {
+        let _guard = state.storage.lock.lock().await;
+        let desired = desired(state)?;
+        let volume = desired
+            .volume(id)
+            .cloned()
+            .ok_or_else(|| not_found("volume", id))?;
+        let mut initializing = state
+            .storage
+            .initializing
+            .lock()
+            .expect("initializing lock");
+        if initializing.contains_key(&id) {
+            return Err(StorageError::InUse(format!(
+                "volume {} is being initialised already",
+                volume.name
+            )));
+        }
+        initializing.insert(id, 0);
+        volume
+    };
+    let _marker = Initializing { state, id };
+    let total: u64 = volume.legs.iter().map(|l| l.blocks()).sum();
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let report = |blocks: u64| {
+        let so_far = done.fetch_add(blocks, std::sync::atomic::Ordering::Relaxed) + blocks;
+        let percent = (so_far * 100 / total.max(1)).min(100) as u8;
+        if let Some(p) = state
+            .storage
+            .initializing
+            .lock()
+            .expect("initializing lock")
+            .get_mut(&id)
+        {
+            *p = percent;
+        }
+        progress(percent);
+    };
+    let slice = INITIALIZE_SLICE_BYTES / u64::from(volume.block_size);
+    let leg_name = |index| plan::leg_bdev(volume.id, index);
+    let report = &report;
+    on_every_leg(state, &volume, leg_name, |index, leg, socket| async move {
+        let name = leg_name(index);
+        let mut at = 0;
+        while at < leg.blocks() {
+            let count = slice.min(leg.blocks() - at);
+            zero_bdev(&socket, &name, Some((at, count))).await?;
+            at += count;
+            report(count);
+        }
+        Ok(())
+    })
+    .await
+    .map_err(StorageError::Dataplane)?;
+    tracing::info!(volume = id, name = volume.name, "volume initialised");
+    Ok(volume)
+}
+
+/// Renames a volume (`Name`, `DisplayName`).
+pub async fn rename_volume(
+    state: &AppState,
+    id: u64,
+    name: Option<String>,
+    display_name: Option<Option<String>>,
+) -> Result<Volume, StorageError> {
+    let _guard = state.storage.lock.lock().await;
+    let desired = desired(state)?;
+    let mut volume = desired
+        .volume(id)
+        .cloned()
+        .ok_or_else(|| not_found("volume", id))?;
+    if let Some(name) = name {
+        check_name("Name", &name)?;
+        if desired.volumes.iter().any(|v| v.name == name && v.id != id) {
+            return Err(StorageError::NameTaken {
+                kind: "volume",
+                name,
+            });
+        }
+        volume.name = name;
+    }
+    if let Some(display_name) = display_name {
+        if let Some(text) = &display_name {
+            check_name("DisplayName", text)?;
+        }
+        volume.display_name = display_name;
+    }
+    state
+        .store
+        .put(Table::Volumes, &id.to_string(), &volume)
+        .await?;
+    Ok(volume)
+}
+
+/// Grows volume `id` to at least `capacity_bytes`, online: each leg takes
+/// the free blocks right after it (zeroed first, so no deleted volume's
+/// data shows), then every cluster grows its parts, remote legs and stripe
+/// in place and NVMe hosts get a namespace-changed event. Existing data
+/// stays where it is. Rolled back if the clusters cannot carry it out.
+pub async fn grow_volume(
+    state: &AppState,
+    id: u64,
+    capacity_bytes: u64,
+) -> Result<Volume, StorageError> {
+    let fabric = ready_fabric(state).await?;
+    let _guard = state.storage.lock.lock().await;
+    let desired = desired(state)?;
+    let volume = desired
+        .volume(id)
+        .cloned()
+        .ok_or_else(|| not_found("volume", id))?;
+    if capacity_bytes < volume.capacity_bytes {
+        return Err(StorageError::Invalid {
+            property: "CapacityBytes",
+            value: capacity_bytes.to_string(),
+            reason: format!(
+                "volumes grow, they never shrink (it has {} bytes)",
+                volume.capacity_bytes
+            ),
+        });
+    }
+    let leg_bytes = placement::leg_bytes(capacity_bytes, volume.legs.len() as u32);
+    if leg_bytes * volume.legs.len() as u64 == volume.capacity_bytes {
+        return Ok(volume);
+    }
+    if initialize_progress(state, id).is_some() {
+        return Err(StorageError::InUse(format!(
+            "volume {} is being initialised; grow it when its task has ended",
+            volume.name
+        )));
+    }
+    let clusters: Vec<u32> = volume.clusters().collect();
+    let drives = drives(state, &clusters).await?;
+    let legs = placement::grow(&drives, &desired.volumes, &volume, leg_bytes)
+        .map_err(|e| StorageError::InsufficientCapacity(e.to_string()))?;
+    scrub_growth(state, &volume, &legs)
+        .await
+        .map_err(StorageError::Dataplane)?;
+    let grown = Volume {
+        capacity_bytes: leg_bytes * volume.legs.len() as u64,
+        legs,
+        ..volume.clone()
+    };
+    state
+        .store
+        .put(Table::Volumes, &id.to_string(), &grown)
+        .await?;
+    let observation = pass_locked(state, &fabric).await?;
+    let bdev = plan::volume_bdev(id);
+    let blocks = grown.capacity_bytes / u64::from(grown.block_size);
+    let mut failures: Vec<Failure> = observation
+        .report
+        .failures_of(id)
+        .into_iter()
+        .cloned()
+        .collect();
+    for (cluster, view) in &observation.report.views {
+        let size = view.bdevs.get(&bdev).and_then(|b| b["num_blocks"].as_u64());
+        if size != Some(blocks) && failures.iter().all(|f| f.cluster != *cluster) {
+            failures.push(Failure {
+                cluster: *cluster,
+                object: bdev.clone(),
+                error: format!("has {size:?} blocks after the pass, not {blocks}"),
+            });
+        }
+    }
+    if !failures.is_empty() {
+        // Back to the old record: the next passes rebuild whatever grew.
+        state
+            .store
+            .put(Table::Volumes, &id.to_string(), &volume)
+            .await?;
+        let _ = pass_locked(state, &fabric).await;
+        return Err(StorageError::Dataplane(failures));
+    }
+    tracing::info!(
+        volume = id,
+        from = volume.capacity_bytes,
+        to = grown.capacity_bytes,
+        "volume grew"
+    );
+    Ok(grown)
+}
+
+/// Zeroes the blocks each leg is about to take, through a temporary part
+/// over just those blocks on the leg's cluster.
+async fn scrub_growth(
+    state: &AppState,
+    volume: &Volume,
+    grown: &[Leg],
+) -> Result<(), Vec<Failure>> {
+    let part = |index| plan::growth_bdev(volume.id, index);
+    on_every_leg(state, volume, part, |index, old, socket| async move {
+        let name = part(index);
+        let start = old.extents[0].end();
+        let blocks = grown[index].blocks() - old.blocks();
+        let params = json!({"name": name, "base_bdev": plan::drive_bdev(old.cluster),
+                            "offset_blocks": start, "num_blocks": blocks});
+        rpc(&socket, "bdev_part_create", params).await?;
+        let zeroed = zero_bdev(&socket, &name, None).await;
+        let deleted = rpc(&socket, "bdev_part_delete", json!({"name": name})).await;
+        zeroed.and(deleted)
+    })
+    .await
+}
+
+/// One call on a cluster's socket; the error says which call failed.
+async fn rpc(socket: &std::path::Path, method: &str, params: Value) -> Result<(), String> {
+    let call = async {
+        let mut client = RpcClient::connect(socket)
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .call(method, Some(params))
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{method}: {e}"))
+    };
+    tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .unwrap_or_else(|_| Err(format!("{method}: no answer within 10 s")))
+}
+
+/// Deletes a volume that no connection uses; its dataplane objects go with
+/// the next pass (this one, when the clusters run).
+pub async fn delete_volume(state: &AppState, id: u64) -> Result<(), StorageError> {
+    let fabric = ready_fabric(state).await?;
+    let _guard = state.storage.lock.lock().await;
+    let desired = desired(state)?;
+    let volume = desired.volume(id).ok_or_else(|| not_found("volume", id))?;
+    if initialize_progress(state, id).is_some() {
+        return Err(StorageError::InUse(format!(
+            "volume {} is being initialised; delete it when its task has ended",
+            volume.name
+        )));
+    }
+    if let Some(connection) = desired.connections_of(id).next() {
+        return Err(StorageError::InUse(format!(
+            "volume {} is used by connection {} ({}); delete the connection first",
+            volume.name, connection.id, connection.name
+        )));
+    }
+    state.store.remove(Table::Volumes, &id.to_string()).await?;
+    tracing::info!(volume = id, name = volume.name, "volume deleted");
+    let _ = pass_locked(state, &fabric).await;
+    Ok(())
+}
