@@ -47,6 +47,9 @@ pub async fn watch(state: AppState, stop: CancellationToken) {
                     continue;
                 };
                 let (failed, recovered) = changes(before, now);
+                if recovered {
+                    crate::storage::wake(&state);
+                }
                 let uri = storage_controllers::uri(index);
                 for (happened, key) in [(failed, "ControllerFailure"), (recovered, "ControllerOK")]
                 {

@@ -20,7 +20,7 @@ mod volumes;
 pub use access::{create_connection, create_endpoint, delete_connection, delete_endpoint};
 pub use volumes::{
     VolumeRequest, create_volume, delete_volume, grow_volume, initialize_progress,
-    initialize_volume, rename_volume, zero_bdev,
+    initialize_volume, rename_volume,
 };
 
 use std::collections::BTreeSet;
@@ -327,7 +327,8 @@ pub fn serving(state: &AppState, volume: &Volume) -> Option<(usize, usize)> {
     Some((serving, fabric.clusters as usize))
 }
 
-/// Asks the reconciler for a pass soon.
+/// Asks the reconciler for a pass now (a data cluster came back: it gets
+/// its share without waiting for the next period).
 pub fn wake(state: &AppState) {
     state.storage.wake.notify_one();
 }

@@ -279,7 +279,7 @@ async fn scrub(state: &AppState, volume: &Volume) -> Result<(), Vec<Failure>> {
 }
 
 /// `bdev_write_zeroes` on one cluster; `range` in blocks, all when `None`.
-pub async fn zero_bdev(
+async fn zero_bdev(
     socket: &std::path::Path,
     bdev: &str,
     range: Option<(u64, u64)>,
