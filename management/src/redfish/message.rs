@@ -201,7 +201,12 @@ impl RedfishError {
         Self::new(StatusCode::BAD_REQUEST, "MalformedJSON", &[])
     }
 
-    pub fn internal(context: &str) -> Self {
+    /// A 400 with Base message `key`.
+    pub fn bad_request(key: &str, args: &[&str]) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, key, args)
+    }
+
+    pub fn internal(context: impl std::fmt::Display) -> Self {
         tracing::error!("internal error: {context}");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &[])
     }

@@ -19,14 +19,6 @@ use crate::state::AppState;
 const ACCOUNTS: &str = "/redfish/v1/AccountService/Accounts";
 const ROLES: &str = "/redfish/v1/AccountService/Roles";
 
-fn internal(e: impl std::fmt::Display) -> RedfishError {
-    RedfishError::internal(&e.to_string())
-}
-
-fn bad(key: &str, args: &[&str]) -> RedfishError {
-    RedfishError::new(StatusCode::BAD_REQUEST, key, args)
-}
-
 fn policy_body(policy: &Policy) -> Value {
     json!({
         "MinPasswordLength": policy.min_password_length,
@@ -41,7 +33,7 @@ pub async fn get_service(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Response, RedfishError> {
-    let policy = state.accounts.policy().map_err(internal)?;
+    let policy = state.accounts.policy().map_err(RedfishError::internal)?;
     Ok(resource::get(
         &headers,
         service_body(&policy),
@@ -73,7 +65,7 @@ pub async fn patch_service(
     raw: Bytes,
 ) -> Result<Response, RedfishError> {
     let object = body::object(&raw)?;
-    let mut policy = state.accounts.policy().map_err(internal)?;
+    let mut policy = state.accounts.policy().map_err(RedfishError::internal)?;
     let mut problems = Vec::new();
     let mut changed = false;
     for (name, value) in &object {
@@ -90,8 +82,8 @@ pub async fn patch_service(
             }
             _ if body::is_annotation(name) => continue,
             "Id" | "Name" | "Description" | "ServiceEnabled" | "Status" | "Accounts" | "Roles"
-            | "LocalAccountAuth" => Err(bad("PropertyNotWritable", &[name])),
-            _ => Err(bad("PropertyUnknown", &[name])),
+            | "LocalAccountAuth" => Err(RedfishError::bad_request("PropertyNotWritable", &[name])),
+            _ => Err(RedfishError::bad_request("PropertyUnknown", &[name])),
         };
         match result {
             Ok(()) => changed = true,
@@ -102,15 +94,21 @@ pub async fn patch_service(
         || policy.min_password_length > policy.max_password_length
         || policy.max_password_length > 256
     {
-        return Err(bad(
+        return Err(RedfishError::bad_request(
             "PropertyValueNotInList",
             &[&policy.min_password_length.to_string(), "MinPasswordLength"],
         ));
     }
     if !changed {
-        return Err(merge(problems).unwrap_or_else(|| bad("NoOperation", &[])));
+        return Err(
+            merge(problems).unwrap_or_else(|| RedfishError::bad_request("NoOperation", &[]))
+        );
     }
-    state.accounts.set_policy(&policy).await.map_err(internal)?;
+    state
+        .accounts
+        .set_policy(&policy)
+        .await
+        .map_err(RedfishError::internal)?;
     Ok(resource::updated(
         service_body(&policy),
         not_applied(problems),
@@ -141,7 +139,7 @@ pub async fn list(
     let ids: Vec<String> = state
         .accounts
         .list()
-        .map_err(internal)?
+        .map_err(RedfishError::internal)?
         .into_iter()
         .map(|a| format!("{ACCOUNTS}/{}", a.id))
         .collect();
@@ -167,18 +165,21 @@ fn account_error(error: AccountError, user_name: &str) -> RedfishError {
             "ResourceAlreadyExists",
             &["ManagerAccount", "UserName", user_name],
         ),
-        AccountError::BadUserName => bad("PropertyValueFormatError", &[user_name, "UserName"]),
-        AccountError::PasswordLength { .. } => {
-            bad("PropertyValueFormatError", &["<hidden>", "Password"])
+        AccountError::BadUserName => {
+            RedfishError::bad_request("PropertyValueFormatError", &[user_name, "UserName"])
         }
-        AccountError::TooMany => bad("CreateLimitReachedForResource", &[]),
-        other => internal(other),
+        AccountError::PasswordLength { .. } => {
+            RedfishError::bad_request("PropertyValueFormatError", &["<hidden>", "Password"])
+        }
+        AccountError::TooMany => RedfishError::bad_request("CreateLimitReachedForResource", &[]),
+        other => RedfishError::internal(other),
     }
 }
 
 fn role_of(value: &Value) -> Result<Role, RedfishError> {
     let id = body::string("RoleId", value)?;
-    Role::from_id(id).ok_or_else(|| bad("PropertyValueNotInList", &[id, "RoleId"]))
+    Role::from_id(id)
+        .ok_or_else(|| RedfishError::bad_request("PropertyValueNotInList", &[id, "RoleId"]))
 }
 
 pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Response, RedfishError> {
@@ -214,7 +215,7 @@ pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Respons
             "UserName" | "Password" | "RoleId" | "Enabled" | "PasswordChangeRequired"
         ) && !body::is_annotation(name)
         {
-            return Err(bad("PropertyUnknown", &[name]));
+            return Err(RedfishError::bad_request("PropertyUnknown", &[name]));
         }
     }
     let account = state
@@ -230,7 +231,7 @@ fn find(state: &AppState, id: &str) -> Result<Account, RedfishError> {
     state
         .accounts
         .get(id)
-        .map_err(internal)?
+        .map_err(RedfishError::internal)?
         .ok_or_else(|| RedfishError::not_found("ManagerAccount", id))
 }
 
@@ -294,10 +295,14 @@ pub async fn patch(
                 Err(e) => Err(e),
             },
             "UserName" => match body::string(name, value) {
-                Ok(new_name) if !crate::auth::accounts::valid_user_name(new_name) => {
-                    Err(bad("PropertyValueFormatError", &[new_name, name]))
-                }
-                Ok(new_name) => match state.accounts.by_user_name(new_name).map_err(internal)? {
+                Ok(new_name) if !crate::auth::accounts::valid_user_name(new_name) => Err(
+                    RedfishError::bad_request("PropertyValueFormatError", &[new_name, name]),
+                ),
+                Ok(new_name) => match state
+                    .accounts
+                    .by_user_name(new_name)
+                    .map_err(RedfishError::internal)?
+                {
                     Some(other) if other.id != account.id => Err(RedfishError::new(
                         StatusCode::CONFLICT,
                         "ResourceAlreadyExists",
@@ -325,16 +330,19 @@ pub async fn patch(
                     state.accounts.unlock(&account.user_name);
                     Ok(())
                 }
-                Ok(true) => Err(bad("PropertyValueNotInList", &["true", name])),
+                Ok(true) => Err(RedfishError::bad_request(
+                    "PropertyValueNotInList",
+                    &["true", name],
+                )),
                 Err(e) => Err(e),
             },
             "PasswordChangeRequired" => body::boolean(name, value).map(|required| {
                 account.password_change_required = required;
             }),
             "Id" | "Name" | "AccountTypes" | "Links" | "Description" => {
-                Err(bad("PropertyNotWritable", &[name]))
+                Err(RedfishError::bad_request("PropertyNotWritable", &[name]))
             }
-            _ => Err(bad("PropertyUnknown", &[name])),
+            _ => Err(RedfishError::bad_request("PropertyUnknown", &[name])),
         };
         match result {
             Ok(()) => changed = true,
@@ -342,9 +350,15 @@ pub async fn patch(
         }
     }
     if !changed {
-        return Err(merge(problems).unwrap_or_else(|| bad("NoOperation", &[])));
+        return Err(
+            merge(problems).unwrap_or_else(|| RedfishError::bad_request("NoOperation", &[]))
+        );
     }
-    state.accounts.save(&mut account).await.map_err(internal)?;
+    state
+        .accounts
+        .save(&mut account)
+        .await
+        .map_err(RedfishError::internal)?;
     if sessions_invalid {
         state.sessions.close_account(&account.id);
     } else if password_changed {
@@ -373,7 +387,7 @@ pub async fn delete(
     let admins = state
         .accounts
         .list()
-        .map_err(internal)?
+        .map_err(RedfishError::internal)?
         .into_iter()
         .filter(|a| a.role == Role::Administrator && a.enabled)
         .count();
@@ -386,7 +400,11 @@ pub async fn delete(
             &[],
         ));
     }
-    state.accounts.delete(&id).await.map_err(internal)?;
+    state
+        .accounts
+        .delete(&id)
+        .await
+        .map_err(RedfishError::internal)?;
     state.sessions.close_account(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }

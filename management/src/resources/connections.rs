@@ -19,14 +19,6 @@ use crate::state::AppState;
 use crate::storage::model::Connection;
 use crate::storage::{self as model_ops};
 
-fn internal(e: impl std::fmt::Display) -> RedfishError {
-    RedfishError::internal(&e.to_string())
-}
-
-fn bad(key: &str, args: &[&str]) -> RedfishError {
-    RedfishError::new(StatusCode::BAD_REQUEST, key, args)
-}
-
 pub async fn list(
     State(state): State<AppState>,
     Path(fabric): Path<String>,
@@ -34,7 +26,7 @@ pub async fn list(
 ) -> Result<Response, RedfishError> {
     fabrics::check_id(&fabric)?;
     let members: Vec<String> = model_ops::desired(&state)
-        .map_err(internal)?
+        .map_err(RedfishError::internal)?
         .connections
         .iter()
         .map(|c| fabrics::connection_uri(c.id))
@@ -124,7 +116,10 @@ fn volume_ids(value: &Value) -> Result<Vec<u64>, RedfishError> {
         .as_array()
         .ok_or_else(|| body::type_error("VolumeInfo", value))?;
     if list.is_empty() {
-        return Err(bad("ArraySizeTooShort", &["VolumeInfo", "1"]));
+        return Err(RedfishError::bad_request(
+            "ArraySizeTooShort",
+            &["VolumeInfo", "1"],
+        ));
     }
     let mut ids = Vec::new();
     for entry in list {
@@ -141,7 +136,7 @@ fn volume_ids(value: &Value) -> Result<Vec<u64>, RedfishError> {
                 .collect();
             granted.sort_unstable();
             if granted != ["Read", "Write"] {
-                return Err(bad(
+                return Err(RedfishError::bad_request(
                     "PropertyValueNotInList",
                     &[&access.to_string(), "VolumeInfo/AccessCapabilities"],
                 )
@@ -150,7 +145,7 @@ fn volume_ids(value: &Value) -> Result<Vec<u64>, RedfishError> {
         }
         let link = object
             .get("Volume")
-            .ok_or_else(|| bad("PropertyMissing", &["VolumeInfo/Volume"]))?;
+            .ok_or_else(|| RedfishError::bad_request("PropertyMissing", &["VolumeInfo/Volume"]))?;
         let uri = body::link("VolumeInfo/Volume", link)?;
         let id = body::member_id(&volumes::collection_uri(), uri)
             .and_then(|id| id.parse::<u64>().ok())
@@ -158,8 +153,11 @@ fn volume_ids(value: &Value) -> Result<Vec<u64>, RedfishError> {
                 RedfishError::new(StatusCode::BAD_REQUEST, "ResourceMissingAtURI", &[uri])
             })?;
         if ids.contains(&id) {
-            return Err(bad("PropertyValueIncorrect", &["VolumeInfo/Volume", uri])
-                .with_detail("the volume is listed twice"));
+            return Err(RedfishError::bad_request(
+                "PropertyValueIncorrect",
+                &["VolumeInfo/Volume", uri],
+            )
+            .with_detail("the volume is listed twice"));
         }
         ids.push(id);
     }
@@ -183,7 +181,7 @@ fn initiator_ids(state: &AppState, links: &Value) -> Result<Vec<u64>, RedfishErr
         let mut all: Vec<&str> = all.iter().map(String::as_str).collect();
         all.sort_unstable();
         if named != all {
-            return Err(bad(
+            return Err(RedfishError::bad_request(
                 "PropertyValueIncorrect",
                 &["Links/TargetEndpoints", &targets.to_string()],
             )
@@ -191,22 +189,28 @@ fn initiator_ids(state: &AppState, links: &Value) -> Result<Vec<u64>, RedfishErr
         }
     }
     let value = object.get("InitiatorEndpoints").ok_or_else(|| {
-        bad(
+        RedfishError::bad_request(
             "CreateFailedMissingReqProperties",
             &["Links/InitiatorEndpoints"],
         )
     })?;
     let uris = body::links("Links/InitiatorEndpoints", value)?;
     if uris.is_empty() {
-        return Err(bad("ArraySizeTooShort", &["Links/InitiatorEndpoints", "1"]));
+        return Err(RedfishError::bad_request(
+            "ArraySizeTooShort",
+            &["Links/InitiatorEndpoints", "1"],
+        ));
     }
     let mut ids = Vec::new();
     for uri in uris {
         let id = body::member_id(fabrics::ENDPOINTS, uri)
             .and_then(fabrics::initiator_number)
             .ok_or_else(|| {
-                bad("PropertyValueIncorrect", &["Links/InitiatorEndpoints", uri])
-                    .with_detail("not an initiator endpoint of this fabric")
+                RedfishError::bad_request(
+                    "PropertyValueIncorrect",
+                    &["Links/InitiatorEndpoints", uri],
+                )
+                .with_detail("not an initiator endpoint of this fabric")
             })?;
         if !ids.contains(&id) {
             ids.push(id);
@@ -228,7 +232,7 @@ fn parse_create(
 ) -> Result<ConnectionRequest, RedfishError> {
     for name in object.keys() {
         if name == "Id" {
-            return Err(bad("PropertyNotWritable", &[name]));
+            return Err(RedfishError::bad_request("PropertyNotWritable", &[name]));
         }
     }
     body::only_known(
@@ -244,17 +248,17 @@ fn parse_create(
     if let Some(kind) = object.get("ConnectionType")
         && kind != "Storage"
     {
-        return Err(bad(
+        return Err(RedfishError::bad_request(
             "PropertyValueNotInList",
             &[&kind.to_string(), "ConnectionType"],
         ));
     }
-    let volume_info = object
-        .get("VolumeInfo")
-        .ok_or_else(|| bad("CreateFailedMissingReqProperties", &["VolumeInfo"]))?;
+    let volume_info = object.get("VolumeInfo").ok_or_else(|| {
+        RedfishError::bad_request("CreateFailedMissingReqProperties", &["VolumeInfo"])
+    })?;
     let volumes = volume_ids(volume_info)?;
     let links = object.get("Links").ok_or_else(|| {
-        bad(
+        RedfishError::bad_request(
             "CreateFailedMissingReqProperties",
             &["Links/InitiatorEndpoints"],
         )

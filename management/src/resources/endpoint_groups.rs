@@ -38,7 +38,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, RedfishError> {
     fabrics::check_id(&fabric)?;
-    let desired = model_ops::desired(&state).map_err(|e| RedfishError::internal(&e.to_string()))?;
+    let desired = model_ops::desired(&state).map_err(RedfishError::internal)?;
     let (name, group_type, endpoints): (&str, &str, Vec<String>) = match id.as_str() {
         "targets" => (
             "Every data cluster's NVMe/TCP portal",

@@ -18,21 +18,15 @@ use crate::state::AppState;
 use crate::storage::model::InitiatorEndpoint;
 use crate::storage::{self as model_ops};
 
-fn internal(e: impl std::fmt::Display) -> RedfishError {
-    RedfishError::internal(&e.to_string())
-}
-
-fn bad(key: &str, args: &[&str]) -> RedfishError {
-    RedfishError::new(StatusCode::BAD_REQUEST, key, args)
-}
-
 pub async fn list(
     State(state): State<AppState>,
     Path(fabric): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, RedfishError> {
     fabrics::check_id(&fabric)?;
-    let initiators = model_ops::desired(&state).map_err(internal)?.endpoints;
+    let initiators = model_ops::desired(&state)
+        .map_err(RedfishError::internal)?
+        .endpoints;
     let members: Vec<String> = fabrics::target_ids(&state)
         .iter()
         .map(|id| fabrics::endpoint_uri(id))
@@ -130,7 +124,7 @@ fn initiator_body(state: &AppState, endpoint: &InitiatorEndpoint) -> Value {
 
 /// The initiator endpoint with Redfish ID `id`.
 pub fn find_initiator(state: &AppState, id: &str) -> Result<InitiatorEndpoint, RedfishError> {
-    let desired = model_ops::desired(state).map_err(internal)?;
+    let desired = model_ops::desired(state).map_err(RedfishError::internal)?;
     fabrics::initiator_number(id)
         .and_then(|n| desired.endpoint(n).cloned())
         .ok_or_else(|| RedfishError::not_found("Endpoint", id))
@@ -159,31 +153,31 @@ pub async fn get(
 
 /// The host NQN of a new initiator endpoint: its one NQN identifier.
 fn host_nqn(object: &Map<String, Value>) -> Result<String, RedfishError> {
-    let identifiers = object
-        .get("Identifiers")
-        .ok_or_else(|| bad("CreateFailedMissingReqProperties", &["Identifiers"]))?;
+    let identifiers = object.get("Identifiers").ok_or_else(|| {
+        RedfishError::bad_request("CreateFailedMissingReqProperties", &["Identifiers"])
+    })?;
     let list = identifiers
         .as_array()
         .ok_or_else(|| body::type_error("Identifiers", identifiers))?;
     let [identifier] = list.as_slice() else {
-        return Err(bad(
+        return Err(RedfishError::bad_request(
             "PropertyValueIncorrect",
             &["Identifiers", &identifiers.to_string()],
         )
         .with_detail("give exactly one identifier: the host's NQN"));
     };
-    let format = identifier
-        .get("DurableNameFormat")
-        .ok_or_else(|| bad("PropertyMissing", &["Identifiers/DurableNameFormat"]))?;
+    let format = identifier.get("DurableNameFormat").ok_or_else(|| {
+        RedfishError::bad_request("PropertyMissing", &["Identifiers/DurableNameFormat"])
+    })?;
     if format != "NQN" {
-        return Err(bad(
+        return Err(RedfishError::bad_request(
             "PropertyValueNotInList",
             &[&format.to_string(), "Identifiers/DurableNameFormat"],
         ));
     }
-    let name = identifier
-        .get("DurableName")
-        .ok_or_else(|| bad("PropertyMissing", &["Identifiers/DurableName"]))?;
+    let name = identifier.get("DurableName").ok_or_else(|| {
+        RedfishError::bad_request("PropertyMissing", &["Identifiers/DurableName"])
+    })?;
     Ok(body::string("Identifiers/DurableName", name)?.to_string())
 }
 
@@ -209,7 +203,7 @@ pub async fn create(
     if let Some(protocol) = object.get("EndpointProtocol")
         && protocol != "NVMeOverFabrics"
     {
-        return Err(bad(
+        return Err(RedfishError::bad_request(
             "PropertyValueNotInList",
             &[&protocol.to_string(), "EndpointProtocol"],
         ));
@@ -220,7 +214,7 @@ pub async fn create(
                 .all(|e| e.get("EntityRole").is_none_or(|r| r == "Initiator"))
         });
         if !roles_ok {
-            return Err(bad(
+            return Err(RedfishError::bad_request(
                 "PropertyValueIncorrect",
                 &["ConnectedEntities", &entities.to_string()],
             )

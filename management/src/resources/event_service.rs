@@ -34,14 +34,6 @@ const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
 const MAX_URI_CHARS: usize = 2048;
 const MAX_CONTEXT_CHARS: usize = 256;
 
-fn internal(e: impl std::fmt::Display) -> RedfishError {
-    RedfishError::internal(&e.to_string())
-}
-
-fn bad(key: &str, args: &[&str]) -> RedfishError {
-    RedfishError::new(StatusCode::BAD_REQUEST, key, args)
-}
-
 fn service_body(state: &AppState) -> Value {
     let retry = state.subscriptions.retry_policy();
     let sse_filters: Map<String, Value> = [
@@ -109,7 +101,10 @@ pub async fn patch_service(
                     policy.attempts = n as u32;
                     Ok(())
                 }
-                Ok(n) => Err(bad("PropertyValueOutOfRange", &[&n.to_string(), name])),
+                Ok(n) => Err(RedfishError::bad_request(
+                    "PropertyValueOutOfRange",
+                    &[&n.to_string(), name],
+                )),
                 Err(e) => Err(e),
             },
             "DeliveryRetryIntervalSeconds" => match body::unsigned(name, value) {
@@ -117,14 +112,17 @@ pub async fn patch_service(
                     policy.interval_s = n;
                     Ok(())
                 }
-                Ok(n) => Err(bad("PropertyValueOutOfRange", &[&n.to_string(), name])),
+                Ok(n) => Err(RedfishError::bad_request(
+                    "PropertyValueOutOfRange",
+                    &[&n.to_string(), name],
+                )),
                 Err(e) => Err(e),
             },
             _ if body::is_annotation(name) => continue,
             _ if service_body(&state).get(name).is_some() => {
-                Err(bad("PropertyNotWritable", &[name]))
+                Err(RedfishError::bad_request("PropertyNotWritable", &[name]))
             }
-            _ => Err(bad("PropertyUnknown", &[name])),
+            _ => Err(RedfishError::bad_request("PropertyUnknown", &[name])),
         };
         match result {
             Ok(()) => changed = true,
@@ -132,13 +130,15 @@ pub async fn patch_service(
         }
     }
     if !changed {
-        return Err(merge(problems).unwrap_or_else(|| bad("NoOperation", &[])));
+        return Err(
+            merge(problems).unwrap_or_else(|| RedfishError::bad_request("NoOperation", &[]))
+        );
     }
     state
         .subscriptions
         .set_retry_policy(policy)
         .await
-        .map_err(internal)?;
+        .map_err(RedfishError::internal)?;
     Ok(resource::updated(
         service_body(&state),
         not_applied(problems),
@@ -261,7 +261,10 @@ fn strings(object: &Map<String, Value>, name: &str) -> Result<Vec<String>, Redfi
 
 fn check_in(values: &[String], allowed: &[&str], name: &str) -> Result<(), RedfishError> {
     match values.iter().find(|v| !allowed.contains(&v.as_str())) {
-        Some(value) => Err(bad("PropertyValueNotInList", &[value, name])),
+        Some(value) => Err(RedfishError::bad_request(
+            "PropertyValueNotInList",
+            &[value, name],
+        )),
         None => Ok(()),
     }
 }
@@ -289,16 +292,18 @@ fn parse_filter(object: &Map<String, Value>) -> Result<Filter, RedfishError> {
 
 /// `Destination`: an absolute http(s) URI with a host.
 fn parse_destination(object: &Map<String, Value>) -> Result<String, RedfishError> {
-    let value = object
-        .get("Destination")
-        .ok_or_else(|| bad("CreateFailedMissingReqProperties", &["Destination"]))?;
+    let value = object.get("Destination").ok_or_else(|| {
+        RedfishError::bad_request("CreateFailedMissingReqProperties", &["Destination"])
+    })?;
     let text = body::string("Destination", value)?;
     let valid = text.len() <= MAX_URI_CHARS
         && reqwest::Url::parse(text)
             .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some());
     if !valid {
-        return Err(bad("PropertyValueFormatError", &[text, "Destination"])
-            .with_detail("an absolute http:// or https:// URI is expected"));
+        return Err(
+            RedfishError::bad_request("PropertyValueFormatError", &[text, "Destination"])
+                .with_detail("an absolute http:// or https:// URI is expected"),
+        );
     }
     Ok(text.to_string())
 }
@@ -324,18 +329,18 @@ pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Respons
             "Description",
         ],
     )?;
-    let protocol = object
-        .get("Protocol")
-        .ok_or_else(|| bad("CreateFailedMissingReqProperties", &["Protocol"]))?;
+    let protocol = object.get("Protocol").ok_or_else(|| {
+        RedfishError::bad_request("CreateFailedMissingReqProperties", &["Protocol"])
+    })?;
     if protocol != "Redfish" {
-        return Err(bad(
+        return Err(RedfishError::bad_request(
             "PropertyValueNotInList",
             &[&protocol.to_string(), "Protocol"],
         ));
     }
     if let Some(policy) = object.get("DeliveryRetryPolicy") {
         // None of the policies says "drop the event, keep the subscription".
-        return Err(bad(
+        return Err(RedfishError::bad_request(
             "PropertyValueNotInList",
             &[&policy.to_string(), "DeliveryRetryPolicy"],
         )
@@ -350,7 +355,10 @@ pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Respons
         if let Some(value) = object.get(name)
             && value != allowed
         {
-            return Err(bad("PropertyValueNotInList", &[&value.to_string(), name]));
+            return Err(RedfishError::bad_request(
+                "PropertyValueNotInList",
+                &[&value.to_string(), name],
+            ));
         }
     }
     let destination = parse_destination(&object)?;
@@ -359,7 +367,7 @@ pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Respons
         None => String::new(),
     };
     if context.chars().count() > MAX_CONTEXT_CHARS {
-        return Err(bad(
+        return Err(RedfishError::bad_request(
             "StringValueTooLong",
             &[&context, &MAX_CONTEXT_CHARS.to_string()],
         ));
@@ -373,7 +381,7 @@ pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Respons
         .subscriptions
         .create(destination, context, filter, verify)
         .await
-        .map_err(internal)?
+        .map_err(RedfishError::internal)?
         .ok_or_else(|| {
             RedfishError::new(
                 StatusCode::BAD_REQUEST,
@@ -394,7 +402,12 @@ pub async fn delete(
     let Some(number) = id.parse::<u64>().ok() else {
         return Err(RedfishError::not_found("EventDestination", &id));
     };
-    if !state.subscriptions.delete(number).await.map_err(internal)? {
+    if !state
+        .subscriptions
+        .delete(number)
+        .await
+        .map_err(RedfishError::internal)?
+    {
         return Err(RedfishError::not_found("EventDestination", &id));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -412,9 +425,8 @@ pub async fn sse(
         && !accept.contains("text/event-stream")
         && !accept.contains("*/*")
     {
-        return Err(
-            bad("HeaderInvalid", &["Accept"]).with_detail("the event stream is text/event-stream")
-        );
+        return Err(RedfishError::bad_request("HeaderInvalid", &["Accept"])
+            .with_detail("the event stream is text/event-stream"));
     }
     let mut filter = Filter::default();
     for pair in raw
@@ -530,7 +542,10 @@ pub async fn submit_test_event(
                 | "EventGroupId"
         ) && !body::is_annotation(name)
         {
-            return Err(bad("ActionParameterUnknown", &[ACTION, name]));
+            return Err(RedfishError::bad_request(
+                "ActionParameterUnknown",
+                &[ACTION, name],
+            ));
         }
     }
     let args: Vec<String> = match object.get("MessageArgs") {
@@ -543,7 +558,7 @@ pub async fn submit_test_event(
             })
             .collect(),
         Some(other) => {
-            return Err(bad(
+            return Err(RedfishError::bad_request(
                 "ActionParameterValueTypeError",
                 &[&other.to_string(), "MessageArgs", ACTION],
             ));
@@ -561,12 +576,17 @@ pub async fn submit_test_event(
                     .map(|p| (*p, key.to_string())),
                 _ => None,
             };
-            found.ok_or_else(|| bad("ActionParameterValueNotInList", &[id, "MessageId", ACTION]))?
+            found.ok_or_else(|| {
+                RedfishError::bad_request(
+                    "ActionParameterValueNotInList",
+                    &[id, "MessageId", ACTION],
+                )
+            })?
         }
     };
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let message = find_registry_message(registry, &key, &args).ok_or_else(|| {
-        bad(
+        RedfishError::bad_request(
             "ActionParameterValueNotInList",
             &[&key, "MessageId", ACTION],
         )

@@ -82,7 +82,7 @@ pub async fn patch_service(
         .store
         .put(crate::store::Table::Settings, "session_timeout_s", &seconds)
         .await
-        .map_err(|e| RedfishError::internal(&e.to_string()))?;
+        .map_err(RedfishError::internal)?;
     Ok(resource::updated(
         service_body(&state),
         not_applied(problems),

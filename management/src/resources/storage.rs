@@ -113,6 +113,6 @@ pub fn error(e: StorageError) -> RedfishError {
             RedfishError::new(StatusCode::INTERNAL_SERVER_ERROR, "OperationFailed", &[])
                 .with_detail(&detail)
         }
-        StorageError::Store(e) => RedfishError::internal(&e.to_string()),
+        StorageError::Store(e) => RedfishError::internal(e),
     }
 }

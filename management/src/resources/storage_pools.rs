@@ -31,10 +31,6 @@ fn check(storage_id: &str, pool: &str) -> Result<(), RedfishError> {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> RedfishError {
-    RedfishError::internal(&e.to_string())
-}
-
 pub async fn list(
     Path(storage_id): Path<String>,
     headers: HeaderMap,
@@ -82,7 +78,7 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Response, RedfishError> {
     check(&storage_id, &pool)?;
-    let desired = model_ops::desired(&state).map_err(internal)?;
+    let desired = model_ops::desired(&state).map_err(RedfishError::internal)?;
     let drives = model_ops::known_drives(&state);
     let (usable, consumed) = drives
         .iter()
@@ -155,7 +151,7 @@ pub async fn capacity_source_get(
 ) -> Result<Response, RedfishError> {
     check(&storage_id, &pool)?;
     let drive = find_source(&state, &source)?;
-    let desired = model_ops::desired(&state).map_err(internal)?;
+    let desired = model_ops::desired(&state).map_err(RedfishError::internal)?;
     Ok(resource::get(
         &headers,
         capacity_source(&drive, &desired.volumes),

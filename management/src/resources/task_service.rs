@@ -116,7 +116,7 @@ where
         .tasks
         .start(name, operation, target_uri)
         .await
-        .map_err(|e| RedfishError::internal(&e.to_string()))?;
+        .map_err(RedfishError::internal)?;
     let started = state.tasks.get(task.id).expect("just started");
     tokio::spawn(async move {
         let outcome = work(task.id).await;

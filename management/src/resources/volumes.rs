@@ -35,18 +35,10 @@ const MAX_VOLUME_BYTES: u64 = 1 << 60;
 
 const ALLOW_ONE: &str = "GET, HEAD, PATCH, DELETE";
 
-fn internal(e: impl std::fmt::Display) -> RedfishError {
-    RedfishError::internal(&e.to_string())
-}
-
-fn bad(key: &str, args: &[&str]) -> RedfishError {
-    RedfishError::new(StatusCode::BAD_REQUEST, key, args)
-}
-
 /// The URIs of every volume.
 pub fn member_uris(state: &AppState) -> Result<Vec<String>, RedfishError> {
     Ok(model_ops::desired(state)
-        .map_err(internal)?
+        .map_err(RedfishError::internal)?
         .volumes
         .iter()
         .map(|v| uri(v.id))
@@ -248,19 +240,25 @@ fn linked_clusters(state_clusters: u32, links: &Value) -> Result<Option<Vec<u32>
     };
     let uris = body::links("Links/Drives", value)?;
     if uris.is_empty() {
-        return Err(bad("ArraySizeTooShort", &["Links/Drives", "1"]));
+        return Err(RedfishError::bad_request(
+            "ArraySizeTooShort",
+            &["Links/Drives", "1"],
+        ));
     }
     let mut clusters = Vec::new();
     for uri in uris {
         let cluster = drives::cluster_of(uri)
             .filter(|c| *c < state_clusters)
             .ok_or_else(|| {
-                bad("PropertyValueIncorrect", &["Links/Drives", uri])
+                RedfishError::bad_request("PropertyValueIncorrect", &["Links/Drives", uri])
                     .with_detail("it is not a drive of this storage")
             })?;
         if clusters.contains(&cluster) {
-            return Err(bad("PropertyValueIncorrect", &["Links/Drives", uri])
-                .with_detail("the drive is listed twice"));
+            return Err(RedfishError::bad_request(
+                "PropertyValueIncorrect",
+                &["Links/Drives", uri],
+            )
+            .with_detail("the drive is listed twice"));
         }
         clusters.push(cluster);
     }
@@ -288,7 +286,7 @@ fn check_capacity_sources(value: &Value) -> Result<(), RedfishError> {
         };
         for uri in uris {
             if uri != storage_pools::DEFAULT_URI {
-                return Err(bad(
+                return Err(RedfishError::bad_request(
                     "PropertyValueIncorrect",
                     &["CapacitySources/ProvidingPools", uri],
                 )
@@ -306,7 +304,7 @@ fn initialize_method(object: &Map<String, Value>) -> Result<Option<&'static str>
     match object.get("InitializeMethod") {
         None => Ok(None),
         Some(value) if value == "Foreground" => Ok(Some("Foreground")),
-        Some(value) => Err(bad(
+        Some(value) => Err(RedfishError::bad_request(
             "PropertyValueNotInList",
             &[&value.to_string(), "InitializeMethod"],
         )
@@ -317,16 +315,16 @@ fn initialize_method(object: &Map<String, Value>) -> Result<Option<&'static str>
 fn parse_create(object: &Map<String, Value>, clusters: u32) -> Result<VolumeRequest, RedfishError> {
     for name in object.keys() {
         if READ_ONLY.contains(&name.as_str()) {
-            return Err(bad("PropertyNotWritable", &[name]));
+            return Err(RedfishError::bad_request("PropertyNotWritable", &[name]));
         }
     }
     body::only_known(object, CREATE_PROPERTIES)?;
-    let capacity = object
-        .get("CapacityBytes")
-        .ok_or_else(|| bad("CreateFailedMissingReqProperties", &["CapacityBytes"]))?;
+    let capacity = object.get("CapacityBytes").ok_or_else(|| {
+        RedfishError::bad_request("CreateFailedMissingReqProperties", &["CapacityBytes"])
+    })?;
     let capacity_bytes = body::unsigned("CapacityBytes", capacity)?;
     if capacity_bytes == 0 || capacity_bytes > MAX_VOLUME_BYTES {
-        return Err(bad(
+        return Err(RedfishError::bad_request(
             "PropertyValueOutOfRange",
             &[&capacity_bytes.to_string(), "CapacityBytes"],
         ));
@@ -336,7 +334,7 @@ fn parse_create(object: &Map<String, Value>, clusters: u32) -> Result<VolumeRequ
         Some(value) => {
             let text = body::string("RAIDType", value)?;
             RaidType::parse(text).ok_or_else(|| {
-                bad("PropertyValueNotInList", &[text, "RAIDType"])
+                RedfishError::bad_request("PropertyValueNotInList", &[text, "RAIDType"])
                     .with_detail(&format!("supported: {}", RaidType::SUPPORTED.join(", ")))
             })?
         }
@@ -354,7 +352,10 @@ fn parse_create(object: &Map<String, Value>, clusters: u32) -> Result<VolumeRequ
         if let Some(value) = object.get(name)
             && !allowed.contains(value)
         {
-            return Err(bad("PropertyValueNotInList", &[&value.to_string(), name]));
+            return Err(RedfishError::bad_request(
+                "PropertyValueNotInList",
+                &[&value.to_string(), name],
+            ));
         }
     }
     if let Some(sources) = object.get("CapacitySources") {
@@ -434,13 +435,18 @@ pub async fn initialize(
         match name.as_str() {
             "InitializeType" if value == "Fast" || value == "Slow" => {}
             "InitializeType" => {
-                return Err(bad(
+                return Err(RedfishError::bad_request(
                     "ActionParameterValueNotInList",
                     &[&value.to_string(), name, ACTION],
                 ));
             }
             _ if body::is_annotation(name) => {}
-            _ => return Err(bad("ActionParameterUnknown", &[ACTION, name])),
+            _ => {
+                return Err(RedfishError::bad_request(
+                    "ActionParameterUnknown",
+                    &[ACTION, name],
+                ));
+            }
         }
     }
     if model_ops::initialize_progress(&state, volume.id).is_some() {
@@ -501,7 +507,7 @@ pub async fn patch(
                 },
             },
             "CapacityBytes" => match body::unsigned(property, value) {
-                Ok(bytes) if bytes > MAX_VOLUME_BYTES => problems.push(bad(
+                Ok(bytes) if bytes > MAX_VOLUME_BYTES => problems.push(RedfishError::bad_request(
                     "PropertyValueOutOfRange",
                     &[&bytes.to_string(), property],
                 )),
@@ -512,13 +518,18 @@ pub async fn patch(
             _ if READ_ONLY.contains(&property.as_str())
                 || CREATE_PROPERTIES.contains(&property.as_str()) =>
             {
-                problems.push(bad("PropertyNotWritable", &[property]))
+                problems.push(RedfishError::bad_request(
+                    "PropertyNotWritable",
+                    &[property],
+                ))
             }
-            _ => problems.push(bad("PropertyUnknown", &[property])),
+            _ => problems.push(RedfishError::bad_request("PropertyUnknown", &[property])),
         }
     }
     if name.is_none() && display_name.is_none() && capacity.is_none() {
-        return Err(merge(problems).unwrap_or_else(|| bad("NoOperation", &[])));
+        return Err(
+            merge(problems).unwrap_or_else(|| RedfishError::bad_request("NoOperation", &[]))
+        );
     }
     // Growth first: when it is refused, nothing else changes either.
     let mut volume = volume;
