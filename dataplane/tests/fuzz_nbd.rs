@@ -95,7 +95,7 @@ proptest! {
         }
         let _ = on_reactor(drive(input, move |s| async move {
             let (read, write) = tokio::io::split(s);
-            let _ = transmit_on(read, write, export, structured).await;
+            let _ = transmit_on(read, write, export, structured, tokio_util::sync::CancellationToken::new()).await;
         }));
     }
 }

@@ -4,9 +4,11 @@
 //! - [`proto`]: the wire format;
 //! - [`handshake`]: fixed newstyle option negotiation;
 //! - [`transmission`]: the request/reply loop;
+//! - [`budget`]: what a connection and the cluster may hold in flight;
 //! - [`exports`]: export name -> bdev;
 //! - [`server`]: the listener, spreading connections over the reactors.
 
+pub mod budget;
 pub mod exports;
 pub mod handshake;
 pub mod proto;

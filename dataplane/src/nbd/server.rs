@@ -56,7 +56,7 @@ async fn serve(mut stream: TcpStream, exports: &Exports, peer: std::net::SocketA
         };
     if let Outcome::Transmit { export, structured } = outcome {
         tracing::debug!(%peer, export = export.name, structured, "NBD client connected");
-        if let Err(e) = transmit(stream, export, structured).await {
+        if let Err(e) = transmit(stream, export, structured, CancellationToken::new()).await {
             tracing::debug!(%peer, "NBD connection ended: {e}");
         }
     }
