@@ -11,8 +11,8 @@ use common::{drive, on_reactor};
 use proptest::prelude::*;
 use shoal_dataplane::bdev::malloc::create_malloc;
 use shoal_dataplane::bdev::{BdevRegistry, BdevSpec};
-use shoal_dataplane::nbd::exports::{Export, Exports};
-use shoal_dataplane::nbd::handshake::negotiate;
+use shoal_dataplane::nbd::exports::{Export, Exports, Peer};
+use shoal_dataplane::nbd::handshake::{Session, greet, negotiate};
 use shoal_dataplane::nbd::proto::{IHAVEOPT, REQUEST_MAGIC};
 use shoal_dataplane::nbd::transmission::transmit_on;
 
@@ -26,7 +26,7 @@ fn exports() -> (Arc<Exports>, Arc<Export>) {
     };
     let bdev = create_malloc(&registry, spec).unwrap();
     let exports = Arc::new(Exports::new());
-    let export = exports.start("m0", bdev, false).unwrap();
+    let export = exports.start("m0", bdev, false, &[]).unwrap();
     (exports, export)
 }
 
@@ -56,7 +56,10 @@ proptest! {
     fn negotiation_survives_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let (exports, _) = exports();
         let _ = on_reactor(drive(bytes, move |mut s| async move {
-            let _ = negotiate(&mut s, &exports).await;
+            let session = Session { peer: Peer { loopback_listener: true, identity: None }, ..Session::default() };
+            if let Ok(Some(no_zeroes)) = greet(&mut s).await {
+                let _ = negotiate(&mut s, &exports, &session, no_zeroes).await;
+            }
         }));
     }
 
@@ -71,7 +74,10 @@ proptest! {
             input.extend(option(*kind, payload));
         }
         let _ = on_reactor(drive(input, move |mut s| async move {
-            let _ = negotiate(&mut s, &exports).await;
+            let session = Session { peer: Peer { loopback_listener: true, identity: None }, ..Session::default() };
+            if let Ok(Some(no_zeroes)) = greet(&mut s).await {
+                let _ = negotiate(&mut s, &exports, &session, no_zeroes).await;
+            }
         }));
     }
 
