@@ -291,3 +291,83 @@ impl Exports {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bdev::malloc::create_malloc;
+    use crate::bdev::{BdevRegistry, BdevSpec};
+
+    fn export(exports: &Exports, name: &str, hosts: &[&str]) -> Arc<Export> {
+        let registry = BdevRegistry::new();
+        let spec = BdevSpec {
+            name: format!("{name}-bdev"),
+            uuid: None,
+            block_size: 512,
+            num_blocks: 8,
+        };
+        let bdev = create_malloc(&registry, spec).unwrap();
+        let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        exports.start(name, bdev, false, &hosts).unwrap()
+    }
+
+    fn tls(identity: &str, loopback_listener: bool) -> Peer {
+        Peer {
+            loopback_listener,
+            identity: Some(identity.into()),
+        }
+    }
+
+    #[test]
+    fn a_host_list_admits_only_its_identities_on_any_listener() {
+        let exports = Exports::new();
+        let listed = export(&exports, "listed", &["host-a"]);
+        let plain_loopback = Peer {
+            loopback_listener: true,
+            identity: None,
+        };
+        assert!(listed.admits(&plain_loopback).is_none());
+        assert!(listed.admits(&tls("host-b", true)).is_none());
+        assert!(listed.admits(&tls("host-a", false)).is_some());
+
+        let unlisted = export(&exports, "unlisted", &[]);
+        assert!(unlisted.admits(&plain_loopback).is_some());
+        assert!(unlisted.admits(&tls("host-a", false)).is_none());
+        assert!(unlisted.admits(&Peer::default()).is_none());
+    }
+
+    #[test]
+    fn removing_a_host_or_its_key_ends_its_connections() {
+        let exports = Exports::new();
+        let listed = export(&exports, "listed", &["host-a", "host-b"]);
+        let a = listed.admits(&tls("host-a", false)).unwrap();
+        let b = listed.admits(&tls("host-b", false)).unwrap();
+        listed.remove_host("host-a").unwrap();
+        assert!(a.is_cancelled() && !b.is_cancelled());
+        assert!(listed.admits(&tls("host-a", false)).is_none());
+
+        // A key removed: connections end, the host stays listed.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.psk");
+        std::fs::write(&path, format!("host-b:{}\n", "ab".repeat(32))).unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        exports.add_psk("host-b", &path).unwrap();
+        assert!(b.is_cancelled(), "a replaced key ends the old sessions");
+        let b = listed.admits(&tls("host-b", false)).unwrap();
+        exports.remove_psk("host-b").unwrap();
+        assert!(b.is_cancelled());
+        assert!(listed.admits(&tls("host-b", false)).is_some());
+
+        // The first host of an unlisted export ends its anonymous connections.
+        let unlisted = export(&exports, "unlisted", &[]);
+        let anonymous = unlisted
+            .admits(&Peer {
+                loopback_listener: true,
+                identity: None,
+            })
+            .unwrap();
+        unlisted.add_host("host-c").unwrap();
+        assert!(anonymous.is_cancelled());
+    }
+}
