@@ -67,6 +67,8 @@ proptest! {
     fn negotiation_survives_arbitrary_options(
         flags in 0u32..4,
         options in proptest::collection::vec((0u32..12, proptest::collection::vec(any::<u8>(), 0..64)), 0..6),
+        loopback_listener in any::<bool>(),
+        identity in proptest::option::of("[a-c]"),
     ) {
         let (exports, _) = exports();
         let mut input = flags.to_be_bytes().to_vec();
@@ -74,7 +76,13 @@ proptest! {
             input.extend(option(*kind, payload));
         }
         let _ = on_reactor(drive(input, move |mut s| async move {
-            let session = Session { peer: Peer { loopback_listener: true, identity: None }, ..Session::default() };
+            // Any listener policy, in or out of TLS (STARTTLS itself ends
+            // negotiate(); the server then runs the TLS handshake).
+            let session = Session {
+                peer: Peer { loopback_listener, identity },
+                tls_required: !loopback_listener,
+                tls_offered: true,
+            };
             if let Ok(Some(no_zeroes)) = greet(&mut s).await {
                 let _ = negotiate(&mut s, &exports, &session, no_zeroes).await;
             }
