@@ -11,8 +11,8 @@ use common::{drive, on_reactor};
 use proptest::prelude::*;
 use shoal_dataplane::bdev::malloc::create_malloc;
 use shoal_dataplane::bdev::{BdevRegistry, BdevSpec};
-use shoal_dataplane::nbd::exports::{Export, Exports};
-use shoal_dataplane::nbd::handshake::negotiate;
+use shoal_dataplane::nbd::exports::{Export, Exports, Peer};
+use shoal_dataplane::nbd::handshake::{Session, greet, negotiate};
 use shoal_dataplane::nbd::proto::{IHAVEOPT, REQUEST_MAGIC};
 use shoal_dataplane::nbd::transmission::transmit_on;
 
@@ -26,7 +26,7 @@ fn exports() -> (Arc<Exports>, Arc<Export>) {
     };
     let bdev = create_malloc(&registry, spec).unwrap();
     let exports = Arc::new(Exports::new());
-    let export = exports.start("m0", bdev, false).unwrap();
+    let export = exports.start("m0", bdev, false, &[]).unwrap();
     (exports, export)
 }
 
@@ -56,7 +56,10 @@ proptest! {
     fn negotiation_survives_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
         let (exports, _) = exports();
         let _ = on_reactor(drive(bytes, move |mut s| async move {
-            let _ = negotiate(&mut s, &exports).await;
+            let session = Session { peer: Peer { loopback_listener: true, identity: None }, ..Session::default() };
+            if let Ok(Some(no_zeroes)) = greet(&mut s).await {
+                let _ = negotiate(&mut s, &exports, &session, no_zeroes).await;
+            }
         }));
     }
 
@@ -64,6 +67,8 @@ proptest! {
     fn negotiation_survives_arbitrary_options(
         flags in 0u32..4,
         options in proptest::collection::vec((0u32..12, proptest::collection::vec(any::<u8>(), 0..64)), 0..6),
+        loopback_listener in any::<bool>(),
+        identity in proptest::option::of("[a-c]"),
     ) {
         let (exports, _) = exports();
         let mut input = flags.to_be_bytes().to_vec();
@@ -71,7 +76,16 @@ proptest! {
             input.extend(option(*kind, payload));
         }
         let _ = on_reactor(drive(input, move |mut s| async move {
-            let _ = negotiate(&mut s, &exports).await;
+            // Any listener policy, in or out of TLS (STARTTLS itself ends
+            // negotiate(); the server then runs the TLS handshake).
+            let session = Session {
+                peer: Peer { loopback_listener, identity },
+                tls_required: !loopback_listener,
+                tls_offered: true,
+            };
+            if let Ok(Some(no_zeroes)) = greet(&mut s).await {
+                let _ = negotiate(&mut s, &exports, &session, no_zeroes).await;
+            }
         }));
     }
 
@@ -95,7 +109,7 @@ proptest! {
         }
         let _ = on_reactor(drive(input, move |s| async move {
             let (read, write) = tokio::io::split(s);
-            let _ = transmit_on(read, write, export, structured).await;
+            let _ = transmit_on(read, write, export, structured, tokio_util::sync::CancellationToken::new()).await;
         }));
     }
 }

@@ -18,10 +18,19 @@ use shoal_appliance::region::pool::PoolBuffer;
 /// to 4 KiB and for page-granular devices.
 pub const IO_BUF_ALIGN: usize = 4096;
 
+/// Heap buffers of at least this size are mapped straight from the kernel
+/// instead of the allocator: their pages are zero until first touched, so
+/// a buffer costs memory only as data actually lands in it (a network
+/// write payload as its bytes arrive), and freeing it returns the memory.
+/// The allocator would zero all of it up front, touching every page.
+pub const MAPPED_MIN_BYTES: usize = 256 * 1024;
+
 /// Where a buffer's memory comes from.
 enum Memory {
     /// Process memory: never leaves the cluster.
     Heap { ptr: NonNull<u8>, layout: Layout },
+    /// Anonymous pages mapped for this buffer alone (large heap buffers).
+    Mapped { ptr: NonNull<u8>, len: usize },
     /// A buffer of this cluster's arena in the shared pool, returned to it
     /// when the last view is dropped.
     Pool {
@@ -44,15 +53,16 @@ unsafe impl Sync for Allocation {}
 impl Allocation {
     fn ptr(&self) -> *mut u8 {
         match &self.0 {
-            Memory::Heap { ptr, .. } | Memory::Pool { ptr, .. } | Memory::Lent { ptr, .. } => {
-                ptr.as_ptr()
-            }
+            Memory::Heap { ptr, .. }
+            | Memory::Mapped { ptr, .. }
+            | Memory::Pool { ptr, .. }
+            | Memory::Lent { ptr, .. } => ptr.as_ptr(),
         }
     }
 
     fn region_offset(&self) -> Option<u64> {
         match &self.0 {
-            Memory::Heap { .. } => None,
+            Memory::Heap { .. } | Memory::Mapped { .. } => None,
             Memory::Pool { buffer, .. } => Some(buffer.offset),
             Memory::Lent { region_offset, .. } => Some(*region_offset),
         }
@@ -64,6 +74,11 @@ impl Drop for Allocation {
         match &self.0 {
             // SAFETY: allocated in IoBuf::new with this exact layout.
             Memory::Heap { ptr, layout } => unsafe { dealloc(ptr.as_ptr(), *layout) },
+            // SAFETY: mapped in IoBuf::new with this exact length; no view
+            // outlives the allocation.
+            Memory::Mapped { ptr, len } => unsafe {
+                libc::munmap(ptr.as_ptr().cast(), *len);
+            },
             Memory::Pool { buffer, .. } => {
                 if let Some(pool) = crate::pool::get() {
                     pool.free(*buffer);
@@ -85,6 +100,11 @@ impl IoBuf {
     /// A zeroed heap buffer of `len` bytes (at least one page is allocated
     /// so the pointer is always valid and aligned).
     pub fn new(len: usize) -> Self {
+        if len >= MAPPED_MIN_BYTES
+            && let Some(buf) = Self::mapped(len)
+        {
+            return buf;
+        }
         let layout =
             Layout::from_size_align(len.max(1).next_multiple_of(IO_BUF_ALIGN), IO_BUF_ALIGN)
                 .expect("I/O buffer size fits a Layout");
@@ -92,6 +112,34 @@ impl IoBuf {
         let ptr = unsafe { alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         Self::from_memory(Memory::Heap { ptr, layout }, len)
+    }
+
+    /// A zeroed buffer of fresh anonymous pages; `None` if the kernel
+    /// refuses the mapping (the caller falls back to the allocator).
+    fn mapped(len: usize) -> Option<Self> {
+        let mapped_len = len.next_multiple_of(IO_BUF_ALIGN);
+        // SAFETY: a new private anonymous mapping aliases nothing.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return None;
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>())?;
+        Some(Self::from_memory(
+            Memory::Mapped {
+                ptr,
+                len: mapped_len,
+            },
+            len,
+        ))
     }
 
     /// A buffer for an I/O payload: from the shared pool when it has one

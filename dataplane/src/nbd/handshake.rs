@@ -1,21 +1,48 @@
 //! Fixed newstyle negotiation: from the server greeting to the export the
 //! client chose (NBD_OPT_GO or NBD_OPT_EXPORT_NAME), or to the end of a
 //! connection that only listed, asked for information or aborted.
+//!
+//! Where the listener requires TLS, a client that has not completed
+//! NBD_OPT_STARTTLS learns nothing: every option but STARTTLS and ABORT is
+//! answered NBD_REP_ERR_TLS_REQD. Whatever the listener, a client sees
+//! and opens only the exports that admit it ([`Export::admits`]); to
+//! others an export does not exist.
 
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
-use super::exports::{Export, Exports};
+use super::exports::{Export, Exports, Peer};
 use super::proto::*;
+
+/// What a connection's negotiation may do, and who the client is.
+#[derive(Debug, Clone, Default)]
+pub struct Session {
+    pub peer: Peer,
+    /// Nothing but STARTTLS is served before TLS.
+    pub tls_required: bool,
+    /// STARTTLS is accepted (the server has a TLS context and keys).
+    pub tls_offered: bool,
+}
+
+impl Session {
+    fn in_tls(&self) -> bool {
+        self.peer.identity.is_some()
+    }
+}
 
 /// What negotiation ended in.
 pub enum Outcome {
-    /// Enter transmission on this export.
+    /// Enter transmission on this export until `revoked` fires.
     Transmit {
         export: Arc<Export>,
         structured: bool,
+        revoked: CancellationToken,
     },
+    /// The client sent NBD_OPT_STARTTLS and got its ACK: run the TLS
+    /// handshake, then [`negotiate`] again (without a greeting) over TLS.
+    StartTls,
     /// The client aborted or negotiation failed; close the connection.
     Close,
 }
@@ -40,7 +67,9 @@ pub fn transmission_flags(export: &Export, structured: bool) -> u16 {
     flags
 }
 
-pub async fn negotiate<S>(stream: &mut S, exports: &Exports) -> std::io::Result<Outcome>
+/// The server greeting and the client's flags; returns whether the client
+/// asked for no zeroes, or `None` to close.
+pub async fn greet<S>(stream: &mut S) -> std::io::Result<Option<bool>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -53,9 +82,23 @@ where
     let client_flags = stream.read_u32().await?;
     if client_flags & !(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES) != 0 {
         tracing::debug!(client_flags, "client sent unknown handshake flags; closing");
-        return Ok(Outcome::Close);
+        return Ok(None);
     }
-    let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
+    Ok(Some(client_flags & FLAG_C_NO_ZEROES != 0))
+}
+
+/// The option haggling, after [`greet`] (and again after STARTTLS, over
+/// TLS: the protocol has no second greeting).
+pub async fn negotiate<S>(
+    stream: &mut S,
+    exports: &Exports,
+    session: &Session,
+    no_zeroes: bool,
+) -> std::io::Result<Outcome>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // State from before STARTTLS does not carry over into TLS.
     let mut structured = false;
 
     loop {
@@ -83,13 +126,27 @@ where
         stream.read_exact(&mut data).await?;
 
         let reply = |kind: u32, message: &str| option_reply(option, kind, message.as_bytes());
+        if session.tls_required && !session.in_tls() && !matches!(option, OPT_STARTTLS | OPT_ABORT)
+        {
+            if option == OPT_EXPORT_NAME {
+                // No error reply exists for this option: hang up.
+                return Ok(Outcome::Close);
+            }
+            stream
+                .write_all(&reply(
+                    REP_ERR_TLS_REQD,
+                    "this port serves NBD over TLS only: send NBD_OPT_STARTTLS",
+                ))
+                .await?;
+            continue;
+        }
         match option {
             OPT_EXPORT_NAME => {
                 let export = std::str::from_utf8(&data)
                     .ok()
-                    .and_then(|name| find(exports, name));
+                    .and_then(|name| find(exports, name, session));
                 // The protocol has no error reply here: an unknown name closes.
-                let Some(export) = export else {
+                let Some((export, revoked)) = export else {
                     return Ok(Outcome::Close);
                 };
                 let mut answer = Vec::with_capacity(134);
@@ -102,6 +159,7 @@ where
                 return Ok(Outcome::Transmit {
                     export,
                     structured: false,
+                    revoked,
                 });
             }
             OPT_ABORT => {
@@ -117,6 +175,9 @@ where
                 }
                 let mut answer = Vec::new();
                 for export in exports.list() {
+                    if export.admits(&session.peer).is_none() {
+                        continue;
+                    }
                     let mut item = (export.name.len() as u32).to_be_bytes().to_vec();
                     item.extend_from_slice(export.name.as_bytes());
                     answer.extend(option_reply(option, REP_SERVER, &item));
@@ -131,7 +192,7 @@ where
                         .await?;
                     continue;
                 };
-                let Some(export) = find(exports, &request.name) else {
+                let Some((export, revoked)) = find(exports, &request.name, session) else {
                     let message = format!("no export named {:?}", request.name);
                     stream.write_all(&reply(REP_ERR_UNKNOWN, &message)).await?;
                     continue;
@@ -172,7 +233,11 @@ where
                 answer.extend(reply(REP_ACK, ""));
                 stream.write_all(&answer).await?;
                 if option == OPT_GO {
-                    return Ok(Outcome::Transmit { export, structured });
+                    return Ok(Outcome::Transmit {
+                        export,
+                        structured,
+                        revoked,
+                    });
                 }
             }
             OPT_STRUCTURED_REPLY => {
@@ -206,9 +271,22 @@ where
                 }
             }
             OPT_STARTTLS => {
-                stream
-                    .write_all(&reply(REP_ERR_POLICY, "TLS is not offered on this port"))
-                    .await?;
+                if !data.is_empty() {
+                    stream
+                        .write_all(&reply(REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data"))
+                        .await?;
+                } else if session.in_tls() {
+                    stream
+                        .write_all(&reply(REP_ERR_INVALID, "TLS is already started"))
+                        .await?;
+                } else if !session.tls_offered {
+                    stream
+                        .write_all(&reply(REP_ERR_POLICY, "TLS is not offered on this port"))
+                        .await?;
+                } else {
+                    stream.write_all(&reply(REP_ACK, "")).await?;
+                    return Ok(Outcome::StartTls);
+                }
             }
             _ => {
                 stream
@@ -219,11 +297,18 @@ where
     }
 }
 
-/// An export by name; the empty name selects the only export, if one.
-fn find(exports: &Exports, name: &str) -> Option<Arc<Export>> {
-    if name.is_empty() {
+/// An export by name that admits this client, with the token that ends
+/// its admission; the empty name selects the only export, if one.
+fn find(
+    exports: &Exports,
+    name: &str,
+    session: &Session,
+) -> Option<(Arc<Export>, CancellationToken)> {
+    let export = if name.is_empty() {
         exports.default_export()
     } else {
         exports.get(name)
-    }
+    }?;
+    let revoked = export.admits(&session.peer)?;
+    Some((export, revoked))
 }

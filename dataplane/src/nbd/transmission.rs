@@ -3,63 +3,87 @@
 //! A reader reads request headers (and write payloads, straight into I/O
 //! buffers), checks them, and starts each I/O as its own task on this
 //! reactor; a writer sends replies as they complete, in completion order,
-//! batching whatever is ready into one flush. A malformed request gets its
-//! NBD error and costs nobody else anything; a request the stream cannot be
-//! resynchronised after (bad magic, an oversized write) closes this
-//! connection only.
+//! batching whatever is ready into one flush. Every request holds its
+//! share of the connection's and the cluster's [budget] from before its
+//! buffer is allocated until its reply has been written, so what a client
+//! can pin does not depend on whether it reads its replies. A malformed
+//! request gets its NBD error and costs nobody else anything; a request
+//! the stream cannot be resynchronised after (bad magic, an oversized
+//! write) closes this connection only.
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use super::budget::{ConnectionBudget, Reservation};
 use super::exports::Export;
 use super::proto::*;
 use crate::bdev::{IoBuf, IoChannel, IoError, IoKind, IoRequest};
 
-/// Requests one connection may have in flight; the reader waits beyond.
-pub const MAX_IN_FLIGHT: usize = 128;
+pub use super::budget::MAX_IN_FLIGHT;
+
+/// Time a write's whole payload has to arrive once its buffer is
+/// allocated (at least 1.1 MiB/s for the largest write): a client that
+/// announces a payload and stops sending gives its budget back then.
+pub const WRITE_PAYLOAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Time one batch of replies (at most [`MAX_IN_FLIGHT_BYTES`](super::budget::MAX_IN_FLIGHT_BYTES) of
+/// data) has to be written to the socket: a client that stops reading is
+/// disconnected then, and what it held is given back.
+pub const REPLY_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Command flags this server understands.
 const KNOWN_FLAGS: u16 = CMD_FLAG_FUA | CMD_FLAG_NO_HOLE | CMD_FLAG_DF;
 
-/// One reply to send.
+/// One reply to send, with what its request holds until it is written.
 struct Reply {
     cookie: u64,
     offset: u64,
     outcome: Result<Option<IoBuf>, (u32, String)>,
+    reservation: Reservation,
 }
 
 impl Reply {
-    fn error(request: &Request, errno: u32, message: impl Into<String>) -> Self {
+    fn error(
+        request: &Request,
+        errno: u32,
+        message: impl Into<String>,
+        reservation: Reservation,
+    ) -> Self {
         Self {
             cookie: request.cookie,
             offset: request.offset,
             outcome: Err((errno, message.into())),
+            reservation,
         }
     }
 }
 
 /// Serves requests on `stream` for `export` until the client disconnects,
-/// breaks the protocol, or the export is stopped.
+/// breaks the protocol, the export is stopped or `revoked` fires.
 pub async fn transmit(
     stream: TcpStream,
     export: Arc<Export>,
     structured: bool,
+    revoked: CancellationToken,
 ) -> std::io::Result<()> {
     let (read_half, write_half) = stream.into_split();
-    transmit_on(read_half, write_half, export, structured).await
+    transmit_on(read_half, write_half, export, structured, revoked).await
 }
 
-/// [`transmit`] over any pair of stream halves (tests and fuzzing use
-/// in-memory pipes).
+/// [`transmit`] over any pair of stream halves (a TLS session's, or the
+/// in-memory pipes of tests and fuzzing).
 pub async fn transmit_on<R, W>(
     read_half: R,
     write_half: W,
     export: Arc<Export>,
     structured: bool,
+    revoked: CancellationToken,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -68,7 +92,7 @@ where
     let _counted = export.connect();
     let (replies, outgoing) = mpsc::unbounded_channel();
     let writer = tokio::task::spawn_local(write_replies(write_half, outgoing, structured));
-    let read_result = read_requests(read_half, &export, replies).await;
+    let read_result = read_requests(read_half, &export, replies, &revoked).await;
     // The writer ends once every in-flight request has sent its reply.
     let write_result = writer
         .await
@@ -76,29 +100,50 @@ where
     read_result.and(write_result)
 }
 
+/// Why the reader stopped waiting.
+enum Wait<T> {
+    Done(T),
+    /// The export was stopped, access revoked, or the writer gave up.
+    Ended,
+}
+
+async fn unless_ended<T>(
+    export: &Export,
+    revoked: &CancellationToken,
+    replies: &mpsc::UnboundedSender<Reply>,
+    work: impl Future<Output = T>,
+) -> Wait<T> {
+    tokio::select! {
+        _ = export.stopped() => Wait::Ended,
+        _ = revoked.cancelled() => Wait::Ended,
+        _ = replies.closed() => Wait::Ended,
+        done = work => Wait::Done(done),
+    }
+}
+
 async fn read_requests<R: AsyncRead + Unpin>(
     read_half: R,
     export: &Arc<Export>,
     replies: mpsc::UnboundedSender<Reply>,
+    revoked: &CancellationToken,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::with_capacity(256 * 1024, read_half);
     let channel = export.bdev.channel();
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let budget = ConnectionBudget::new();
     let block_size = u64::from(export.bdev.block_size());
     let size = export.bdev.size_bytes();
     loop {
-        let slot = Arc::clone(&slots)
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
+        let Wait::Done(mut reservation) =
+            unless_ended(export, revoked, &replies, budget.slot()).await
+        else {
+            return Ok(());
+        };
         let mut header = [0u8; REQUEST_BYTES];
-        tokio::select! {
-            _ = export.stopped() => return Ok(()),
-            read = reader.read_exact(&mut header) => match read {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(e),
-            },
+        match unless_ended(export, revoked, &replies, reader.read_exact(&mut header)).await {
+            Wait::Ended => return Ok(()),
+            Wait::Done(Ok(_)) => {}
+            Wait::Done(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Wait::Done(Err(e)) => return Err(e),
         }
         let request = match parse_request(&header) {
             Ok(request) => request,
@@ -107,20 +152,44 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 return Ok(());
             }
         };
+        if request.command == CMD_WRITE && request.length > MAX_PAYLOAD_BYTES {
+            // The payload cannot be skipped at a bounded cost: refuse and close.
+            let message = format!(
+                "write of {} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte maximum",
+                request.length
+            );
+            let _ = replies.send(Reply::error(&request, EOVERFLOW, message, reservation));
+            return Ok(());
+        }
+        // Reads and writes reserve their payload before its buffer exists.
+        let payload_bytes = match request.command {
+            CMD_READ | CMD_WRITE if request.length <= MAX_PAYLOAD_BYTES => request.length,
+            _ => 0,
+        };
+        let reserved = budget.add_bytes(&mut reservation, payload_bytes);
+        if let Wait::Ended = unless_ended(export, revoked, &replies, reserved).await {
+            return Ok(());
+        }
 
         // A write's payload follows its header whatever we think of the
         // request: read it first to stay in step with the stream.
         let payload = if request.command == CMD_WRITE {
-            if request.length > MAX_PAYLOAD_BYTES {
-                let message = format!(
-                    "write of {} bytes exceeds the {MAX_PAYLOAD_BYTES}-byte maximum",
-                    request.length
-                );
-                let _ = replies.send(Reply::error(&request, EOVERFLOW, message));
-                return Ok(());
-            }
             let mut buf = IoBuf::for_io(request.length as usize);
-            reader.read_exact(buf.as_mut_slice()).await?;
+            let arrived =
+                tokio::time::timeout(WRITE_PAYLOAD_TIMEOUT, reader.read_exact(buf.as_mut_slice()));
+            match unless_ended(export, revoked, &replies, arrived).await {
+                Wait::Ended => return Ok(()),
+                Wait::Done(Ok(read)) => {
+                    read?;
+                }
+                Wait::Done(Err(_)) => {
+                    tracing::debug!(
+                        export = export.name,
+                        "write payload did not arrive in {WRITE_PAYLOAD_TIMEOUT:?}: closing"
+                    );
+                    return Ok(());
+                }
+            }
             Some(buf)
         } else {
             None
@@ -131,7 +200,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
         }
         match check(&request, export, block_size, size) {
             Err((errno, message)) => {
-                let _ = replies.send(Reply::error(&request, errno, message));
+                let _ = replies.send(Reply::error(&request, errno, message, reservation));
             }
             Ok(Some(mut io)) => {
                 if payload.is_some() {
@@ -140,9 +209,8 @@ async fn read_requests<R: AsyncRead + Unpin>(
                 let channel = Rc::clone(&channel);
                 let replies = replies.clone();
                 tokio::task::spawn_local(async move {
-                    let reply = execute(&channel, &request, io).await;
+                    let reply = execute(&channel, &request, io, reservation).await;
                     let _ = replies.send(reply);
-                    drop(slot);
                 });
             }
             Ok(None) => {
@@ -151,6 +219,7 @@ async fn read_requests<R: AsyncRead + Unpin>(
                     cookie: request.cookie,
                     offset: request.offset,
                     outcome: Ok(None),
+                    reservation,
                 });
             }
         }
@@ -253,7 +322,12 @@ fn check(
     }
 }
 
-async fn execute(channel: &IoChannel, request: &Request, io: IoRequest) -> Reply {
+async fn execute(
+    channel: &IoChannel,
+    request: &Request,
+    io: IoRequest,
+    reservation: Reservation,
+) -> Reply {
     let is_read = io.kind == IoKind::Read;
     let fua = io.fua;
     let mut completion = channel.submit(io).await;
@@ -272,6 +346,7 @@ async fn execute(channel: &IoChannel, request: &Request, io: IoRequest) -> Reply
         cookie: request.cookie,
         offset: request.offset,
         outcome,
+        reservation,
     }
 }
 
@@ -290,21 +365,38 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     structured: bool,
 ) -> std::io::Result<()> {
     let mut out = BufWriter::with_capacity(256 * 1024, write_half);
+    let mut written = Vec::new();
     while let Some(reply) = outgoing.recv().await {
-        encode(&mut out, reply, structured).await?;
-        while let Ok(reply) = outgoing.try_recv() {
-            encode(&mut out, reply, structured).await?;
+        let batch = async {
+            written.push(encode(&mut out, reply, structured).await?);
+            while let Ok(reply) = outgoing.try_recv() {
+                written.push(encode(&mut out, reply, structured).await?);
+            }
+            out.flush().await
+        };
+        match tokio::time::timeout(REPLY_WRITE_TIMEOUT, batch).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("the client read no reply for {REPLY_WRITE_TIMEOUT:?}"),
+                ));
+            }
         }
-        out.flush().await?;
+        // On the socket now: give their buffers and budget back.
+        written.clear();
     }
     out.shutdown().await
 }
 
+/// Writes one reply into `out`; returns what its request held, to be
+/// released once `out` has been flushed.
 async fn encode<W: AsyncWrite + Unpin>(
     out: &mut BufWriter<W>,
     reply: Reply,
     structured: bool,
-) -> std::io::Result<()> {
+) -> std::io::Result<Reservation> {
+    let reservation = reply.reservation;
     match (reply.outcome, structured) {
         (Ok(data), false) => {
             out.write_all(&simple_reply(0, reply.cookie)).await?;
@@ -339,5 +431,5 @@ async fn encode<W: AsyncWrite + Unpin>(
                 .await?
         }
     }
-    Ok(())
+    Ok(reservation)
 }

@@ -21,6 +21,7 @@ EXTERNALSRC_BUILD = "${WORKDIR}/build"
 
 inherit cargo cargo-update-recipe-crates systemd
 require shoal-crates.inc
+DEPENDS += "openssl pkgconfig-native"
 
 SRC_URI += "\
     file://shoald.service \
