@@ -753,7 +753,8 @@ fn the_openapi_document_lists_every_route_and_each_one_answers() {
     );
     post(
         "/redfish/v1/EventService/Subscriptions",
-        json!({"Destination": "http://127.0.0.1:9/events", "Protocol": "Redfish"}),
+        // A documentation address (RFC 5737): loopback ones are refused.
+        json!({"Destination": "http://192.0.2.1:9/events", "Protocol": "Redfish"}),
     );
     let monitor = post(&format!("{volume}/Actions/Volume.Initialize"), json!({}));
     while r.get(&monitor).status() == StatusCode::ACCEPTED {
