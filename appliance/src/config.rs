@@ -127,6 +127,15 @@ pub struct ManagementConfig {
     pub session_timeout_s: u64,
     /// Redfish sessions open at once; logins beyond it are refused.
     pub max_sessions: u32,
+    /// The appliance's host name, as clients reach it: the subject of the
+    /// generated certificate and the host the HTTP redirect sends clients
+    /// to. Empty: the machine's host name.
+    pub host_name: String,
+    /// Let event subscriptions send to loopback, link-local, unspecified
+    /// and multicast addresses. Off: the management service would
+    /// otherwise POST, for any client allowed to subscribe, to services
+    /// only the appliance itself reaches.
+    pub event_destinations_allow_local: bool,
     /// Serve every volume over NBD too (as export `volume<N>` on each data
     /// cluster's NBD port). NBD has no host access control: any client
     /// that reaches the port reaches the volume.
@@ -149,6 +158,21 @@ pub struct DataplaneConfig {
     pub drive_path: String,
     /// Size of the drive files shoald creates.
     pub drive_size_mib: u64,
+}
+
+/// A DNS name (labels of letters, digits and `-`, at most 253 characters)
+/// or an IP address literal.
+pub fn is_host_name(name: &str) -> bool {
+    if name.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 /// Largest drive file shoald creates: 16 TiB.
@@ -228,6 +252,8 @@ impl Default for ManagementConfig {
             tls_private_key: None,
             session_timeout_s: 1800,
             max_sessions: 64,
+            host_name: String::new(),
+            event_destinations_allow_local: false,
             nbd_volume_exports: true,
         }
     }
@@ -349,6 +375,13 @@ impl ApplianceConfig {
             format!(
                 "management.session_timeout_s = {}: must be {MIN_SESSION_TIMEOUT_S} to {MAX_SESSION_TIMEOUT_S}",
                 m.session_timeout_s
+            ),
+        );
+        check(
+            m.host_name.is_empty() || is_host_name(&m.host_name),
+            format!(
+                "management.host_name = {:?}: must be a DNS name or an IP address",
+                m.host_name
             ),
         );
         check(
@@ -607,6 +640,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("https_listen"), "{err}");
+    }
+
+    #[test]
+    fn the_host_name_is_a_dns_name_or_an_address() {
+        for good in ["bmc", "bmc-1.example.com", "192.0.2.7", "::1"] {
+            assert!(is_host_name(good), "{good}");
+        }
+        for bad in ["", "a..b", "-a", "a b", "a/b", "evil.com:1@x"] {
+            assert!(!is_host_name(bad), "{bad}");
+        }
+        let err = parse("[management]\nhost_name = \"a b\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("management.host_name"), "{err}");
     }
 
     #[test]

@@ -43,7 +43,30 @@ pub struct Args {
     /// Directory of the shipped DMTF schema files (csdl/, json-schema/).
     #[arg(long, value_name = "DIR", default_value_os_t = crate::resources::schemas::default_dir())]
     pub schema_dir: PathBuf,
+    /// The appliance's host name: the subject of the generated certificate
+    /// and the host of the HTTP redirect. Empty: the machine's host name.
+    #[arg(long, default_value = "")]
+    pub host_name: String,
+    /// Accept event subscriptions to loopback, link-local, unspecified and
+    /// multicast addresses (off: such a destination could reach services
+    /// only the appliance itself can, on the client's behalf).
+    #[arg(long)]
+    pub event_destinations_allow_local: bool,
     /// Heartbeat period in milliseconds.
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     pub heartbeat_interval_ms: u64,
+}
+
+impl Args {
+    /// `--host-name`, or the machine's host name, or `shoal`.
+    pub fn host_name(&self) -> String {
+        if !self.host_name.is_empty() {
+            return self.host_name.clone();
+        }
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "shoal".to_string())
+    }
 }

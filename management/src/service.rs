@@ -26,6 +26,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let store = Store::open(&dir.join("db")).context("cannot open the management database")?;
     let state = build_state(&args, store).await?;
+    let host_name = args.host_name();
 
     let identity = match (&args.tls_certificate, &args.tls_private_key) {
         (Some(certificate), Some(key)) => tls::Identity::Supplied {
@@ -34,6 +35,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         _ => tls::Identity::Generated {
             dir: dir.join("tls"),
+            host_name: host_name.clone(),
         },
     };
     let tls = tls::server_config(&identity)?;
@@ -53,7 +55,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot listen on {address}"))?;
             Some(tokio::spawn(server::serve_redirect(
                 listener,
-                args.https_listen,
+                host_name.clone(),
+                args.https_listen.port(),
                 stop.clone(),
             )))
         }
@@ -114,8 +117,12 @@ async fn build_state(args: &Args, store: Store) -> anyhow::Result<AppState> {
     let tasks = crate::tasks::Tasks::load(store.clone(), Arc::clone(&events))
         .await
         .context("cannot load the task records")?;
-    let subscriptions = crate::events::subscriptions::Subscriptions::start(store.clone(), &events)
-        .context("cannot load the event subscriptions")?;
+    let destinations = crate::events::destination::Policy {
+        allow_local: args.event_destinations_allow_local,
+    };
+    let subscriptions =
+        crate::events::subscriptions::Subscriptions::start(store.clone(), &events, destinations)
+            .context("cannot load the event subscriptions")?;
     Ok(AppState(Arc::new(Inner {
         tasks,
         events,

@@ -47,3 +47,13 @@ impl std::ops::Deref for AppState {
         &self.0
     }
 }
+
+impl AppState {
+    /// Ends what account `account_id` holds open: its sessions and its SSE
+    /// streams, except the session `keep` (the caller's own, after it
+    /// changed its own password) and the streams opened with it.
+    pub fn end_account_access(&self, account_id: &str, keep: Option<&str>) {
+        self.sessions.close_account(account_id, keep);
+        self.subscriptions.close_sse_of(account_id, keep);
+    }
+}

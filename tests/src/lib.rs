@@ -6,6 +6,7 @@
 pub mod event_receiver;
 pub mod nbd_client;
 pub mod nvme_initiator;
+pub mod raw_tls;
 pub mod redfish_client;
 
 use std::net::TcpListener;
@@ -393,6 +394,13 @@ impl Appliance {
             .as_str()
             .expect("management.https_listen");
         format!("https://{listen}")
+    }
+
+    /// The pid of the running management service.
+    pub fn management_pid(&self) -> i32 {
+        self.status()["management"]["pid"]
+            .as_i64()
+            .expect("management pid") as i32
     }
 
     /// The generated password of `admin`, written once at first start.

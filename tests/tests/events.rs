@@ -22,6 +22,8 @@ fn start() -> Appliance {
     let appliance = Appliance::builder(2)
         .set("memory.region_mib", 32)
         .set("dataplane.drive_size_mib", 128)
+        // The test's event receivers listen on loopback.
+        .set("management.event_destinations_allow_local", true)
         .start();
     appliance.wait_for("all children running", STARTUP_TIMEOUT, |s| {
         s["state"] == "running"

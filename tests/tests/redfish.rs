@@ -126,9 +126,13 @@ fn open_documents_protocol_headers_and_the_redirect() {
         .send()
         .unwrap();
     assert_eq!(redirect.status(), StatusCode::PERMANENT_REDIRECT);
+    // To the appliance's host name (management.host_name, by default the
+    // machine's), on the HTTPS port.
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let port = r.base.rsplit(':').next().unwrap();
     assert_eq!(
         redirect.headers()["location"],
-        format!("{}/redfish/v1/Systems?x=1", r.base).as_str()
+        format!("https://{host}:{port}/redfish/v1/Systems?x=1").as_str()
     );
 }
 
@@ -507,7 +511,9 @@ fn a_refused_request_with_a_body_leaves_the_connection_usable() {
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap();
-    let body = serde_json::to_vec(&json!({"Description": "x".repeat(256 << 10)})).unwrap();
+    // Within what an unauthenticated caller may send (4 KiB): read, then
+    // refused, and the connection stays.
+    let body = serde_json::to_vec(&json!({"Description": "x".repeat(2 << 10)})).unwrap();
     for _ in 0..20 {
         // Refused before any handler reads the body (no credentials)...
         let refused = client
@@ -518,6 +524,21 @@ fn a_refused_request_with_a_body_leaves_the_connection_usable() {
             .unwrap();
         assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
         // ...and the next request on the same connection still works.
+        let root = client.get(r.url("/redfish/v1")).send().unwrap();
+        assert_eq!(root.status(), StatusCode::OK);
+    }
+    // Beyond it: not read, 413 (or the connection closed under the
+    // unfinished upload), and the next request still answered.
+    let big = serde_json::to_vec(&json!({"Description": "x".repeat(256 << 10)})).unwrap();
+    for _ in 0..5 {
+        let refused = client
+            .patch(r.url("/redfish/v1/AccountService"))
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send();
+        if let Ok(refused) = refused {
+            assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        }
         let root = client.get(r.url("/redfish/v1")).send().unwrap();
         assert_eq!(root.status(), StatusCode::OK);
     }
@@ -732,7 +753,8 @@ fn the_openapi_document_lists_every_route_and_each_one_answers() {
     );
     post(
         "/redfish/v1/EventService/Subscriptions",
-        json!({"Destination": "http://127.0.0.1:9/events", "Protocol": "Redfish"}),
+        // A documentation address (RFC 5737): loopback ones are refused.
+        json!({"Destination": "http://192.0.2.1:9/events", "Protocol": "Redfish"}),
     );
     let monitor = post(&format!("{volume}/Actions/Volume.Initialize"), json!({}));
     while r.get(&monitor).status() == StatusCode::ACCEPTED {

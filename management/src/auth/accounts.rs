@@ -95,6 +95,80 @@ struct Failures {
     locked_until: Option<Instant>,
 }
 
+impl Failures {
+    /// Whether the entry still matters: locked, or its count not yet reset.
+    fn is_live(&self, now: Instant, policy: &Policy) -> bool {
+        let reset_after = Duration::from_secs(policy.lockout_counter_reset_after_s);
+        self.locked_until.is_some_and(|until| now < until)
+            || self
+                .last
+                .is_some_and(|last| now.duration_since(last) <= reset_after)
+    }
+}
+
+/// Names that are no account, whose failed logins are remembered so that
+/// such a name locks out like an account would (lockout does not tell
+/// which names exist). Kept apart from the accounts' counters, so guessing
+/// names can neither share nor evict a real account's counter; entries
+/// expire, and beyond this many the stalest is dropped.
+pub const MAX_UNKNOWN_NAMES: usize = 256;
+
+/// Whose failures a login counts towards.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Subject {
+    /// An account, by its ID (stable across renames).
+    Account(String),
+    /// A well-formed name no account has.
+    Unknown(String),
+}
+
+/// Failed logins: one counter per account (at most `MAX_ACCOUNTS`), and a
+/// bounded, expiring table for unknown names.
+#[derive(Default)]
+struct FailureTable {
+    accounts: HashMap<String, Failures>,
+    unknown: HashMap<String, Failures>,
+}
+
+impl FailureTable {
+    fn get(&self, subject: &Subject) -> Option<&Failures> {
+        match subject {
+            Subject::Account(id) => self.accounts.get(id),
+            Subject::Unknown(name) => self.unknown.get(name),
+        }
+    }
+
+    fn remove(&mut self, subject: &Subject) {
+        match subject {
+            Subject::Account(id) => self.accounts.remove(id),
+            Subject::Unknown(name) => self.unknown.remove(name),
+        };
+    }
+
+    /// The entry of `subject`, made room for if it is a new unknown name.
+    fn entry(&mut self, subject: &Subject, now: Instant, policy: &Policy) -> &mut Failures {
+        match subject {
+            Subject::Account(id) => self.accounts.entry(id.clone()).or_default(),
+            Subject::Unknown(name) => {
+                if !self.unknown.contains_key(name) && self.unknown.len() >= MAX_UNKNOWN_NAMES {
+                    self.unknown.retain(|_, f| f.is_live(now, policy));
+                    if self.unknown.len() >= MAX_UNKNOWN_NAMES {
+                        let stalest = self
+                            .unknown
+                            .iter()
+                            .min_by_key(|(_, f)| f.last)
+                            .map(|(name, _)| name.clone());
+                        if let Some(stalest) = stalest {
+                            self.unknown.remove(&stalest);
+                        }
+                    }
+                }
+                self.unknown.entry(name.clone()).or_default()
+            }
+        }
+    }
+}
+
 /// Password hashes computed at once. Each argon2 run holds 7 MiB and a
 /// core for tens of milliseconds; a burst of logins or HTTP Basic requests queues here
 /// instead of multiplying that.
@@ -102,7 +176,7 @@ pub const HASHES_AT_ONCE: usize = 2;
 
 pub struct Accounts {
     store: Store,
-    failures: Mutex<HashMap<String, Failures>>,
+    failures: Mutex<FailureTable>,
     hashing: tokio::sync::Semaphore,
 }
 
@@ -161,7 +235,7 @@ impl Accounts {
     pub fn new(store: Store) -> Self {
         Self {
             store,
-            failures: Mutex::new(HashMap::new()),
+            failures: Mutex::new(FailureTable::default()),
             hashing: tokio::sync::Semaphore::new(HASHES_AT_ONCE),
         }
     }
@@ -299,6 +373,16 @@ impl Accounts {
         Ok(())
     }
 
+    /// Whether `password` is `account`'s current password (no lockout
+    /// counting: the caller is already authenticated).
+    pub async fn is_password(&self, account: &Account, password: &str) -> bool {
+        let candidate = password.to_string();
+        let stored = account.password_hash.clone();
+        self.hashing(move || verify(&candidate, &stored))
+            .await
+            .unwrap_or(false)
+    }
+
     pub async fn save(&self, account: &mut Account) -> Result<(), StoreError> {
         account.revision += 1;
         self.store.put(Table::Accounts, &account.id, account).await
@@ -310,12 +394,20 @@ impl Accounts {
 
     /// Checks a user name and password, counting failures towards lockout.
     pub async fn login(&self, user_name: &str, password: &str) -> Result<Account, LoginFailure> {
+        // No account has such a name: refused before any table or hash.
+        if !valid_user_name(user_name) {
+            return Err(LoginFailure::BadCredentials);
+        }
         let policy = self.policy().unwrap_or_default();
         let now = Instant::now();
-        if self.is_locked(user_name, now) {
+        let account = self.by_user_name(user_name).ok().flatten();
+        let subject = match &account {
+            Some(account) => Subject::Account(account.id.clone()),
+            None => Subject::Unknown(user_name.to_string()),
+        };
+        if self.is_locked(&subject, now) {
             return Err(LoginFailure::LockedOut);
         }
-        let account = self.by_user_name(user_name).ok().flatten();
         let candidate = password.to_string();
         let stored = account.as_ref().map(|a| a.password_hash.clone());
         // Verify even for unknown users, so timing does not reveal names.
@@ -334,7 +426,7 @@ impl Accounts {
                 self.failures
                     .lock()
                     .expect("failures lock")
-                    .remove(user_name);
+                    .remove(&subject);
                 if account.enabled {
                     Ok(account)
                 } else {
@@ -342,63 +434,60 @@ impl Accounts {
                 }
             }
             _ => {
-                self.record_failure(user_name, now, &policy);
+                self.record_failure(&subject, user_name, now, &policy);
                 Err(LoginFailure::BadCredentials)
             }
         }
     }
 
-    fn is_locked(&self, user_name: &str, now: Instant) -> bool {
+    fn is_locked(&self, subject: &Subject, now: Instant) -> bool {
         let failures = self.failures.lock().expect("failures lock");
         failures
-            .get(user_name)
+            .get(subject)
             .and_then(|f| f.locked_until)
             .is_some_and(|until| now < until)
     }
 
-    fn record_failure(&self, user_name: &str, now: Instant, policy: &Policy) {
+    fn record_failure(&self, subject: &Subject, user_name: &str, now: Instant, policy: &Policy) {
         if policy.lockout_threshold == 0 {
             return;
         }
         let mut failures = self.failures.lock().expect("failures lock");
-        // Bounded: unknown names share one entry, so guessing names cannot
-        // grow the table.
-        let key = if failures.len() > 4 * MAX_ACCOUNTS && !failures.contains_key(user_name) {
-            "\u{0}unknown".to_string()
-        } else {
-            user_name.to_string()
-        };
-        let entry = failures.entry(key).or_default();
-        let reset_after = Duration::from_secs(policy.lockout_counter_reset_after_s);
-        if entry
-            .last
-            .is_some_and(|last| now.duration_since(last) > reset_after)
-        {
-            entry.count = 0;
+        let entry = failures.entry(subject, now, policy);
+        if !entry.is_live(now, policy) {
+            *entry = Failures::default();
         }
         entry.count += 1;
         entry.last = Some(now);
         if entry.count >= policy.lockout_threshold {
             entry.locked_until = Some(now + Duration::from_secs(policy.lockout_duration_s));
             entry.count = 0;
-            tracing::warn!(
-                user = user_name,
-                "account locked out after repeated login failures"
-            );
+            if matches!(subject, Subject::Account(_)) {
+                tracing::warn!(
+                    user = user_name,
+                    "account locked out after repeated login failures"
+                );
+            }
         }
     }
 
-    /// Whether `user_name` is locked out now (for the `Locked` property).
-    pub fn locked(&self, user_name: &str) -> bool {
-        self.is_locked(user_name, Instant::now())
+    /// Whether account `id` is locked out now (for the `Locked` property).
+    pub fn locked(&self, id: &str) -> bool {
+        self.is_locked(&Subject::Account(id.to_string()), Instant::now())
     }
 
-    /// Clears a lockout (PATCH `Locked: false`).
-    pub fn unlock(&self, user_name: &str) {
+    /// Clears account `id`'s lockout (PATCH `Locked: false`, or the
+    /// account is gone).
+    pub fn unlock(&self, id: &str) {
         self.failures
             .lock()
             .expect("failures lock")
-            .remove(user_name);
+            .remove(&Subject::Account(id.to_string()));
+    }
+
+    /// Unknown names remembered now (bounded by `MAX_UNKNOWN_NAMES`).
+    pub fn unknown_names_tracked(&self) -> usize {
+        self.failures.lock().expect("failures lock").unknown.len()
     }
 }
 
@@ -458,11 +547,51 @@ mod tests {
             Err(LoginFailure::LockedOut),
             "locked even with the right password"
         );
-        accounts.unlock("alice");
+        let alice = accounts.by_user_name("alice").unwrap().unwrap();
+        assert!(accounts.locked(&alice.id));
+        accounts.unlock(&alice.id);
         assert!(accounts.login("alice", "correct horse").await.is_ok());
         assert_eq!(
             accounts.login("nobody", "x").await,
             Err(LoginFailure::BadCredentials)
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_names_neither_share_nor_evict_an_account_counter() {
+        let (_dir, accounts) = accounts().await;
+        let policy = Policy {
+            lockout_threshold: 2,
+            ..Policy::default()
+        };
+        accounts.set_policy(&policy).await.unwrap();
+        accounts
+            .create("alice", "correct horse", Role::Operator, true, false)
+            .await
+            .unwrap();
+        for n in 0..MAX_UNKNOWN_NAMES + 20 {
+            let _ = accounts.login(&format!("junk{n}"), "x").await;
+        }
+        assert_eq!(accounts.unknown_names_tracked(), MAX_UNKNOWN_NAMES);
+        for _ in 0..2 {
+            let _ = accounts.login("alice", "wrong").await;
+        }
+        assert_eq!(
+            accounts.login("alice", "correct horse").await,
+            Err(LoginFailure::LockedOut)
+        );
+        let long = "x".repeat(MAX_USER_NAME + 1);
+        assert_eq!(
+            accounts.login(&long, "x").await,
+            Err(LoginFailure::BadCredentials)
+        );
+        assert!(
+            !accounts
+                .failures
+                .lock()
+                .unwrap()
+                .unknown
+                .contains_key(&long)
         );
     }
 

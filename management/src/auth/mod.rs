@@ -27,6 +27,41 @@ pub struct Principal {
     pub password_change_required: bool,
 }
 
+/// The outcome of authenticating a request before it reached its route,
+/// kept in the request's extensions so that the route's guard does not
+/// authenticate again (one argon2 run per request, not one per layer or
+/// per `$expand`ed member). Only the service inserts it; nothing a client
+/// sends becomes an extension.
+#[derive(Debug, Clone)]
+pub enum Authentication {
+    Proven(Principal),
+    Refused,
+}
+
+/// Whether the request carries credentials at all.
+pub fn has_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key("x-auth-token") || headers.contains_key(header::AUTHORIZATION)
+}
+
+/// The request's caller: from an earlier [`Authentication`] if there was
+/// one, else from its headers.
+pub fn caller<'a>(
+    state: &'a AppState,
+    request: &Request,
+) -> impl Future<Output = Result<Principal, RedfishError>> + Send + 'a {
+    // Taken from the request before the future: a request (its body) is
+    // not Sync, so a future holding it would not be Send.
+    let earlier = request.extensions().get::<Authentication>().cloned();
+    let headers = earlier.is_none().then(|| request.headers().clone());
+    async move {
+        match (earlier, headers) {
+            (Some(Authentication::Proven(principal)), _) => Ok(principal),
+            (Some(Authentication::Refused), _) => Err(RedfishError::unauthorized()),
+            (None, headers) => authenticate(state, &headers.unwrap_or_default()).await,
+        }
+    }
+}
+
 impl Principal {
     pub fn may(&self, entity: &str, method: &Method, is_self: bool) -> bool {
         privileges::allows(self.role, entity, method.as_str(), is_self)
@@ -96,7 +131,7 @@ pub async fn authorize(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let principal = match authenticate(&state, request.headers()).await {
+    let principal = match caller(&state, &request).await {
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
@@ -137,6 +172,10 @@ pub async fn authorize(
     if !principal.may(entity, &checked, is_self) && !self_patch {
         return RedfishError::forbidden().into_response();
     }
-    request.extensions_mut().insert(principal);
-    next.run(request).await
+    request.extensions_mut().insert(principal.clone());
+    let mut response = next.run(request).await;
+    // Tells the transport the connection is authenticated, and `$expand`
+    // whose credentials its member fetches may reuse.
+    response.extensions_mut().insert(principal);
+    response
 }

@@ -6,6 +6,7 @@
 //! [`filter`] lets through.
 
 pub mod clusters;
+pub mod destination;
 pub mod filter;
 pub mod subscriptions;
 

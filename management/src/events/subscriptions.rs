@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::destination::{self, Policy};
 use super::filter::Filter;
 use super::{EventRecord, Events};
 use crate::store::{Store, StoreError, Table};
@@ -17,6 +18,9 @@ use crate::store::{Store, StoreError, Table};
 /// Most push subscriptions, and most SSE streams open at once.
 pub const MAX_SUBSCRIPTIONS: usize = 32;
 pub const MAX_SSE_STREAMS: usize = 16;
+/// SSE streams one account may hold open: one user cannot take every
+/// stream slot.
+pub const MAX_SSE_STREAMS_PER_ACCOUNT: usize = 4;
 /// Events waiting for one destination; beyond it the oldest are dropped
 /// (and the loss logged): a dead destination cannot hold memory.
 const QUEUE_DEPTH: usize = 256;
@@ -52,13 +56,29 @@ pub struct Subscription {
     pub verify_certificate: bool,
 }
 
+/// Who opened an SSE stream: the stream lasts no longer than their access.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamOwner {
+    pub account_id: String,
+    /// The session it was opened with; `None` for HTTP Basic.
+    pub session_id: Option<String>,
+}
+
 /// An open SSE stream, as a destination.
 #[derive(Debug, Clone)]
 pub struct SseDestination {
     pub id: u64,
     pub context: String,
     pub filter: Filter,
+    pub owner: StreamOwner,
     pub stop: CancellationToken,
+}
+
+/// Why no SSE stream was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SseRefused {
+    Full,
+    AccountLimit,
 }
 
 /// IDs of SSE destinations start here, so they never meet a push
@@ -77,6 +97,8 @@ pub struct Subscriptions {
     sse: Arc<Mutex<BTreeMap<u64, SseDestination>>>,
     next_sse: Arc<std::sync::atomic::AtomicU64>,
     retry: Arc<Mutex<RetryPolicy>>,
+    /// What destinations may reach.
+    destinations: Policy,
     /// Made with the first push subscription: the HTTP clients and their
     /// root certificates cost megabytes a service without subscriptions
     /// does not need.
@@ -92,12 +114,13 @@ struct Clients {
 }
 
 impl Clients {
-    fn new() -> Self {
+    fn new(policy: Policy) -> Self {
         let build = |trust: bool| {
             reqwest::Client::builder()
                 .timeout(DELIVERY_TIMEOUT)
                 .danger_accept_invalid_certs(trust)
                 .redirect(reqwest::redirect::Policy::none())
+                .dns_resolver(Arc::new(destination::Resolver { policy }))
                 .build()
                 .expect("an HTTP client builds")
         };
@@ -111,7 +134,7 @@ impl Clients {
 impl Subscriptions {
     /// Loads the stored subscriptions and starts delivering to them, and
     /// the fan-out from the bus to every destination's queue.
-    pub fn start(store: Store, events: &Events) -> Result<Self, StoreError> {
+    pub fn start(store: Store, events: &Events, destinations: Policy) -> Result<Self, StoreError> {
         let retry = store
             .get::<RetryPolicy>(Table::Settings, "event_retry")?
             .unwrap_or_default();
@@ -121,6 +144,7 @@ impl Subscriptions {
             sse: Arc::default(),
             next_sse: Arc::new(std::sync::atomic::AtomicU64::new(SSE_ID_BASE)),
             retry: Arc::new(Mutex::new(retry)),
+            destinations,
             clients: Arc::default(),
         };
         for subscription in store.list::<Subscription>(Table::Subscriptions)? {
@@ -154,7 +178,7 @@ impl Subscriptions {
                     "event {} dropped: {} events already wait for {}",
                     record.id,
                     QUEUE_DEPTH,
-                    entry.subscription.destination
+                    destination::redacted(&entry.subscription.destination)
                 );
             }
         }
@@ -164,18 +188,20 @@ impl Subscriptions {
     /// subscription is removed.
     fn run(&self, subscription: Subscription) {
         let (queue, mut waiting) = mpsc::channel::<Arc<EventRecord>>(QUEUE_DEPTH);
-        let clients = self.clients.get_or_init(Clients::new);
+        let policy = self.destinations;
+        let clients = self.clients.get_or_init(|| Clients::new(policy));
         let client = if subscription.verify_certificate {
             clients.verifying.clone()
         } else {
             clients.trusting.clone()
         };
         let retry = Arc::clone(&self.retry);
+        let destinations = self.destinations;
         let target = subscription.clone();
         tokio::spawn(async move {
             while let Some(record) = waiting.recv().await {
                 let policy = *retry.lock().expect("retry lock");
-                deliver(&client, &target, &record, policy).await;
+                deliver(&client, &target, &record, policy, destinations).await;
             }
         });
         self.push.lock().expect("subscriptions lock").insert(
@@ -185,6 +211,11 @@ impl Subscriptions {
                 queue,
             },
         );
+    }
+
+    /// What destinations may reach.
+    pub fn destination_policy(&self) -> Policy {
+        self.destinations
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {
@@ -251,11 +282,23 @@ impl Subscriptions {
         Ok(true)
     }
 
-    /// Registers an SSE stream as a destination; `None` at the limit.
-    pub fn open_sse(&self, filter: Filter) -> Option<SseDestination> {
+    /// Registers an SSE stream as a destination, unless the service or
+    /// the owner's account holds as many as it may.
+    pub fn open_sse(
+        &self,
+        filter: Filter,
+        owner: StreamOwner,
+    ) -> Result<SseDestination, SseRefused> {
         let mut sse = self.sse.lock().expect("sse lock");
         if sse.len() >= MAX_SSE_STREAMS {
-            return None;
+            return Err(SseRefused::Full);
+        }
+        let held = sse
+            .values()
+            .filter(|s| s.owner.account_id == owner.account_id)
+            .count();
+        if held >= MAX_SSE_STREAMS_PER_ACCOUNT {
+            return Err(SseRefused::AccountLimit);
         }
         let id = self
             .next_sse
@@ -264,10 +307,25 @@ impl Subscriptions {
             id,
             context: format!("SSE stream {id}"),
             filter,
+            owner,
             stop: CancellationToken::new(),
         };
         sse.insert(id, destination.clone());
-        Some(destination)
+        Ok(destination)
+    }
+
+    /// Ends the SSE streams of account `account_id`, except those opened
+    /// with session `keep`.
+    pub fn close_sse_of(&self, account_id: &str, keep: Option<&str>) {
+        let mut sse = self.sse.lock().expect("sse lock");
+        sse.retain(|_, stream| {
+            let ends = stream.owner.account_id == account_id
+                && (keep.is_none() || stream.owner.session_id.as_deref() != keep);
+            if ends {
+                stream.stop.cancel();
+            }
+            !ends
+        });
     }
 
     /// The stream ended (the client went away, or it was deleted).
@@ -296,7 +354,20 @@ async fn deliver(
     subscription: &Subscription,
     record: &EventRecord,
     policy: RetryPolicy,
+    destinations: Policy,
 ) {
+    let shown = destination::redacted(&subscription.destination);
+    // Recorded by an earlier release, or under a laxer policy: checked
+    // again (host names are checked on what they resolve to, by the
+    // client's resolver).
+    if let Err(refused) = destination::check(&subscription.destination, destinations) {
+        tracing::warn!(
+            subscription = subscription.id,
+            "event {} not delivered to {shown}: {refused}",
+            record.id
+        );
+        return;
+    }
     let payload = record.payload(&subscription.context);
     let mut wait = Duration::from_secs(policy.interval_s);
     for attempt in 0..=policy.attempts {
@@ -314,9 +385,8 @@ async fn deliver(
         if attempt == policy.attempts {
             tracing::warn!(
                 subscription = subscription.id,
-                "event {} not delivered to {} after {} attempts: {failure}",
+                "event {} not delivered to {shown} after {} attempts: {failure}",
                 record.id,
-                subscription.destination,
                 attempt + 1
             );
             return;

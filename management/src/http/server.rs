@@ -1,29 +1,60 @@
 //! The listeners: HTTPS serving the Redfish router over HTTP/1.1 and
 //! HTTP/2, and plain HTTP answering every request with a redirect to
-//! HTTPS. Connections are bounded; handshakes and request headers have
-//! deadlines, so a slow or silent client holds nothing for long.
+//! HTTPS. Connections are bounded and have deadlines ([`connections`]);
+//! handshakes and request headers have deadlines too, and HTTP/2 streams
+//! and flow-control windows are small, so a slow, silent or
+//! unauthenticated client holds little for long.
+//!
+//! [`connections`]: super::connections
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
-/// Connections served at once per listener; more are closed at accept.
+use super::connections::{Closing, Connection, Connections, Limits};
+use crate::auth::Principal;
+
+/// Connections served at once per listener.
 pub const MAX_CONNECTIONS: usize = 256;
-/// Time for a TLS handshake.
+/// Connections that have not authenticated, at once: the rest of
+/// `MAX_CONNECTIONS` is only reachable by proving who one is, and the
+/// oldest unauthenticated connection is evicted for a new one, so idle
+/// connections cannot lock legitimate clients out.
+pub const MAX_UNAUTHENTICATED_CONNECTIONS: usize = 64;
+/// Life of a connection on which nobody authenticated: enough for a
+/// handshake, a login and a few open documents.
+pub const UNAUTHENTICATED_DEADLINE: Duration = Duration::from_secs(10);
+/// Life of an authenticated connection with nothing in flight (an open SSE
+/// stream is in flight).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time for a TLS handshake (also bounded by `UNAUTHENTICATED_DEADLINE`
+/// and eviction).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for a request's headers to arrive.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time in-flight requests get to finish once a connection is closing.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// HTTP/2 streams one connection may have open at once (bmcweb and most
+/// clients use a handful; each stream may hold a request body).
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+/// HTTP/2 flow-control windows: what a client may send on one stream, and
+/// on one connection, before the service has read it. hyper's 1 MiB
+/// defaults let a client park 1 MiB of unread body per connection; a
+/// request body is read only after authentication.
+pub const STREAM_WINDOW_BYTES: u32 = 64 << 10;
+pub const CONNECTION_WINDOW_BYTES: u32 = 128 << 10;
 
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -34,8 +65,127 @@ fn builder() -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(64);
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
     builder
+}
+
+fn https_limits() -> Limits {
+    Limits {
+        max_connections: MAX_CONNECTIONS,
+        max_unauthenticated: MAX_UNAUTHENTICATED_CONNECTIONS,
+        unauthenticated_deadline: UNAUTHENTICATED_DEADLINE,
+        idle_timeout: IDLE_TIMEOUT,
+    }
+}
+
+/// Accepts connections until `stop`, admitting each into `connections`
+/// and handing it to `serve`.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    connections: Arc<Connections>,
+    stop: CancellationToken,
+    serve: F,
+) where
+    F: Fn(tokio::net::TcpStream, std::net::SocketAddr, Arc<Connection>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(connection) = connections.admit() else {
+            tracing::warn!(
+                %peer,
+                "connection limit ({}) reached by authenticated connections: closing",
+                connections.limits().max_connections
+            );
+            continue;
+        };
+        tokio::spawn(serve(stream, peer, connection));
+    }
+}
+
+/// Serves one connection until it ends, `stop` is cancelled, or the
+/// connection's deadlines or eviction close it.
+async fn serve_connection<I, S>(
+    io: I,
+    service: S,
+    connection: &Connection,
+    stop: &CancellationToken,
+    peer: std::net::SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<Body>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let builder = builder();
+    let served = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(served);
+    let closing = tokio::select! {
+        result = served.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(%peer, "connection ended: {e}");
+            }
+            return;
+        }
+        _ = stop.cancelled() => None,
+        why = connection.closing() => Some(why),
+    };
+    if closing == Some(Closing::Evicted) {
+        tracing::debug!(%peer, "unauthenticated connection evicted for a newer one");
+        return;
+    }
+    tracing::debug!(%peer, ?closing, "closing connection");
+    served.as_mut().graceful_shutdown();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, served).await;
+}
+
+/// The router as a per-connection service: counts the requests in flight
+/// (until each response body ends) and marks the connection authenticated
+/// when a response carries the caller's [`Principal`].
+fn connection_service(
+    app: Router,
+    connection: Arc<Connection>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<Output = Result<hyper::Response<Body>, std::convert::Infallible>>
+             + Send,
+> + Send
++ 'static {
+    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+        let in_flight = connection.begin_request();
+        let connection = Arc::clone(&connection);
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request.map(Body::new)).await?;
+            if response.extensions().get::<Principal>().is_some() {
+                connection.mark_authenticated();
+            }
+            Ok(response.map(|body| {
+                Body::new(body.map_frame(move |frame| {
+                    let _request_in_flight = &in_flight;
+                    frame
+                }))
+            }))
+        }
+    })
 }
 
 /// Serves `app` over TLS on `listener` until `stop` is cancelled.
@@ -46,110 +196,111 @@ pub async fn serve_https(
     stop: CancellationToken,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("HTTPS accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit ({MAX_CONNECTIONS}) reached: closing");
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = TowerToHyperService::new(app);
-            let builder = builder();
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                }
-                _ = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), connection).await;
-                }
+    let connections = Connections::new(https_limits());
+    let serve_stop = stop.clone();
+    accept_loop(
+        listener,
+        connections,
+        stop,
+        move |stream, peer, connection| {
+            let acceptor = acceptor.clone();
+            let app = app.clone();
+            let stop = serve_stop.clone();
+            async move {
+                let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                let tls = tokio::select! {
+                    done = handshake => match done {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    },
+                    _ = connection.closing() => return,
+                    _ = stop.cancelled() => return,
+                };
+                let service = connection_service(app, Arc::clone(&connection));
+                serve_connection(tls, service, &connection, &stop, peer).await;
             }
-        });
+        },
+    )
+    .await;
+}
+
+/// Plain-HTTP connections: nobody authenticates there, so all of them
+/// live under the unauthenticated limits.
+fn redirect_limits() -> Limits {
+    Limits {
+        max_connections: MAX_UNAUTHENTICATED_CONNECTIONS,
+        max_unauthenticated: MAX_UNAUTHENTICATED_CONNECTIONS,
+        unauthenticated_deadline: UNAUTHENTICATED_DEADLINE,
+        idle_timeout: UNAUTHENTICATED_DEADLINE,
     }
 }
 
-/// Answers every plain-HTTP request with 308 to the same path over HTTPS.
-pub async fn serve_redirect(listener: TcpListener, https: SocketAddr, stop: CancellationToken) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
-            continue;
-        };
-        tokio::spawn(async move {
-            let _slot = slot;
-            let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-                let response = redirect(&request, https);
-                async move { Ok::<_, std::convert::Infallible>(response) }
-            });
-            let _ = builder()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+/// Answers every plain-HTTP request with 308 to the same path on
+/// `https://<host_name>:<https_port>`. The host is the configured one,
+/// never the request's `Host` header: a redirect must not send a client
+/// (and its credentials, next) wherever the request says.
+pub async fn serve_redirect(
+    listener: TcpListener,
+    host_name: String,
+    https_port: u16,
+    stop: CancellationToken,
+) {
+    let origin: Arc<str> = Arc::from(https_origin(&host_name, https_port));
+    let connections = Connections::new(redirect_limits());
+    let serve_stop = stop.clone();
+    accept_loop(
+        listener,
+        connections,
+        stop,
+        move |stream, peer, connection| {
+            let origin = Arc::clone(&origin);
+            let stop = serve_stop.clone();
+            async move {
+                let service =
+                    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+                        let response = redirect(&request, &origin);
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                serve_connection(stream, service, &connection, &stop, peer).await;
+            }
+        },
+    )
+    .await;
 }
 
-fn redirect(
-    request: &hyper::Request<Incoming>,
-    https: SocketAddr,
-) -> hyper::Response<http_body_util::Empty<hyper::body::Bytes>> {
-    // The host the client used, with the HTTPS port instead of ours.
-    let host = request
-        .headers()
-        .get(hyper::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.parse::<hyper::http::uri::Authority>().ok())
-        .map(|a| a.host().to_string())
-        .unwrap_or_else(|| https.ip().to_string());
-    let host = if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]")
+/// `https://host:port`, with an IPv6 literal in brackets.
+fn https_origin(host_name: &str, port: u16) -> String {
+    if host_name.contains(':') && !host_name.starts_with('[') {
+        format!("https://[{host_name}]:{port}")
     } else {
-        host
-    };
+        format!("https://{host_name}:{port}")
+    }
+}
+
+fn redirect(request: &hyper::Request<Incoming>, origin: &str) -> hyper::Response<Body> {
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let location = format!("https://{host}:{}{path}", https.port());
     hyper::Response::builder()
         .status(hyper::StatusCode::PERMANENT_REDIRECT)
-        .header(hyper::header::LOCATION, location)
-        .body(http_body_util::Empty::new())
+        .header(hyper::header::LOCATION, format!("{origin}{path}"))
+        .body(Body::empty())
         .expect("static response parts are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_redirect_origin_brackets_ipv6() {
+        assert_eq!(https_origin("bmc.example", 443), "https://bmc.example:443");
+        assert_eq!(https_origin("::1", 8443), "https://[::1]:8443");
+        assert_eq!(https_origin("[::1]", 8443), "https://[::1]:8443");
+    }
 }

@@ -2,6 +2,7 @@
 //! puts every resource at its URI behind the right guard.
 
 pub mod body;
+pub mod intake;
 pub mod message;
 pub mod openapi;
 pub mod protocol;
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use tower_http::timeout::TimeoutLayer;
@@ -26,7 +27,8 @@ use crate::resources::{
 use crate::state::AppState;
 use message::RedfishError;
 
-/// Largest request body accepted (413 above).
+/// Largest request body accepted from an authenticated caller (413
+/// above); see `intake` for everyone else.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Longest time a request may take end to end.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -474,8 +476,8 @@ pub fn router(state: AppState) -> Router {
         .router
         .fallback(not_found)
         .with_state(state.clone())
-        .layer(from_fn_with_state(state, query::layer))
-        .layer(from_fn(protocol::enforce))
+        .layer(from_fn_with_state(state.clone(), query::layer))
+        .layer(from_fn_with_state(state, protocol::enforce))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             REQUEST_TIMEOUT,

@@ -1,43 +1,21 @@
 //! Rules of DSP0266 that hold for every response and request: the
 //! `OData-Version` and `Cache-Control` headers, refusal of OData versions
-//! other than 4.0 (412), request bodies of at most `MAX_BODY_BYTES` (413),
-//! and Redfish error bodies where a layer answered on its own (405).
+//! other than 4.0 (412), request bodies read after authentication and
+//! capped (413, see [`intake`](super::intake)), and Redfish error bodies
+//! where a layer answered on its own (405).
 
-use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 
-use super::MAX_BODY_BYTES;
+use super::intake;
 use super::message::RedfishError;
+use crate::state::AppState;
 
-/// The request with its whole body read (at most `MAX_BODY_BYTES`), or
-/// the error response. Reading it before anything answers matters: a
-/// response sent while request bytes are still unread (a 401 to an
-/// unauthenticated PATCH) makes the connection close with them pending,
-/// which resets it, and a client reusing that keep-alive connection sees
-/// its next request fail.
-async fn read_body(request: Request) -> Result<Request, Response> {
-    let (parts, body) = request.into_parts();
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(Request::from_parts(parts, Body::from(collected.to_bytes()))),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(
-                RedfishError::new(StatusCode::PAYLOAD_TOO_LARGE, "PayloadTooLarge", &[])
-                    .into_response(),
-            )
-        }
-        Err(_) => Err(
-            RedfishError::new(StatusCode::BAD_REQUEST, "UnrecognizedRequestBody", &[])
-                .into_response(),
-        ),
-    }
-}
-
-pub async fn enforce(request: Request, next: Next) -> Response {
-    let request = match read_body(request).await {
+pub async fn enforce(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // The body first: nothing may answer before it is read (see intake).
+    let request = match intake::read_body(&state, request).await {
         Ok(request) => request,
         Err(response) => return with_protocol_headers(response),
     };

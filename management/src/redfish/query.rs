@@ -434,6 +434,9 @@ pub struct Fetcher<'a> {
     pub router: &'a Router,
     /// The caller's credentials, forwarded to every fetch.
     pub credentials: HeaderMap,
+    /// The caller, authenticated once: every fetch reuses it instead of
+    /// authenticating again (HTTP Basic would run argon2 once per member).
+    pub authentication: Option<crate::auth::Authentication>,
     pub fetched: usize,
 }
 
@@ -445,6 +448,9 @@ impl Fetcher<'_> {
         self.fetched += 1;
         let mut request = Request::get(uri).body(Body::empty()).ok()?;
         *request.headers_mut() = self.credentials.clone();
+        if let Some(authentication) = &self.authentication {
+            request.extensions_mut().insert(authentication.clone());
+        }
         let response = self.router.clone().oneshot(request).await.ok()?;
         if response.status() != StatusCode::OK {
             return None;
@@ -663,6 +669,19 @@ pub async fn layer(
         return response;
     };
     let (mut parts, body) = response.into_parts();
+    // The resource's guard authenticated the caller; an open resource's
+    // did not, so that is done here, once.
+    use crate::auth::Authentication;
+    let authentication = match parts.extensions.get::<crate::auth::Principal>() {
+        Some(principal) => Some(Authentication::Proven(principal.clone())),
+        None if crate::auth::has_credentials(&credentials) => {
+            match crate::auth::authenticate(&state, &credentials).await {
+                Ok(principal) => Some(Authentication::Proven(principal)),
+                Err(_) => Some(Authentication::Refused),
+            }
+        }
+        None => None,
+    };
     let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
         return RedfishError::internal("resource body unreadable").into_response();
     };
@@ -672,6 +691,7 @@ pub async fn layer(
     let mut fetcher = Fetcher {
         router,
         credentials,
+        authentication,
         fetched: 0,
     };
     let value = match apply(&query, &path, value, &mut fetcher).await {

@@ -124,7 +124,7 @@ fn account_body(state: &AppState, account: &Account) -> Value {
         "UserName": account.user_name,
         "RoleId": account.role.id(),
         "Enabled": account.enabled,
-        "Locked": state.accounts.locked(&account.user_name),
+        "Locked": state.accounts.locked(&account.id),
         "PasswordChangeRequired": account.password_change_required,
         "AccountTypes": ["Redfish"],
         "Password": null,
@@ -257,6 +257,7 @@ pub async fn patch(
     raw: Bytes,
 ) -> Result<Response, RedfishError> {
     let mut account = find(&state, &id)?;
+    let was_enabled_administrator = account.role == Role::Administrator && account.enabled;
     let current = resource::etag_of(&account_body(&state, &account));
     if resource::header_matches(&headers, header::IF_MATCH, &current) == Some(false) {
         return Err(RedfishError::new(
@@ -283,6 +284,14 @@ pub async fn patch(
         }
         let result = match name.as_str() {
             "Password" => match body::string(name, value) {
+                // A required change needs a new password, not the one the
+                // administrator handed out.
+                Ok(password)
+                    if account.password_change_required
+                        && state.accounts.is_password(&account, password).await =>
+                {
+                    Err(RedfishError::bad_request("PasswordReuseTooRecent", &[]))
+                }
                 Ok(password) => state
                     .accounts
                     .set_password(&mut account, password)
@@ -327,7 +336,7 @@ pub async fn patch(
             "Locked" => match body::boolean(name, value) {
                 // Only unlocking is a client's to do.
                 Ok(false) => {
-                    state.accounts.unlock(&account.user_name);
+                    state.accounts.unlock(&account.id);
                     Ok(())
                 }
                 Ok(true) => Err(RedfishError::bad_request(
@@ -354,14 +363,37 @@ pub async fn patch(
             merge(problems).unwrap_or_else(|| RedfishError::bad_request("NoOperation", &[]))
         );
     }
+    let still_enabled_administrator = account.role == Role::Administrator && account.enabled;
+    if was_enabled_administrator
+        && !still_enabled_administrator
+        && other_enabled_administrators(&state, &account.id)? == 0
+    {
+        // Without an enabled administrator nobody could manage accounts
+        // again.
+        let (property, value) = if account.enabled {
+            ("RoleId", account.role.id().to_string())
+        } else {
+            ("Enabled", "false".to_string())
+        };
+        return Err(RedfishError::new(
+            StatusCode::CONFLICT,
+            "PropertyValueResourceConflict",
+            &[property, &value, &format!("{ACCOUNTS}/{}", account.id)],
+        )
+        .with_detail("the last enabled Administrator keeps its role and stays enabled"));
+    }
     state
         .accounts
         .save(&mut account)
         .await
         .map_err(RedfishError::internal)?;
     if sessions_invalid {
-        state.sessions.close_account(&account.id);
+        state.end_account_access(&account.id, None);
     } else if password_changed {
+        // Whoever held the old password is out; the caller keeps the
+        // session it changed its own password with.
+        let keep = principal.session_id.as_deref().filter(|_| is_self);
+        state.end_account_access(&account.id, keep);
         state.sessions.clear_password_change(&account.id);
     }
     Ok(resource::updated(
@@ -384,14 +416,10 @@ pub async fn delete(
             &[],
         ));
     }
-    let admins = state
-        .accounts
-        .list()
-        .map_err(RedfishError::internal)?
-        .into_iter()
-        .filter(|a| a.role == Role::Administrator && a.enabled)
-        .count();
-    if account.role == Role::Administrator && account.enabled && admins <= 1 {
+    if account.role == Role::Administrator
+        && account.enabled
+        && other_enabled_administrators(&state, &account.id)? == 0
+    {
         // The last enabled administrator stays: without it nobody could
         // manage accounts again.
         return Err(RedfishError::new(
@@ -405,8 +433,20 @@ pub async fn delete(
         .delete(&id)
         .await
         .map_err(RedfishError::internal)?;
-    state.sessions.close_account(&id);
+    state.end_account_access(&id, None);
+    state.accounts.unlock(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Enabled administrators other than account `id`.
+fn other_enabled_administrators(state: &AppState, id: &str) -> Result<usize, RedfishError> {
+    Ok(state
+        .accounts
+        .list()
+        .map_err(RedfishError::internal)?
+        .into_iter()
+        .filter(|a| a.id != id && a.role == Role::Administrator && a.enabled)
+        .count())
 }
 
 pub async fn roles(headers: HeaderMap) -> Response {

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -14,9 +15,12 @@ use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 
 use super::session_service::{merge, not_applied};
+use crate::auth::Principal;
+use crate::events::destination;
 use crate::events::filter::Filter;
 use crate::events::subscriptions::{
-    MAX_RETRY_ATTEMPTS, MAX_RETRY_INTERVAL_S, MAX_SUBSCRIPTIONS, Subscription,
+    MAX_RETRY_ATTEMPTS, MAX_RETRY_INTERVAL_S, MAX_SSE_STREAMS, MAX_SSE_STREAMS_PER_ACCOUNT,
+    MAX_SUBSCRIPTIONS, SseRefused, StreamOwner, Subscription,
 };
 use crate::events::{REGISTRY_PREFIXES, RESOURCE_TYPES};
 use crate::redfish::body;
@@ -30,6 +34,9 @@ pub const SSE: &str = "/redfish/v1/EventService/SSE";
 const SUBMIT_TEST_EVENT: &str = "/redfish/v1/EventService/Actions/EventService.SubmitTestEvent";
 /// A comment line this often keeps an idle SSE stream (and proxies) alive.
 const SSE_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// How often an SSE stream opened with a session checks that the session
+/// has not expired.
+const SSE_SESSION_CHECK: Duration = Duration::from_secs(5);
 /// Longest `Destination` and `Context` accepted.
 const MAX_URI_CHARS: usize = 2048;
 const MAX_CONTEXT_CHARS: usize = 256;
@@ -168,7 +175,7 @@ fn subscription_body(subscription: &Subscription) -> Value {
         "@odata.type": "#EventDestination.v1_16_0.EventDestination",
         "Id": subscription.id.to_string(),
         "Name": format!("Event subscription {}", subscription.id),
-        "Destination": subscription.destination,
+        "Destination": destination::redacted(&subscription.destination),
         "Context": subscription.context,
         "Protocol": "Redfish",
         "SubscriptionType": "RedfishEvent",
@@ -290,22 +297,39 @@ fn parse_filter(object: &Map<String, Value>) -> Result<Filter, RedfishError> {
     })
 }
 
-/// `Destination`: an absolute http(s) URI with a host.
-fn parse_destination(object: &Map<String, Value>) -> Result<String, RedfishError> {
+/// `Destination`: an absolute http(s) URI with a host, without
+/// credentials, reaching what the destination policy allows. A refused
+/// value is echoed without its credentials.
+fn parse_destination(
+    object: &Map<String, Value>,
+    policy: destination::Policy,
+) -> Result<String, RedfishError> {
     let value = object.get("Destination").ok_or_else(|| {
         RedfishError::bad_request("CreateFailedMissingReqProperties", &["Destination"])
     })?;
-    let text = body::string("Destination", value)?;
-    let valid = text.len() <= MAX_URI_CHARS
-        && reqwest::Url::parse(text)
-            .is_ok_and(|url| matches!(url.scheme(), "http" | "https") && url.host().is_some());
-    if !valid {
-        return Err(
-            RedfishError::bad_request("PropertyValueFormatError", &[text, "Destination"])
-                .with_detail("an absolute http:// or https:// URI is expected"),
-        );
+    let Some(text) = value.as_str() else {
+        // Not echoed: it may be an object holding anything.
+        return Err(body::type_error("Destination", &json!("<not a string>")));
+    };
+    let shown = destination::redacted(text);
+    if text.len() > MAX_URI_CHARS {
+        return Err(RedfishError::bad_request(
+            "StringValueTooLong",
+            &["Destination", &MAX_URI_CHARS.to_string()],
+        ));
     }
-    Ok(text.to_string())
+    match destination::check(text, policy) {
+        Ok(_) => Ok(text.to_string()),
+        Err(refused @ (destination::Refused::NotHttp | destination::Refused::Credentials)) => Err(
+            RedfishError::bad_request("PropertyValueFormatError", &[&shown, "Destination"])
+                .with_detail(&refused.to_string()),
+        ),
+        Err(refused @ destination::Refused::Local) => Err(RedfishError::bad_request(
+            "PropertyValueOutOfRange",
+            &[&shown, "Destination"],
+        )
+        .with_detail(&refused.to_string())),
+    }
 }
 
 /// POST: a push subscription. Answered synchronously with 201.
@@ -361,7 +385,7 @@ pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Respons
             ));
         }
     }
-    let destination = parse_destination(&object)?;
+    let destination = parse_destination(&object, state.subscriptions.destination_policy())?;
     let context = match object.get("Context") {
         Some(value) => body::string("Context", value)?.to_string(),
         None => String::new(),
@@ -418,9 +442,19 @@ pub async fn delete(
 /// is an EventDestination while it is open.
 pub async fn sse(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, RedfishError> {
+    // Every event of the appliance flows here: as bmcweb, only callers
+    // that may configure the manager or components may listen.
+    let privileges = principal.role.privileges();
+    if !privileges
+        .iter()
+        .any(|p| matches!(*p, "ConfigureManager" | "ConfigureComponents"))
+    {
+        return Err(RedfishError::forbidden());
+    }
     if let Some(accept) = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok())
         && !accept.contains("text/event-stream")
         && !accept.contains("*/*")
@@ -457,18 +491,41 @@ pub async fn sse(
             }
         }
     }
+    // The stream lasts as long as the caller's access: its session's end
+    // (logout, expiry, password change) or its account's ends it.
+    let session = match &principal.session_id {
+        Some(id) => Some(
+            state
+                .sessions
+                .get(id)
+                .ok_or_else(RedfishError::unauthorized)?,
+        ),
+        None => None,
+    };
+    let owner = StreamOwner {
+        account_id: principal.account_id.clone(),
+        session_id: principal.session_id.clone(),
+    };
     let destination = state
         .subscriptions
-        .open_sse(filter.clone())
-        .ok_or_else(|| {
+        .open_sse(filter.clone(), owner)
+        .map_err(|refused| {
+            let detail = match refused {
+                SseRefused::Full => format!("at most {MAX_SSE_STREAMS} streams are open at once"),
+                SseRefused::AccountLimit => {
+                    format!("an account holds at most {MAX_SSE_STREAMS_PER_ACCOUNT} streams")
+                }
+            };
             RedfishError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "EventSubscriptionLimitExceeded",
                 &[],
             )
+            .with_detail(&detail)
         })?;
     let bus = state.events.subscribe();
     let stop = destination.stop.clone();
+    let ended = stream_end(state.clone(), stop, session);
     // Removes the destination when the stream ends, whoever ends it.
     let closer = SseCloser {
         state: state.clone(),
@@ -476,7 +533,7 @@ pub async fn sse(
     };
     let context = destination.context.clone();
     let events = tokio_stream_of(bus)
-        .take_until(async move { stop.cancelled().await })
+        .take_until(ended)
         .filter(move |record| std::future::ready(filter.matches(record)))
         .map(move |record| {
             let _alive = &closer;
@@ -486,6 +543,33 @@ pub async fn sse(
     Ok(Sse::new(events)
         .keep_alive(KeepAlive::new().interval(SSE_KEEP_ALIVE))
         .into_response())
+}
+
+/// Resolves when the stream must end: its destination was deleted (or its
+/// account's access ended), or its session ended. Expiry removes a
+/// session only when the table is next looked at, so the session is
+/// looked up every `SSE_SESSION_CHECK`.
+async fn stream_end(
+    state: AppState,
+    stop: tokio_util::sync::CancellationToken,
+    session: Option<crate::auth::sessions::Session>,
+) {
+    let Some(session) = session else {
+        return stop.cancelled().await;
+    };
+    let expired = async {
+        loop {
+            tokio::time::sleep(SSE_SESSION_CHECK).await;
+            if state.sessions.get(&session.id).is_none() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = stop.cancelled() => {}
+        _ = session.ended.cancelled() => {}
+        _ = expired => {}
+    }
 }
 
 /// Deregisters an SSE destination when its stream is dropped.

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use crate::auth::Principal;
 use crate::auth::accounts::LoginFailure;
+use crate::auth::sessions::{MAX_SESSIONS_PER_ACCOUNT, SessionRefused};
 use crate::redfish::body;
 use crate::redfish::message::RedfishError;
 use crate::redfish::resource;
@@ -161,8 +162,19 @@ pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Respons
             account.role,
             account.password_change_required,
         )
-        .ok_or_else(|| {
+        .map_err(|refused| {
+            let detail = match refused {
+                SessionRefused::TableFull => format!(
+                    "the service holds at most {} sessions",
+                    state.sessions.limit()
+                ),
+                SessionRefused::AccountLimit => format!(
+                    "an account holds at most {MAX_SESSIONS_PER_ACCOUNT} sessions; \
+                     end one (DELETE) or let one expire"
+                ),
+            };
             RedfishError::new(StatusCode::SERVICE_UNAVAILABLE, "SessionLimitExceeded", &[])
+                .with_detail(&detail)
         })?;
     let location = format!("{SESSIONS}/{}", session.id);
     let mut body = session_body(&session);
@@ -182,6 +194,14 @@ pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Respons
         h.insert("x-auth-token", token);
         h.insert(header::LOCATION, location);
     }
+    // The caller proved who they are on this connection.
+    response.extensions_mut().insert(Principal {
+        user_name: account.user_name,
+        account_id: account.id,
+        role: account.role,
+        session_id: Some(session.id),
+        password_change_required: account.password_change_required,
+    });
     Ok(response)
 }
 

@@ -609,6 +609,13 @@ fn management_args(config: &ApplianceConfig, region: &Path) -> Vec<OsString> {
         "--max-sessions".into(),
         m.max_sessions.to_string().into(),
     ];
+    if !m.host_name.is_empty() {
+        args.push("--host-name".into());
+        args.push(m.host_name.clone().into());
+    }
+    if m.event_destinations_allow_local {
+        args.push("--event-destinations-allow-local".into());
+    }
     if m.http_redirect {
         args.push("--http-redirect-listen".into());
         args.push(m.http_redirect_listen.to_string().into());
