@@ -53,9 +53,12 @@ pub fn prepare_state_dir(dir: &Path) -> anyhow::Result<()> {
             .collect();
         let more = tightened.len().saturating_sub(MAX_PATHS_LOGGED);
         tracing::warn!(
-            "state directory {} was readable by other users: made {} entries owner-only: {}{}",
+            "state directory {} was readable by other users: made {} owner-only: {}{}",
             dir.display(),
-            tightened.len(),
+            match tightened.len() {
+                1 => "1 entry".to_string(),
+                n => format!("{n} entries"),
+            },
             named.join(", "),
             if more > 0 {
                 format!(" and {more} more")
