@@ -346,6 +346,81 @@ fn hugepages_back_the_region_and_are_given_back() {
     );
 }
 
+/// A hugetlbfs mounted by somebody else (here: as another appliance mounts
+/// its private `<state>/hugepages`), unmounted when the test ends.
+struct ForeignHugetlbfs {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    mounted: bool,
+}
+
+impl ForeignHugetlbfs {
+    fn mount() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hugepages");
+        std::fs::create_dir(&path).unwrap();
+        nix::mount::mount(
+            Some("other-appliance"),
+            &path,
+            Some("hugetlbfs"),
+            nix::mount::MsFlags::empty(),
+            Some("pagesize=2M,mode=0700"),
+        )
+        .expect("mount a hugetlbfs");
+        Self {
+            _dir: dir,
+            path,
+            mounted: true,
+        }
+    }
+
+    fn unmount(&mut self) {
+        if self.mounted {
+            nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH).unwrap();
+            self.mounted = false;
+        }
+    }
+}
+
+impl Drop for ForeignHugetlbfs {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+/// Issue 15: the region went to the first hugetlbfs in /proc/mounts, even
+/// another appliance's; when that one was unmounted, no child could map
+/// the region again. Needs root, like the test above.
+#[test]
+fn region_stays_off_another_appliances_hugetlbfs_and_survives_its_unmount() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("SKIPPED: reserving hugepages and mounting hugetlbfs need root");
+        return;
+    }
+    let mut foreign = ForeignHugetlbfs::mount();
+    let appliance = Appliance::builder(1)
+        .set("memory.hugepages", "require")
+        .set("memory.region_mib", 8)
+        .start();
+    let status = appliance.wait_for("running on hugepages", STARTUP_TIMEOUT, |s| {
+        s["state"] == "running"
+    });
+    let region = PathBuf::from(status["region"]["path"].as_str().unwrap());
+    assert!(
+        region.starts_with(appliance.state_dir.join("hugepages")),
+        "region {} is not in the appliance's own hugetlbfs",
+        region.display()
+    );
+
+    foreign.unmount();
+    let victim = status["clusters"][0]["pid"].as_i64().unwrap() as i32;
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    appliance.wait_for("cluster 0 back", STARTUP_TIMEOUT, |s| {
+        let c = &s["clusters"][0];
+        c["state"] == "running" && c["pid"].as_i64().is_some_and(|p| p as i32 != victim)
+    });
+}
+
 #[test]
 fn second_supervisor_on_the_same_state_dir_is_refused() {
     let appliance = Appliance::start_ready(1);

@@ -201,8 +201,63 @@ fn on_hugetlbfs(
     }
 }
 
-/// The configured mount, an existing one of the right page size, or a new
-/// one under the state directory.
+/// Where the region's hugetlbfs comes from.
+#[derive(Debug, PartialEq, Eq)]
+enum HugetlbfsChoice {
+    /// The operator's `memory.hugetlbfs_mount`: used, never unmounted.
+    Configured(PathBuf),
+    /// `<state>/hugepages` is already a hugetlbfs of the right page size:
+    /// left mounted by an earlier run of this appliance (killed before it
+    /// could unmount). It is ours: used, and unmounted at shutdown.
+    OwnLeftover(PathBuf),
+    /// Mount a new one at `<state>/hugepages`.
+    Mount(PathBuf),
+}
+
+/// Picks the hugetlbfs for the region: the configured mount, else the
+/// appliance's own under its state directory. Never just any hugetlbfs
+/// that happens to be mounted: that may be another appliance's private
+/// `<state>/hugepages`, or a stale mount of a killed one, and when its
+/// owner unmounts it no child of ours could map the region again.
+fn choose_hugetlbfs(
+    configured: &Path,
+    state_dir: &Path,
+    page_size: u64,
+    mounts: &[hugepages::HugetlbfsMount],
+) -> Result<HugetlbfsChoice, String> {
+    if !configured.as_os_str().is_empty() {
+        return match mounts.iter().find(|m| m.path == configured) {
+            Some(m) if m.page_size == page_size => Ok(HugetlbfsChoice::Configured(m.path.clone())),
+            Some(m) => Err(format!(
+                "memory.hugetlbfs_mount {} has {} KiB pages, not the default {} KiB",
+                configured.display(),
+                m.page_size / 1024,
+                page_size / 1024
+            )),
+            None => Err(format!(
+                "memory.hugetlbfs_mount {} is not a hugetlbfs mount",
+                configured.display()
+            )),
+        };
+    }
+    let own = state_dir.join("hugepages");
+    // The last matching line of /proc/mounts is the mount on top.
+    Ok(match mounts.iter().rev().find(|m| m.path == own) {
+        Some(m) if m.page_size == page_size => HugetlbfsChoice::OwnLeftover(own),
+        Some(m) => {
+            return Err(format!(
+                "{} is a hugetlbfs of {} KiB pages, not the default {} KiB",
+                own.display(),
+                m.page_size / 1024,
+                page_size / 1024
+            ));
+        }
+        None => HugetlbfsChoice::Mount(own),
+    })
+}
+
+/// The hugetlbfs directory for the region (see [`choose_hugetlbfs`]),
+/// mounting the appliance's own when needed.
 fn hugetlbfs_dir(
     config: &MemoryConfig,
     state_dir: &Path,
@@ -211,23 +266,15 @@ fn hugetlbfs_dir(
 ) -> Result<PathBuf, String> {
     let mounts = hugepages::hugetlbfs_mounts(page_size)
         .map_err(|e| format!("cannot read /proc/mounts: {e}"))?;
-    if !config.hugetlbfs_mount.as_os_str().is_empty() {
-        let wanted = &config.hugetlbfs_mount;
-        return mounts
-            .iter()
-            .find(|m| &m.path == wanted)
-            .map(|m| m.path.clone())
-            .ok_or_else(|| {
-                format!(
-                    "memory.hugetlbfs_mount {} is not a hugetlbfs mount",
-                    wanted.display()
-                )
-            });
-    }
-    if let Some(found) = mounts.iter().find(|m| m.page_size == page_size) {
-        return Ok(found.path.clone());
-    }
-    let dir = state_dir.join("hugepages");
+    let dir = match choose_hugetlbfs(&config.hugetlbfs_mount, state_dir, page_size, &mounts)? {
+        HugetlbfsChoice::Configured(dir) => return Ok(dir),
+        HugetlbfsChoice::OwnLeftover(dir) => {
+            tracing::info!(path = %dir.display(), "reusing the hugetlbfs an earlier run left mounted");
+            undo.mounted = Some(dir.clone());
+            return Ok(dir);
+        }
+        HugetlbfsChoice::Mount(dir) => dir,
+    };
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let options = format!("pagesize={}K,mode=0700", page_size / 1024);
     mount(
@@ -239,7 +286,7 @@ fn hugetlbfs_dir(
     )
     .map_err(|errno| {
         format!(
-            "no hugetlbfs mounted and mounting one at {} failed: {errno}",
+            "mounting hugetlbfs at {} failed: {errno} (memory.hugetlbfs_mount names an existing mount)",
             dir.display()
         )
     })?;
@@ -357,6 +404,54 @@ fn create_region_file(path: &Path, len: u64, undo: &mut Undo) -> std::io::Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn mount(path: &str, page_size: u64) -> hugepages::HugetlbfsMount {
+        hugepages::HugetlbfsMount {
+            path: PathBuf::from(path),
+            page_size,
+        }
+    }
+
+    const TWO_MIB: u64 = 2 << 20;
+
+    #[test]
+    fn region_never_goes_to_someone_elses_hugetlbfs() {
+        // /dev/hugepages (systemd's), another appliance's private mount and
+        // a stale one of a killed appliance: none is ours.
+        let mounts = [
+            mount("/dev/hugepages", TWO_MIB),
+            mount("/srv/other/state/hugepages", TWO_MIB),
+            mount("/tmp/killed/state/hugepages", TWO_MIB),
+        ];
+        let state = Path::new("/srv/mine/state");
+        assert_eq!(
+            choose_hugetlbfs(Path::new(""), state, TWO_MIB, &mounts),
+            Ok(HugetlbfsChoice::Mount(state.join("hugepages")))
+        );
+    }
+
+    #[test]
+    fn own_leftover_or_configured_hugetlbfs_is_used() {
+        let state = Path::new("/srv/mine/state");
+        let mounts = [
+            mount("/dev/hugepages", TWO_MIB),
+            mount("/srv/mine/state/hugepages", TWO_MIB),
+        ];
+        assert_eq!(
+            choose_hugetlbfs(Path::new(""), state, TWO_MIB, &mounts),
+            Ok(HugetlbfsChoice::OwnLeftover(state.join("hugepages")))
+        );
+        assert_eq!(
+            choose_hugetlbfs(Path::new("/dev/hugepages"), state, TWO_MIB, &mounts),
+            Ok(HugetlbfsChoice::Configured(PathBuf::from("/dev/hugepages")))
+        );
+        let err = choose_hugetlbfs(Path::new("/mnt/huge"), state, TWO_MIB, &mounts).unwrap_err();
+        assert!(err.contains("/mnt/huge is not a hugetlbfs mount"), "{err}");
+        let gigantic = [mount("/dev/hugepages", 1 << 30)];
+        let err =
+            choose_hugetlbfs(Path::new("/dev/hugepages"), state, TWO_MIB, &gigantic).unwrap_err();
+        assert!(err.contains("1048576 KiB pages"), "{err}");
+    }
 
     #[test]
     fn region_name_is_stable_and_distinct_per_state_dir() {

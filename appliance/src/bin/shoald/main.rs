@@ -7,10 +7,12 @@
 
 mod child;
 mod control;
+mod descriptor_limit;
 mod dev_build;
 mod init;
 mod launch;
 mod notify;
+mod owner_only;
 mod restart_policy;
 mod supervisor;
 
@@ -45,6 +47,9 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Before anything is created: every file shoald and its children make
+    // is owner-only.
+    owner_only::set_umask();
     logging::init(Role::Supervisor);
     let as_init = init::running_as_init();
     if as_init {
@@ -89,6 +94,8 @@ fn main() -> ExitCode {
 }
 
 fn run(config: ApplianceConfig) -> anyhow::Result<()> {
+    // Before any child starts: they inherit it.
+    descriptor_limit::raise();
     let binaries_dir = if config.binaries.dir.as_os_str().is_empty() {
         let exe = std::env::current_exe().context("cannot locate shoald's own executable")?;
         exe.parent()
