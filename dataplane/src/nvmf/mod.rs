@@ -6,6 +6,7 @@
 //! RPCs change, and the [`listener`]s (portals) connections arrive on.
 
 pub mod admin_commands;
+pub mod auth;
 pub mod command;
 pub mod connection;
 pub mod controller;
