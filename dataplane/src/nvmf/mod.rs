@@ -15,4 +15,5 @@ pub mod io_commands;
 pub mod listener;
 pub mod pdu;
 pub mod queue;
+pub mod queue_auth;
 pub mod subsystem;

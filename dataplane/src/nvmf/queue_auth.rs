@@ -1,0 +1,184 @@
+//! In-band authentication of one queue, between the pure DH-HMAC-CHAP
+//! state machine ([`super::auth::dhchap`]) and the queue: which host
+//! entries require it, the Connect response bit that tells the host,
+//! the gate that refuses every other command until the queue has
+//! authenticated, the Authentication Send/Receive commands, and the
+//! deadline after which a queue that has not authenticated is closed.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::auth::dhchap::{Authenticator, Credentials, ReceiveOutcome};
+use super::auth::messages::MAX_MESSAGE_LEN;
+use super::auth::{SECP_AUTHENTICATION, SPSP};
+use super::command::{Command, Status, admin, fabrics};
+use super::queue::Response;
+use super::subsystem::{Subsystem, Target};
+use crate::bdev::IoBuf;
+
+/// Time a queue that must authenticate has, from its Connect, to finish:
+/// hosts authenticate right after Connect and take milliseconds (ffdhe8192
+/// included); a queue that idles unauthenticated only holds resources
+/// (a controller ID, an I/O queue ID).
+pub const AUTH_DEADLINE: Duration = Duration::from_secs(10);
+/// Connect response DW0, AUTHREQ.ATR: authentication transaction required.
+pub const CONNECT_AUTHREQ_ATR: u32 = 1 << 17;
+
+/// The credentials host `hostnqn` must authenticate with on `subsystem`:
+/// `None` when its entry has no keys (the host NQN check alone applies),
+/// an error when a key it names is not in the keyring (the host is then
+/// refused: a missing key never means "no authentication").
+pub fn credentials(
+    target: &Target,
+    subsystem: &Subsystem,
+    hostnqn: &str,
+) -> Result<Option<Credentials>, String> {
+    let Some(keys) = subsystem.host_keys(hostnqn) else {
+        return Ok(None);
+    };
+    let host_key = target
+        .keyring
+        .get(&keys.dhchap_key)
+        .ok_or_else(|| format!("key {} is not in the keyring", keys.dhchap_key))?;
+    let controller_key = match &keys.dhchap_ctrlr_key {
+        None => None,
+        Some(name) => Some(
+            target
+                .keyring
+                .get(name)
+                .ok_or_else(|| format!("key {name} is not in the keyring"))?,
+        ),
+    };
+    Ok(Some(Credentials {
+        hostnqn: hostnqn.to_string(),
+        subnqn: subsystem.nqn.clone(),
+        host_key,
+        controller_key,
+    }))
+}
+
+/// A queue's authentication.
+pub struct QueueAuth {
+    authenticator: Authenticator,
+    /// Cancelled to close this connection: the deadline passed, the host
+    /// failed too often, or (as its parent) the controller ended.
+    close: CancellationToken,
+    /// Set once the queue has authenticated: the deadline then does nothing.
+    settled: Rc<Cell<bool>>,
+    qid: u16,
+    peer: SocketAddr,
+}
+
+impl QueueAuth {
+    /// Starts the authentication of queue `qid` and its deadline.
+    pub fn start(
+        credentials: Credentials,
+        target: &Target,
+        controller_gone: &CancellationToken,
+        qid: u16,
+        peer: SocketAddr,
+    ) -> Self {
+        let close = controller_gone.child_token();
+        let settled = Rc::new(Cell::new(false));
+        {
+            let (close, settled) = (close.clone(), Rc::clone(&settled));
+            let hostnqn = credentials.hostnqn.clone();
+            tokio::task::spawn_local(async move {
+                tokio::select! {
+                    _ = close.cancelled() => {}
+                    _ = tokio::time::sleep(AUTH_DEADLINE) => {
+                        if !settled.get() {
+                            tracing::info!(hostnqn, qid, %peer, "queue did not authenticate within {AUTH_DEADLINE:?}: closing");
+                            close.cancel();
+                        }
+                    }
+                }
+            });
+        }
+        Self {
+            authenticator: Authenticator::new(credentials, target.auth_policy()),
+            close,
+            settled,
+            qid,
+            peer,
+        }
+    }
+
+    /// Fires when this queue's connection should end.
+    pub fn close_token(&self) -> CancellationToken {
+        self.close.clone()
+    }
+
+    /// `Some(status)` when `command` may not run yet: before the queue
+    /// has authenticated, only Connect and the authentication commands do.
+    pub fn gate(&self, command: &Command) -> Option<Status> {
+        if self.authenticator.authenticated() {
+            return None;
+        }
+        let allowed = command.opcode() == admin::FABRICS
+            && matches!(
+                command.fctype(),
+                fabrics::CONNECT | fabrics::AUTHENTICATION_SEND | fabrics::AUTHENTICATION_RECEIVE
+            );
+        (!allowed).then_some(Status::AUTHENTICATION_REQUIRED)
+    }
+
+    /// Authentication Send (`fabrics::AUTHENTICATION_SEND`) or Receive.
+    pub fn execute(&mut self, command: &Command, data: Option<IoBuf>) -> Response {
+        let cid = command.cid();
+        // CDW10: SECP in byte 43, SPSP1 in 42, SPSP0 in 41; CDW11: TL/AL.
+        if command.byte(43) != SECP_AUTHENTICATION
+            || command.byte(42) != SPSP
+            || command.byte(41) != SPSP
+        {
+            return Response::status(cid, Status::INVALID_FIELD);
+        }
+        let length = command.dword_at(44) as usize;
+        let was_authenticated = self.authenticator.authenticated();
+        let response = if command.fctype() == fabrics::AUTHENTICATION_SEND {
+            let data = data.as_ref().map_or(&[][..], |d| d.as_slice());
+            if length == 0 || length > MAX_MESSAGE_LEN || length != data.len() {
+                return Response::status(cid, Status::INVALID_FIELD);
+            }
+            self.authenticator.on_send(data);
+            Response::status(cid, Status::SUCCESS)
+        } else {
+            let wanted = length.min(command.sgl().length as usize);
+            if wanted == 0 {
+                return Response::status(cid, Status::INVALID_FIELD);
+            }
+            match self.authenticator.on_receive(wanted) {
+                ReceiveOutcome::Data(bytes) => Response::data(cid, bytes, wanted),
+                ReceiveOutcome::TooSmall { .. } => Response::status(cid, Status::INVALID_FIELD),
+            }
+        };
+        self.after_step(was_authenticated);
+        response
+    }
+
+    fn after_step(&mut self, was_authenticated: bool) {
+        let now = self.authenticator.authenticated();
+        if now && !was_authenticated {
+            self.settled.set(true);
+            tracing::info!(qid = self.qid, peer = %self.peer, "queue authenticated (DH-HMAC-CHAP)");
+        } else if was_authenticated && !now {
+            tracing::info!(qid = self.qid, peer = %self.peer, "queue re-authentication failed");
+        }
+        if self.authenticator.exhausted() {
+            tracing::info!(qid = self.qid, peer = %self.peer, "queue failed authentication too often: closing");
+            self.close.cancel();
+        }
+    }
+}
+
+/// The most data an Authentication Send may bring: checked before any
+/// buffer is allocated or R2T sent for it.
+pub fn send_data_too_long(command: &Command) -> bool {
+    command.opcode() == admin::FABRICS
+        && command.fctype() == fabrics::AUTHENTICATION_SEND
+        && command.sgl().length as usize > MAX_MESSAGE_LEN
+}
