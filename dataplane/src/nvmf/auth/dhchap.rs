@@ -128,9 +128,11 @@ impl Authenticator {
         self.authenticated
     }
 
-    /// Whether the host has failed too often: the queue should close.
+    /// Whether the host has failed too often and has been told so (no
+    /// AUTH_Failure1 still due): the queue should close.
     pub fn exhausted(&self) -> bool {
         self.failed_transactions >= MAX_FAILED_TRANSACTIONS
+            && !matches!(self.state, State::Failure1Due { .. })
     }
 
     /// Fails the transaction: the next Receive returns AUTH_Failure1.
