@@ -294,16 +294,49 @@ fn a_queue_that_never_authenticates_runs_nothing_and_is_closed() {
     let keys = tempfile::tempdir().unwrap();
     let appliance = target(&keys, false);
     let mut host = Initiator::connect(appliance.nvmf_address(0), false, false).unwrap();
-    connect_admin(&mut host);
+    let cqe = host
+        .fabric_connect(0, 31, 0xffff, SUBNQN, HOST, 1000)
+        .unwrap();
+    assert!(cqe.ok() && cqe.dw0 & ATR == ATR, "{cqe:?}");
     assert_everything_refused(&mut host);
     // Out-of-order messages get AUTH_Failure1, not a queue.
     let (cqe, failure) = host.auth_receive(4096).unwrap();
     assert!(cqe.ok());
     assert_eq!(&failure[..2], &[0x00, 0xf1]);
     assert_everything_refused(&mut host);
-    // The authentication deadline (10 s) closes it.
-    let waited = wait_closed(&mut host, Duration::from_secs(20));
-    assert!(waited < Duration::from_secs(15), "{waited:?}");
+    // The authentication deadline (30 s) closes it; the keep-alive
+    // timeout (1 s here) does not end the controller before that.
+    let waited = wait_closed(&mut host, Duration::from_secs(45));
+    assert!(waited > Duration::from_secs(25), "{waited:?}");
+}
+
+/// Found with the Linux initiator in a TCG guest: its first ffdhe8192
+/// exchange took longer than KATO, and the controller ended before the
+/// Reply came. The host sends no Keep Alive before it has authenticated.
+#[test]
+fn a_slow_host_may_authenticate_after_its_keep_alive_timeout() {
+    let keys = tempfile::tempdir().unwrap();
+    let appliance = target(&keys, false);
+    let mut host = Initiator::connect(appliance.nvmf_address(0), false, false).unwrap();
+    let cqe = host
+        .fabric_connect(0, 31, 0xffff, SUBNQN, HOST, 1000)
+        .unwrap();
+    assert!(cqe.ok() && cqe.dw0 & ATR == ATR, "{cqe:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    let outcome = host
+        .authenticate(&auth(&[SHA256], &[NULL_GROUP], false))
+        .unwrap();
+    assert!(
+        matches!(outcome, AuthOutcome::Authenticated { .. }),
+        "{outcome:?}"
+    );
+    enable(&mut host);
+    // Authenticated, the keep-alive timeout applies again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        host.identify(1, 0).is_err(),
+        "the controller ended after KATO"
+    );
 }
 
 #[test]

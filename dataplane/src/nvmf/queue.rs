@@ -470,8 +470,8 @@ impl Queue {
                 "controller created"
             );
             let cntlid = controller.cntlid;
-            self.auth = credentials
-                .map(|c| QueueAuth::start(c, &self.target, &controller.gone, 0, self.peer));
+            self.auth =
+                credentials.map(|c| QueueAuth::start(c, &self.target, &controller, 0, self.peer));
             self.controller = Some(controller);
             self.role = Role::Admin;
             self.qid = Some(0);
@@ -497,8 +497,8 @@ impl Queue {
             return invalid_parameter(cid, false, 42);
         }
         controller.touch();
-        self.auth = credentials
-            .map(|c| QueueAuth::start(c, &self.target, &controller.gone, qid, self.peer));
+        self.auth =
+            credentials.map(|c| QueueAuth::start(c, &self.target, &controller, qid, self.peer));
         self.controller = Some(controller);
         self.role = Role::Io {
             channels: HashMap::new(),
