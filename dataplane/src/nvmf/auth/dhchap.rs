@@ -236,7 +236,7 @@ impl Authenticator {
         let state = std::mem::replace(&mut self.state, State::Idle);
         let (message, next) = match state {
             State::ChallengeDue { t_id, hash, group } => {
-                let challenge = random_bytes(hash.len());
+                let challenge = random_bytes(hash.output_len());
                 let seqnum = random_seqnum();
                 let key = EphemeralKey::generate(group);
                 let message = Message::Challenge {
@@ -267,7 +267,7 @@ impl Authenticator {
                 let bidirectional = controller_response.is_some();
                 let message = Message::Success1 {
                     t_id,
-                    hash_len: hash.len() as u8,
+                    hash_len: hash.output_len() as u8,
                     response: controller_response.map(|r| r.to_vec()),
                 };
                 if bidirectional {
@@ -356,7 +356,7 @@ impl Authenticator {
         s2: u32,
         dh_value: &[u8],
     ) -> Result<Option<Zeroizing<Vec<u8>>>, u8> {
-        if response.len() != hash.len() {
+        if response.len() != hash.output_len() {
             return Err(explanation::HASH_UNUSABLE);
         }
         let session_key = match key {
@@ -578,7 +578,7 @@ mod tests {
                 HOSTNQN,
                 SUBNQN,
             );
-            self.c2 = vec![0x77; hash.len()];
+            self.c2 = vec![0x77; hash.output_len()];
             self.s2 = 0x1234_5678;
             Message::Reply {
                 t_id,

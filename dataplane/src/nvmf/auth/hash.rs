@@ -55,7 +55,7 @@ impl HashFunction {
     }
 
     /// The output length HL: also the length of challenges and responses.
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             HashFunction::Sha256 => 32,
             HashFunction::Sha384 => 48,
