@@ -241,11 +241,12 @@ fn sha512_and_ffdhe2048_authenticate_both_ways() {
         "{outcome:?}"
     );
     assert!(io.write(1, 8, &[0x11; BLOCK], BLOCK, false).unwrap().ok());
-    // A host that offers everything gets the strongest the controller allows.
+    // A host that offers everything gets the strongest hash and the
+    // cheapest real DH exchange.
     let mut other = Initiator::connect(appliance.nvmf_address(0), false, false).unwrap();
     connect_admin(&mut other);
     let outcome = other
-        .authenticate(&auth(&[1, 2, 3], &[0, 1], false))
+        .authenticate(&auth(&[1, 2, 3], &[0, 1, 2, 3, 4, 5], false))
         .unwrap();
     assert_eq!(
         outcome,
@@ -254,6 +255,37 @@ fn sha512_and_ffdhe2048_authenticate_both_ways() {
             dh_group_id: FFDHE2048
         }
     );
+    // nvmf_set_config limits what later queues may use.
+    let bad = appliance.dataplane_rpc(
+        0,
+        "nvmf_set_config",
+        Some(json!({"dhchap_dhgroups": ["ffdhe1024"]})),
+    );
+    assert!(bad.is_err());
+    rpc(
+        &appliance,
+        "nvmf_set_config",
+        json!({"dhchap_digests": ["sha256"], "dhchap_dhgroups": ["null"]}),
+    );
+    let mut limited = Initiator::connect(appliance.nvmf_address(0), false, false).unwrap();
+    connect_admin(&mut limited);
+    let outcome = limited
+        .authenticate(&auth(&[1, 2, 3], &[0, 1, 2, 3, 4, 5], false))
+        .unwrap();
+    assert_eq!(
+        outcome,
+        AuthOutcome::Authenticated {
+            hash_id: SHA256,
+            dh_group_id: NULL_GROUP
+        }
+    );
+    let mut refused = Initiator::connect(appliance.nvmf_address(0), false, false).unwrap();
+    connect_admin(&mut refused);
+    // Reason code explanation 04h: hash function not usable.
+    let outcome = refused
+        .authenticate(&auth(&[SHA512], &[FFDHE2048], false))
+        .unwrap();
+    assert_eq!(outcome, AuthOutcome::Failure1(0x04));
 }
 
 #[test]
