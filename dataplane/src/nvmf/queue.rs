@@ -215,6 +215,27 @@ impl Queue {
         if let Some(controller) = queue.borrow().controller() {
             controller.touch();
         }
+        if queue_auth::is_auth_command(&command) {
+            let step = match &queue.borrow().auth {
+                Some(auth) => auth.prepare(&command, data),
+                None => Err(Response::status(
+                    command.cid(),
+                    Status::COMMAND_SEQUENCE_ERROR,
+                )),
+            };
+            let response = match step {
+                Ok(step) => {
+                    let outcome = step.run().await;
+                    if let Some(auth) = &queue.borrow().auth {
+                        auth.finish(&outcome);
+                    }
+                    outcome.response
+                }
+                Err(response) => response,
+            };
+            send_response(outgoing, response);
+            return;
+        }
         if command.opcode() == admin::FABRICS {
             let response = queue.borrow_mut().fabrics(&command, data, outgoing);
             send_response(outgoing, response);
@@ -340,12 +361,6 @@ impl Queue {
                         Ok(()) => Response::status(cid, Status::SUCCESS),
                         Err(status) => Response::status(cid, status),
                     }
-                }
-            }
-            fabrics::AUTHENTICATION_SEND | fabrics::AUTHENTICATION_RECEIVE => {
-                match &mut self.auth {
-                    Some(auth) => auth.execute(command, data),
-                    None => Response::status(cid, Status::COMMAND_SEQUENCE_ERROR),
                 }
             }
             fabrics::DISCONNECT => {

@@ -8,7 +8,7 @@
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -72,7 +72,13 @@ pub fn credentials(
 
 /// A queue's authentication.
 pub struct QueueAuth {
-    authenticator: Authenticator,
+    /// Shared with the blocking thread a step runs on: the DH
+    /// exponentiations take up to hundreds of milliseconds and must not
+    /// stall the reactor's other connections.
+    authenticator: Arc<Mutex<Authenticator>>,
+    /// Whether the last step left the queue authenticated (read by the
+    /// gate on every command, without the lock).
+    authenticated: Cell<bool>,
     /// Cancelled to close this connection: the deadline passed, the host
     /// failed too often, or (as its parent) the controller ended.
     close: CancellationToken,
@@ -118,7 +124,11 @@ impl QueueAuth {
             });
         }
         Self {
-            authenticator: Authenticator::new(credentials, target.auth_policy()),
+            authenticator: Arc::new(Mutex::new(Authenticator::new(
+                credentials,
+                target.auth_policy(),
+            ))),
+            authenticated: Cell::new(false),
             close,
             settled,
             qid,
@@ -134,7 +144,7 @@ impl QueueAuth {
     /// `Some(status)` when `command` may not run yet: before the queue
     /// has authenticated, only Connect and the authentication commands do.
     pub fn gate(&self, command: &Command) -> Option<Status> {
-        if self.authenticator.authenticated() {
+        if self.authenticated.get() {
             return None;
         }
         let allowed = command.opcode() == admin::FABRICS
@@ -145,48 +155,54 @@ impl QueueAuth {
         (!allowed).then_some(Status::AUTHENTICATION_REQUIRED)
     }
 
-    /// Authentication Send (`fabrics::AUTHENTICATION_SEND`) or Receive.
-    pub fn execute(&mut self, command: &Command, data: Option<IoBuf>) -> Response {
+    /// Checks an Authentication Send or Receive and returns the step to
+    /// run, or the answer when its fields are wrong.
+    pub fn prepare(&self, command: &Command, data: Option<IoBuf>) -> Result<AuthStep, Response> {
         let cid = command.cid();
         // CDW10: SECP in byte 43, SPSP1 in 42, SPSP0 in 41; CDW11: TL/AL.
         if command.byte(43) != SECP_AUTHENTICATION
             || command.byte(42) != SPSP
             || command.byte(41) != SPSP
         {
-            return Response::status(cid, Status::INVALID_FIELD);
+            return Err(Response::status(cid, Status::INVALID_FIELD));
         }
         let length = command.dword_at(44) as usize;
-        let was_authenticated = self.authenticator.authenticated();
-        let response = if command.fctype() == fabrics::AUTHENTICATION_SEND {
+        let kind = if command.fctype() == fabrics::AUTHENTICATION_SEND {
             let data = data.as_ref().map_or(&[][..], |d| d.as_slice());
             if length == 0 || length > MAX_MESSAGE_LEN || length != data.len() {
-                return Response::status(cid, Status::INVALID_FIELD);
+                return Err(Response::status(cid, Status::INVALID_FIELD));
             }
-            self.authenticator.on_send(data);
-            Response::status(cid, Status::SUCCESS)
+            StepKind::Send(data.to_vec())
         } else {
             let wanted = length.min(command.sgl().length as usize);
             if wanted == 0 {
-                return Response::status(cid, Status::INVALID_FIELD);
+                return Err(Response::status(cid, Status::INVALID_FIELD));
             }
-            match self.authenticator.on_receive(wanted) {
-                ReceiveOutcome::Data(bytes) => Response::data(cid, bytes, wanted),
-                ReceiveOutcome::TooSmall { .. } => Response::status(cid, Status::INVALID_FIELD),
-            }
+            StepKind::Receive(wanted)
         };
-        self.after_step(was_authenticated);
-        response
+        Ok(AuthStep {
+            authenticator: Arc::clone(&self.authenticator),
+            kind,
+            cid,
+        })
     }
 
-    fn after_step(&mut self, was_authenticated: bool) {
-        let now = self.authenticator.authenticated();
+    /// Records what a step did: logs, the deadline, closing after too
+    /// many failures.
+    pub fn finish(&self, outcome: &StepOutcome) {
+        self.authenticated.set(outcome.authenticated_after);
+        self.after_step(outcome);
+    }
+
+    fn after_step(&self, outcome: &StepOutcome) {
+        let (was_authenticated, now) = (outcome.authenticated_before, outcome.authenticated_after);
         if now && !was_authenticated {
             self.settled.set(true);
             tracing::info!(qid = self.qid, peer = %self.peer, "queue authenticated (DH-HMAC-CHAP)");
         } else if was_authenticated && !now {
             tracing::info!(qid = self.qid, peer = %self.peer, "queue re-authentication failed");
         }
-        if self.authenticator.exhausted() {
+        if outcome.exhausted {
             tracing::info!(qid = self.qid, peer = %self.peer, "queue failed authentication too often: closing");
             self.close.cancel();
         }
@@ -199,4 +215,84 @@ pub fn send_data_too_long(command: &Command) -> bool {
     command.opcode() == admin::FABRICS
         && command.fctype() == fabrics::AUTHENTICATION_SEND
         && command.sgl().length as usize > MAX_MESSAGE_LEN
+}
+
+/// One Authentication Send or Receive, ready to run off the reactor.
+pub struct AuthStep {
+    authenticator: Arc<Mutex<Authenticator>>,
+    kind: StepKind,
+    cid: u16,
+}
+
+enum StepKind {
+    Send(Vec<u8>),
+    /// Up to this many bytes.
+    Receive(usize),
+}
+
+/// What a step did.
+pub struct StepOutcome {
+    pub response: Response,
+    authenticated_before: bool,
+    authenticated_after: bool,
+    exhausted: bool,
+}
+
+impl AuthStep {
+    /// Runs the step on a blocking thread.
+    pub async fn run(self) -> StepOutcome {
+        let AuthStep {
+            authenticator,
+            kind,
+            cid,
+        } = self;
+        let ran = tokio::task::spawn_blocking(move || {
+            let mut authenticator = authenticator.lock().expect("authenticator lock");
+            let before = authenticator.authenticated();
+            let data = match kind {
+                StepKind::Send(message) => {
+                    authenticator.on_send(&message);
+                    None
+                }
+                StepKind::Receive(wanted) => Some((authenticator.on_receive(wanted), wanted)),
+            };
+            (
+                data,
+                before,
+                authenticator.authenticated(),
+                authenticator.exhausted(),
+            )
+        })
+        .await;
+        let Ok((data, before, after, exhausted)) = ran else {
+            return StepOutcome {
+                response: Response::status(cid, Status::INTERNAL_ERROR),
+                authenticated_before: false,
+                authenticated_after: false,
+                exhausted: true,
+            };
+        };
+        let response = match data {
+            None => Response::status(cid, Status::SUCCESS),
+            Some((ReceiveOutcome::Data(bytes), wanted)) => Response::data(cid, bytes, wanted),
+            Some((ReceiveOutcome::TooSmall { .. }, _)) => {
+                Response::status(cid, Status::INVALID_FIELD)
+            }
+        };
+        StepOutcome {
+            response,
+            authenticated_before: before,
+            authenticated_after: after,
+            exhausted,
+        }
+    }
+}
+
+/// Whether `command` is an Authentication Send or Receive.
+pub fn is_auth_command(command: &Command) -> bool {
+    command.opcode() == admin::FABRICS
+        && matches!(
+            command.fctype(),
+            fabrics::AUTHENTICATION_SEND | fabrics::AUTHENTICATION_RECEIVE
+        )
 }

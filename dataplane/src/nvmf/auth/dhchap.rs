@@ -158,7 +158,13 @@ impl Authenticator {
             descriptors,
         } = &message
         {
-            // A Negotiate (re)starts the transaction in any state.
+            // A Negotiate (re)starts the transaction in any state; one
+            // abandoned before it authenticated counts as failed, so a host
+            // cannot have challenges (and their DH exponentiations) made
+            // without end.
+            if !matches!(self.state, State::Idle) && !self.authenticated {
+                self.failed_transactions += 1;
+            }
             return match self.negotiate(*sc_c, descriptors) {
                 Ok((hash, group)) => {
                     self.state = State::ChallengeDue {
@@ -877,6 +883,28 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn restarting_without_end_exhausts_the_queue() {
+        let mut auth = authenticator(false);
+        for _ in 0..MAX_FAILED_TRANSACTIONS {
+            assert!(!auth.exhausted());
+            auth.on_send(&negotiate(1, &[1], &[1]));
+            data(auth.on_receive(4096));
+        }
+        auth.on_send(&negotiate(1, &[1], &[1]));
+        assert!(auth.exhausted());
+        // A completed transaction is not abandoned: re-authentication
+        // of an authenticated queue may restart freely.
+        let mut auth = authenticator(false);
+        for _ in 0..2 * MAX_FAILED_TRANSACTIONS {
+            auth.on_send(&negotiate(1, &[1], &[0]));
+            let challenge = data(auth.on_receive(4096));
+            auth.on_send(&host(0x11).reply(&challenge, false));
+            data(auth.on_receive(4096));
+            assert!(auth.authenticated() && !auth.exhausted());
+        }
     }
 
     #[test]
