@@ -3,6 +3,7 @@
 //! free loopback ports, talks to it over its control socket, and always
 //! cleans up its processes.
 
+pub mod dhchap_host;
 pub mod event_receiver;
 pub mod nbd_client;
 pub mod nvme_initiator;

@@ -28,6 +28,8 @@ pub mod fabrics {
     pub const PROPERTY_SET: u8 = 0x00;
     pub const CONNECT: u8 = 0x01;
     pub const PROPERTY_GET: u8 = 0x04;
+    pub const AUTHENTICATION_SEND: u8 = 0x05;
+    pub const AUTHENTICATION_RECEIVE: u8 = 0x06;
     pub const DISCONNECT: u8 = 0x08;
 }
 
@@ -78,6 +80,9 @@ impl Status {
     pub const CONNECT_INVALID_PARAMETERS: Status = Status::specific(0x82).no_retry();
     /// Fabrics: Connect Invalid Host.
     pub const CONNECT_INVALID_HOST: Status = Status::specific(0x84).no_retry();
+    /// Fabrics: Authentication Required (the queue has not completed
+    /// in-band authentication).
+    pub const AUTHENTICATION_REQUIRED: Status = Status::specific(0x91).no_retry();
     /// Fabrics: Invalid Queue Type.
     pub const INVALID_QUEUE_TYPE: Status = Status::specific(0x85).no_retry();
     /// Media error: unrecovered read error.

@@ -171,7 +171,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut controller_gone: Option<CancellationToken> = None;
     loop {
         if controller_gone.is_none() {
-            controller_gone = queue.borrow().controller().map(|c| c.gone.clone());
+            controller_gone = queue.borrow().gone_token();
         }
         let mut common = [0u8; pdu::COMMON_HEADER_LEN];
         tokio::select! {
@@ -435,6 +435,9 @@ fn prepare(command: &Command, in_capsule: Option<IoBuf>, options: &TransportOpti
             Prepared::Run(Some(buf))
         }
         sgl::TRANSPORT => {
+            if super::queue_auth::send_data_too_long(command) {
+                return Prepared::Fail(Status::DATA_SGL_LENGTH_INVALID);
+            }
             if in_capsule.is_some() {
                 return Prepared::Fail(Status::INVALID_SGL_DESCRIPTOR);
             }

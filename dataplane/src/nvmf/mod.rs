@@ -6,6 +6,7 @@
 //! RPCs change, and the [`listener`]s (portals) connections arrive on.
 
 pub mod admin_commands;
+pub mod auth;
 pub mod command;
 pub mod connection;
 pub mod controller;
@@ -14,4 +15,5 @@ pub mod io_commands;
 pub mod listener;
 pub mod pdu;
 pub mod queue;
+pub mod queue_auth;
 pub mod subsystem;

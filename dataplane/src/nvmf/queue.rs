@@ -13,6 +13,7 @@ use tokio::sync::{Semaphore, mpsc};
 use super::command::{Command, Completion, Status, admin, fabrics};
 use super::connection::{Outgoing, send_response};
 use super::controller::Controller;
+use super::queue_auth::{self, CONNECT_AUTHREQ_ATR, QueueAuth};
 use super::subsystem::{Namespace, Target, TransportOptions};
 use super::{admin_commands, io_commands};
 use crate::bdev::{IoBuf, IoChannel};
@@ -82,6 +83,9 @@ pub struct Queue {
     sqflow_disabled: bool,
     controller: Option<Arc<Controller>>,
     disconnected: bool,
+    /// Present when the host's entry has keys: the queue must
+    /// authenticate before it runs anything else.
+    auth: Option<QueueAuth>,
 }
 
 /// Connect's data (1024 bytes).
@@ -142,11 +146,21 @@ impl Queue {
             sqflow_disabled: false,
             controller: None,
             disconnected: false,
+            auth: None,
         }
     }
 
     pub fn controller(&self) -> Option<&Arc<Controller>> {
         self.controller.as_ref()
+    }
+
+    /// Fires when this queue's connection should end: its controller
+    /// ended, or (with authentication) the queue failed to authenticate.
+    pub fn gone_token(&self) -> Option<tokio_util::sync::CancellationToken> {
+        match &self.auth {
+            Some(auth) => Some(auth.close_token()),
+            None => self.controller.as_ref().map(|c| c.gone.clone()),
+        }
     }
 
     pub fn qid(&self) -> Option<u16> {
@@ -193,8 +207,34 @@ impl Queue {
         data: Option<IoBuf>,
         outgoing: &mpsc::UnboundedSender<Outgoing>,
     ) {
+        let refused = queue.borrow().auth.as_ref().and_then(|a| a.gate(&command));
+        if let Some(status) = refused {
+            send_response(outgoing, Response::status(command.cid(), status));
+            return;
+        }
         if let Some(controller) = queue.borrow().controller() {
             controller.touch();
+        }
+        if queue_auth::is_auth_command(&command) {
+            let step = match &queue.borrow().auth {
+                Some(auth) => auth.prepare(&command, data),
+                None => Err(Response::status(
+                    command.cid(),
+                    Status::COMMAND_SEQUENCE_ERROR,
+                )),
+            };
+            let response = match step {
+                Ok(step) => {
+                    let outcome = step.run().await;
+                    if let Some(auth) = &queue.borrow().auth {
+                        auth.finish(&outcome);
+                    }
+                    outcome.response
+                }
+                Err(response) => response,
+            };
+            send_response(outgoing, response);
+            return;
         }
         if command.opcode() == admin::FABRICS {
             let response = queue.borrow_mut().fabrics(&command, data, outgoing);
@@ -377,6 +417,19 @@ impl Queue {
             tracing::info!(subnqn = connect.subnqn, hostnqn = connect.hostnqn, peer = %self.peer, "Connect refused: host not allowed");
             return Response::status(cid, Status::CONNECT_INVALID_HOST);
         }
+        let credentials = match queue_auth::credentials(&self.target, &subsystem, &connect.hostnqn)
+        {
+            Ok(credentials) => credentials,
+            Err(why) => {
+                tracing::info!(subnqn = connect.subnqn, hostnqn = connect.hostnqn, peer = %self.peer, "Connect refused: {why}");
+                return Response::status(cid, Status::CONNECT_INVALID_HOST);
+            }
+        };
+        let authreq = if credentials.is_some() {
+            CONNECT_AUTHREQ_ATR
+        } else {
+            0
+        };
         let depth_limit = if qid == 0 {
             self.options.max_aq_depth
         } else {
@@ -432,10 +485,12 @@ impl Queue {
                 "controller created"
             );
             let cntlid = controller.cntlid;
+            self.auth =
+                credentials.map(|c| QueueAuth::start(c, &self.target, &controller, 0, self.peer));
             self.controller = Some(controller);
             self.role = Role::Admin;
             self.qid = Some(0);
-            return Response::Done(Completion::with_dw0(cid, u32::from(cntlid)));
+            return Response::Done(Completion::with_dw0(cid, u32::from(cntlid) | authreq));
         }
 
         if subsystem.discovery {
@@ -457,6 +512,8 @@ impl Queue {
             return invalid_parameter(cid, false, 42);
         }
         controller.touch();
+        self.auth =
+            credentials.map(|c| QueueAuth::start(c, &self.target, &controller, qid, self.peer));
         self.controller = Some(controller);
         self.role = Role::Io {
             channels: HashMap::new(),
@@ -464,7 +521,7 @@ impl Queue {
             in_flight: Arc::new(Semaphore::new(usize::from(sqsize) + 1)),
         };
         self.qid = Some(qid);
-        Response::status(cid, Status::SUCCESS)
+        Response::Done(Completion::with_dw0(cid, authreq))
     }
 }
 

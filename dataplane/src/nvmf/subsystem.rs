@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::auth::dhchap::Policy;
+use super::auth::keyring::Keyring;
 use super::controller::Controller;
 use crate::bdev::Bdev;
 
@@ -200,11 +202,24 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The DH-HMAC-CHAP keys of a host entry, by keyring name (SPDK's
+/// `dhchap_key` / `dhchap_ctrlr_key` of `nvmf_subsystem_add_host`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostKeys {
+    /// The key the host proves it holds.
+    pub dhchap_key: String,
+    /// The key the controller proves it holds, to hosts that ask.
+    pub dhchap_ctrlr_key: Option<String>,
+}
+
 /// What can change in a subsystem.
 #[derive(Debug, Default)]
 pub struct SubsystemState {
     pub allow_any_host: bool,
     pub hosts: BTreeSet<String>,
+    /// Hosts that must authenticate: every queue of theirs needs
+    /// DH-HMAC-CHAP before it runs anything else.
+    pub host_keys: BTreeMap<String, HostKeys>,
     pub namespaces: BTreeMap<u32, Namespace>,
     pub listeners: Vec<ListenAddress>,
 }
@@ -271,6 +286,11 @@ impl Subsystem {
     pub fn host_allowed(&self, hostnqn: &str) -> bool {
         let state = self.read();
         state.allow_any_host || state.hosts.contains(hostnqn)
+    }
+
+    /// The keys host `hostnqn` authenticates with, if it must.
+    pub fn host_keys(&self, hostnqn: &str) -> Option<HostKeys> {
+        self.read().host_keys.get(hostnqn).cloned()
     }
 
     pub fn namespace(&self, nsid: u32) -> Option<Namespace> {
@@ -371,7 +391,7 @@ impl Subsystem {
             "subtype": if self.discovery { "Discovery" } else { "NVMe" },
             "listen_addresses": state.listeners.iter().map(ListenAddress::describe).collect::<Vec<_>>(),
             "allow_any_host": state.allow_any_host,
-            "hosts": state.hosts.iter().map(|h| json!({"nqn": h})).collect::<Vec<_>>(),
+            "hosts": state.hosts.iter().map(|h| describe_host(h, state.host_keys.get(h))).collect::<Vec<_>>(),
         });
         if !self.discovery {
             out["serial_number"] = json!(self.serial_number);
@@ -383,6 +403,18 @@ impl Subsystem {
         }
         out
     }
+}
+
+/// A host entry as `nvmf_get_subsystems` shows it: key names, never keys.
+fn describe_host(nqn: &str, keys: Option<&HostKeys>) -> Value {
+    let mut out = json!({"nqn": nqn});
+    if let Some(keys) = keys {
+        out["dhchap_key"] = json!(keys.dhchap_key);
+        if let Some(ctrlr_key) = &keys.dhchap_ctrlr_key {
+            out["dhchap_ctrlr_key"] = json!(ctrlr_key);
+        }
+    }
+    out
 }
 
 /// A discovery log entry this cluster advertises for a portal it does not
@@ -408,6 +440,11 @@ pub struct Target {
     /// Bumped whenever the discovery log would change.
     discovery_generation: AtomicU64,
     discovery: Arc<Subsystem>,
+    /// Named DH-HMAC-CHAP keys (`keyring_file_add_key`).
+    pub keyring: Keyring,
+    /// The hashes and DH groups hosts may authenticate with
+    /// (`nvmf_set_config` `dhchap_digests` / `dhchap_dhgroups`).
+    auth_policy: RwLock<Policy>,
 }
 
 impl Default for Target {
@@ -433,7 +470,17 @@ impl Target {
             referrals: Mutex::new(BTreeSet::new()),
             discovery_generation: AtomicU64::new(1),
             discovery,
+            keyring: Keyring::default(),
+            auth_policy: RwLock::new(Policy::default()),
         }
+    }
+
+    pub fn auth_policy(&self) -> Policy {
+        self.auth_policy.read().expect("policy lock").clone()
+    }
+
+    pub fn set_auth_policy(&self, policy: Policy) {
+        *self.auth_policy.write().expect("policy lock") = policy;
     }
 
     pub fn transport(&self) -> Option<TransportOptions> {

@@ -7,6 +7,7 @@
 mod bdev;
 mod framework;
 mod interconnect;
+mod keyring;
 mod nbd;
 mod nvmf;
 pub mod version;
@@ -49,6 +50,7 @@ pub fn router(context: Arc<Context>) -> Router {
     let router = nbd::register(router, &context);
     let router = nvmf::register(router, &context);
     let router = interconnect::register(router, &context);
+    let router = keyring::register(router, &context);
     framework::register(router, &context)
 }
 

@@ -4,7 +4,8 @@
 //! `nvmf_subsystem_add_ns` / `remove_ns`, `nvmf_subsystem_add_listener` /
 //! `remove_listener`, `nvmf_subsystem_add_host` / `remove_host`,
 //! `nvmf_subsystem_allow_any_host`, `nvmf_discovery_add_referral` /
-//! `remove_referral` / `get_referrals`.
+//! `remove_referral` / `get_referrals`, and `nvmf_set_config`'s
+//! `dhchap_digests` / `dhchap_dhgroups`.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -16,9 +17,11 @@ use serde_json::{Value, json};
 use shoal_appliance::jsonrpc::{Router, RpcError};
 
 use super::{Context, method};
+use crate::nvmf::auth::dh::DhGroup;
+use crate::nvmf::auth::hash::HashFunction;
 use crate::nvmf::subsystem::{
-    DEFAULT_MAX_NAMESPACES, DISCOVERY_NQN, ListenAddress, MAX_CNTLID, MAX_NAMESPACES, Namespace,
-    Referral, Subsystem, TransportOptions, default_cntlid_range,
+    DEFAULT_MAX_NAMESPACES, DISCOVERY_NQN, HostKeys, ListenAddress, MAX_CNTLID, MAX_NAMESPACES,
+    Namespace, Referral, Subsystem, TransportOptions, default_cntlid_range,
 };
 
 pub fn register(router: Router, context: &Arc<Context>) -> Router {
@@ -38,6 +41,7 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
     );
     let router = method(router, "nvmf_ns_add_host", context, ns_add_host);
     let router = method(router, "nvmf_ns_remove_host", context, ns_remove_host);
+    let router = method(router, "nvmf_set_config", context, set_config);
     let router = method(router, "nvmf_subsystem_add_host", context, add_host);
     let router = method(router, "nvmf_subsystem_remove_host", context, remove_host);
     let router = method(
@@ -550,16 +554,103 @@ struct Host {
     host: String,
 }
 
-async fn add_host(context: Arc<Context>, p: Host) -> Result<Value, RpcError> {
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddHost {
+    nqn: String,
+    host: String,
+    /// Keyring name of the key the host authenticates with (DH-HMAC-CHAP).
+    dhchap_key: Option<String>,
+    /// Keyring name of the key the controller authenticates with.
+    dhchap_ctrlr_key: Option<String>,
+}
+
+/// Allows a host; with `dhchap_key` every queue of its must authenticate.
+/// Adding a host again replaces its keys with the ones given.
+async fn add_host(context: Arc<Context>, p: AddHost) -> Result<Value, RpcError> {
     check_nqn(&p.host)?;
     let subsystem = subsystem(&context, &p.nqn)?;
-    subsystem.write().hosts.insert(p.host);
+    let keys = match (p.dhchap_key, p.dhchap_ctrlr_key) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(invalid("dhchap_ctrlr_key needs dhchap_key"));
+        }
+        (Some(dhchap_key), dhchap_ctrlr_key) => {
+            for name in std::iter::once(&dhchap_key).chain(dhchap_ctrlr_key.as_ref()) {
+                if !context.nvmf.keyring.contains(name) {
+                    return Err(RpcError::errno(
+                        Errno::ENOKEY,
+                        format!("key {name} is not in the keyring"),
+                    ));
+                }
+            }
+            Some(HostKeys {
+                dhchap_key,
+                dhchap_ctrlr_key,
+            })
+        }
+    };
+    {
+        let mut state = subsystem.write();
+        match keys {
+            Some(keys) => state.host_keys.insert(p.host.clone(), keys),
+            None => state.host_keys.remove(&p.host),
+        };
+        state.hosts.insert(p.host);
+    }
     context.nvmf.discovery_changed();
+    Ok(json!(true))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetConfig {
+    /// Hashes hosts may authenticate with: "sha256", "sha384", "sha512".
+    dhchap_digests: Option<Vec<String>>,
+    /// DH groups: "null", "ffdhe2048" ... "ffdhe8192".
+    dhchap_dhgroups: Option<Vec<String>>,
+}
+
+/// Limits the DH-HMAC-CHAP algorithms for queues that connect from now on.
+async fn set_config(context: Arc<Context>, p: SetConfig) -> Result<Value, RpcError> {
+    let mut policy = context.nvmf.auth_policy();
+    if let Some(names) = p.dhchap_digests {
+        let chosen = names
+            .iter()
+            .map(|n| {
+                HashFunction::from_name(n).ok_or_else(|| invalid(format!("unknown digest {n:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Keep the controller's preference order, strongest first.
+        policy.hashes = HashFunction::ALL
+            .into_iter()
+            .filter(|h| chosen.contains(h))
+            .collect();
+    }
+    if let Some(names) = p.dhchap_dhgroups {
+        let chosen = names
+            .iter()
+            .map(|n| {
+                DhGroup::from_name(n).ok_or_else(|| invalid(format!("unknown DH group {n:?}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        policy.dh_groups = DhGroup::ALL
+            .into_iter()
+            .filter(|g| chosen.contains(g))
+            .collect();
+    }
+    if policy.hashes.is_empty() || policy.dh_groups.is_empty() {
+        return Err(invalid(
+            "at least one digest and one DH group must stay allowed",
+        ));
+    }
+    context.nvmf.set_auth_policy(policy);
     Ok(json!(true))
 }
 
 async fn remove_host(context: Arc<Context>, p: Host) -> Result<Value, RpcError> {
     let subsystem = subsystem(&context, &p.nqn)?;
+    subsystem.write().host_keys.remove(&p.host);
     if !subsystem.write().hosts.remove(&p.host) {
         return Err(not_found(format!(
             "host {} is not allowed on {}",
