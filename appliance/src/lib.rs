@@ -9,6 +9,7 @@
 //! CLI are built on top of it; the dataplane and management crates depend on
 //! it, never the other way round.
 
+pub mod accept_backoff;
 pub mod clock;
 pub mod config;
 pub mod doorbell;

@@ -120,14 +120,15 @@ impl Sqe {
         self
     }
 
-    fn sgl(&mut self, identifier: u8, length: u32) {
+    /// Sets the data SGL: `identifier` 0x01 in-capsule, 0x5a transport.
+    pub fn sgl(&mut self, identifier: u8, length: u32) {
         self.0[24..32].fill(0);
         self.0[32..36].copy_from_slice(&length.to_le_bytes());
         self.0[36..39].fill(0);
         self.0[39] = identifier;
     }
 
-    fn set_cid(&mut self, cid: u16) {
+    pub fn set_cid(&mut self, cid: u16) {
         self.0[2..4].copy_from_slice(&cid.to_le_bytes());
     }
 }

@@ -1,27 +1,44 @@
 //! Method routing and the Unix-socket server.
+//!
+//! The server serves [`MAX_CONNECTIONS`] connections at once. A connection
+//! is *idle* while it waits for its next complete request; idle ones are
+//! closed after [`IDLE_TIMEOUT`], and when every slot is taken a new client
+//! takes the slot of the connection idle longest. So peers that connect and
+//! say nothing cannot keep the reconciler (or the CLI) out: a new client
+//! waits only while all connections are running requests.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use super::framing::{Decoder, FrameError};
 use super::message::{self, Request, RpcError, parse_params};
+use crate::accept_backoff::AcceptBackoff;
 
 /// What a method returns: its result, or the error to send back.
 pub type MethodResult = Result<Value, RpcError>;
 type BoxedFuture = Pin<Box<dyn Future<Output = MethodResult> + Send>>;
 type Handler = Arc<dyn Fn(Option<Value>) -> BoxedFuture + Send + Sync>;
 
-/// Connections served at once; more wait in the listen backlog.
+/// Connections served at once. Beyond it a new connection replaces the
+/// one idle longest, or waits (in the listen backlog) while none is idle.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Time a connection may wait for its next complete request (counted from
+/// when it connected or last got an answer, so trickling bytes does not
+/// extend it) before it is closed. Calls themselves are not limited here.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a new client that found every connection busy with a request
+/// looks again for one that has become idle.
+const EVICTION_RETRY: Duration = Duration::from_millis(50);
 
 /// Maps method names to handlers. `rpc_get_methods` is always present.
 #[derive(Clone, Default)]
@@ -131,6 +148,66 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// One open connection as the accept loop sees it.
+#[derive(Default)]
+struct Connection {
+    /// Since when it has waited for a request; `None` while it runs one.
+    idle_since: Mutex<Option<Instant>>,
+    /// Told to close to make room for a new client.
+    evict: Notify,
+}
+
+impl Connection {
+    fn set_idle(&self, idle: bool) {
+        *self.idle_since.lock().expect("connection lock") = idle.then(Instant::now);
+    }
+
+    fn idle_since(&self) -> Option<Instant> {
+        *self.idle_since.lock().expect("connection lock")
+    }
+}
+
+/// The open connections, to find the one idle longest.
+#[derive(Default)]
+struct Connections(Mutex<Vec<Arc<Connection>>>);
+
+impl Connections {
+    fn add(&self) -> Arc<Connection> {
+        let connection = Arc::new(Connection::default());
+        connection.set_idle(true);
+        self.0
+            .lock()
+            .expect("connections lock")
+            .push(Arc::clone(&connection));
+        connection
+    }
+
+    fn remove(&self, connection: &Arc<Connection>) {
+        self.0
+            .lock()
+            .expect("connections lock")
+            .retain(|c| !Arc::ptr_eq(c, connection));
+    }
+
+    /// Tells the connection idle longest to close; false if none is idle.
+    fn evict_longest_idle(&self) -> bool {
+        let connections = self.0.lock().expect("connections lock");
+        let longest = connections
+            .iter()
+            .filter_map(|c| c.idle_since().map(|since| (since, c)))
+            .min_by_key(|(since, _)| *since);
+        match longest {
+            Some((_, connection)) => {
+                // Not idle any more: the next new client picks another.
+                connection.set_idle(false);
+                connection.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: UnixListener,
@@ -138,42 +215,75 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let connections = Arc::new(Connections::default());
+    let mut backoff = AcceptBackoff::new("JSON-RPC");
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            _ = &mut shutdown => return,
-            permit = Arc::clone(&slots).acquire_owned() => permit.expect("semaphore never closed"),
-        };
         let stream = tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    tracing::warn!("JSON-RPC accept failed: {e}");
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = backoff.failed(&e) => {}
+                    }
                     continue;
                 }
             },
         };
+        backoff.succeeded();
+        let permit = loop {
+            if let Ok(permit) = Arc::clone(&slots).try_acquire_owned() {
+                break permit;
+            }
+            // Every slot taken: free the one idle longest, or, while all
+            // are running requests, look again shortly.
+            let evicted = connections.evict_longest_idle();
+            if evicted {
+                tracing::debug!(
+                    "JSON-RPC connection limit ({MAX_CONNECTIONS}) reached: closing the connection idle longest"
+                );
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                permit = Arc::clone(&slots).acquire_owned() => break permit.expect("semaphore never closed"),
+                _ = tokio::time::sleep(EVICTION_RETRY), if !evicted => {}
+            }
+        };
+        // Registered before its task runs, so that the next client can
+        // already find it idle.
+        let connection = connections.add();
         let router = Arc::clone(&router);
+        let connections = Arc::clone(&connections);
         tokio::spawn(async move {
-            if let Err(e) = serve_connection(stream, &router).await {
+            if let Err(e) = serve_connection(stream, &router, &connection).await {
                 tracing::debug!("JSON-RPC connection ended: {e}");
             }
+            connections.remove(&connection);
             drop(permit);
         });
     }
 }
 
-async fn serve_connection(mut stream: UnixStream, router: &Router) -> std::io::Result<()> {
+async fn serve_connection(
+    mut stream: UnixStream,
+    router: &Router,
+    connection: &Connection,
+) -> std::io::Result<()> {
     let mut decoder = Decoder::new();
     let mut chunk = vec![0u8; 64 * 1024];
+    let mut idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
     loop {
         loop {
             match decoder.next_value() {
                 Ok(Some(value)) => {
+                    connection.set_idle(false);
                     if let Some(reply) = router.handle_value(value).await {
                         write_value(&mut stream, &reply).await?;
                     }
+                    connection.set_idle(true);
+                    idle_deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
                 }
                 Ok(None) => break,
                 Err(error) => {
@@ -188,7 +298,14 @@ async fn serve_connection(mut stream: UnixStream, router: &Router) -> std::io::R
                 }
             }
         }
-        let n = stream.read(&mut chunk).await?;
+        let n = tokio::select! {
+            read = stream.read(&mut chunk) => read?,
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                tracing::debug!("JSON-RPC connection idle for {IDLE_TIMEOUT:?}: closing");
+                return Ok(());
+            }
+            _ = connection.evict.notified() => return Ok(()),
+        };
         if n == 0 {
             return Ok(());
         }
@@ -196,10 +313,18 @@ async fn serve_connection(mut stream: UnixStream, router: &Router) -> std::io::R
     }
 }
 
+/// Writes one answer; a peer that does not read it within [`IDLE_TIMEOUT`]
+/// loses the connection rather than holding its slot.
 async fn write_value(stream: &mut UnixStream, value: &Value) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(value).expect("JSON values serialise");
     bytes.push(b'\n');
-    stream.write_all(&bytes).await
+    match tokio::time::timeout(IDLE_TIMEOUT, stream.write_all(&bytes)).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the peer did not read its answer",
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -297,6 +422,78 @@ mod tests {
             matches!(err, crate::jsonrpc::CallError::Rpc(e) if e.code == codes::METHOD_NOT_FOUND)
         );
 
+        stop.send(()).unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_client_takes_the_slot_of_the_one_idle_longest() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sock");
+        let listener = bind(&path).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Arc::new(router()), async {
+            let _ = stopped.await;
+        }));
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(UnixStream::connect(&path).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut client = crate::jsonrpc::RpcClient::connect(&path).await.unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), client.call("echo", None))
+            .await
+            .expect("answered while every slot was taken by an idle peer")
+            .unwrap();
+        assert_eq!(result, Value::Null);
+        // The first idle peer was the one closed.
+        let mut byte = [0u8; 1];
+        assert_eq!(idle[0].read(&mut byte).await.unwrap(), 0);
+        stop.send(()).unwrap();
+        server.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sock");
+        let listener = bind(&path).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Arc::new(router()), async {
+            let _ = stopped.await;
+        }));
+        let mut client = crate::jsonrpc::RpcClient::connect(&path).await.unwrap();
+        client.call("echo", None).await.unwrap();
+        let mut trickler = UnixStream::connect(&path).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let mut byte = [0u8; 1];
+        let closed = tokio::time::timeout(IDLE_TIMEOUT * 2, async {
+            loop {
+                // Bytes that never make a request do not keep it open.
+                trickler.write_all(b" ").await.unwrap();
+                tokio::select! {
+                    // End of stream or reset: closed either way.
+                    read = trickler.read(&mut byte) => return read.unwrap_or(0),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        })
+        .await
+        .expect("closed");
+        assert_eq!(closed, 0);
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed >= IDLE_TIMEOUT - Duration::from_secs(1),
+            "{elapsed:?}"
+        );
+        assert!(
+            elapsed <= IDLE_TIMEOUT + Duration::from_secs(1),
+            "{elapsed:?}"
+        );
+        assert!(
+            client.call("echo", None).await.is_err(),
+            "the idle client is closed too"
+        );
         stop.send(()).unwrap();
         server.await.unwrap();
     }

@@ -7,6 +7,14 @@
 //! A PDU that breaks the transport rules ends this connection only, with
 //! a C2HTermReq saying why; a command that breaks the command rules gets
 //! its NVMe status and costs nobody else anything.
+//!
+//! What a host can make a connection hold is bounded before it has
+//! credentials: until Fabrics Connect succeeds, only the Connect capsule
+//! is taken (anything else ends the connection, no buffer or R2T spent on
+//! it) and the queue must be established within [`CONNECT_TIMEOUT`]. After
+//! that, commands outstanding (received, response not yet written) are
+//! bounded by the queue depth the host asked for at Connect, so its data
+//! buffers stay within that many transfers.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -16,12 +24,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::command::{Command, Completion, Status, admin, sgl};
 use super::pdu::{self, CommonHeader, Digests, Fes, PduError};
-use super::queue::{Queue, Response};
+use super::queue::{self, Queue, Response};
 use super::subsystem::{Target, TransportOptions};
 use crate::bdev::IoBuf;
 
@@ -29,6 +37,15 @@ use crate::bdev::IoBuf;
 pub const IC_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest H2CData payload we accept per PDU (MAXH2CDATA).
 pub const MAX_H2C_DATA: u32 = 131_072;
+/// Time a host has after ICResp to establish the queue: Fabrics Connect
+/// (and in-band authentication, when required) complete. A connection
+/// that has not by then is closed, so idle or stalled connections without
+/// credentials cannot pile up and use the process's file descriptors.
+/// Generous for a host that has to compute its authentication replies.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time the writer gets to send what is queued once the connection ends:
+/// a host that stops reading cannot keep a finished connection open.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the writer sends.
 pub enum Outgoing {
@@ -88,23 +105,75 @@ pub async fn serve<S>(
         }
     };
 
+    let connect_deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    // Everything the writer may hold is bounded by this, and the channel
+    // with it: commands received whose response is not yet written.
     let (outgoing, to_send) = mpsc::unbounded_channel();
     let queue = Rc::new(RefCell::new(Queue::new(target, options, local, peer)));
     let sq_head = Rc::new(Cell::new(0u16));
+    let outstanding = Rc::new(Cell::new(0usize));
     let writer_task = tokio::task::spawn_local(write_loop(
         writer,
         to_send,
         digests,
         Rc::clone(&queue),
         Rc::clone(&sq_head),
+        Rc::clone(&outstanding),
     ));
-    let result = read_loop(&mut reader, &queue, &outgoing, &sq_head, digests, &stop).await;
+    let (established, on_established) = oneshot::channel();
+    let mut established = Some(established);
+    let result = tokio::select! {
+        _ = stop.cancelled() => Ok(()),
+        ended = watch_queue(&queue, connect_deadline, on_established) => Err(ended),
+        result = read_loop(&mut reader, &queue, &outgoing, &sq_head, &outstanding, &mut established, digests) => result,
+    };
     if let Err(error) = &result {
         tracing::debug!(%peer, "NVMe/TCP connection ended: {error}");
     }
     queue.borrow_mut().close(&outgoing);
     drop(outgoing);
-    let _ = writer_task.await;
+    let mut writer_task = writer_task;
+    if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer_task)
+        .await
+        .is_err()
+    {
+        tracing::debug!(%peer, "NVMe/TCP host stopped reading: closing without the rest");
+        writer_task.abort();
+    }
+}
+
+/// Resolves, with the reason, when the connection must end whatever it is
+/// doing (even in the middle of a PDU): the queue was not established by
+/// `connect_deadline`, or later its controller ended (keep-alive expiry,
+/// admin queue gone, host removed) or its authentication failed.
+async fn watch_queue(
+    queue: &Rc<RefCell<Queue>>,
+    connect_deadline: tokio::time::Instant,
+    on_established: oneshot::Receiver<()>,
+) -> String {
+    tokio::select! {
+        _ = tokio::time::sleep_until(connect_deadline) => {
+            return format!("queue not established within {CONNECT_TIMEOUT:?} of ICResp");
+        }
+        // A dropped sender means the read loop ended: nothing to watch.
+        signalled = on_established => if signalled.is_err() {
+            return std::future::pending().await;
+        }
+    }
+    // With DH-HMAC-CHAP pending this also fires when authentication fails
+    // or outlasts its own deadline.
+    let Some(gone) = queue.borrow().gone_token() else {
+        return "queue closed".into();
+    };
+    gone.cancelled().await;
+    "controller ended".into()
+}
+
+/// Tells the watch, once, that the queue is established.
+fn signal_established(queue: &Rc<RefCell<Queue>>, established: &mut Option<oneshot::Sender<()>>) {
+    if established.is_some() && queue.borrow().established() {
+        let _ = established.take().map(|sender| sender.send(()));
+    }
 }
 
 /// ICReq in, ICResp out: the digests this connection uses.
@@ -161,29 +230,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
     queue: &Rc<RefCell<Queue>>,
     outgoing: &mpsc::UnboundedSender<Outgoing>,
     sq_head: &Rc<Cell<u16>>,
+    outstanding: &Rc<Cell<usize>>,
+    established: &mut Option<oneshot::Sender<()>>,
     digests: Digests,
-    stop: &CancellationToken,
 ) -> Result<(), String> {
     let mut pending: HashMap<u16, PendingData> = HashMap::new();
     let mut next_ttag: u16 = 0;
-    // Fires when this queue's controller ends (keep-alive expiry, admin
-    // queue gone, host removed): taken once, after Connect.
-    let mut controller_gone: Option<CancellationToken> = None;
     loop {
-        if controller_gone.is_none() {
-            controller_gone = queue.borrow().gone_token();
-        }
         let mut common = [0u8; pdu::COMMON_HEADER_LEN];
-        tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            _ = async { match &controller_gone { Some(gone) => gone.cancelled().await, None => std::future::pending().await } } => {
-                return Err("controller ended".into());
-            }
-            read = reader.read_exact(&mut common) => match read {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-                Err(e) => return Err(e.to_string()),
-            },
+        match reader.read_exact(&mut common).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e.to_string()),
         }
         let header = CommonHeader::parse(&common);
         let options = queue.borrow().options;
@@ -233,6 +291,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
             pdu::CAPSULE_CMD => {
                 let sqe: [u8; 64] = raw_header[8..72].try_into().expect("64 bytes");
                 let command = Command::from_bytes(sqe);
+                // Admission before anything is read or allocated for it.
+                if let Err(error) = admit(
+                    &queue.borrow(),
+                    &command,
+                    layout.data_len,
+                    outstanding.get(),
+                ) {
+                    return terminate(outgoing, &error, raw_header);
+                }
+                outstanding.set(outstanding.get() + 1);
                 let in_capsule = if layout.data_len > 0 {
                     let mut buf = IoBuf::for_io(layout.data_len);
                     reader
@@ -256,9 +324,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     None
                 };
                 sq_head.set(sq_head.get().wrapping_add(1));
-                match prepare(&command, in_capsule, &options) {
+                let connected = queue.borrow().established();
+                match prepare(&command, in_capsule, &options, connected) {
                     Prepared::Run(data) => {
                         Queue::submit(queue, command, data, outgoing).await;
+                        signal_established(queue, established);
                         if queue.borrow().disconnected() {
                             return Ok(());
                         }
@@ -357,6 +427,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 if complete {
                     let entry = pending.remove(&data_header.ttag).expect("present");
                     Queue::submit(queue, entry.command, Some(entry.buf), outgoing).await;
+                    signal_established(queue, established);
                 }
             }
             other => {
@@ -388,6 +459,44 @@ fn terminate(
     Err(format!("terminated: {error}"))
 }
 
+/// Whether the queue takes `command`, with `data_len` bytes in its
+/// capsule, now that `outstanding` commands are received and not yet
+/// answered. Refusal is a transport error: the host broke the queue's
+/// rules, and nothing is spent on the command.
+fn admit(
+    queue: &Queue,
+    command: &Command,
+    data_len: usize,
+    outstanding: usize,
+) -> Result<(), PduError> {
+    if !queue.established() {
+        if !queue::admitted_before_connect(command) {
+            return Err(PduError::new(
+                Fes::PduSequenceError,
+                format!(
+                    "command (opcode {:#04x}, fctype {:#04x}) before Fabrics Connect",
+                    command.opcode(),
+                    command.fctype()
+                ),
+            ));
+        }
+        if data_len > queue::CONNECT_DATA_LEN {
+            return Err(PduError::new(
+                Fes::DataTransferLimitExceeded,
+                format!("{data_len} bytes of in-capsule data before Fabrics Connect"),
+            ));
+        }
+    }
+    let depth = queue.queue_depth();
+    if outstanding >= depth {
+        return Err(PduError::new(
+            Fes::PduSequenceError,
+            format!("more than {depth} commands outstanding on a queue of {depth} entries"),
+        ));
+    }
+    Ok(())
+}
+
 /// How a command's data will arrive.
 enum Prepared {
     /// Run now, with the in-capsule data if any.
@@ -409,7 +518,14 @@ fn host_to_controller(command: &Command) -> bool {
 }
 
 /// Checks the SGL against the transport's rules and says where the data is.
-fn prepare(command: &Command, in_capsule: Option<IoBuf>, options: &TransportOptions) -> Prepared {
+/// Before the queue is `established` a command carries at most Connect's
+/// data.
+fn prepare(
+    command: &Command,
+    in_capsule: Option<IoBuf>,
+    options: &TransportOptions,
+    established: bool,
+) -> Prepared {
     if command.psdt() != 1
         && command.psdt() != 2
         && !(command.psdt() == 0 && command.opcode() == admin::FABRICS)
@@ -441,7 +557,12 @@ fn prepare(command: &Command, in_capsule: Option<IoBuf>, options: &TransportOpti
             if in_capsule.is_some() {
                 return Prepared::Fail(Status::INVALID_SGL_DESCRIPTOR);
             }
-            if sgl.length > options.max_io_size.max(1 << 16) {
+            let most = if established {
+                options.max_io_size.max(1 << 16)
+            } else {
+                queue::CONNECT_DATA_LEN as u32
+            };
+            if sgl.length > most {
                 return Prepared::Fail(Status::DATA_SGL_LENGTH_INVALID);
             }
             if to_controller && sgl.length > 0 {
@@ -460,6 +581,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     digests: Digests,
     queue: Rc<RefCell<Queue>>,
     sq_head: Rc<Cell<u16>>,
+    outstanding: Rc<Cell<usize>>,
 ) {
     let mut buffer = Vec::with_capacity(4096);
     while let Some(first) = to_send.recv().await {
@@ -481,6 +603,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 sq_head.get()
             };
             buffer.clear();
+            if matches!(item, Outgoing::Completion(_) | Outgoing::ReadData { .. }) {
+                // The command's answer is on its way: its slot is free.
+                outstanding.set(outstanding.get().saturating_sub(1));
+            }
             match item {
                 Outgoing::Completion(completion) => {
                     pdu::capsule_resp(&mut buffer, &completion.encode(sqhd, qid), digests);

@@ -88,6 +88,21 @@ pub struct Queue {
     auth: Option<QueueAuth>,
 }
 
+/// Commands a queue takes before it is established: only Fabrics Connect.
+/// Anything else ends the connection before a data buffer or R2T is spent
+/// on it. In-band authentication (Authentication Send/Receive) joins here.
+pub fn admitted_before_connect(command: &Command) -> bool {
+    command.opcode() == admin::FABRICS && command.fctype() == fabrics::CONNECT
+}
+
+/// Commands outstanding on a queue before it is established: the one
+/// Connect (then one authentication step at a time).
+pub const DEPTH_BEFORE_CONNECT: usize = 1;
+
+/// Bytes of Connect's data: the most a command before Connect may carry,
+/// in the capsule or asked for with R2T.
+pub const CONNECT_DATA_LEN: usize = 1024;
+
 /// Connect's data (1024 bytes).
 struct ConnectData {
     hostid: [u8; 16],
@@ -103,7 +118,7 @@ fn nul_terminated(field: &[u8]) -> Option<String> {
 
 impl ConnectData {
     fn parse(data: &[u8]) -> Result<Self, (Status, u32)> {
-        if data.len() < 1024 {
+        if data.len() < CONNECT_DATA_LEN {
             return Err((Status::CONNECT_INVALID_PARAMETERS, 0));
         }
         let subnqn =
@@ -173,6 +188,26 @@ impl Queue {
 
     pub fn disconnected(&self) -> bool {
         self.disconnected
+    }
+
+    /// Fabrics Connect succeeded: the queue takes any command of its type.
+    /// The connect deadline and [`admitted_before_connect`] apply until
+    /// then. (Authentication, when required, completes here too.)
+    pub fn established(&self) -> bool {
+        self.controller.is_some()
+    }
+
+    /// Commands the host may have outstanding at once (received, response
+    /// not yet sent): SQSIZE + 1 entries once connected (SQSIZE is 0's
+    /// based), [`DEPTH_BEFORE_CONNECT`] before. One more is a protocol
+    /// error, so the data buffers a queue holds stay within this many
+    /// transfers of at most the transport's largest.
+    pub fn queue_depth(&self) -> usize {
+        if self.established() {
+            usize::from(self.sqsize) + 1
+        } else {
+            DEPTH_BEFORE_CONNECT
+        }
     }
 
     /// The connection is going away.

@@ -1,14 +1,15 @@
 //! Accepting a front-end's TCP connections: the accept loop runs on one
 //! reactor and hands each connection to the next reactor in turn, where it
 //! lives until it ends. Connections open at once are bounded; beyond the
-//! bound new ones are closed at accept.
+//! bound new ones are closed at accept. When `accept` fails (out of file
+//! descriptors, typically) the loop backs off instead of spinning.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
+use shoal_appliance::accept_backoff::AcceptBackoff;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -51,22 +52,33 @@ impl Acceptor {
             }
         };
         let mut next = 0usize;
+        let mut backoff = AcceptBackoff::new(self.protocol);
+        // Refusals at the limit are logged once per episode: a peer that
+        // reconnects in a loop must not turn into a log line per attempt.
+        let mut refusing = false;
         loop {
             let (stream, peer) = tokio::select! {
                 _ = self.stop.cancelled() => return,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
-                        tracing::warn!("{} accept failed: {e}", self.protocol);
-                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        tokio::select! {
+                            _ = self.stop.cancelled() => return,
+                            _ = backoff.failed(&e) => {}
+                        }
                         continue;
                     }
                 },
             };
+            backoff.succeeded();
             if self.open.load(Ordering::Relaxed) >= self.max_connections {
-                tracing::warn!(%peer, "refusing {} connection: {} already open", self.protocol, self.max_connections);
+                if !refusing {
+                    tracing::warn!(%peer, "refusing {} connections: {} already open (not logged again until one is accepted)", self.protocol, self.max_connections);
+                    refusing = true;
+                }
                 continue;
             }
+            refusing = false;
             let (Ok(local), Ok(stream)) = (stream.local_addr(), stream.into_std()) else {
                 tracing::warn!(%peer, "cannot hand over the {} connection", self.protocol);
                 continue;
