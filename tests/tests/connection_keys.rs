@@ -167,10 +167,11 @@ fn host_keyed(appliance: &Appliance, cluster: u32) -> bool {
 }
 
 /// The NBD PSK file, made with the README's command lines from the
-/// Connection's secret.
+/// Connection's secret. (`od -v`: without it od writes `*` for repeated
+/// lines, as a key of 32 equal bytes has.)
 fn psk_file(dir: &Path, file: &str, identity: &str, secret: &str) -> std::path::PathBuf {
     let path = dir.join(file);
-    let script = r#"key_hex=$(printf '%s' "$secret" | cut -d: -f3 | base64 -d | head -c -4 | od -An -tx1 | tr -d ' \n')
+    let script = r#"key_hex=$(printf '%s' "$secret" | cut -d: -f3 | base64 -d | head -c -4 | od -An -v -tx1 | tr -d ' \n')
 psk=$(printf 'Shoal NBD PSK %s' "$id" | openssl dgst -sha256 -mac HMAC -macopt hexkey:$key_hex -r | cut -d' ' -f1)
 echo "$id:$psk" > "$out""#;
     let output = Command::new("sh")
