@@ -474,7 +474,7 @@ fn keyed_connections_authenticate_rotate_and_survive_a_cluster_restart() {
 
     // DELETE: the host is refused, its keys go.
     assert_eq!(
-        r.delete(&unkeyed["@odata.id"].as_str().unwrap()).0,
+        r.delete(unkeyed["@odata.id"].as_str().unwrap()).0,
         StatusCode::NO_CONTENT
     );
     assert_eq!(r.delete(&connection_uri).0, StatusCode::NO_CONTENT);
