@@ -53,12 +53,37 @@ pub fn caller<'a>(
     // not Sync, so a future holding it would not be Send.
     let earlier = request.extensions().get::<Authentication>().cloned();
     let headers = earlier.is_none().then(|| request.headers().clone());
+    let connection = request
+        .extensions()
+        .get::<ConnectionAuthenticated>()
+        .cloned();
     async move {
-        match (earlier, headers) {
+        let outcome = match (earlier, headers) {
             (Some(Authentication::Proven(principal)), _) => Ok(principal),
             (Some(Authentication::Refused), _) => Err(RedfishError::unauthorized()),
             (None, headers) => authenticate(state, &headers.unwrap_or_default()).await,
+        };
+        if let (Ok(_), Some(connection)) = (&outcome, connection) {
+            connection.mark();
         }
+        outcome
+    }
+}
+
+/// Put into every request's extensions by the HTTP layer: marks the
+/// request's connection authenticated the moment its caller is proven, so
+/// a long first request (a volume being made) is not cut by the deadline
+/// for connections on which nobody has authenticated.
+#[derive(Clone)]
+pub struct ConnectionAuthenticated(std::sync::Arc<dyn Fn() + Send + Sync>);
+
+impl ConnectionAuthenticated {
+    pub fn new(mark: impl Fn() + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(mark))
+    }
+
+    pub fn mark(&self) {
+        (self.0)()
     }
 }
 

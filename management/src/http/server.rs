@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::connections::{Closing, Connection, Connections, Limits};
-use crate::auth::Principal;
+use crate::auth::{ConnectionAuthenticated, Principal};
 
 /// Connections served at once per listener.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -157,7 +157,8 @@ async fn serve_connection<I, S>(
 
 /// The router as a per-connection service: counts the requests in flight
 /// (until each response body ends) and marks the connection authenticated
-/// when a response carries the caller's [`Principal`].
+/// as soon as a request's caller is proven ([`ConnectionAuthenticated`]), or
+/// when a response carries the caller's [`Principal`] (a login).
 fn connection_service(
     app: Router,
     connection: Arc<Connection>,
@@ -169,9 +170,15 @@ fn connection_service(
              + Send,
 > + Send
 + 'static {
-    hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
+    hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         let in_flight = connection.begin_request();
         let connection = Arc::clone(&connection);
+        let marked = Arc::clone(&connection);
+        request
+            .extensions_mut()
+            .insert(ConnectionAuthenticated::new(move || {
+                marked.mark_authenticated()
+            }));
         let app = app.clone();
         async move {
             let response = app.oneshot(request.map(Body::new)).await?;

@@ -34,6 +34,11 @@ pub async fn read_body(state: &AppState, mut request: Request) -> Result<Request
         let authentication = match auth::authenticate(state, request.headers()).await {
             Ok(principal) => {
                 limit = MAX_BODY_BYTES;
+                if let Some(connection) =
+                    request.extensions().get::<auth::ConnectionAuthenticated>()
+                {
+                    connection.mark();
+                }
                 Authentication::Proven(principal)
             }
             Err(_) => Authentication::Refused,
