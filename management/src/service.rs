@@ -26,6 +26,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let store = Store::open(&dir.join("db")).context("cannot open the management database")?;
     let state = build_state(&args, store).await?;
+    state.storage.set_key_dir(&dir);
     let host_name = args.host_name();
 
     let identity = match (&args.tls_certificate, &args.tls_private_key) {

@@ -377,8 +377,10 @@ pub fn router(state: AppState) -> Router {
     .guarded(
         "/redfish/v1/Fabrics/{id}/Connections/{connection}",
         "Connection",
-        READ_DELETE,
-        get(connections::get).delete(connections::delete),
+        "GET, HEAD, PATCH, DELETE",
+        get(connections::get)
+            .patch(connections::patch)
+            .delete(connections::delete),
     )
     .guarded(
         "/redfish/v1/EventService",

@@ -17,7 +17,13 @@ use crate::redfish::message::RedfishError;
 use crate::redfish::resource;
 use crate::state::AppState;
 use crate::storage::model::Connection;
+use crate::storage::secrets::{ConnectionKeys, DhchapSecret};
 use crate::storage::{self as model_ops};
+
+/// What a message shows in place of a secret a request carried.
+pub const HIDDEN: &str = "(write-only)";
+const LOCAL_SECRET: &str = "ConnectionKeys/DHCHAP/LocalDHCHAPAuthSecret";
+const PEER_SECRET: &str = "ConnectionKeys/DHCHAP/PeerDHCHAPAuthSecret";
 
 pub async fn list(
     State(state): State<AppState>,
@@ -66,7 +72,7 @@ fn body_of(state: &AppState, connection: &Connection) -> Value {
         .iter()
         .map(|id| json!({"@odata.id": fabrics::endpoint_uri(id)}))
         .collect();
-    json!({
+    let mut body = json!({
         "@odata.id": fabrics::connection_uri(connection.id),
         "@odata.type": "#Connection.v1_4_0.Connection",
         "Id": connection.id.to_string(),
@@ -79,7 +85,94 @@ fn body_of(state: &AppState, connection: &Connection) -> Value {
             "TargetEndpoints@odata.count": targets.len(),
             "TargetEndpoints": targets,
         },
+        "Status": status(connection),
+    });
+    if connection.keys.is_some() {
+        // Write-only: present, so a client sees keys are set, but null.
+        body["ConnectionKeys"] = json!({"DHCHAP": {
+            "LocalDHCHAPAuthSecret": null,
+            "PeerDHCHAPAuthSecret": null,
+        }});
+    }
+    body
+}
+
+/// Keyed: OK. Unkeyed: a warning, with a condition saying what is missing
+/// (the hosts are let in by their NQN alone, which any host can claim).
+fn status(connection: &Connection) -> Value {
+    if connection.keys.is_some() {
+        return json!({"State": "Enabled", "Health": "OK"});
+    }
+    let message = crate::redfish::message::message("PropertyMissing", &[LOCAL_SECRET]);
+    json!({
+        "State": "Enabled",
+        "Health": "Warning",
+        "Conditions": [{
+            "MessageId": message["MessageId"],
+            "Message": message["Message"],
+            "MessageArgs": message["MessageArgs"],
+            "Severity": "Warning",
+            "Resolution": "The hosts are let in by their host NQN alone, unauthenticated. \
+                PATCH ConnectionKeys/DHCHAP with a DH-HMAC-CHAP secret so they must prove it.",
+        }],
     })
+}
+
+/// One secret of `ConnectionKeys/DHCHAP`; errors never show the value.
+fn secret(property: &str, value: &Value) -> Result<DhchapSecret, RedfishError> {
+    let text = value
+        .as_str()
+        .ok_or_else(|| RedfishError::bad_request("PropertyValueTypeError", &[HIDDEN, property]))?;
+    DhchapSecret::parse(text).map_err(|why| {
+        RedfishError::bad_request("PropertyValueFormatError", &[HIDDEN, property])
+            .with_detail(&format!("the secret {why}"))
+    })
+}
+
+/// `ConnectionKeys`: `{"DHCHAP": {Local..., Peer...}}`, or null (none).
+fn connection_keys(value: &Value) -> Result<Option<ConnectionKeys>, RedfishError> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    let object = value
+        .as_object()
+        .ok_or_else(|| body::type_error("ConnectionKeys", value))?;
+    body::only_known(object, &["DHCHAP"])?;
+    let dhchap = match object.get("DHCHAP") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v
+            .as_object()
+            .ok_or_else(|| body::type_error("ConnectionKeys/DHCHAP", v))?,
+    };
+    body::only_known(dhchap, &["LocalDHCHAPAuthSecret", "PeerDHCHAPAuthSecret"])?;
+    let local = dhchap
+        .get("LocalDHCHAPAuthSecret")
+        .filter(|v| !v.is_null())
+        .map(|v| secret(LOCAL_SECRET, v))
+        .transpose()?;
+    let peer = dhchap
+        .get("PeerDHCHAPAuthSecret")
+        .filter(|v| !v.is_null())
+        .map(|v| secret(PEER_SECRET, v))
+        .transpose()?;
+    match (local, peer) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(RedfishError::bad_request(
+            "PropertyValueConflict",
+            &[PEER_SECRET, LOCAL_SECRET],
+        )
+        .with_detail("the controller's secret needs the hosts' secret")),
+        (Some(local), peer) => {
+            if peer.as_ref() == Some(&local) {
+                return Err(RedfishError::bad_request(
+                    "PropertyValueConflict",
+                    &[PEER_SECRET, LOCAL_SECRET],
+                )
+                .with_detail("the controller's secret must differ from the hosts'"));
+            }
+            Ok(Some(ConnectionKeys { local, peer }))
+        }
+    }
 }
 
 fn find(state: &AppState, id: &str) -> Result<Connection, RedfishError> {
@@ -106,7 +199,39 @@ pub async fn get(
         &headers,
         body_of(&state, &connection),
         "Connection",
-        "GET, HEAD, DELETE",
+        "GET, HEAD, PATCH, DELETE",
+    ))
+}
+
+/// PATCH: `ConnectionKeys` (replaced; null removes them) and nothing else.
+pub async fn patch(
+    State(state): State<AppState>,
+    Path((fabric, id)): Path<(String, String)>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    fabrics::check_id(&fabric)?;
+    let connection = find(&state, &id)?;
+    let object = body::object(&raw)?;
+    for name in object.keys() {
+        if name != "ConnectionKeys" {
+            return Err(RedfishError::bad_request("PropertyNotWritable", &[name]));
+        }
+    }
+    let Some(value) = object.get("ConnectionKeys") else {
+        return Err(RedfishError::bad_request("NoOperation", &[]));
+    };
+    let keys = connection_keys(value)?;
+    let connection = model_ops::set_connection_keys(&state, connection.id, keys)
+        .await
+        .map_err(storage::error)?;
+    state
+        .events
+        .changed(&fabrics::connection_uri(connection.id), "Connection");
+    Ok(resource::get(
+        &HeaderMap::new(),
+        body_of(&state, &connection),
+        "Connection",
+        "GET, HEAD, PATCH, DELETE",
     ))
 }
 
@@ -224,6 +349,7 @@ struct ConnectionRequest {
     name: Option<String>,
     volumes: Vec<u64>,
     initiators: Vec<u64>,
+    keys: Option<ConnectionKeys>,
 }
 
 fn parse_create(
@@ -243,6 +369,7 @@ fn parse_create(
             "VolumeInfo",
             "Links",
             "Description",
+            "ConnectionKeys",
         ],
     )?;
     if let Some(kind) = object.get("ConnectionType")
@@ -268,10 +395,16 @@ fn parse_create(
         .get("Name")
         .map(|v| body::string("Name", v).map(str::to_string))
         .transpose()?;
+    let keys = object
+        .get("ConnectionKeys")
+        .map(connection_keys)
+        .transpose()?
+        .flatten();
     Ok(ConnectionRequest {
         name,
         volumes,
         initiators,
+        keys,
     })
 }
 
@@ -283,10 +416,15 @@ pub async fn create(
     fabrics::check_id(&fabric)?;
     let object = body::object(&raw)?;
     let request = parse_create(&state, &object)?;
-    let connection =
-        model_ops::create_connection(&state, request.name, request.volumes, request.initiators)
-            .await
-            .map_err(storage::error)?;
+    let connection = model_ops::create_connection(
+        &state,
+        request.name,
+        request.volumes,
+        request.initiators,
+        request.keys,
+    )
+    .await
+    .map_err(storage::error)?;
     state
         .events
         .created(&fabrics::connection_uri(connection.id), "Connection");

@@ -102,6 +102,19 @@ pub fn error(e: StorageError) -> RedfishError {
         StorageError::InUse(why) => {
             RedfishError::new(StatusCode::CONFLICT, "ResourceInUse", &[]).with_detail(&why)
         }
+        StorageError::KeyConflict { connection, host } => RedfishError::new(
+            StatusCode::CONFLICT,
+            "PropertyValueResourceConflict",
+            &[
+                "ConnectionKeys/DHCHAP/LocalDHCHAPAuthSecret",
+                super::connections::HIDDEN,
+                &super::fabrics::connection_uri(connection),
+            ],
+        )
+        .with_detail(&format!(
+            "keys belong to a host on the subsystem: host {host} is also in that connection, \
+             with other keys; give both connections the same keys"
+        )),
         StorageError::Invalid {
             property,
             value,

@@ -5,6 +5,7 @@ use super::model::{
     Access, Connection, InitiatorEndpoint, MAX_CONNECTIONS, MAX_ENDPOINTS, VolumeAccess,
 };
 use super::reconcile::Failure;
+use super::secrets::ConnectionKeys;
 use super::{StorageError, check_name, desired, not_found, pass_locked, ready_fabric};
 use crate::state::AppState;
 use crate::store::Table;
@@ -87,6 +88,7 @@ pub async fn create_connection(
     name: Option<String>,
     volumes: Vec<u64>,
     initiators: Vec<u64>,
+    keys: Option<ConnectionKeys>,
 ) -> Result<Connection, StorageError> {
     let fabric = ready_fabric(state).await?;
     let _guard = state.storage.lock.lock().await;
@@ -110,6 +112,10 @@ pub async fn create_connection(
     if let Some(name) = &name {
         check_name("Name", name)?;
     }
+    if let Some(keys) = &keys {
+        check_host_keys(&desired, None, &initiators, keys)?;
+    }
+    let sealed = keys.as_ref().map(|k| seal(state, k)).transpose()?;
     let id = state.store.next_id("connection").await?;
     let connection = Connection {
         id,
@@ -122,6 +128,7 @@ pub async fn create_connection(
             })
             .collect(),
         initiators,
+        keys: sealed,
     };
     state
         .store
@@ -144,6 +151,99 @@ pub async fn create_connection(
         state
             .store
             .remove(Table::Connections, &id.to_string())
+            .await?;
+        let _ = pass_locked(state, &fabric).await;
+        return Err(StorageError::Dataplane(failures));
+    }
+    Ok(connection)
+}
+
+fn seal(state: &AppState, keys: &ConnectionKeys) -> Result<super::secrets::Sealed, StorageError> {
+    let files = state.storage.key_files()?;
+    let key = files.seal_key().map_err(|e| {
+        tracing::error!("cannot seal connection keys: {e}");
+        StorageError::Unavailable(format!("cannot seal connection keys: {e}"))
+    })?;
+    Ok(key.seal(keys))
+}
+
+/// Keys belong to a host on the subsystem, not to a connection: a host
+/// NQN that another keyed connection names must get the same keys there.
+/// (An unkeyed connection naming the host is fine: the host then
+/// authenticates for it too.)
+fn check_host_keys(
+    desired: &super::model::Desired,
+    replacing: Option<u64>,
+    initiators: &[u64],
+    keys: &ConnectionKeys,
+) -> Result<(), StorageError> {
+    let nqns: Vec<&str> = initiators
+        .iter()
+        .filter_map(|id| desired.endpoint(*id))
+        .map(|e| e.host_nqn.as_str())
+        .collect();
+    for other in desired
+        .connections
+        .iter()
+        .filter(|c| Some(c.id) != replacing)
+    {
+        let Some(other_keys) = desired.keys.get(&other.id) else {
+            continue;
+        };
+        let shared = other
+            .initiators
+            .iter()
+            .filter_map(|id| desired.endpoint(*id))
+            .find(|e| nqns.contains(&e.host_nqn.as_str()));
+        if let Some(endpoint) = shared
+            && other_keys != keys
+        {
+            return Err(StorageError::KeyConflict {
+                connection: other.id,
+                host: endpoint.host_nqn.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Replaces a connection's keys (`None`: removes them) and applies it;
+/// on failure the old keys are put back.
+pub async fn set_connection_keys(
+    state: &AppState,
+    id: u64,
+    keys: Option<ConnectionKeys>,
+) -> Result<Connection, StorageError> {
+    let fabric = ready_fabric(state).await?;
+    let _guard = state.storage.lock.lock().await;
+    let desired = desired(state)?;
+    let old = desired
+        .connections
+        .iter()
+        .find(|c| c.id == id)
+        .cloned()
+        .ok_or_else(|| not_found("connection", id))?;
+    if let Some(keys) = &keys {
+        check_host_keys(&desired, Some(id), &old.initiators, keys)?;
+    }
+    let mut connection = old.clone();
+    connection.keys = keys.as_ref().map(|k| seal(state, k)).transpose()?;
+    state
+        .store
+        .put(Table::Connections, &id.to_string(), &connection)
+        .await?;
+    let observation = pass_locked(state, &fabric).await?;
+    let failures: Vec<Failure> = observation
+        .report
+        .failures
+        .iter()
+        .filter(|f| f.object.starts_with("host "))
+        .cloned()
+        .collect();
+    if !failures.is_empty() {
+        state
+            .store
+            .put(Table::Connections, &id.to_string(), &old)
             .await?;
         let _ = pass_locked(state, &fabric).await;
         return Err(StorageError::Dataplane(failures));

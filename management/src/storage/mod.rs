@@ -15,9 +15,12 @@ pub mod model;
 pub mod placement;
 pub mod plan;
 pub mod reconcile;
+pub mod secrets;
 mod volumes;
 
-pub use access::{create_connection, create_endpoint, delete_connection, delete_endpoint};
+pub use access::{
+    create_connection, create_endpoint, delete_connection, delete_endpoint, set_connection_keys,
+};
 pub use volumes::{
     VolumeRequest, create_volume, delete_volume, grow_volume, initialize_progress,
     initialize_volume, rename_volume,
@@ -58,6 +61,9 @@ pub enum StorageError {
     NotFound { kind: &'static str, id: String },
     #[error("{0}")]
     InUse(String),
+    /// Another connection gives host `host` other DH-HMAC-CHAP keys.
+    #[error("connection {connection} gives host {host} other keys")]
+    KeyConflict { connection: u64, host: String },
     /// A property's value cannot be used: (property, value, why).
     #[error("{property} = {value}: {reason}")]
     Invalid {
@@ -93,9 +99,27 @@ pub struct Storage {
     /// Volumes being initialised, with their progress in percent: they
     /// cannot be deleted or initialised again meanwhile.
     initializing: std::sync::Mutex<std::collections::BTreeMap<u64, u8>>,
+    /// Where connection credentials are sealed and staged (set at start).
+    keys: OnceLock<secrets::KeyFiles>,
+    /// The NBD PSKs each cluster was given, by (cluster, identity): tags
+    /// only, so a changed key is re-sent and an unchanged one is not (a
+    /// re-sent key ends the TLS connections made with it).
+    psks_sent: std::sync::Mutex<std::collections::BTreeMap<(u32, String), [u8; 8]>>,
 }
 
 impl Storage {
+    /// Keeps connection credentials under `dir` (the management state
+    /// directory).
+    pub fn set_key_dir(&self, dir: &std::path::Path) {
+        let _ = self.keys.set(secrets::KeyFiles::new(dir));
+    }
+
+    pub(crate) fn key_files(&self) -> Result<&secrets::KeyFiles, StorageError> {
+        self.keys
+            .get()
+            .ok_or_else(|| StorageError::Unavailable("no key directory".into()))
+    }
+
     /// The last pass's findings, if one ran.
     pub fn observed(&self) -> Option<Arc<Observation>> {
         self.observed.read().expect("observation lock").clone()
@@ -197,10 +221,34 @@ pub fn desired(state: &AppState) -> Result<Desired, StoreError> {
         volumes: state.store.list(Table::Volumes)?,
         endpoints: state.store.list(Table::Endpoints)?,
         connections: state.store.list(Table::Connections)?,
+        keys: Default::default(),
     };
     desired.volumes.sort_by_key(|v| v.id);
     desired.endpoints.sort_by_key(|e| e.id);
     desired.connections.sort_by_key(|c| c.id);
+    let mut unopened = Vec::new();
+    for connection in &desired.connections {
+        let Some(sealed) = &connection.keys else {
+            continue;
+        };
+        let opened = state
+            .storage
+            .keys
+            .get()
+            .ok_or(secrets::SealError::Open)
+            .and_then(|files| files.seal_key()?.open(sealed));
+        match opened {
+            Ok(keys) => {
+                desired.keys.insert(connection.id, keys);
+            }
+            Err(e) => {
+                // Never served without the keys it was given.
+                tracing::error!(connection = connection.id, "connection left out: {e}");
+                unopened.push(connection.id);
+            }
+        }
+    }
+    desired.connections.retain(|c| !unopened.contains(&c.id));
     Ok(desired)
 }
 
@@ -208,7 +256,21 @@ pub fn desired(state: &AppState) -> Result<Desired, StoreError> {
 async fn pass_locked(state: &AppState, fabric: &Fabric) -> Result<Arc<Observation>, StorageError> {
     let desired = desired(state)?;
     let running = running_clusters(state).await;
-    let report = reconcile::pass(fabric, &desired, &running).await;
+    let report = match state.storage.keys.get() {
+        Some(files) => {
+            reconcile::pass(
+                fabric,
+                &desired,
+                &running,
+                &reconcile::Credentials {
+                    files,
+                    psks_sent: &state.storage.psks_sent,
+                },
+            )
+            .await
+        }
+        None => return Err(StorageError::Unavailable("no key directory".into())),
+    };
     state.storage.record(report);
     Ok(state.storage.observed().expect("just recorded"))
 }

@@ -3,8 +3,12 @@
 //! administrators named (initiator endpoints), and the connections that let
 //! those hosts reach volumes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use super::secrets::{ConnectionKeys, Sealed};
 
 /// Most volumes the appliance holds (each is one NVMe namespace of the
 /// storage's subsystem on every data cluster).
@@ -150,6 +154,10 @@ pub struct Connection {
     pub name: String,
     pub volumes: Vec<VolumeAccess>,
     pub initiators: Vec<u64>,
+    /// The hosts' DH-HMAC-CHAP credentials, sealed (see [`super::secrets`]);
+    /// without them the hosts are let in by their NQN alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Sealed>,
 }
 
 /// Everything the reconciler makes real, read from the store at once.
@@ -158,6 +166,8 @@ pub struct Desired {
     pub volumes: Vec<Volume>,
     pub endpoints: Vec<InitiatorEndpoint>,
     pub connections: Vec<Connection>,
+    /// The opened credentials of the keyed connections, by connection id.
+    pub keys: BTreeMap<u64, ConnectionKeys>,
 }
 
 impl Desired {
@@ -178,6 +188,20 @@ impl Desired {
             .filter_map(|id| self.endpoint(*id))
             .map(|e| e.host_nqn.clone())
             .collect()
+    }
+
+    /// The credentials host `host_nqn` must prove, from the keyed
+    /// connections that name it (all alike: that is checked when they are
+    /// made; the lowest connection id wins otherwise).
+    pub fn keys_of_host(&self, host_nqn: &str) -> Option<&ConnectionKeys> {
+        self.connections
+            .iter()
+            .filter(|c| {
+                c.initiators
+                    .iter()
+                    .any(|id| self.endpoint(*id).is_some_and(|e| e.host_nqn == host_nqn))
+            })
+            .find_map(|c| self.keys.get(&c.id))
     }
 
     /// Connections that name volume `id`.

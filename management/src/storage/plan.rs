@@ -17,13 +17,14 @@
 //! `volume7-leg0-e0`, `volume7-leg0-e1`, ... The same names on every
 //! cluster keep the mapping identical wherever an I/O arrives.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::model::{Desired, Volume};
+use super::secrets::{ConnectionKeys, DhchapSecret, NbdPsk};
 
 /// Facts about the appliance's front-ends, from its configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,6 +308,49 @@ pub struct NamespacePlan {
     pub hosts: BTreeSet<String>,
 }
 
+/// The keyring names a host entry of the subsystem refers to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostKeyNames {
+    pub dhchap_key: String,
+    pub dhchap_ctrlr_key: Option<String>,
+}
+
+/// The prefix of every keyring entry the service makes (and may remove).
+pub const KEY_NAME_PREFIX: &str = "shoal-";
+
+/// The keyring name of a host secret: the same secret, the same name, on
+/// every cluster and across restarts; a new secret, a new name (so a key
+/// in use is never overwritten, only replaced and then removed).
+pub fn host_key_name(secret: &DhchapSecret) -> String {
+    format!("{KEY_NAME_PREFIX}host-{}", secret.fingerprint())
+}
+
+/// The keyring name of a controller secret (bidirectional authentication).
+pub fn ctrlr_key_name(secret: &DhchapSecret) -> String {
+    format!("{KEY_NAME_PREFIX}ctrlr-{}", secret.fingerprint())
+}
+
+/// One NBD export: a volume's bdev, and the PSK identities it is served
+/// to over TLS (none: plaintext, to loopback clients only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NbdExportPlan {
+    pub name: String,
+    pub hosts: BTreeSet<String>,
+}
+
+/// The NBD PSK identity of initiator endpoint `id` (its Redfish Id: NQNs
+/// hold ':', which the psktool key file format forbids).
+pub fn psk_identity(endpoint: u64) -> String {
+    format!("initiator{endpoint}")
+}
+
+/// Whether PSK identity `identity` is one the service made.
+pub fn is_owned_identity(identity: &str) -> bool {
+    identity
+        .strip_prefix("initiator")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Everything one data cluster must hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterPlan {
@@ -324,8 +368,15 @@ pub struct ClusterPlan {
     pub listener: (String, String),
     /// Cluster 0's discovery controller also lists the other portals.
     pub referrals: Vec<(String, String)>,
-    /// NBD export names (each the volume's bdev name).
-    pub nbd_exports: Vec<String>,
+    /// NBD exports (each named as the volume's bdev).
+    pub nbd_exports: Vec<NbdExportPlan>,
+    /// The keys of the hosts that must authenticate (DH-HMAC-CHAP), by
+    /// host NQN; hosts not listed are let in by their NQN alone.
+    pub host_keys: BTreeMap<String, HostKeyNames>,
+    /// The keyring entries those names refer to.
+    pub keyring: BTreeMap<String, DhchapSecret>,
+    /// The NBD PSKs of keyed initiators, by PSK identity.
+    pub nbd_psks: BTreeMap<String, NbdPsk>,
 }
 
 /// The bdevs volume `volume` needs on cluster `cluster`, in creation order.
@@ -392,6 +443,56 @@ pub fn plan(fabric: &Fabric, desired: &Desired) -> Vec<ClusterPlan> {
         .filter_map(|id| desired.endpoint(*id))
         .map(|e| e.host_nqn.clone())
         .collect();
+    let mut host_keys = BTreeMap::new();
+    let mut keyring = BTreeMap::new();
+    for host in &hosts {
+        let Some(ConnectionKeys { local, peer }) = desired.keys_of_host(host) else {
+            continue;
+        };
+        let names = HostKeyNames {
+            dhchap_key: host_key_name(local),
+            dhchap_ctrlr_key: peer.as_ref().map(ctrlr_key_name),
+        };
+        keyring.insert(names.dhchap_key.clone(), local.clone());
+        if let (Some(name), Some(peer)) = (&names.dhchap_ctrlr_key, peer) {
+            keyring.insert(name.clone(), peer.clone());
+        }
+        host_keys.insert(host.clone(), names);
+    }
+    // NBD: each keyed connection's initiators, by PSK identity, with the
+    // PSK derived from the connection's host secret.
+    let mut nbd_psks = BTreeMap::new();
+    let mut export_hosts: BTreeMap<u64, BTreeSet<String>> = BTreeMap::new();
+    for connection in &desired.connections {
+        let Some(keys) = desired.keys.get(&connection.id) else {
+            continue;
+        };
+        for endpoint in connection
+            .initiators
+            .iter()
+            .filter(|id| desired.endpoint(**id).is_some())
+        {
+            let identity = psk_identity(*endpoint);
+            nbd_psks
+                .entry(identity.clone())
+                .or_insert_with(|| NbdPsk(keys.local.nbd_psk(&identity)));
+            for volume in &connection.volumes {
+                export_hosts
+                    .entry(volume.volume)
+                    .or_default()
+                    .insert(identity.clone());
+            }
+        }
+    }
+    let nbd_exports: Vec<NbdExportPlan> = desired
+        .volumes
+        .iter()
+        .filter(|v| fabric.nbd_volumes || export_hosts.contains_key(&v.id))
+        .map(|v| NbdExportPlan {
+            name: volume_bdev(v.id),
+            hosts: export_hosts.get(&v.id).cloned().unwrap_or_default(),
+        })
+        .collect();
     (0..fabric.clusters)
         .map(|cluster| {
             let mut bdevs: Vec<BdevPlan> = desired
@@ -427,11 +528,10 @@ pub fn plan(fabric: &Fabric, desired: &Desired) -> Vec<ClusterPlan> {
                 hosts: hosts.clone(),
                 listener: (address.clone(), fabric.nvmf_port(cluster).to_string()),
                 referrals,
-                nbd_exports: if fabric.nbd_volumes {
-                    desired.volumes.iter().map(|v| volume_bdev(v.id)).collect()
-                } else {
-                    Vec::new()
-                },
+                nbd_exports: nbd_exports.clone(),
+                host_keys: host_keys.clone(),
+                keyring: keyring.clone(),
+                nbd_psks: nbd_psks.clone(),
             }
         })
         .collect()
@@ -441,6 +541,7 @@ pub fn plan(fabric: &Fabric, desired: &Desired) -> Vec<ClusterPlan> {
 mod tests {
     use super::super::model::*;
     use super::*;
+    use crate::storage::secrets::{ConnectionKeys, NbdPsk};
 
     fn fabric() -> Fabric {
         Fabric {
@@ -493,11 +594,13 @@ mod tests {
                 access: Access::ReadWrite,
             }],
             initiators: vec![1],
+            keys: None,
         };
         let desired = Desired {
             volumes: vec![v],
             endpoints: vec![endpoint.clone()],
             connections: vec![connection],
+            keys: Default::default(),
         };
         let plans = plan(&fabric(), &desired);
         assert_eq!(plans.len(), 3);
@@ -544,7 +647,14 @@ mod tests {
             );
             assert_eq!(p.namespaces[0].hosts.len(), 1);
             assert!(p.namespaces[0].hosts.contains(&endpoint.host_nqn));
-            assert_eq!(p.nbd_exports, ["volume7"]);
+            assert_eq!(
+                p.nbd_exports,
+                [NbdExportPlan {
+                    name: "volume7".into(),
+                    hosts: BTreeSet::new()
+                }]
+            );
+            assert!(p.host_keys.is_empty() && p.keyring.is_empty() && p.nbd_psks.is_empty());
         }
         assert_eq!(plans[0].referrals.len(), 2);
         assert!(plans[1].referrals.is_empty());
@@ -552,6 +662,107 @@ mod tests {
         assert!(plans.iter().all(|p| p.serves));
         let empty = plan(&fabric(), &Desired::default());
         assert!(empty.iter().all(|p| !p.serves && p.referrals.is_empty()));
+    }
+
+    #[test]
+    fn keyed_hosts_get_keyring_entries_psks_and_tls_only_exports() {
+        use super::super::secrets::tests::secret;
+        let one_leg = |id| {
+            volume(
+                id,
+                vec![Leg {
+                    cluster: 0,
+                    extents: vec![extent(2048 * id, 100)],
+                }],
+            )
+        };
+        let endpoint = |id: u64| InitiatorEndpoint {
+            id,
+            name: format!("h{id}"),
+            host_nqn: format!(
+                "nqn.2014-08.org.nvmexpress:uuid:0000000{id}-0000-0000-0000-000000000000"
+            ),
+        };
+        let connection = |id: u64, volume: u64, initiators: Vec<u64>| Connection {
+            id,
+            name: format!("c{id}"),
+            volumes: vec![VolumeAccess {
+                volume,
+                access: Access::ReadWrite,
+            }],
+            initiators,
+            keys: None,
+        };
+        // Volume 1: host 1 keyed (bidirectional) by connection 1, and host
+        // 2 unkeyed by connection 2. Volume 2: host 1 again, unkeyed.
+        let keys = ConnectionKeys {
+            local: secret(1),
+            peer: Some(secret(2)),
+        };
+        let desired = Desired {
+            volumes: vec![one_leg(1), one_leg(2)],
+            endpoints: vec![endpoint(1), endpoint(2)],
+            connections: vec![
+                connection(1, 1, vec![1]),
+                connection(2, 1, vec![2]),
+                connection(3, 2, vec![1]),
+            ],
+            keys: [(1, keys.clone())].into(),
+        };
+        let mut unexported = fabric();
+        unexported.nbd_volumes = false;
+        let plans = plan(&unexported, &desired);
+        let host_key = host_key_name(&keys.local);
+        let ctrlr_key = ctrlr_key_name(keys.peer.as_ref().unwrap());
+        assert!(host_key.starts_with("shoal-host-") && ctrlr_key.starts_with("shoal-ctrlr-"));
+        assert_ne!(host_key, ctrlr_key);
+        for p in &plans {
+            assert_eq!(
+                p.host_keys,
+                [(
+                    endpoint(1).host_nqn,
+                    HostKeyNames {
+                        dhchap_key: host_key.clone(),
+                        dhchap_ctrlr_key: Some(ctrlr_key.clone()),
+                    }
+                )]
+                .into()
+            );
+            assert_eq!(
+                p.keyring,
+                [
+                    (ctrlr_key.clone(), keys.peer.clone().unwrap()),
+                    (host_key.clone(), keys.local.clone())
+                ]
+                .into()
+            );
+            assert_eq!(
+                p.nbd_psks,
+                [(
+                    "initiator1".to_string(),
+                    NbdPsk(keys.local.nbd_psk("initiator1"))
+                )]
+                .into()
+            );
+            // Exports only for the keyed volume (NBD volume exports off),
+            // TLS-only to the keyed initiator.
+            assert_eq!(
+                p.nbd_exports,
+                [NbdExportPlan {
+                    name: "volume1".into(),
+                    hosts: ["initiator1".to_string()].into(),
+                }]
+            );
+        }
+        // With NBD volume exports on, the unkeyed volume is exported as
+        // before, without a host list.
+        let plans = plan(&fabric(), &desired);
+        assert_eq!(plans[0].nbd_exports.len(), 2);
+        assert!(plans[0].nbd_exports[1].hosts.is_empty());
+        // Same secret, same names, on every pass; another secret, others.
+        assert_eq!(host_key_name(&secret(1)), host_key);
+        assert_ne!(host_key_name(&secret(3)), host_key);
+        assert!(is_owned_identity("initiator12") && !is_owned_identity("client"));
     }
 
     #[test]

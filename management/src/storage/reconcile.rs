@@ -31,7 +31,15 @@ use serde_json::{Value, json};
 use shoal_appliance::jsonrpc::{CallError, RpcClient};
 
 use super::model::Desired;
-use super::plan::{self, BdevPlan, ClusterPlan, Fabric};
+use super::plan::{self, BdevPlan, ClusterPlan, Fabric, HostKeyNames};
+use super::secrets::{self, KeyFiles};
+
+/// What a pass needs to hand credentials to the clusters: where key files
+/// are staged, and which NBD PSKs each cluster already has.
+pub struct Credentials<'a> {
+    pub files: &'a KeyFiles,
+    pub psks_sent: &'a std::sync::Mutex<BTreeMap<(u32, String), [u8; 8]>>,
+}
 
 /// Longest wait for one call (a remote bdev's creation waits up to 5 s for
 /// the other cluster).
@@ -45,6 +53,12 @@ pub struct ClusterView {
     /// The storage's subsystem as `nvmf_get_subsystems` describes it.
     pub subsystem: Option<Value>,
     pub nbd_exports: BTreeSet<String>,
+    /// The PSK identities each NBD export is served to.
+    pub nbd_hosts: BTreeMap<String, BTreeSet<String>>,
+    /// The NBD PSK identities the cluster has keys for.
+    pub nbd_psks: BTreeSet<String>,
+    /// The names in the DH-HMAC-CHAP keyring.
+    pub keyring: BTreeSet<String>,
     pub referrals: Vec<Value>,
     pub transport: bool,
 }
@@ -137,6 +151,8 @@ impl Session {
         let subsystems = self.call("nvmf_get_subsystems", json!({})).await?;
         let disks = self.call("nbd_get_disks", json!({})).await?;
         let transports = self.call("nvmf_get_transports", json!({})).await?;
+        let keys = self.call("keyring_get_keys", json!({})).await?;
+        let psks = self.call("nbd_get_psks", json!({})).await?;
         let referrals = if self.cluster == 0 {
             self.call("nvmf_discovery_get_referrals", json!({})).await?
         } else {
@@ -154,6 +170,23 @@ impl Session {
             nbd_exports: list(&disks)
                 .iter()
                 .filter_map(|d| d["nbd_device"].as_str().map(str::to_string))
+                .collect(),
+            nbd_hosts: list(&disks)
+                .iter()
+                .filter_map(|d| {
+                    Some((
+                        d["nbd_device"].as_str()?.to_string(),
+                        string_set(&d["hosts"]),
+                    ))
+                })
+                .collect(),
+            nbd_psks: list(&psks)
+                .iter()
+                .filter_map(|p| p["identity"].as_str().map(str::to_string))
+                .collect(),
+            keyring: list(&keys)
+                .iter()
+                .filter_map(|k| k["name"].as_str().map(str::to_string))
                 .collect(),
             referrals: list(&referrals),
             transport: !list(&transports).is_empty(),
@@ -246,7 +279,7 @@ impl Target<'_> {
             .iter()
             .filter(|e| {
                 plan::is_owned_bdev(e)
-                    && (!self.plan.nbd_exports.contains(e) || doomed.contains(*e))
+                    && (!self.plan.nbd_exports.iter().any(|p| p.name == **e) || doomed.contains(*e))
             })
             .cloned()
             .collect();
@@ -402,7 +435,12 @@ impl Target<'_> {
 
     /// Step 5: transport, subsystem, listener, namespaces, hosts,
     /// referrals and NBD exports.
-    async fn grant(&mut self, fabric: &Fabric, failures: &mut Vec<Failure>) {
+    async fn grant(
+        &mut self,
+        fabric: &Fabric,
+        credentials: &Credentials<'_>,
+        failures: &mut Vec<Failure>,
+    ) {
         let nqn = fabric.nqn.as_str();
         if !self.plan.serves {
             return;
@@ -453,13 +491,28 @@ impl Target<'_> {
             )
             .await;
         }
-        let hosts = subsystem_hosts(&subsystem);
-        for host in self.plan.hosts.difference(&hosts) {
+        self.grant_keyring(credentials.files, failures).await;
+        let keyed = subsystem_host_keys(&subsystem);
+        let plan = self.plan;
+        for host in &plan.hosts {
+            let wanted = plan.host_keys.get(host);
+            match keyed.get(host) {
+                Some(actual) if actual.as_ref() == wanted => continue,
+                _ => {}
+            }
+            let mut params = json!({"nqn": nqn, "host": host});
+            if let Some(names) = wanted {
+                params["dhchap_key"] = json!(names.dhchap_key);
+                if let Some(ctrlr) = &names.dhchap_ctrlr_key {
+                    params["dhchap_ctrlr_key"] = json!(ctrlr);
+                }
+            }
+            // Adding a host again replaces its keys (or drops them).
             self.apply(
                 failures,
                 &format!("host {host}"),
                 "nvmf_subsystem_add_host",
-                json!({"nqn": nqn, "host": host}),
+                params,
             )
             .await;
         }
@@ -509,20 +562,177 @@ impl Target<'_> {
             }
         }
         self.grant_referrals(nqn, failures).await;
+        self.grant_psks(credentials, failures).await;
         for export in &plan.nbd_exports {
-            if self.view.nbd_exports.contains(export) || !self.view.bdevs.contains_key(export) {
+            let name = &export.name;
+            if !self.view.bdevs.contains_key(name) {
                 continue;
             }
+            if !self.view.nbd_exports.contains(name) {
+                let hosts: Vec<&String> = export.hosts.iter().collect();
+                if self
+                    .apply(
+                        failures,
+                        name,
+                        "nbd_start_disk",
+                        json!({"bdev_name": name, "nbd_device": name, "hosts": hosts}),
+                    )
+                    .await
+                {
+                    self.view.nbd_exports.insert(name.clone());
+                    self.view
+                        .nbd_hosts
+                        .insert(name.clone(), export.hosts.clone());
+                }
+                continue;
+            }
+            // Hosts are added before others are removed: an export whose
+            // list emptied on the way would serve anyone on loopback.
+            let actual = self.view.nbd_hosts.get(name).cloned().unwrap_or_default();
+            for host in export.hosts.difference(&actual) {
+                self.apply(
+                    failures,
+                    name,
+                    "nbd_disk_add_host",
+                    json!({"nbd_device": name, "host": host}),
+                )
+                .await;
+            }
+            for host in actual.difference(&export.hosts) {
+                self.apply(
+                    failures,
+                    name,
+                    "nbd_disk_remove_host",
+                    json!({"nbd_device": name, "host": host}),
+                )
+                .await;
+            }
+        }
+    }
+
+    /// DH-HMAC-CHAP keys the plan names that the keyring lacks, each
+    /// through a key file that lives only for its call.
+    async fn grant_keyring(&mut self, files: &KeyFiles, failures: &mut Vec<Failure>) {
+        let plan = self.plan;
+        for (name, secret) in &plan.keyring {
+            if self.view.keyring.contains(name) {
+                continue;
+            }
+            let object = format!("host key {name}");
+            let file = match files.write(name, secret.expose()) {
+                Ok(file) => file,
+                Err(e) => {
+                    failures.push(Failure {
+                        cluster: self.session.cluster,
+                        object,
+                        error: format!("cannot stage the key file: {e}"),
+                    });
+                    continue;
+                }
+            };
+            let params = json!({"name": name, "path": file.path()});
+            // The dataplane reads the file in the call; it goes right after.
+            if self
+                .apply(failures, &object, "keyring_file_add_key", params)
+                .await
+            {
+                self.view.keyring.insert(name.clone());
+            }
+            drop(file);
+        }
+    }
+
+    /// NBD PSKs of keyed initiators: sent when the cluster lacks them or
+    /// has another; those of initiators no longer keyed are removed.
+    async fn grant_psks(&mut self, credentials: &Credentials<'_>, failures: &mut Vec<Failure>) {
+        let cluster = self.session.cluster;
+        let plan = self.plan;
+        for (identity, psk) in &plan.nbd_psks {
+            let sent = credentials
+                .psks_sent
+                .lock()
+                .expect("psk ledger lock")
+                .get(&(cluster, identity.clone()))
+                .copied();
+            if self.view.nbd_psks.contains(identity) && sent == Some(psk.tag()) {
+                continue;
+            }
+            let object = format!("host NBD PSK {identity}");
+            let content = format!("{identity}:{}\n", secrets::hex(&psk.0));
+            let file = match credentials
+                .files
+                .write(&format!("psk-{identity}"), &content)
+            {
+                Ok(file) => file,
+                Err(e) => {
+                    failures.push(Failure {
+                        cluster,
+                        object,
+                        error: format!("cannot stage the key file: {e}"),
+                    });
+                    continue;
+                }
+            };
+            let params = json!({"identity": identity, "key_path": file.path()});
+            if self.apply(failures, &object, "nbd_add_psk", params).await {
+                self.view.nbd_psks.insert(identity.clone());
+                credentials
+                    .psks_sent
+                    .lock()
+                    .expect("psk ledger lock")
+                    .insert((cluster, identity.clone()), psk.tag());
+            }
+            drop(file);
+        }
+        let stale: Vec<String> = self
+            .view
+            .nbd_psks
+            .iter()
+            .filter(|i| plan::is_owned_identity(i) && !plan.nbd_psks.contains_key(*i))
+            .cloned()
+            .collect();
+        for identity in stale {
             if self
                 .apply(
                     failures,
-                    export,
-                    "nbd_start_disk",
-                    json!({"bdev_name": export, "nbd_device": export}),
+                    &format!("host NBD PSK {identity}"),
+                    "nbd_remove_psk",
+                    json!({"identity": identity}),
                 )
                 .await
             {
-                self.view.nbd_exports.insert(export.clone());
+                self.view.nbd_psks.remove(&identity);
+                credentials
+                    .psks_sent
+                    .lock()
+                    .expect("psk ledger lock")
+                    .remove(&(cluster, identity));
+            }
+        }
+    }
+
+    /// Keyring entries of the service no host refers to any more (run
+    /// after the hosts took their new keys).
+    async fn revoke_keyring(&mut self, failures: &mut Vec<Failure>) {
+        let plan = self.plan;
+        let stale: Vec<String> = self
+            .view
+            .keyring
+            .iter()
+            .filter(|n| n.starts_with(plan::KEY_NAME_PREFIX) && !plan.keyring.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in stale {
+            if self
+                .apply(
+                    failures,
+                    &format!("host key {name}"),
+                    "keyring_file_remove_key",
+                    json!({"name": name}),
+                )
+                .await
+            {
+                self.view.keyring.remove(&name);
             }
         }
     }
@@ -580,6 +790,22 @@ fn bases_of(actual: &Value) -> Vec<String> {
         .collect()
 }
 
+/// The hosts of a subsystem with the key names each must prove, if any.
+fn subsystem_host_keys(subsystem: &Value) -> BTreeMap<String, Option<HostKeyNames>> {
+    subsystem["hosts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|h| {
+            let keys = h["dhchap_key"].as_str().map(|key| HostKeyNames {
+                dhchap_key: key.to_string(),
+                dhchap_ctrlr_key: h["dhchap_ctrlr_key"].as_str().map(str::to_string),
+            });
+            Some((h["nqn"].as_str()?.to_string(), keys))
+        })
+        .collect()
+}
+
 /// The hosts allowed on a subsystem, as `nvmf_get_subsystems` lists them.
 fn subsystem_hosts(subsystem: &Value) -> BTreeSet<String> {
     subsystem["hosts"]
@@ -600,7 +826,12 @@ fn string_set(value: &Value) -> BTreeSet<String> {
 }
 
 /// One pass over the running clusters (`running`: index and socket).
-pub async fn pass(fabric: &Fabric, desired: &Desired, running: &[(u32, PathBuf)]) -> Report {
+pub async fn pass(
+    fabric: &Fabric,
+    desired: &Desired,
+    running: &[(u32, PathBuf)],
+    credentials: &Credentials<'_>,
+) -> Report {
     let plans = plan::plan(fabric, desired);
     let mut failures = Vec::new();
     let mut targets = Vec::new();
@@ -664,7 +895,8 @@ pub async fn pass(fabric: &Fabric, desired: &Desired, running: &[(u32, PathBuf)]
         target.create(&[2, 3], available, &mut failures).await;
     }
     for target in &mut targets {
-        target.grant(fabric, &mut failures).await;
+        target.grant(fabric, credentials, &mut failures).await;
+        target.revoke_keyring(&mut failures).await;
     }
 
     let mut views = BTreeMap::new();
