@@ -146,6 +146,11 @@ pub struct ManagementConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct DataplaneConfig {
     pub listen_address: IpAddr,
+    /// Address the data clusters' NBD servers listen on. A non-loopback
+    /// listener serves TLS-PSK only (the dataplane's policy): exports with
+    /// a host list, to initiators holding their PSK; plaintext exports
+    /// without a list stay reachable from loopback listeners only.
+    pub nbd_listen_address: IpAddr,
     pub nvmf_base_port: u16,
     pub discovery_port: u16,
     pub nbd_base_port: u16,
@@ -263,6 +268,7 @@ impl Default for DataplaneConfig {
     fn default() -> Self {
         Self {
             listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            nbd_listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             nvmf_base_port: 4420,
             discovery_port: 8009,
             nbd_base_port: 10809,

@@ -35,6 +35,7 @@ fn rpc(appliance: &Appliance, method: &str, params: Value) -> Value {
 fn appliance_on_all_addresses() -> Appliance {
     let appliance = Appliance::builder(1)
         .set("dataplane.listen_address", "0.0.0.0")
+        .set("dataplane.nbd_listen_address", "0.0.0.0")
         .start();
     appliance.wait_for("all children running", STARTUP_TIMEOUT, |s| {
         s["state"] == "running"

@@ -107,12 +107,10 @@ impl Supervisor {
             .with_context(|| format!("cannot resolve {}", config.state_dir.display()))?;
         let lock = StateDirLock::acquire(&config.state_dir)?;
 
-        let listen = config.dataplane.listen_address;
-        if nbd_listen_address(listen) != listen {
+        let nbd = config.dataplane.nbd_listen_address;
+        if !nbd.is_loopback() {
             tracing::info!(
-                "NBD has no authentication: data clusters serve it on {} only; \
-                 dataplane.listen_address {listen} applies to NVMe/TCP",
-                nbd_listen_address(listen)
+                "NBD listens on {nbd}: there it serves TLS-PSK only, to the hosts of each export"
             );
         }
 
@@ -550,10 +548,8 @@ fn dataplane_args(
         .map(usize::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let nbd = std::net::SocketAddr::new(
-        nbd_listen_address(config.dataplane.listen_address),
-        config.nbd_port(index),
-    );
+    let nbd =
+        std::net::SocketAddr::new(config.dataplane.nbd_listen_address, config.nbd_port(index));
     let mut args: Vec<OsString> = vec![
         "--cluster".into(),
         index.to_string().into(),
@@ -598,19 +594,6 @@ fn dataplane_args(
     args
 }
 
-/// The address NBD listens on. NBD has no authentication here (yet): any
-/// client that reaches the port reaches every export on it. So however wide
-/// `dataplane.listen_address` opens NVMe/TCP (which checks the host NQN of
-/// every connection), NBD stays on the loopback address of the same family
-/// and only the appliance's own processes reach it.
-pub fn nbd_listen_address(listen: std::net::IpAddr) -> std::net::IpAddr {
-    match listen {
-        address if address.is_loopback() => address,
-        std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-        std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-    }
-}
-
 fn management_args(config: &ApplianceConfig, region: &Path) -> Vec<OsString> {
     let m = &config.management;
     let mut args: Vec<OsString> = vec![
@@ -647,27 +630,4 @@ fn management_args(config: &ApplianceConfig, region: &Path) -> Vec<OsString> {
         args.push(key.into());
     }
     args
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nbd_stays_on_loopback_whatever_nvmf_listens_on() {
-        for (listen, nbd) in [
-            ("0.0.0.0", "127.0.0.1"),
-            ("10.0.2.15", "127.0.0.1"),
-            ("127.0.0.1", "127.0.0.1"),
-            ("127.0.0.2", "127.0.0.2"),
-            ("::", "::1"),
-            ("::1", "::1"),
-        ] {
-            assert_eq!(
-                nbd_listen_address(listen.parse().unwrap()),
-                nbd.parse::<std::net::IpAddr>().unwrap(),
-                "{listen}"
-            );
-        }
-    }
 }
