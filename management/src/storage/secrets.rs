@@ -461,7 +461,7 @@ pub mod tests {
             .iter()
             .flat_map(|t| {
                 let payload = t.split(':').nth(2).unwrap().to_string();
-                [payload[..24].as_bytes().to_vec(), t.as_bytes().to_vec()]
+                [payload.as_bytes()[..24].to_vec(), t.as_bytes().to_vec()]
             })
             .chain([vec![0x5a; 16], vec![0xa5; 16]])
             .collect();
