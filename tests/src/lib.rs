@@ -382,6 +382,13 @@ impl Appliance {
         call_blocking(&socket, method, params, Duration::from_secs(30))
     }
 
+    /// Calls a method on data cluster `index` that must succeed (test
+    /// setup): panics naming the method and cluster otherwise.
+    pub fn dataplane_call(&self, index: u32, method: &str, params: Value) -> Value {
+        self.dataplane_rpc(index, method, Some(params))
+            .unwrap_or_else(|e| panic!("{method} on cluster {index}: {e}"))
+    }
+
     /// The running configuration (`appliance_get_config`).
     pub fn config(&self) -> Value {
         self.rpc("appliance_get_config", None)

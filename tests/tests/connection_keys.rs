@@ -30,12 +30,6 @@ const ATR: u32 = 1 << 17;
 /// Connect status "Invalid Host".
 const INVALID_HOST: (u8, u8) = (1, 0x84);
 
-fn rpc(appliance: &Appliance, cluster: u32, method: &str, params: Value) -> Value {
-    appliance
-        .dataplane_rpc(cluster, method, Some(params))
-        .unwrap_or_else(|e| panic!("{method} on cluster {cluster}: {e}"))
-}
-
 fn host_secret() -> String {
     secret_text(&[0x5a; 32], 1)
 }
@@ -418,7 +412,7 @@ fn keyed_connections_authenticate_rotate_and_survive_a_cluster_restart() {
     }
     // Only the rotated key is left in each cluster's keyring.
     for cluster in 0..2 {
-        let keyring = rpc(&appliance, cluster, "keyring_get_keys", json!({}));
+        let keyring = appliance.dataplane_call(cluster, "keyring_get_keys", json!({}));
         assert_eq!(keyring.as_array().unwrap().len(), 1, "{keyring}");
     }
     if nbd_ok {
@@ -487,9 +481,9 @@ fn keyed_connections_authenticate_rotate_and_survive_a_cluster_restart() {
         INVALID_HOST
     );
     for cluster in 0..2 {
-        let keyring = rpc(&appliance, cluster, "keyring_get_keys", json!({}));
+        let keyring = appliance.dataplane_call(cluster, "keyring_get_keys", json!({}));
         assert_eq!(keyring, json!([]), "cluster {cluster}");
-        let psks = rpc(&appliance, cluster, "nbd_get_psks", json!({}));
+        let psks = appliance.dataplane_call(cluster, "nbd_get_psks", json!({}));
         assert_eq!(psks, json!([]), "cluster {cluster}");
     }
 }

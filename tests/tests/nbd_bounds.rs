@@ -6,29 +6,23 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use shoal_tests::Appliance;
 use shoal_tests::nbd_client::{CMD_READ, CMD_WRITE, connect, read, request};
 
 const MIB: u64 = 1 << 20;
 
-fn rpc(appliance: &Appliance, method: &str, params: Value) -> Value {
-    appliance
-        .dataplane_rpc(0, method, Some(params))
-        .unwrap_or_else(|e| panic!("{method} failed: {e}"))
-}
-
 /// An appliance with one cluster serving a 64 MiB malloc bdev as `vol0`;
 /// returns it with the dataplane's pid.
 fn appliance_with_export() -> (Appliance, i32) {
     let appliance = Appliance::start_ready(1);
-    rpc(
-        &appliance,
+    appliance.dataplane_call(
+        0,
         "bdev_malloc_create",
         json!({"name": "m0", "num_blocks": 16384, "block_size": 4096}),
     );
-    rpc(
-        &appliance,
+    appliance.dataplane_call(
+        0,
         "nbd_start_disk",
         json!({"bdev_name": "m0", "nbd_device": "vol0"}),
     );

@@ -25,12 +25,6 @@ const REP_SERVER: u32 = 2;
 const REP_ERR_TLS_REQD: u32 = 0x8000_0005;
 const REP_ERR_UNKNOWN: u32 = 0x8000_0006;
 
-fn rpc(appliance: &Appliance, method: &str, params: Value) -> Value {
-    appliance
-        .dataplane_rpc(0, method, Some(params))
-        .unwrap_or_else(|e| panic!("{method} failed: {e}"))
-}
-
 /// An appliance whose NBD listener is bound to 0.0.0.0 (not loopback).
 fn appliance_on_all_addresses() -> Appliance {
     let appliance = Appliance::builder(1)
@@ -62,13 +56,13 @@ fn exports_for_two_hosts(appliance: &Appliance) -> (PathBuf, PathBuf) {
     let dir = appliance.dir.path();
     let key_a = key_file(dir, "a", "host-a", 0x10);
     let key_b = key_file(dir, "b", "host-b", 0x80);
-    rpc(
-        appliance,
+    appliance.dataplane_call(
+        0,
         "nbd_add_psk",
         json!({"identity": "host-a", "key_path": key_a}),
     );
-    rpc(
-        appliance,
+    appliance.dataplane_call(
+        0,
         "nbd_add_psk",
         json!({"identity": "host-b", "key_path": key_b}),
     );
@@ -77,13 +71,13 @@ fn exports_for_two_hosts(appliance: &Appliance) -> (PathBuf, PathBuf) {
         ("m1", "vol-b", json!(["host-b"])),
         ("m2", "unlisted", json!([])),
     ] {
-        rpc(
-            appliance,
+        appliance.dataplane_call(
+            0,
             "bdev_malloc_create",
             json!({"name": bdev, "num_blocks": 8192, "block_size": 512}),
         );
-        rpc(
-            appliance,
+        appliance.dataplane_call(
+            0,
             "nbd_start_disk",
             json!({"bdev_name": bdev, "nbd_device": export, "hosts": hosts}),
         );
@@ -177,10 +171,10 @@ fn a_loopback_listener_serves_only_unlisted_exports_in_plaintext() {
     assert_eq!(listed(&replies(&mut s)), ["unlisted"]);
     option(&mut s, OPT_GO, &go_payload("vol-a"));
     assert_eq!(replies(&mut s)[0].0, REP_ERR_UNKNOWN);
-    let disks = rpc(&appliance, "nbd_get_disks", json!({"nbd_device": "vol-a"}));
+    let disks = appliance.dataplane_call(0, "nbd_get_disks", json!({"nbd_device": "vol-a"}));
     assert_eq!(disks[0]["hosts"], json!(["host-a"]));
     // Keys are never returned; identities are.
-    let psks = rpc(&appliance, "nbd_get_psks", json!({}));
+    let psks = appliance.dataplane_call(0, "nbd_get_psks", json!({}));
     assert_eq!(
         psks,
         json!([{"identity": "host-a"}, {"identity": "host-b"}])
@@ -271,8 +265,8 @@ fn libnbd_clients_reach_only_their_own_export_over_tls_psk() {
     assert!(plain.to_lowercase().contains("tls"), "{plain}");
 
     // Taking host-a off the list closes its way in.
-    rpc(
-        &appliance,
+    appliance.dataplane_call(
+        0,
         "nbd_disk_remove_host",
         json!({"nbd_device": "vol-a", "host": "host-a"}),
     );

@@ -9,7 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use shoal_tests::Appliance;
 use shoal_tests::dhchap_host::{
     AuthOutcome, FFDHE2048, HostAuth, NULL_GROUP, SHA256, SHA512, secret_text,
@@ -24,12 +24,6 @@ const BLOCK: usize = 512;
 const AUTH_REQUIRED: (u8, u8) = (1, 0x91);
 /// Connect response DW0 bit 17: AUTHREQ.ATR.
 const ATR: u32 = 1 << 17;
-
-fn rpc(appliance: &Appliance, method: &str, params: Value) -> Value {
-    appliance
-        .dataplane_rpc(0, method, Some(params))
-        .unwrap_or_else(|e| panic!("{method} failed: {e}"))
-}
 
 fn host_secret() -> String {
     secret_text(&[0x5a; 32], 1)
@@ -50,47 +44,41 @@ fn write_key(dir: &Path, name: &str, text: &str) -> String {
 /// key0 (and the controller with key1 when `controller_key`).
 fn target(keys: &tempfile::TempDir, controller_key: bool) -> Appliance {
     let appliance = Appliance::start_ready(1);
-    rpc(
-        &appliance,
-        "nvmf_create_transport",
-        json!({"trtype": "TCP"}),
-    );
-    rpc(
-        &appliance,
+    appliance.dataplane_call(0, "nvmf_create_transport", json!({"trtype": "TCP"}));
+    appliance.dataplane_call(
+        0,
         "bdev_malloc_create",
         json!({"name": "m0", "num_blocks": 8192, "block_size": BLOCK}),
     );
-    rpc(
-        &appliance,
+    appliance.dataplane_call(
+        0,
         "nvmf_create_subsystem",
         json!({"nqn": SUBNQN, "serial_number": "SHOAL0002", "model_number": "Shoal auth"}),
     );
     let path = write_key(keys.path(), "key0", &host_secret());
-    rpc(
-        &appliance,
+    appliance.dataplane_call(
+        0,
         "keyring_file_add_key",
         json!({"name": "key0", "path": path}),
     );
     let mut host = json!({"nqn": SUBNQN, "host": HOST, "dhchap_key": "key0"});
     if controller_key {
         let path = write_key(keys.path(), "key1", &controller_secret());
-        rpc(
-            &appliance,
+        appliance.dataplane_call(
+            0,
             "keyring_file_add_key",
             json!({"name": "key1", "path": path}),
         );
         host["dhchap_ctrlr_key"] = json!("key1");
     }
-    rpc(&appliance, "nvmf_subsystem_add_host", host);
-    rpc(
-        &appliance,
+    appliance.dataplane_call(0, "nvmf_subsystem_add_host", host);
+    appliance.dataplane_call(
+        0,
         "nvmf_subsystem_add_ns",
         json!({"nqn": SUBNQN, "namespace": {"bdev_name": "m0"}}),
     );
     let portal = appliance.nvmf_address(0);
-    rpc(
-        &appliance,
-        "nvmf_subsystem_add_listener",
+    appliance.dataplane_call(0, "nvmf_subsystem_add_listener",
         json!({"nqn": SUBNQN, "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": portal.port().to_string()}}),
     );
     appliance
@@ -195,12 +183,16 @@ fn sha256_and_the_null_group_open_admin_and_io_queues() {
     assert_eq!(data, vec![0xab; BLOCK]);
 
     // The configuration names keys, never shows them.
-    let subsystems = rpc(&appliance, "nvmf_get_subsystems", json!({})).to_string();
+    let subsystems = appliance
+        .dataplane_call(0, "nvmf_get_subsystems", json!({}))
+        .to_string();
     assert!(
         subsystems.contains("\"dhchap_key\":\"key0\""),
         "{subsystems}"
     );
-    let keys_listed = rpc(&appliance, "keyring_get_keys", json!({})).to_string();
+    let keys_listed = appliance
+        .dataplane_call(0, "keyring_get_keys", json!({}))
+        .to_string();
     assert!(keys_listed.contains("key0"));
     let secret = host_secret();
     let encoded = secret.split(':').nth(2).unwrap();
@@ -262,8 +254,8 @@ fn sha512_and_ffdhe2048_authenticate_both_ways() {
         Some(json!({"dhchap_dhgroups": ["ffdhe1024"]})),
     );
     assert!(bad.is_err());
-    rpc(
-        &appliance,
+    appliance.dataplane_call(
+        0,
         "nvmf_set_config",
         json!({"dhchap_digests": ["sha256"], "dhchap_dhgroups": ["null"]}),
     );
@@ -419,17 +411,13 @@ fn keys_are_checked_when_configured_and_at_connect() {
     assert!(refused.is_err());
     // A key removed after configuration: the host is refused, never let in
     // without authentication.
-    rpc(
-        &appliance,
-        "keyring_file_remove_key",
-        json!({"name": "key0"}),
-    );
+    appliance.dataplane_call(0, "keyring_file_remove_key", json!({"name": "key0"}));
     let mut host = Initiator::connect(appliance.nvmf_address(0), false, false).unwrap();
     let cqe = host.fabric_connect(0, 31, 0xffff, SUBNQN, HOST, 0).unwrap();
     assert_eq!(cqe.status(), (1, 0x84));
     // A host without keys on the same subsystem keeps the NQN check only.
-    rpc(
-        &appliance,
+    appliance.dataplane_call(
+        0,
         "nvmf_subsystem_add_host",
         json!({"nqn": SUBNQN, "host": OTHER_HOST}),
     );

@@ -32,44 +32,32 @@ const RPC_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// `jsonrpc::server::MAX_CONNECTIONS`.
 const RPC_MAX_CONNECTIONS: usize = 64;
 
-fn rpc(appliance: &Appliance, method: &str, params: Value) -> Value {
-    appliance
-        .dataplane_rpc(0, method, Some(params))
-        .unwrap_or_else(|e| panic!("{method} failed: {e}"))
-}
-
 /// One data cluster with a malloc namespace exported to `HOST`.
 fn target() -> Appliance {
     let appliance = Appliance::start_ready(1);
-    rpc(
-        &appliance,
-        "nvmf_create_transport",
-        json!({"trtype": "TCP"}),
-    );
-    rpc(
-        &appliance,
+    appliance.dataplane_call(0, "nvmf_create_transport", json!({"trtype": "TCP"}));
+    appliance.dataplane_call(
+        0,
         "bdev_malloc_create",
         json!({"name": "m0", "num_blocks": 8192, "block_size": BLOCK}),
     );
-    rpc(
-        &appliance,
+    appliance.dataplane_call(
+        0,
         "nvmf_create_subsystem",
         json!({"nqn": SUBNQN, "serial_number": "SHOAL0002", "model_number": "Shoal bounds"}),
     );
-    rpc(
-        &appliance,
+    appliance.dataplane_call(
+        0,
         "nvmf_subsystem_add_host",
         json!({"nqn": SUBNQN, "host": HOST}),
     );
-    rpc(
-        &appliance,
+    appliance.dataplane_call(
+        0,
         "nvmf_subsystem_add_ns",
         json!({"nqn": SUBNQN, "namespace": {"bdev_name": "m0"}}),
     );
     let portal = appliance.nvmf_address(0);
-    rpc(
-        &appliance,
-        "nvmf_subsystem_add_listener",
+    appliance.dataplane_call(0, "nvmf_subsystem_add_listener",
         json!({"nqn": SUBNQN, "listen_address": {"trtype": "TCP", "adrfam": "IPv4", "traddr": "127.0.0.1", "trsvcid": portal.port().to_string()}}),
     );
     appliance
