@@ -7,10 +7,10 @@ pub mod dhchap_host;
 pub mod event_receiver;
 pub mod nbd_client;
 pub mod nvme_initiator;
+pub mod ports;
 pub mod raw_tls;
 pub mod redfish_client;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
@@ -61,28 +61,14 @@ pub fn bin_dir() -> &'static Path {
     })
 }
 
-/// A free TCP port on loopback (bound, then released for the appliance).
+/// A loopback port reserved for this test process (see [`ports`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ports::reserve(1)
 }
 
-/// The first of `count` consecutive free loopback ports.
+/// The first of `count` consecutive loopback ports reserved for this process.
 pub fn free_port_block(count: u16) -> u16 {
-    for _ in 0..200 {
-        let base = free_port();
-        if base.checked_add(count).is_none() {
-            continue;
-        }
-        let all_free = (base..base + count).all(|p| TcpListener::bind(("127.0.0.1", p)).is_ok());
-        if all_free {
-            return base;
-        }
-    }
-    panic!("no block of {count} free ports found");
+    ports::reserve(count)
 }
 
 /// Configuration for one test appliance, as a TOML table.
