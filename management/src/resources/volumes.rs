@@ -333,10 +333,12 @@ fn parse_create(object: &Map<String, Value>, clusters: u32) -> Result<VolumeRequ
         None => RaidType::Raid0,
         Some(value) => {
             let text = body::string("RAIDType", value)?;
-            RaidType::parse(text).ok_or_else(|| {
-                RedfishError::bad_request("PropertyValueNotInList", &[text, "RAIDType"])
-                    .with_detail(&format!("supported: {}", RaidType::SUPPORTED.join(", ")))
-            })?
+            RaidType::parse(text)
+                .filter(|_| RaidType::SUPPORTED.contains(&text))
+                .ok_or_else(|| {
+                    RedfishError::bad_request("PropertyValueNotInList", &[text, "RAIDType"])
+                        .with_detail(&format!("supported: {}", RaidType::SUPPORTED.join(", ")))
+                })?
         }
     };
     let strip_bytes = object

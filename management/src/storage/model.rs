@@ -30,23 +30,37 @@ pub const DEFAULT_STRIP_BYTES: u64 = 64 << 10;
 pub const MIN_STRIP_BYTES: u64 = 4 << 10;
 pub const MAX_STRIP_BYTES: u64 = ALLOCATION_UNIT_BYTES;
 
-/// How a volume spreads over the data clusters.
+/// How a volume spreads over the data clusters. Each leg is on a different
+/// cluster's drive: the cluster is the failure domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RaidType {
     /// Striped across the chosen clusters' drives (Redfish `RAID0`).
     Raid0,
     /// Redfish `None`: no redundancy; laid out like RAID0.
     None,
+    /// Every leg holds all the data (dataplane `raid1`).
+    Raid1,
+    /// Striped over mirrored pairs (dataplane `raid10`).
+    Raid10,
+    /// Striped with one rotating parity strip (dataplane `raid5f`).
+    Raid5,
+    /// Striped with two rotating parity strips, P and Q (dataplane `raid6`).
+    Raid6,
 }
 
 impl RaidType {
-    /// The Redfish `RAIDType` values accepted at creation.
+    /// The Redfish `RAIDType` values accepted at creation: only those the
+    /// dataplane and the placement carry out end to end.
     pub const SUPPORTED: [&'static str; 2] = ["RAID0", "None"];
 
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "RAID0" => Some(Self::Raid0),
             "None" => Some(Self::None),
+            "RAID1" => Some(Self::Raid1),
+            "RAID10" => Some(Self::Raid10),
+            "RAID5" => Some(Self::Raid5),
+            "RAID6" => Some(Self::Raid6),
             _ => None,
         }
     }
@@ -55,6 +69,24 @@ impl RaidType {
         match self {
             Self::Raid0 => "RAID0",
             Self::None => "None",
+            Self::Raid1 => "RAID1",
+            Self::Raid10 => "RAID10",
+            Self::Raid5 => "RAID5",
+            Self::Raid6 => "RAID6",
+        }
+    }
+
+    /// Whether the volume survives the loss of a leg.
+    pub fn is_redundant(self) -> bool {
+        !matches!(self, Self::Raid0 | Self::None)
+    }
+
+    /// Legs that may be lost at once without losing data.
+    pub fn tolerated_failures(self) -> usize {
+        match self {
+            Self::Raid0 | Self::None => 0,
+            Self::Raid1 | Self::Raid10 | Self::Raid5 => 1,
+            Self::Raid6 => 2,
         }
     }
 }
