@@ -144,6 +144,9 @@ impl Child {
                 self.state = State::Starting { pid, since: now };
             }
             Err(e) => {
+                // No process will ever claim this life of the slot: say so,
+                // or peers would take "spawned" for a cluster on its way up.
+                slot.set_status(SlotStatus::Exited);
                 tracing::error!(
                     "cannot start {} from {}: {e}",
                     self.kind,
