@@ -132,7 +132,9 @@ impl Supervisor {
         )?;
 
         let timeouts = Timeouts {
+            heartbeat_interval: Duration::from_millis(config.supervisor.heartbeat_interval_ms),
             heartbeat: Duration::from_millis(config.supervisor.heartbeat_timeout_ms),
+            stall_hard_limit: Duration::from_millis(config.supervisor.stall_hard_limit_ms),
             start: Duration::from_millis(config.supervisor.start_timeout_ms),
         };
         let policy = RestartPolicy::new(&config.supervisor);
