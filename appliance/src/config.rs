@@ -94,6 +94,10 @@ pub struct SupervisorConfig {
     pub socket: PathBuf,
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
+    /// A child that is stopped by a signal or starved of CPU is not killed
+    /// for a silent heartbeat (it is not stuck) until its heartbeat is this
+    /// old: the bound on how long I/O to it can wait.
+    pub stall_hard_limit_ms: u64,
     pub start_timeout_ms: u64,
     pub restart_backoff_initial_ms: u64,
     pub restart_backoff_max_ms: u64,
@@ -226,6 +230,7 @@ impl Default for SupervisorConfig {
             socket: PathBuf::new(),
             heartbeat_interval_ms: 100,
             heartbeat_timeout_ms: 2000,
+            stall_hard_limit_ms: 10_000,
             start_timeout_ms: 10_000,
             restart_backoff_initial_ms: 100,
             restart_backoff_max_ms: 10_000,
@@ -412,6 +417,13 @@ impl ApplianceConfig {
                 "supervisor.heartbeat_timeout_ms = {}: must be at least 3 x heartbeat_interval_ms ({})",
                 s.heartbeat_timeout_ms,
                 3 * s.heartbeat_interval_ms
+            ),
+        );
+        check(
+            s.stall_hard_limit_ms >= s.heartbeat_timeout_ms,
+            format!(
+                "supervisor.stall_hard_limit_ms = {}: must be at least heartbeat_timeout_ms ({})",
+                s.stall_hard_limit_ms, s.heartbeat_timeout_ms
             ),
         );
         check(

@@ -15,6 +15,7 @@ pub mod config;
 pub mod doorbell;
 pub mod hugepages;
 pub mod jsonrpc;
+pub mod locks;
 pub mod logging;
 pub mod nqn;
 pub mod participant;

@@ -5,6 +5,7 @@
 //! restarts; one still running when the service stopped is marked aborted
 //! at the next start.
 
+use shoal_appliance::locks::Recover;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -120,16 +121,11 @@ impl Tasks {
     }
 
     pub fn get(&self, id: u64) -> Option<Task> {
-        self.tasks.lock().expect("tasks lock").get(&id).cloned()
+        self.tasks.locked().get(&id).cloned()
     }
 
     pub fn list(&self) -> Vec<Task> {
-        self.tasks
-            .lock()
-            .expect("tasks lock")
-            .values()
-            .cloned()
-            .collect()
+        self.tasks.locked().values().cloned().collect()
     }
 
     /// Records a new running task for `operation` on `target_uri`.
@@ -159,7 +155,7 @@ impl Tasks {
         self.store.put(Table::Tasks, &id.to_string(), &task).await?;
         self.announce(&task, &task.messages[0]);
         let dropped = {
-            let mut tasks = self.tasks.lock().expect("tasks lock");
+            let mut tasks = self.tasks.locked();
             tasks.insert(id, task);
             let finished: Vec<u64> = tasks
                 .values()
@@ -195,7 +191,7 @@ impl Tasks {
     }
 
     fn update(&self, id: u64, change: impl FnOnce(&mut Task)) -> Option<Task> {
-        let mut tasks = self.tasks.lock().expect("tasks lock");
+        let mut tasks = self.tasks.locked();
         let task = tasks.get_mut(&id)?;
         change(task);
         Some(task.clone())

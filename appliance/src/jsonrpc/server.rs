@@ -7,6 +7,7 @@
 //! say nothing cannot keep the reconciler (or the CLI) out: a new client
 //! waits only while all connections are running requests.
 
+use crate::locks::Recover;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
@@ -159,11 +160,11 @@ struct Connection {
 
 impl Connection {
     fn set_idle(&self, idle: bool) {
-        *self.idle_since.lock().expect("connection lock") = idle.then(Instant::now);
+        *self.idle_since.locked() = idle.then(Instant::now);
     }
 
     fn idle_since(&self) -> Option<Instant> {
-        *self.idle_since.lock().expect("connection lock")
+        *self.idle_since.locked()
     }
 }
 
@@ -175,23 +176,17 @@ impl Connections {
     fn add(&self) -> Arc<Connection> {
         let connection = Arc::new(Connection::default());
         connection.set_idle(true);
-        self.0
-            .lock()
-            .expect("connections lock")
-            .push(Arc::clone(&connection));
+        self.0.locked().push(Arc::clone(&connection));
         connection
     }
 
     fn remove(&self, connection: &Arc<Connection>) {
-        self.0
-            .lock()
-            .expect("connections lock")
-            .retain(|c| !Arc::ptr_eq(c, connection));
+        self.0.locked().retain(|c| !Arc::ptr_eq(c, connection));
     }
 
     /// Tells the connection idle longest to close; false if none is idle.
     fn evict_longest_idle(&self) -> bool {
-        let connections = self.0.lock().expect("connections lock");
+        let connections = self.0.locked();
         let longest = connections
             .iter()
             .filter_map(|c| c.idle_since().map(|since| (since, c)))

@@ -25,6 +25,7 @@ pub mod stats;
 pub(crate) mod testing;
 pub mod uring;
 
+use shoal_appliance::locks::Recover;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -424,7 +425,7 @@ impl Bdev {
     }
 
     fn claim_as(&self, owner: &str, shared: bool) -> Result<(), BdevError> {
-        let mut users = self.users.lock().expect("users lock");
+        let mut users = self.users.locked();
         match &mut users.claim {
             Some(claim) if shared && claim.shared && claim.owner == owner => {
                 claim.holders += 1;
@@ -454,7 +455,7 @@ impl Bdev {
 
     /// Gives back one claim (the last holder of a shared claim frees it).
     pub fn release_claim(&self) {
-        let mut users = self.users.lock().expect("users lock");
+        let mut users = self.users.locked();
         if let Some(claim) = &mut users.claim {
             claim.holders -= 1;
             if claim.holders == 0 {
@@ -464,7 +465,7 @@ impl Bdev {
     }
 
     pub fn claimed_by(&self) -> Option<String> {
-        let users = self.users.lock().expect("users lock");
+        let users = self.users.locked();
         users.claim.as_ref().map(|c| c.owner.clone())
     }
 
@@ -472,7 +473,7 @@ impl Bdev {
     /// the export is removed. A writable export of a claimed bdev is
     /// refused: it would write under the virtual bdev that owns the blocks.
     pub fn add_export(&self, export: &str, writable: bool) -> Result<(), BdevError> {
-        let mut users = self.users.lock().expect("users lock");
+        let mut users = self.users.locked();
         if writable && let Some(claim) = &users.claim {
             return Err(BdevError::Busy {
                 name: self.name.clone(),
@@ -484,25 +485,21 @@ impl Bdev {
     }
 
     pub fn remove_export(&self, export: &str) {
-        self.users
-            .lock()
-            .expect("users lock")
-            .exports
-            .retain(|(e, _)| e != export);
+        self.users.locked().exports.retain(|(e, _)| e != export);
     }
 
     pub fn exports(&self) -> Vec<String> {
-        let users = self.users.lock().expect("users lock");
+        let users = self.users.locked();
         users.exports.iter().map(|(e, _)| e.clone()).collect()
     }
 
     /// Statistics folded in from channels already released.
     pub fn retired_stats(&self) -> stats::IoStats {
-        *self.retired.lock().expect("stats lock")
+        *self.retired.locked()
     }
 
     pub(crate) fn retire_stats(&self, stats: &stats::IoStats) {
-        self.retired.lock().expect("stats lock").add(stats);
+        self.retired.locked().add(stats);
     }
 
     /// The bdev as `bdev_get_bdevs` shows it, SPDK's field names.

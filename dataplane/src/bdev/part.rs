@@ -8,6 +8,7 @@
 //! base never overlap, which this module checks independently of whoever
 //! asked.
 
+use shoal_appliance::locks::Recover;
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::rc::Rc;
@@ -104,7 +105,7 @@ pub fn create_part(registry: &BdevRegistry, config: PartConfig) -> Result<Arc<Bd
 /// Records `range` of `base` for part `name`, unless another part has any
 /// of those blocks.
 fn reserve(base: &Bdev, name: &str, range: Range<u64>) -> Result<(), BdevError> {
-    let mut occupied = OCCUPIED.lock().expect("occupied lock");
+    let mut occupied = OCCUPIED.locked();
     let parts = occupied.entry(base.id()).or_default();
     if let Some((other, taken)) = parts
         .iter()
@@ -126,7 +127,7 @@ fn reserve(base: &Bdev, name: &str, range: Range<u64>) -> Result<(), BdevError> 
 /// Extends part `name`'s reservation on `base` from `from` to `to`, if no
 /// other part has any of the blocks in between.
 fn extend(base: &Bdev, name: &str, from: &Range<u64>, to: &Range<u64>) -> Result<(), BdevError> {
-    let mut occupied = OCCUPIED.lock().expect("occupied lock");
+    let mut occupied = OCCUPIED.locked();
     let parts = occupied.entry(base.id()).or_default();
     if let Some((other, taken)) = parts.iter().find(|(part, taken)| {
         !(part == name && taken == from) && taken.start < to.end && to.start < taken.end
@@ -149,7 +150,7 @@ fn extend(base: &Bdev, name: &str, from: &Range<u64>, to: &Range<u64>) -> Result
 }
 
 fn free(base_id: u64, name: &str, range: &Range<u64>) {
-    let mut occupied = OCCUPIED.lock().expect("occupied lock");
+    let mut occupied = OCCUPIED.locked();
     if let Some(parts) = occupied.get_mut(&base_id) {
         parts.retain(|(part, taken)| !(part == name && taken == range));
         if parts.is_empty() {

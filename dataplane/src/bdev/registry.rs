@@ -1,6 +1,7 @@
 //! The bdevs of this dataplane by name. Only the control path (JSON-RPC)
 //! takes its lock; the I/O path holds `Arc<Bdev>`s and channels.
 
+use shoal_appliance::locks::Recover;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +32,7 @@ impl BdevRegistry {
         backend: Box<dyn BdevBackend>,
     ) -> Result<Arc<Bdev>, BdevError> {
         spec.validate()?;
-        let mut bdevs = self.bdevs.lock().expect("registry lock");
+        let mut bdevs = self.bdevs.locked();
         if bdevs.contains_key(&spec.name) {
             return Err(BdevError::Exists(spec.name));
         }
@@ -59,7 +60,7 @@ impl BdevRegistry {
 
     /// A bdev by name or UUID.
     pub fn get(&self, name: &str) -> Result<Arc<Bdev>, BdevError> {
-        let bdevs = self.bdevs.lock().expect("registry lock");
+        let bdevs = self.bdevs.locked();
         bdevs
             .get(name)
             .or_else(|| bdevs.values().find(|b| b.uuid().to_string() == name))
@@ -73,19 +74,14 @@ impl BdevRegistry {
     }
 
     pub fn list(&self) -> Vec<Arc<Bdev>> {
-        self.bdevs
-            .lock()
-            .expect("registry lock")
-            .values()
-            .cloned()
-            .collect()
+        self.bdevs.locked().values().cloned().collect()
     }
 
     /// Removes bdev `name` of `module`. Refused while the bdev is claimed or
     /// exported. Releases the claims it held on its base bdevs. The caller
     /// releases the reactors' channels.
     pub fn unregister(&self, name: &str, module: &str) -> Result<Arc<Bdev>, BdevError> {
-        let mut bdevs = self.bdevs.lock().expect("registry lock");
+        let mut bdevs = self.bdevs.locked();
         let bdev = bdevs
             .get(name)
             .ok_or_else(|| BdevError::NotFound(name.to_string()))?;
@@ -112,8 +108,95 @@ impl BdevRegistry {
         for base in bdev.backend().base_bdevs() {
             base.release_claim();
         }
-        bdev.backend().unregistered();
+        // The module's teardown runs outside the lock: whatever it does
+        // (and a panic in it) cannot leave the map half-updated or hold up
+        // the control path.
+        drop(bdevs);
         tracing::info!(bdev = name, "bdev unregistered");
+        bdev.backend().unregistered();
         Ok(bdev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bdev::{BackendChannel, IoKind};
+
+    /// A module whose teardown panics, as a bug in any module's could.
+    struct PanicsOnTeardown;
+
+    impl BdevBackend for PanicsOnTeardown {
+        fn module(&self) -> &'static str {
+            "test"
+        }
+        fn product_name(&self) -> &'static str {
+            "Teardown bug"
+        }
+        fn supports(&self, _kind: IoKind) -> bool {
+            false
+        }
+        fn create_channel(&self) -> Box<dyn BackendChannel> {
+            unreachable!("the test does no I/O")
+        }
+        fn unregistered(&self) {
+            panic!("teardown bug");
+        }
+    }
+
+    fn spec(name: &str) -> BdevSpec {
+        BdevSpec {
+            name: name.to_string(),
+            uuid: None,
+            block_size: 512,
+            num_blocks: 8,
+        }
+    }
+
+    #[test]
+    fn a_panic_inside_a_registry_operation_leaves_the_registry_usable_and_consistent() {
+        let registry = BdevRegistry::new();
+        registry
+            .register(spec("keep"), Box::new(PanicsOnTeardown))
+            .unwrap();
+        registry
+            .register(spec("buggy"), Box::new(PanicsOnTeardown))
+            .unwrap();
+        let epoch = registry.epoch();
+        let outcome = std::panic::catch_unwind(|| registry.unregister("buggy", "test"));
+        assert!(outcome.is_err(), "the teardown panicked");
+        // The removal is complete (not half done) and every later call works.
+        assert!(matches!(registry.get("buggy"), Err(BdevError::NotFound(_))));
+        assert!(registry.epoch() > epoch);
+        let names: Vec<_> = registry
+            .list()
+            .iter()
+            .map(|b| b.name().to_string())
+            .collect();
+        assert_eq!(names, ["keep"]);
+        registry
+            .register(spec("buggy"), Box::new(PanicsOnTeardown))
+            .unwrap();
+        assert_eq!(registry.list().len(), 2);
+    }
+
+    #[test]
+    fn a_poisoned_registry_lock_is_recovered_not_propagated() {
+        let registry = BdevRegistry::new();
+        registry
+            .register(spec("a"), Box::new(PanicsOnTeardown))
+            .unwrap();
+        let poisoned = std::panic::catch_unwind(|| {
+            let _held = registry.bdevs.lock().unwrap();
+            panic!("a handler bug while holding the registry lock");
+        });
+        assert!(poisoned.is_err());
+        assert!(registry.bdevs.is_poisoned());
+        assert_eq!(registry.list().len(), 1);
+        assert!(registry.get("a").is_ok());
+        registry
+            .register(spec("b"), Box::new(PanicsOnTeardown))
+            .unwrap();
+        assert_eq!(registry.list().len(), 2);
     }
 }

@@ -90,6 +90,19 @@ fn alive(generation: u64, status: Option<SlotStatus>) -> bool {
     generation != 0 && !matches!(status, Some(SlotStatus::Exited) | None)
 }
 
+/// Whether a new request may be pushed to a peer: only to a life that has
+/// reported running. A life still "spawned" or "starting" may never get
+/// there (it can die before it claims its slot, leaving no pid to reap
+/// it by), and nothing it has not started serves the ring, so a request
+/// pushed to it could wait forever; failing it at once keeps I/O to an
+/// unreachable leg bounded however the peer failed. Nothing of ours is
+/// then ever in the ring of a life that has not run, so a later restart
+/// never finds our buffers in it. A stopping peer is draining: new I/O
+/// to it fails too, what it already has completes or fails at its exit.
+fn accepts_requests(generation: u64, status: Option<SlotStatus>) -> bool {
+    generation != 0 && status == Some(SlotStatus::Running)
+}
+
 impl Engine {
     pub(super) fn new(
         participant: Arc<Participant>,
@@ -295,7 +308,7 @@ impl Engine {
             None => (0, 0),
         };
         let (peer_generation, up) = self.refresh_peer(peer as usize);
-        if !up {
+        if !up || !accepts_requests(peer_generation, self.slot(peer).status()) {
             stats::bump(&self.stats.peer(peer).errors);
             return fail(reply, buf, libc::EIO);
         }
@@ -525,5 +538,46 @@ impl Peer {
         stats::set(&peer_stats.in_flight, 0);
         stats::set(&peer_stats.queued, 0);
         failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [SlotStatus; 6] = [
+        SlotStatus::Spawned,
+        SlotStatus::Starting,
+        SlotStatus::Running,
+        SlotStatus::Stopping,
+        SlotStatus::Stopped,
+        SlotStatus::Exited,
+    ];
+
+    #[test]
+    fn only_a_running_life_is_given_new_requests() {
+        for status in ALL {
+            assert_eq!(
+                accepts_requests(7, Some(status)),
+                status == SlotStatus::Running,
+                "{status:?}"
+            );
+        }
+        assert!(!accepts_requests(0, Some(SlotStatus::Running)));
+        assert!(!accepts_requests(7, None));
+    }
+
+    #[test]
+    fn anything_short_of_exited_may_still_touch_our_buffers() {
+        // `alive` guards buffer reuse: anything short of exited may still
+        // touch buffers of requests already in its ring.
+        for status in ALL {
+            assert_eq!(
+                alive(3, Some(status)),
+                status != SlotStatus::Exited,
+                "{status:?}"
+            );
+        }
+        assert!(!alive(0, Some(SlotStatus::Running)));
     }
 }

@@ -5,6 +5,7 @@
 //! PSK identity on its list. An export without one is served to anybody
 //! who reaches a loopback listener (local tools), and to nobody else.
 
+use shoal_appliance::locks::Recover;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,7 +55,7 @@ impl Export {
     /// Whether `peer` may see and open this export; if so, a token that
     /// fires when that permission is revoked.
     pub fn admits(&self, peer: &Peer) -> Option<CancellationToken> {
-        let access = self.access.lock().expect("export access lock");
+        let access = self.access.locked();
         if access.hosts.is_empty() {
             return peer.loopback_listener.then(|| access.anonymous.clone());
         }
@@ -65,7 +66,7 @@ impl Export {
     /// ends the connections let in while the export had no list.
     pub fn add_host(&self, host: &str) -> Result<(), BdevError> {
         check_identity(host)?;
-        let mut access = self.access.lock().expect("export access lock");
+        let mut access = self.access.locked();
         if access.hosts.contains_key(host) {
             return Ok(());
         }
@@ -87,7 +88,7 @@ impl Export {
 
     /// Takes `host` off the list and ends its connections.
     pub fn remove_host(&self, host: &str) -> Result<(), BdevError> {
-        let mut access = self.access.lock().expect("export access lock");
+        let mut access = self.access.locked();
         let token = access.hosts.remove(host).ok_or_else(|| {
             BdevError::NotFound(format!("host {host} of nbd export {}", self.name))
         })?;
@@ -102,14 +103,14 @@ impl Export {
     /// Ends `host`'s connections, keeping it on the list (its key changed
     /// or was removed).
     fn revoke(&self, host: &str) {
-        let mut access = self.access.lock().expect("export access lock");
+        let mut access = self.access.locked();
         if let Some(token) = access.hosts.get_mut(host) {
             std::mem::take(token).cancel();
         }
     }
 
     fn hosts(&self) -> Vec<String> {
-        let access = self.access.lock().expect("export access lock");
+        let access = self.access.locked();
         access.hosts.keys().cloned().collect()
     }
 
@@ -214,7 +215,7 @@ impl Exports {
                 super::proto::MAX_NAME_BYTES
             )));
         }
-        let mut exports = self.by_name.lock().expect("exports lock");
+        let mut exports = self.by_name.locked();
         if exports.contains_key(name) {
             return Err(BdevError::Exists(format!("nbd export {name}")));
         }
@@ -253,8 +254,7 @@ impl Exports {
     pub fn stop(&self, name: &str) -> Result<(), BdevError> {
         let export = self
             .by_name
-            .lock()
-            .expect("exports lock")
+            .locked()
             .remove(name)
             .ok_or_else(|| BdevError::NotFound(format!("nbd export {name}")))?;
         export.stop.cancel();
@@ -264,17 +264,13 @@ impl Exports {
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Export>> {
-        self.by_name
-            .lock()
-            .expect("exports lock")
-            .get(name)
-            .cloned()
+        self.by_name.locked().get(name).cloned()
     }
 
     /// The export an empty name selects: the only one, if there is exactly
     /// one (whether the client may open it is for the caller to check).
     pub fn default_export(&self) -> Option<Arc<Export>> {
-        let exports = self.by_name.lock().expect("exports lock");
+        let exports = self.by_name.locked();
         if exports.len() == 1 {
             exports.values().next().cloned()
         } else {
@@ -283,12 +279,7 @@ impl Exports {
     }
 
     pub fn list(&self) -> Vec<Arc<Export>> {
-        self.by_name
-            .lock()
-            .expect("exports lock")
-            .values()
-            .cloned()
-            .collect()
+        self.by_name.locked().values().cloned().collect()
     }
 }
 

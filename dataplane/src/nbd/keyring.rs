@@ -5,6 +5,7 @@
 //! Keys stay in this module: they are never logged, never described, and
 //! wiped from memory when removed.
 
+use shoal_appliance::locks::Recover;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -80,7 +81,7 @@ impl PskKeyring {
     pub fn add_from_file(&self, identity: &str, path: &Path) -> Result<(), BdevError> {
         check_identity(identity)?;
         let key = read_key(identity, path)?;
-        let mut keys = self.keys.lock().expect("keyring lock");
+        let mut keys = self.keys.locked();
         if !keys.contains_key(identity) && keys.len() >= MAX_PSK_IDENTITIES {
             return Err(BdevError::Invalid(format!(
                 "this data cluster already holds {MAX_PSK_IDENTITIES} NBD PSK identities"
@@ -93,8 +94,7 @@ impl PskKeyring {
 
     pub fn remove(&self, identity: &str) -> Result<(), BdevError> {
         self.keys
-            .lock()
-            .expect("keyring lock")
+            .locked()
             .remove(identity)
             .ok_or_else(|| BdevError::NotFound(format!("NBD PSK identity {identity}")))?;
         tracing::info!(identity, "NBD PSK removed");
@@ -104,24 +104,15 @@ impl PskKeyring {
     /// The key of the identity a TLS client names, if known.
     pub fn key(&self, identity: &[u8]) -> Option<Arc<Psk>> {
         let identity = std::str::from_utf8(identity).ok()?;
-        self.keys
-            .lock()
-            .expect("keyring lock")
-            .get(identity)
-            .cloned()
+        self.keys.locked().get(identity).cloned()
     }
 
     pub fn identities(&self) -> Vec<String> {
-        self.keys
-            .lock()
-            .expect("keyring lock")
-            .keys()
-            .cloned()
-            .collect()
+        self.keys.locked().keys().cloned().collect()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.keys.lock().expect("keyring lock").is_empty()
+        self.keys.locked().is_empty()
     }
 }
 

@@ -3,6 +3,7 @@
 //! reactors): the controller registers and their enable/shutdown state
 //! machine, features, the keep-alive deadline, and asynchronous events.
 
+use shoal_appliance::locks::Recover;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -140,7 +141,7 @@ impl Controller {
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().expect("controller lock")
+        self.state.locked()
     }
 
     /// CAP: MQES, CQR, TO, CSS (NVM command set), MPSMIN/MPSMAX 4 KiB.

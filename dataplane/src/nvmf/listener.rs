@@ -4,6 +4,7 @@
 //! Each accepts on reactor 0 and hands connections to the reactors in
 //! turn ([`Acceptor`]), like the NBD server.
 
+use shoal_appliance::locks::Recover;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,7 +43,7 @@ impl Portals {
     /// Listens on `address` unless a portal already does. Returns the
     /// bound address (port 0 picks a free port).
     pub fn listen(&self, address: SocketAddr) -> std::io::Result<SocketAddr> {
-        let mut open = self.open.lock().expect("portals lock");
+        let mut open = self.open.locked();
         if address.port() != 0
             && let Some(bound) = open.get(&address)
         {
@@ -81,12 +82,7 @@ impl Portals {
     }
 
     pub fn addresses(&self) -> Vec<SocketAddr> {
-        self.open
-            .lock()
-            .expect("portals lock")
-            .values()
-            .copied()
-            .collect()
+        self.open.locked().values().copied().collect()
     }
 
     pub fn connections(&self) -> usize {

@@ -5,6 +5,7 @@
 //! authenticated, the Authentication Send/Receive commands, and the
 //! deadline after which a queue that has not authenticated is closed.
 
+use shoal_appliance::locks::Recover;
 use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -247,7 +248,7 @@ impl AuthStep {
             cid,
         } = self;
         let ran = tokio::task::spawn_blocking(move || {
-            let mut authenticator = authenticator.lock().expect("authenticator lock");
+            let mut authenticator = authenticator.locked();
             let before = authenticator.authenticated();
             let data = match kind {
                 StepKind::Send(message) => {

@@ -4,6 +4,7 @@
 //! connections read it at Connect and re-read a subsystem's namespaces
 //! when its generation moves.
 
+use shoal_appliance::locks::{Recover, RecoverRw};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -272,11 +273,11 @@ impl Subsystem {
     }
 
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, SubsystemState> {
-        self.state.read().expect("subsystem lock")
+        self.state.read_locked()
     }
 
     pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, SubsystemState> {
-        self.state.write().expect("subsystem lock")
+        self.state.write_locked()
     }
 
     pub fn generation(&self) -> u64 {
@@ -322,7 +323,7 @@ impl Subsystem {
         &self,
         make: impl FnOnce(u16) -> Arc<Controller>,
     ) -> Option<Arc<Controller>> {
-        let mut controllers = self.controllers.lock().expect("controllers lock");
+        let mut controllers = self.controllers.locked();
         controllers.retain(|_, c| c.strong_count() > 0);
         let (min, max) = self.cntlid_range;
         let span = u32::from(max - min) + 1;
@@ -345,23 +346,18 @@ impl Subsystem {
 
     pub fn controller(&self, cntlid: u16) -> Option<Arc<Controller>> {
         self.controllers
-            .lock()
-            .expect("controllers lock")
+            .locked()
             .get(&cntlid)
             .and_then(Weak::upgrade)
     }
 
     pub fn remove_controller(&self, cntlid: u16) {
-        self.controllers
-            .lock()
-            .expect("controllers lock")
-            .remove(&cntlid);
+        self.controllers.locked().remove(&cntlid);
     }
 
     pub fn controllers(&self) -> Vec<Arc<Controller>> {
         self.controllers
-            .lock()
-            .expect("controllers lock")
+            .locked()
             .values()
             .filter_map(Weak::upgrade)
             .collect()
@@ -476,20 +472,20 @@ impl Target {
     }
 
     pub fn auth_policy(&self) -> Policy {
-        self.auth_policy.read().expect("policy lock").clone()
+        self.auth_policy.read_locked().clone()
     }
 
     pub fn set_auth_policy(&self, policy: Policy) {
-        *self.auth_policy.write().expect("policy lock") = policy;
+        *self.auth_policy.write_locked() = policy;
     }
 
     pub fn transport(&self) -> Option<TransportOptions> {
-        *self.transport.lock().expect("transport lock")
+        *self.transport.locked()
     }
 
     pub fn set_transport(&self, options: TransportOptions) -> Result<(), String> {
         options.validate()?;
-        let mut transport = self.transport.lock().expect("transport lock");
+        let mut transport = self.transport.locked();
         if transport.is_some() {
             return Err("the TCP transport already exists".into());
         }
@@ -502,11 +498,7 @@ impl Target {
         if nqn == DISCOVERY_NQN {
             return Some(Arc::clone(&self.discovery));
         }
-        self.subsystems
-            .read()
-            .expect("subsystems lock")
-            .get(nqn)
-            .cloned()
+        self.subsystems.read_locked().get(nqn).cloned()
     }
 
     pub fn discovery(&self) -> &Arc<Subsystem> {
@@ -514,16 +506,11 @@ impl Target {
     }
 
     pub fn subsystems(&self) -> Vec<Arc<Subsystem>> {
-        self.subsystems
-            .read()
-            .expect("subsystems lock")
-            .values()
-            .cloned()
-            .collect()
+        self.subsystems.read_locked().values().cloned().collect()
     }
 
     pub fn add_subsystem(&self, subsystem: Subsystem) -> Result<Arc<Subsystem>, String> {
-        let mut subsystems = self.subsystems.write().expect("subsystems lock");
+        let mut subsystems = self.subsystems.write_locked();
         if subsystem.nqn == DISCOVERY_NQN || subsystems.contains_key(&subsystem.nqn) {
             return Err(format!("subsystem {} already exists", subsystem.nqn));
         }
@@ -539,11 +526,7 @@ impl Target {
     }
 
     pub fn remove_subsystem(&self, nqn: &str) -> Option<Arc<Subsystem>> {
-        let removed = self
-            .subsystems
-            .write()
-            .expect("subsystems lock")
-            .remove(nqn);
+        let removed = self.subsystems.write_locked().remove(nqn);
         if let Some(subsystem) = &removed {
             subsystem.shut_down();
             self.discovery_changed();
@@ -552,20 +535,11 @@ impl Target {
     }
 
     pub fn referrals(&self) -> Vec<Referral> {
-        self.referrals
-            .lock()
-            .expect("referrals lock")
-            .iter()
-            .cloned()
-            .collect()
+        self.referrals.locked().iter().cloned().collect()
     }
 
     pub fn add_referral(&self, referral: Referral) -> bool {
-        let added = self
-            .referrals
-            .lock()
-            .expect("referrals lock")
-            .insert(referral);
+        let added = self.referrals.locked().insert(referral);
         if added {
             self.discovery_changed();
         }
@@ -573,11 +547,7 @@ impl Target {
     }
 
     pub fn remove_referral(&self, referral: &Referral) -> bool {
-        let removed = self
-            .referrals
-            .lock()
-            .expect("referrals lock")
-            .remove(referral);
+        let removed = self.referrals.locked().remove(referral);
         if removed {
             self.discovery_changed();
         }

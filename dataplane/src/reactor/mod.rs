@@ -15,6 +15,7 @@
 pub mod acceptor;
 pub mod poller;
 
+use shoal_appliance::locks::Recover;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -244,7 +245,7 @@ impl Reactors {
             // Wake a parked reactor so it sees the cancellation.
             handle.send(|| {});
         }
-        let threads = std::mem::take(&mut *self.threads.lock().expect("reactor threads lock"));
+        let threads = std::mem::take(&mut *self.threads.locked());
         for thread in threads {
             let _ = thread.join();
         }

@@ -3,6 +3,7 @@
 //! created at first start (password from `SHOAL_ADMIN_PASSWORD`, else
 //! generated and written once to `<state>/initial-admin-password`).
 
+use shoal_appliance::locks::Recover;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -423,10 +424,7 @@ impl Accounts {
             .unwrap_or(false);
         match account {
             Some(account) if ok => {
-                self.failures
-                    .lock()
-                    .expect("failures lock")
-                    .remove(&subject);
+                self.failures.locked().remove(&subject);
                 if account.enabled {
                     Ok(account)
                 } else {
@@ -441,7 +439,7 @@ impl Accounts {
     }
 
     fn is_locked(&self, subject: &Subject, now: Instant) -> bool {
-        let failures = self.failures.lock().expect("failures lock");
+        let failures = self.failures.locked();
         failures
             .get(subject)
             .and_then(|f| f.locked_until)
@@ -452,7 +450,7 @@ impl Accounts {
         if policy.lockout_threshold == 0 {
             return;
         }
-        let mut failures = self.failures.lock().expect("failures lock");
+        let mut failures = self.failures.locked();
         let entry = failures.entry(subject, now, policy);
         if !entry.is_live(now, policy) {
             *entry = Failures::default();
@@ -480,14 +478,13 @@ impl Accounts {
     /// account is gone).
     pub fn unlock(&self, id: &str) {
         self.failures
-            .lock()
-            .expect("failures lock")
+            .locked()
             .remove(&Subject::Account(id.to_string()));
     }
 
     /// Unknown names remembered now (bounded by `MAX_UNKNOWN_NAMES`).
     pub fn unknown_names_tracked(&self) -> usize {
-        self.failures.lock().expect("failures lock").unknown.len()
+        self.failures.locked().unknown.len()
     }
 }
 

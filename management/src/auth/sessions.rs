@@ -7,6 +7,7 @@
 //! Sessions live in memory only: a restarted service asks clients to log
 //! in again.
 
+use shoal_appliance::locks::Recover;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -77,11 +78,11 @@ impl Sessions {
     }
 
     pub fn timeout(&self) -> Duration {
-        *self.timeout.lock().expect("timeout lock")
+        *self.timeout.locked()
     }
 
     pub fn set_timeout(&self, timeout: Duration) {
-        *self.timeout.lock().expect("timeout lock") = timeout;
+        *self.timeout.locked() = timeout;
     }
 
     pub fn limit(&self) -> usize {
@@ -98,7 +99,7 @@ impl Sessions {
         password_change_required: bool,
     ) -> Result<Session, SessionRefused> {
         let timeout = self.timeout();
-        let mut table = self.table.lock().expect("session table lock");
+        let mut table = self.table.locked();
         let now = Instant::now();
         let held = |table: &HashMap<String, Session>| {
             table
@@ -116,7 +117,7 @@ impl Sessions {
             }
         }
         let id = {
-            let mut next = self.next_id.lock().expect("session id lock");
+            let mut next = self.next_id.locked();
             *next += 1;
             next.to_string()
         };
@@ -138,7 +139,7 @@ impl Sessions {
     /// The live session for `token`, touched; expired ones are removed.
     pub fn authenticate(&self, token: &str) -> Option<Session> {
         let timeout = self.timeout();
-        let mut table = self.table.lock().expect("session table lock");
+        let mut table = self.table.locked();
         let now = Instant::now();
         let session = table.get_mut(token)?;
         if now.duration_since(session.last_used) >= timeout {
@@ -158,7 +159,7 @@ impl Sessions {
     /// Live sessions, oldest first.
     pub fn list(&self) -> Vec<Session> {
         let timeout = self.timeout();
-        let mut table = self.table.lock().expect("session table lock");
+        let mut table = self.table.locked();
         let now = Instant::now();
         remove_where(&mut table, |s| now.duration_since(s.last_used) >= timeout);
         let mut sessions: Vec<Session> = table.values().cloned().collect();
@@ -167,7 +168,7 @@ impl Sessions {
     }
 
     pub fn close(&self, id: &str) -> bool {
-        let mut table = self.table.lock().expect("session table lock");
+        let mut table = self.table.locked();
         let before = table.len();
         remove_where(&mut table, |s| s.id == id);
         table.len() != before
@@ -176,7 +177,7 @@ impl Sessions {
     /// Ends every session of an account (deleted, disabled or re-roled),
     /// except `keep` (the caller's own, after it changed its password).
     pub fn close_account(&self, account_id: &str, keep: Option<&str>) {
-        let mut table = self.table.lock().expect("session table lock");
+        let mut table = self.table.locked();
         remove_where(&mut table, |s| {
             s.account_id == account_id && Some(s.id.as_str()) != keep
         });
@@ -184,7 +185,7 @@ impl Sessions {
 
     /// The password was changed: the session may do everything again.
     pub fn clear_password_change(&self, account_id: &str) {
-        for session in self.table.lock().expect("session table lock").values_mut() {
+        for session in self.table.locked().values_mut() {
             if session.account_id == account_id {
                 session.password_change_required = false;
             }

@@ -2,6 +2,7 @@
 //! POST with bounded retries) and the open SSE streams (in memory; each
 //! stream is one destination, and deleting it ends the stream).
 
+use shoal_appliance::locks::Recover;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -168,7 +169,7 @@ impl Subscriptions {
 
     /// Queues `record` for every push destination that wants it.
     fn offer(&self, record: &Arc<EventRecord>) {
-        let push = self.push.lock().expect("subscriptions lock");
+        let push = self.push.locked();
         for entry in push.values() {
             if entry.subscription.filter.matches(record)
                 && entry.queue.try_send(Arc::clone(record)).is_err()
@@ -200,11 +201,11 @@ impl Subscriptions {
         let target = subscription.clone();
         tokio::spawn(async move {
             while let Some(record) = waiting.recv().await {
-                let policy = *retry.lock().expect("retry lock");
+                let policy = *retry.locked();
                 deliver(&client, &target, &record, policy, destinations).await;
             }
         });
-        self.push.lock().expect("subscriptions lock").insert(
+        self.push.locked().insert(
             subscription.id,
             Entry {
                 subscription,
@@ -219,24 +220,24 @@ impl Subscriptions {
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {
-        *self.retry.lock().expect("retry lock")
+        *self.retry.locked()
     }
 
     pub async fn set_retry_policy(&self, policy: RetryPolicy) -> Result<(), StoreError> {
         self.store
             .put(Table::Settings, "event_retry", &policy)
             .await?;
-        *self.retry.lock().expect("retry lock") = policy;
+        *self.retry.locked() = policy;
         Ok(())
     }
 
     pub fn list(&self) -> Vec<Subscription> {
-        let push = self.push.lock().expect("subscriptions lock");
+        let push = self.push.locked();
         push.values().map(|e| e.subscription.clone()).collect()
     }
 
     pub fn get(&self, id: u64) -> Option<Subscription> {
-        let push = self.push.lock().expect("subscriptions lock");
+        let push = self.push.locked();
         push.get(&id).map(|e| e.subscription.clone())
     }
 
@@ -248,7 +249,7 @@ impl Subscriptions {
         filter: Filter,
         verify_certificate: bool,
     ) -> Result<Option<Subscription>, StoreError> {
-        if self.push.lock().expect("subscriptions lock").len() >= MAX_SUBSCRIPTIONS {
+        if self.push.locked().len() >= MAX_SUBSCRIPTIONS {
             return Ok(None);
         }
         let id = self.store.next_id("subscription").await?;
@@ -268,11 +269,11 @@ impl Subscriptions {
 
     /// Removes push subscription or SSE stream `id`; false if none.
     pub async fn delete(&self, id: u64) -> Result<bool, StoreError> {
-        if let Some(sse) = self.sse.lock().expect("sse lock").remove(&id) {
+        if let Some(sse) = self.sse.locked().remove(&id) {
             sse.stop.cancel();
             return Ok(true);
         }
-        let removed = self.push.lock().expect("subscriptions lock").remove(&id);
+        let removed = self.push.locked().remove(&id);
         if removed.is_none() {
             return Ok(false);
         }
@@ -289,7 +290,7 @@ impl Subscriptions {
         filter: Filter,
         owner: StreamOwner,
     ) -> Result<SseDestination, SseRefused> {
-        let mut sse = self.sse.lock().expect("sse lock");
+        let mut sse = self.sse.locked();
         if sse.len() >= MAX_SSE_STREAMS {
             return Err(SseRefused::Full);
         }
@@ -317,7 +318,7 @@ impl Subscriptions {
     /// Ends the SSE streams of account `account_id`, except those opened
     /// with session `keep`.
     pub fn close_sse_of(&self, account_id: &str, keep: Option<&str>) {
-        let mut sse = self.sse.lock().expect("sse lock");
+        let mut sse = self.sse.locked();
         sse.retain(|_, stream| {
             let ends = stream.owner.account_id == account_id
                 && (keep.is_none() || stream.owner.session_id.as_deref() != keep);
@@ -330,20 +331,15 @@ impl Subscriptions {
 
     /// The stream ended (the client went away, or it was deleted).
     pub fn close_sse(&self, id: u64) {
-        self.sse.lock().expect("sse lock").remove(&id);
+        self.sse.locked().remove(&id);
     }
 
     pub fn sse_streams(&self) -> Vec<SseDestination> {
-        self.sse
-            .lock()
-            .expect("sse lock")
-            .values()
-            .cloned()
-            .collect()
+        self.sse.locked().values().cloned().collect()
     }
 
     pub fn sse_stream(&self, id: u64) -> Option<SseDestination> {
-        self.sse.lock().expect("sse lock").get(&id).cloned()
+        self.sse.locked().get(&id).cloned()
     }
 }
 

@@ -11,6 +11,7 @@
 //!
 //! [`Principal`]: crate::auth::Principal
 
+use shoal_appliance::locks::Recover;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -89,7 +90,7 @@ impl Connections {
     /// Admits a new connection, evicting the oldest unauthenticated one if
     /// either limit is reached; `None` when every slot is authenticated.
     pub fn admit(self: &Arc<Self>) -> Option<Arc<Connection>> {
-        let mut table = self.table.lock().expect("connection table lock");
+        let mut table = self.table.locked();
         let full = |t: &Table| {
             t.unauthenticated.len() >= self.limits.max_unauthenticated
                 || t.unauthenticated.len() + t.authenticated.len() >= self.limits.max_connections
@@ -118,7 +119,7 @@ impl Connections {
 
     /// (unauthenticated, authenticated) connections now.
     pub fn counts(&self) -> (usize, usize) {
-        let table = self.table.lock().expect("connection table lock");
+        let table = self.table.locked();
         (table.unauthenticated.len(), table.authenticated.len())
     }
 }
@@ -130,11 +131,7 @@ impl Connection {
         if self.authenticated.swap(true, Ordering::Relaxed) {
             return;
         }
-        let mut table = self
-            .connections
-            .table
-            .lock()
-            .expect("connection table lock");
+        let mut table = self.connections.table.locked();
         // Already evicted: it is closing, and no longer counted.
         if table.unauthenticated.remove(&self.id).is_some() {
             table.authenticated.insert(self.id);
@@ -148,7 +145,7 @@ impl Connection {
     }
 
     fn touch(&self) {
-        *self.last_active.lock().expect("activity lock") = Instant::now();
+        *self.last_active.locked() = Instant::now();
     }
 
     /// Resolves when the connection should be closed, and why.
@@ -165,7 +162,7 @@ impl Connection {
                     return Closing::Unauthenticated;
                 }
             } else if self.in_flight.load(Ordering::Relaxed) == 0 {
-                let last = *self.last_active.lock().expect("activity lock");
+                let last = *self.last_active.locked();
                 if now.duration_since(last) >= limits.idle_timeout {
                     return Closing::Idle;
                 }
@@ -176,11 +173,7 @@ impl Connection {
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        let mut table = self
-            .connections
-            .table
-            .lock()
-            .expect("connection table lock");
+        let mut table = self.connections.table.locked();
         table.unauthenticated.remove(&self.id);
         table.authenticated.remove(&self.id);
     }

@@ -26,6 +26,7 @@ pub use volumes::{
     initialize_volume, rename_volume,
 };
 
+use shoal_appliance::locks::RecoverRw;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -122,12 +123,12 @@ impl Storage {
 
     /// The last pass's findings, if one ran.
     pub fn observed(&self) -> Option<Arc<Observation>> {
-        self.observed.read().expect("observation lock").clone()
+        self.observed.read_locked().clone()
     }
 
     fn record(&self, report: Report) {
         {
-            let mut drives = self.drives.write().expect("drives lock");
+            let mut drives = self.drives.write_locked();
             for (cluster, view) in &report.views {
                 let Some(bdev) = view.bdevs.get(&plan::drive_bdev(*cluster)) else {
                     continue;
@@ -146,7 +147,7 @@ impl Storage {
                 }
             }
         }
-        *self.observed.write().expect("observation lock") = Some(Arc::new(Observation {
+        *self.observed.write_locked() = Some(Arc::new(Observation {
             at: Instant::now(),
             report,
         }));
@@ -400,8 +401,7 @@ pub fn known_drives(state: &AppState) -> Vec<Drive> {
     state
         .storage
         .drives
-        .read()
-        .expect("drives lock")
+        .read_locked()
         .values()
         .copied()
         .collect()

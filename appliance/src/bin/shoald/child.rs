@@ -12,6 +12,7 @@ use shoal_appliance::topology::Placement;
 
 use crate::launch::{LaunchSpec, launch};
 use crate::restart_policy::{RestartPolicy, Verdict};
+use crate::watchdog::{self, Watchdog};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildKind {
@@ -92,14 +93,20 @@ pub struct Child {
     restart_requested: bool,
     /// Why the supervisor killed it, reported with the exit.
     kill_reason: Option<String>,
-    heartbeat_timeout: Duration,
+    watchdog: Watchdog,
+    /// The current late heartbeat was excused (logged once per stall).
+    excusing: bool,
+    /// Late heartbeats the watchdog excused (stopped or starved, not stuck).
+    pub stalls_excused: u64,
     start_timeout: Duration,
 }
 
 /// Timeouts a child is judged by.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
+    pub heartbeat_interval: Duration,
     pub heartbeat: Duration,
+    pub stall_hard_limit: Duration,
     pub start: Duration,
 }
 
@@ -122,7 +129,13 @@ impl Child {
             last_exit: None,
             restart_requested: false,
             kill_reason: None,
-            heartbeat_timeout: timeouts.heartbeat,
+            watchdog: Watchdog::new(
+                timeouts.heartbeat_interval,
+                timeouts.heartbeat,
+                timeouts.stall_hard_limit,
+            ),
+            excusing: false,
+            stalls_excused: 0,
             start_timeout: timeouts.start,
         }
     }
@@ -144,6 +157,9 @@ impl Child {
                 self.state = State::Starting { pid, since: now };
             }
             Err(e) => {
+                // No process will ever claim this life of the slot: say so,
+                // or peers would take "spawned" for a cluster on its way up.
+                slot.set_status(SlotStatus::Exited);
                 tracing::error!(
                     "cannot start {} from {}: {e}",
                     self.kind,
@@ -235,10 +251,35 @@ impl Child {
                     );
                 }
             }
-            State::Running { pid, .. } => {
+            State::Running { pid, .. } if self.kill_reason.is_none() => {
                 let age = heartbeat_age(slot);
-                if age > self.heartbeat_timeout && self.kill_reason.is_none() {
-                    self.kill(pid, format!("heartbeat stalled for {} ms", age.as_millis()));
+                match self
+                    .watchdog
+                    .judge(now, age, || watchdog::sample(pid.as_raw()))
+                {
+                    watchdog::Verdict::Kill(reason) => {
+                        self.excusing = false;
+                        self.kill(pid, reason);
+                    }
+                    watchdog::Verdict::Excused(why) => {
+                        if !self.excusing {
+                            self.excusing = true;
+                            self.stalls_excused += 1;
+                            tracing::warn!(
+                                pid = pid.as_raw(),
+                                "{}: no heartbeat for {} ms, but it is {why}, not stuck: \
+                                 not killed",
+                                self.kind,
+                                age.as_millis()
+                            );
+                        }
+                    }
+                    watchdog::Verdict::Alive => {
+                        if self.excusing && age <= self.watchdog.late_after() {
+                            self.excusing = false;
+                            tracing::info!(pid = pid.as_raw(), "{} heartbeats again", self.kind);
+                        }
+                    }
                 }
             }
             State::Stopping { .. } => self.enforce_stop_deadline(now),
@@ -321,6 +362,7 @@ impl Child {
             "recent_failures": self.policy.recent_failures(),
             "generation": slot.generation(),
             "heartbeats": slot.heartbeat_count(),
+            "stalls_excused": self.stalls_excused,
             "heartbeat_age_ms": (heartbeat_ns != 0).then(|| heartbeat_age(slot).as_millis() as u64),
             "last_exit": self.last_exit,
         })

@@ -15,6 +15,7 @@ mod notify;
 mod owner_only;
 mod restart_policy;
 mod supervisor;
+mod watchdog;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

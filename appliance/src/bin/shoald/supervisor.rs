@@ -132,7 +132,9 @@ impl Supervisor {
         )?;
 
         let timeouts = Timeouts {
+            heartbeat_interval: Duration::from_millis(config.supervisor.heartbeat_interval_ms),
             heartbeat: Duration::from_millis(config.supervisor.heartbeat_timeout_ms),
+            stall_hard_limit: Duration::from_millis(config.supervisor.stall_hard_limit_ms),
             start: Duration::from_millis(config.supervisor.start_timeout_ms),
         };
         let policy = RestartPolicy::new(&config.supervisor);
@@ -252,21 +254,11 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Records in the slot of the process `pid` held that it is gone, so
-    /// its peers fail their I/O to it now rather than at the restart.
-    fn mark_exited(&self, pid: nix::unistd::Pid) {
-        let header = self.region.region().header();
-        let slots = (0..header.cluster_count())
-            .filter_map(|i| header.cluster_slot(i))
-            .chain(std::iter::once(header.control_slot()));
-        for slot in slots {
-            if slot.pid() == pid.as_raw() as u32 {
-                slot.set_status(SlotStatus::Exited);
-            }
-        }
-    }
-
-    /// Collects every exited child (and, as PID 1, every orphan).
+    /// Collects every exited child (and, as PID 1, every orphan). The slot
+    /// of a reaped child is marked exited by the child's index, not by the
+    /// pid in the slot: a child that died before it claimed its slot left
+    /// pid 0 there, and its peers must fail their I/O to it now, not wait for
+    /// a restart that may never come (a crash-looped cluster is left down).
     fn reap(&mut self) {
         let now = Instant::now();
         loop {
@@ -274,9 +266,16 @@ impl Supervisor {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return,
                 Ok(status) => {
                     let Some(pid) = status.pid() else { continue };
-                    self.mark_exited(pid);
-                    if let Some(child) = self.children_mut().find(|c| c.state.pid() == Some(pid)) {
-                        child.on_exit(status, now);
+                    let header = self.region.region().header();
+                    let is_child = |c: &Child| c.state.pid() == Some(pid);
+                    if let Some(index) = self.dataplanes.iter().position(is_child) {
+                        cluster_slot(header, index as u32).set_status(SlotStatus::Exited);
+                        self.dataplanes[index].on_exit(status, now);
+                    } else if let Some(management) =
+                        self.management.as_mut().filter(|c| is_child(c))
+                    {
+                        header.control_slot().set_status(SlotStatus::Exited);
+                        management.on_exit(status, now);
                     } else {
                         tracing::debug!(pid = pid.as_raw(), "reaped {status:?}");
                     }
@@ -288,10 +287,6 @@ impl Supervisor {
                 }
             }
         }
-    }
-
-    fn children_mut(&mut self) -> impl Iterator<Item = &mut Child> {
-        self.dataplanes.iter_mut().chain(self.management.iter_mut())
     }
 
     fn on_tick(&mut self) {

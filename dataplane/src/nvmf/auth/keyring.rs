@@ -3,6 +3,7 @@
 //! from a file only its owner can read; subsystems refer to keys by name.
 //! A key's secret is never returned, described or logged.
 
+use shoal_appliance::locks::Recover;
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -51,7 +52,7 @@ impl Keyring {
     pub fn add_file(&self, name: &str, path: &Path) -> Result<(), KeyringError> {
         check_name(name)?;
         let secret = Arc::new(read_secret(path)?);
-        let mut keys = self.keys.lock().expect("keyring lock");
+        let mut keys = self.keys.locked();
         if keys.contains_key(name) {
             return Err(KeyringError::Exists(name.to_string()));
         }
@@ -70,28 +71,23 @@ impl Keyring {
 
     pub fn remove(&self, name: &str) -> Result<(), KeyringError> {
         self.keys
-            .lock()
-            .expect("keyring lock")
+            .locked()
             .remove(name)
             .map(|_| ())
             .ok_or_else(|| KeyringError::NotFound(name.to_string()))
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Secret>> {
-        self.keys
-            .lock()
-            .expect("keyring lock")
-            .get(name)
-            .map(|e| Arc::clone(&e.secret))
+        self.keys.locked().get(name).map(|e| Arc::clone(&e.secret))
     }
 
     pub fn contains(&self, name: &str) -> bool {
-        self.keys.lock().expect("keyring lock").contains_key(name)
+        self.keys.locked().contains_key(name)
     }
 
     /// `keyring_get_keys`: names and paths, never secrets.
     pub fn describe(&self) -> Value {
-        let keys = self.keys.lock().expect("keyring lock");
+        let keys = self.keys.locked();
         Value::Array(
             keys.iter()
                 .map(|(name, entry)| {
