@@ -205,6 +205,12 @@ pub trait BdevBackend: Send + Sync + 'static {
     fn bytes_copied(&self) -> u64 {
         0
     }
+
+    /// The module's own type, for module RPCs that change a live bdev
+    /// (`bdev_remote_set_target`); modules without such RPCs keep `None`.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// A module's per-reactor I/O path. `submit` is only called with requests

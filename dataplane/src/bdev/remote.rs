@@ -8,9 +8,23 @@
 //! buffer: that is the only copy on this path, and it is counted in
 //! `bytes_copied`, which `bdev_get_iostat` reports as
 //! `inter_cluster_bytes_copied`.
+//!
+//! **Holding.** A remote bdev created with `hold_timeout_ms` > 0 (the
+//! forwarding bdev of a redundant volume on a cluster that is not its
+//! owner) does not fail an I/O because its target cluster is not running:
+//! while the target's slot says it is not alive, its generation changed
+//! under the request, or the target bdev is not there (yet), the I/O —
+//! new or in flight — waits and is resubmitted, to the target as it is
+//! then (`bdev_remote_set_target` may have repointed it), until the
+//! timeout, then fails with EIO. Retrying an unacknowledged block I/O is
+//! safe: nothing was acknowledged. At most [`MAX_HELD_REQUESTS`] wait per
+//! bdev; beyond that an I/O fails at once, so a dead owner cannot pin all
+//! of a cluster's buffers. With `hold_timeout_ms` 0 (raid legs) failures
+//! are reported at once, so the raid above fails the leg and goes on.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -20,12 +34,54 @@ use super::{
 };
 use crate::interconnect::{Interconnect, Op, wire};
 
-struct Remote {
-    interconnect: Interconnect,
+/// Longest `hold_timeout_ms` accepted.
+pub const MAX_HOLD_TIMEOUT_MS: u64 = 60_000;
+/// Most I/Os one remote bdev holds at once (across its reactors); more
+/// fail with EIO at once.
+pub const MAX_HELD_REQUESTS: usize = 1024;
+/// How often a held I/O looks whether its target is reachable again.
+/// The poller itself notices a peer's death within its liveness tick; a
+/// returning target is a fresh process, so a few ms more do not matter.
+const HOLD_POLL: Duration = Duration::from_millis(10);
+
+/// Where the bdev's I/O goes: replaced whole by `bdev_remote_set_target`.
+#[derive(Debug, Clone)]
+struct Route {
     cluster: u32,
     remote_bdev: String,
     target: u64,
-    bytes_copied: Arc<AtomicU64>,
+}
+
+impl Route {
+    fn new(cluster: u32, remote_bdev: String) -> Self {
+        Self {
+            cluster,
+            target: wire::target_id(&remote_bdev),
+            remote_bdev,
+        }
+    }
+}
+
+/// What the bdev and its channels on every reactor share.
+struct Shared {
+    interconnect: Interconnect,
+    route: RwLock<Arc<Route>>,
+    /// 0: fail at once.
+    hold: Duration,
+    held: AtomicUsize,
+    bytes_copied: AtomicU64,
+}
+
+impl Shared {
+    /// The route now. A poisoned lock still holds a whole `Arc` (it is
+    /// only ever replaced, never edited in place).
+    fn route(&self) -> Arc<Route> {
+        Arc::clone(&self.route.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+struct Remote {
+    shared: Arc<Shared>,
 }
 
 /// What `bdev_remote_create` asks for.
@@ -34,6 +90,19 @@ pub struct RemoteSpec {
     pub uuid: Option<uuid::Uuid>,
     pub cluster: u32,
     pub remote_bdev: String,
+    /// How long an I/O waits for an unreachable target (0: not at all).
+    pub hold_timeout_ms: u64,
+}
+
+fn check_cluster(interconnect: &Interconnect, cluster: u32) -> Result<(), BdevError> {
+    if cluster == interconnect.cluster() || cluster >= interconnect.clusters() {
+        return Err(BdevError::Invalid(format!(
+            "cluster {cluster} is not another data cluster (this is cluster {} of {})",
+            interconnect.cluster(),
+            interconnect.clusters()
+        )));
+    }
+    Ok(())
 }
 
 /// Asks cluster `spec.cluster` for the geometry of `spec.remote_bdev` and
@@ -43,18 +112,16 @@ pub async fn create_remote(
     interconnect: &Interconnect,
     spec: RemoteSpec,
 ) -> Result<Arc<Bdev>, BdevError> {
-    if spec.cluster == interconnect.cluster() || spec.cluster >= interconnect.clusters() {
+    check_cluster(interconnect, spec.cluster)?;
+    if spec.hold_timeout_ms > MAX_HOLD_TIMEOUT_MS {
         return Err(BdevError::Invalid(format!(
-            "cluster {} is not another data cluster (this is cluster {} of {})",
-            spec.cluster,
-            interconnect.cluster(),
-            interconnect.clusters()
+            "hold_timeout_ms {} is above the limit of {MAX_HOLD_TIMEOUT_MS}",
+            spec.hold_timeout_ms
         )));
     }
     if registry.get(&spec.name).is_ok() {
         return Err(BdevError::Exists(spec.name));
     }
-    let target = wire::target_id(&spec.remote_bdev);
     let (block_size, num_blocks) = identify(interconnect, spec.cluster, &spec.remote_bdev).await?;
     let geometry = BdevSpec {
         name: spec.name,
@@ -65,13 +132,53 @@ pub async fn create_remote(
     registry.register(
         geometry,
         Box::new(Remote {
-            interconnect: interconnect.clone(),
-            cluster: spec.cluster,
-            remote_bdev: spec.remote_bdev,
-            target,
-            bytes_copied: Arc::new(AtomicU64::new(0)),
+            shared: Arc::new(Shared {
+                interconnect: interconnect.clone(),
+                route: RwLock::new(Arc::new(Route::new(spec.cluster, spec.remote_bdev))),
+                hold: Duration::from_millis(spec.hold_timeout_ms),
+                held: AtomicUsize::new(0),
+                bytes_copied: AtomicU64::new(0),
+            }),
         }),
     )
+}
+
+/// `bdev_remote_set_target`: points remote bdev `name` at `remote_bdev`
+/// of `cluster` (a redundant volume's new owner). The new target must
+/// have the same geometry; I/O held meanwhile goes there.
+pub async fn set_target(
+    registry: &BdevRegistry,
+    interconnect: &Interconnect,
+    name: &str,
+    cluster: u32,
+    remote_bdev: &str,
+) -> Result<Arc<Bdev>, BdevError> {
+    let bdev = registry.get(name)?;
+    let Some(remote) = bdev
+        .backend()
+        .as_any()
+        .and_then(|any| any.downcast_ref::<Remote>())
+    else {
+        return Err(BdevError::NotFound(format!("{name} (not a remote bdev)")));
+    };
+    check_cluster(interconnect, cluster)?;
+    let (block_size, num_blocks) = identify(interconnect, cluster, remote_bdev).await?;
+    if block_size != bdev.block_size() || num_blocks != bdev.num_blocks() {
+        return Err(BdevError::Invalid(format!(
+            "{remote_bdev} on data cluster {cluster} has {num_blocks} blocks of {block_size} bytes; \
+             {name} has {} of {}: the geometry must match",
+            bdev.num_blocks(),
+            bdev.block_size()
+        )));
+    }
+    let route = Arc::new(Route::new(cluster, remote_bdev.to_string()));
+    *remote
+        .shared
+        .route
+        .write()
+        .unwrap_or_else(|e| e.into_inner()) = route;
+    tracing::info!(bdev = name, cluster, remote_bdev, "remote bdev retargeted");
+    Ok(bdev)
 }
 
 /// Asks cluster `cluster` for the geometry of its bdev `remote_bdev`:
@@ -125,6 +232,9 @@ pub async fn resize_remote(
         .as_str()
         .unwrap_or_default()
         .to_string();
+    if !bdev.backend().as_any().is_some_and(|a| a.is::<Remote>()) {
+        return Err(BdevError::NotFound(format!("{name} (not a remote bdev)")));
+    }
     let (block_size, num_blocks) = identify(interconnect, cluster, &remote_bdev).await?;
     if block_size != bdev.block_size() {
         return Err(BdevError::Invalid(format!(
@@ -155,22 +265,29 @@ impl BdevBackend for Remote {
 
     fn create_channel(&self) -> Box<dyn BackendChannel> {
         Box::new(RemoteChannel {
-            interconnect: self.interconnect.clone(),
-            cluster: self.cluster,
-            target: self.target,
-            bytes_copied: Arc::clone(&self.bytes_copied),
+            shared: Arc::clone(&self.shared),
         })
     }
 
     fn driver_specific(&self) -> Option<(&'static str, Value)> {
+        let route = self.shared.route();
         Some((
             "remote",
-            json!({"cluster": self.cluster, "remote_bdev": self.remote_bdev}),
+            json!({
+                "cluster": route.cluster,
+                "remote_bdev": route.remote_bdev,
+                "hold_timeout_ms": self.shared.hold.as_millis() as u64,
+                "held_requests": self.shared.held.load(Ordering::Relaxed),
+            }),
         ))
     }
 
     fn bytes_copied(&self) -> u64 {
-        self.bytes_copied.load(Ordering::Relaxed)
+        self.shared.bytes_copied.load(Ordering::Relaxed)
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     /// The size comes from the other cluster (`bdev_remote_resize` asks
@@ -181,18 +298,39 @@ impl BdevBackend for Remote {
 }
 
 struct RemoteChannel {
-    interconnect: Interconnect,
-    cluster: u32,
-    target: u64,
-    bytes_copied: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+/// Whether a failed attempt may be retried once the target is back: the
+/// target cluster was not alive, went away or restarted under the request
+/// (its generation changed), or does not have the bdev (a restarted or
+/// new owner before its volume is built).
+fn unreachable(interconnect: &Interconnect, cluster: u32, before: u64, status: i32) -> bool {
+    status == -libc::ENODEV || interconnect.peer_life(cluster) != Some(before)
+}
+
+/// One held I/O's place in the bdev's bound; given back on drop.
+struct HeldSlot<'a>(&'a AtomicUsize);
+
+impl<'a> HeldSlot<'a> {
+    fn take(held: &'a AtomicUsize) -> Option<Self> {
+        held.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_HELD_REQUESTS).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| Self(held))
+    }
+}
+
+impl Drop for HeldSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl BackendChannel for RemoteChannel {
     fn submit(&self, io: IoRequest) -> IoFuture {
-        let interconnect = self.interconnect.clone();
-        let cluster = self.cluster;
-        let target = self.target;
-        let bytes_copied = Arc::clone(&self.bytes_copied);
+        let shared = Arc::clone(&self.shared);
         Box::pin(async move {
             let IoRequest {
                 kind,
@@ -202,7 +340,7 @@ impl BackendChannel for RemoteChannel {
                 fua,
             } = io;
             // Zero-copy when the buffer is in the pool; else copy through one.
-            let (wire_buf, original) = match buf {
+            let (mut wire_buf, original) = match buf {
                 Some(buf) if buf.region_offset().is_none() => {
                     let mut bounce = IoBuf::for_io(buf.len());
                     if bounce.region_offset().is_none() {
@@ -214,38 +352,117 @@ impl BackendChannel for RemoteChannel {
                     }
                     if kind == IoKind::Write {
                         bounce.as_mut_slice().copy_from_slice(buf.as_slice());
-                        bytes_copied.fetch_add(buf.len() as u64, Ordering::Relaxed);
+                        shared
+                            .bytes_copied
+                            .fetch_add(buf.len() as u64, Ordering::Relaxed);
                     }
                     (Some(bounce), Some(buf))
                 }
                 other => (other, None),
             };
-            let answer = interconnect
-                .call(
-                    cluster,
-                    Op::from_kind(kind),
-                    target,
-                    offset_blocks,
-                    num_blocks,
-                    wire_buf,
-                    fua,
-                )
-                .await;
-            let result = wire::error_of(answer.status);
+            let has_data = wire_buf.is_some();
+            let interconnect = &shared.interconnect;
+            let mut held: Option<(HeldSlot<'_>, Instant)> = None;
+            let (result, answer_buf) = loop {
+                let route = shared.route();
+                let life = interconnect.peer_life(route.cluster);
+                let attempt = match life {
+                    // Not running: with a hold, wait without asking.
+                    None if !shared.hold.is_zero() => None,
+                    _ => {
+                        let answer = interconnect
+                            .call(
+                                route.cluster,
+                                Op::from_kind(kind),
+                                route.target,
+                                offset_blocks,
+                                num_blocks,
+                                wire_buf.take(),
+                                fua,
+                            )
+                            .await;
+                        let retry = !shared.hold.is_zero()
+                            && answer.status != 0
+                            && life.is_some_and(|before| {
+                                unreachable(interconnect, route.cluster, before, answer.status)
+                            });
+                        if !retry {
+                            break (wire::error_of(answer.status), answer.buf);
+                        }
+                        Some(answer.buf)
+                    }
+                };
+                if let Some(back) = attempt {
+                    // A buffer the poller lost (it stopped) cannot be sent again.
+                    if has_data && back.is_none() {
+                        break (Err(IoError::Io), None);
+                    }
+                    wire_buf = back;
+                }
+                let since = match &held {
+                    Some((_, since)) => *since,
+                    None => match HeldSlot::take(&shared.held) {
+                        Some(slot) => {
+                            let now = Instant::now();
+                            held = Some((slot, now));
+                            now
+                        }
+                        None => {
+                            tracing::warn!(
+                                cluster = route.cluster,
+                                "{MAX_HELD_REQUESTS} I/Os already wait for data cluster {}: failing this one",
+                                route.cluster
+                            );
+                            break (Err(IoError::Io), wire_buf.take());
+                        }
+                    },
+                };
+                let left = shared.hold.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    tracing::warn!(
+                        cluster = route.cluster,
+                        "data cluster {} unreachable for {} ms: failing a held I/O",
+                        route.cluster,
+                        shared.hold.as_millis()
+                    );
+                    break (Err(IoError::Io), wire_buf.take());
+                }
+                tokio::time::sleep(HOLD_POLL.min(left)).await;
+            };
+            drop(held);
             let buf = match original {
                 Some(mut original) => {
                     if kind == IoKind::Read
                         && result.is_ok()
-                        && let Some(bounce) = &answer.buf
+                        && let Some(bounce) = &answer_buf
                     {
                         original.as_mut_slice().copy_from_slice(bounce.as_slice());
-                        bytes_copied.fetch_add(original.len() as u64, Ordering::Relaxed);
+                        shared
+                            .bytes_copied
+                            .fetch_add(original.len() as u64, Ordering::Relaxed);
                     }
                     Some(original)
                 }
-                None => answer.buf,
+                None => answer_buf,
             };
             IoCompletion::new(buf, result)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_slots_are_bounded_and_given_back() {
+        let held = AtomicUsize::new(0);
+        let slots: Vec<HeldSlot<'_>> = (0..MAX_HELD_REQUESTS)
+            .map(|_| HeldSlot::take(&held).expect("below the bound"))
+            .collect();
+        assert!(HeldSlot::take(&held).is_none(), "one beyond the bound");
+        drop(slots);
+        assert_eq!(held.load(Ordering::Relaxed), 0);
+        assert!(HeldSlot::take(&held).is_some());
     }
 }

@@ -86,7 +86,7 @@ pub(super) struct Engine {
 /// may still be finishing I/O on our buffers: only the supervisor's
 /// "exited" (after reaping) or a new generation means it is gone.
 /// Generation 0: the supervisor has not started the cluster yet.
-fn alive(generation: u64, status: Option<SlotStatus>) -> bool {
+pub(super) fn alive(generation: u64, status: Option<SlotStatus>) -> bool {
     generation != 0 && !matches!(status, Some(SlotStatus::Exited) | None)
 }
 

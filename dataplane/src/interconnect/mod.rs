@@ -175,6 +175,19 @@ impl Interconnect {
             .unwrap_or_else(|_| RemoteCompletion::failed(None, libc::EIO))
     }
 
+    /// The generation of `peer`'s current life if its process may be
+    /// running (the rule the poller applies before every submission),
+    /// `None` while it is not: never started, exited, or not a peer.
+    /// Remote bdevs that hold I/O across a peer's death poll this.
+    pub fn peer_life(&self, peer: u32) -> Option<u64> {
+        if peer == self.cluster {
+            return None;
+        }
+        let slot = self.participant.region().header().cluster_slot(peer)?;
+        let generation = slot.generation();
+        engine::alive(generation, slot.status()).then_some(generation)
+    }
+
     /// `interconnect_get_stats`: per-peer rings and counters, the pool.
     pub fn describe(&self) -> Value {
         let region = self.participant.region();

@@ -8,7 +8,7 @@ use shoal_appliance::jsonrpc::{Router, RpcError};
 
 use super::bdev::{Named, delete, grown};
 use super::{Context, NoParams, method, parse_uuid};
-use crate::bdev::remote::{RemoteSpec, create_remote, resize_remote};
+use crate::bdev::remote::{RemoteSpec, create_remote, resize_remote, set_target};
 use crate::interconnect::Interconnect;
 
 pub fn register(router: Router, context: &Arc<Context>) -> Router {
@@ -17,6 +17,7 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
         delete(c, p, "remote")
     });
     let router = method(router, "bdev_remote_resize", context, remote_resize);
+    let router = method(router, "bdev_remote_set_target", context, remote_set_target);
     method(router, "interconnect_get_stats", context, get_stats)
 }
 
@@ -38,6 +39,18 @@ struct RemoteCreate {
     /// The bdev's name on that cluster.
     remote_bdev: String,
     uuid: Option<String>,
+    /// How long I/O waits while the other cluster is not running (ms, 0 =
+    /// fail at once, up to `MAX_HOLD_TIMEOUT_MS`).
+    #[serde(default)]
+    hold_timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteSetTarget {
+    name: String,
+    cluster: u32,
+    remote_bdev: String,
 }
 
 async fn remote_create(context: Arc<Context>, p: RemoteCreate) -> Result<Value, RpcError> {
@@ -47,6 +60,7 @@ async fn remote_create(context: Arc<Context>, p: RemoteCreate) -> Result<Value, 
         uuid: parse_uuid(p.uuid.as_deref())?,
         cluster: p.cluster,
         remote_bdev: p.remote_bdev,
+        hold_timeout_ms: p.hold_timeout_ms,
     };
     let bdev = create_remote(&context.registry, interconnect, spec).await?;
     Ok(json!(bdev.name()))
@@ -57,6 +71,20 @@ async fn remote_resize(context: Arc<Context>, p: Named) -> Result<Value, RpcErro
     let interconnect = interconnect(&context)?;
     let bdev = resize_remote(&context.registry, interconnect, &p.name).await?;
     Ok(grown(&context, &bdev))
+}
+
+/// Repoints a remote bdev at another cluster's bdev of the same geometry.
+async fn remote_set_target(context: Arc<Context>, p: RemoteSetTarget) -> Result<Value, RpcError> {
+    let interconnect = interconnect(&context)?;
+    set_target(
+        &context.registry,
+        interconnect,
+        &p.name,
+        p.cluster,
+        &p.remote_bdev,
+    )
+    .await?;
+    Ok(json!(true))
 }
 
 async fn get_stats(context: Arc<Context>, _: NoParams) -> Result<Value, RpcError> {
