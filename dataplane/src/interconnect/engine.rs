@@ -99,7 +99,7 @@ pub(super) fn alive(generation: u64, status: Option<SlotStatus>) -> bool {
 /// then ever in the ring of a life that has not run, so a later restart
 /// never finds our buffers in it. A stopping peer is draining: new I/O
 /// to it fails too, what it already has completes or fails at its exit.
-fn accepts_requests(generation: u64, status: Option<SlotStatus>) -> bool {
+pub(super) fn accepts_requests(generation: u64, status: Option<SlotStatus>) -> bool {
     generation != 0 && status == Some(SlotStatus::Running)
 }
 

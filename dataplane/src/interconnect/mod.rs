@@ -175,9 +175,10 @@ impl Interconnect {
             .unwrap_or_else(|_| RemoteCompletion::failed(None, libc::EIO))
     }
 
-    /// The generation of `peer`'s current life if its process may be
-    /// running (the rule the poller applies before every submission),
-    /// `None` while it is not: never started, exited, or not a peer.
+    /// The generation of `peer`'s current life if it takes new requests
+    /// (it reported running: the rule the poller applies before every
+    /// submission), `None` while it does not: never started, still
+    /// starting, stopping, exited, or not a peer.
     /// Remote bdevs that hold I/O across a peer's death poll this.
     pub fn peer_life(&self, peer: u32) -> Option<u64> {
         if peer == self.cluster {
@@ -185,7 +186,7 @@ impl Interconnect {
         }
         let slot = self.participant.region().header().cluster_slot(peer)?;
         let generation = slot.generation();
-        engine::alive(generation, slot.status()).then_some(generation)
+        engine::accepts_requests(generation, slot.status()).then_some(generation)
     }
 
     /// `interconnect_get_stats`: per-peer rings and counters, the pool.
