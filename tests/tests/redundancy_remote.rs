@@ -17,6 +17,9 @@ const BLOCKS: u64 = 4096;
 const BLOCK: usize = 4096;
 const CHUNK: usize = 64 << 10;
 
+/// One write: (sequence, sent, done, NBD error).
+type Sent = (u64, Instant, Instant, u32);
+
 fn start(clusters: u32) -> Appliance {
     let appliance = Appliance::builder(clusters)
         .set("memory.region_mib", 64)
@@ -74,7 +77,7 @@ fn held_io_survives_the_targets_death_and_goes_to_the_new_target() {
     // was sent and whether it succeeded.
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
-    let log: Arc<Mutex<Vec<(u64, Instant, Instant, u32)>>> = Arc::default();
+    let log: Arc<Mutex<Vec<Sent>>> = Arc::default();
     let writer = {
         let (stop, sent, log) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&log));
         std::thread::spawn(move || {
