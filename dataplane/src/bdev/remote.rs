@@ -22,6 +22,8 @@
 //! of a cluster's buffers. With `hold_timeout_ms` 0 (raid legs) failures
 //! are reported at once, so the raid above fails the leg and goes on.
 
+use std::cell::Cell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -66,6 +68,9 @@ impl Route {
 struct Shared {
     interconnect: Interconnect,
     route: RwLock<Arc<Route>>,
+    /// Bumped after every retarget: channels re-read `route` only then,
+    /// so the I/O path takes no lock and touches no shared count.
+    route_epoch: AtomicU64,
     /// 0: fail at once.
     hold: Duration,
     held: AtomicUsize,
@@ -77,6 +82,34 @@ impl Shared {
     /// only ever replaced, never edited in place).
     fn route(&self) -> Arc<Route> {
         Arc::clone(&self.route.read().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// A channel's copy of where I/O goes, `(cluster, target id)`, refreshed
+/// when the bdev's route epoch moves. Lives on one reactor.
+struct HopCache {
+    epoch: Cell<u64>,
+    hop: Cell<(u32, u64)>,
+}
+
+impl HopCache {
+    fn new(shared: &Shared) -> Self {
+        let cache = Self {
+            epoch: Cell::new(u64::MAX),
+            hop: Cell::new((0, 0)),
+        };
+        cache.hop(shared);
+        cache
+    }
+
+    fn hop(&self, shared: &Shared) -> (u32, u64) {
+        let epoch = shared.route_epoch.load(Ordering::Acquire);
+        if epoch != self.epoch.get() {
+            let route = shared.route();
+            self.hop.set((route.cluster, route.target));
+            self.epoch.set(epoch);
+        }
+        self.hop.get()
     }
 }
 
@@ -135,6 +168,7 @@ pub async fn create_remote(
             shared: Arc::new(Shared {
                 interconnect: interconnect.clone(),
                 route: RwLock::new(Arc::new(Route::new(spec.cluster, spec.remote_bdev))),
+                route_epoch: AtomicU64::new(0),
                 hold: Duration::from_millis(spec.hold_timeout_ms),
                 held: AtomicUsize::new(0),
                 bytes_copied: AtomicU64::new(0),
@@ -177,6 +211,7 @@ pub async fn set_target(
         .route
         .write()
         .unwrap_or_else(|e| e.into_inner()) = route;
+    remote.shared.route_epoch.fetch_add(1, Ordering::Release);
     tracing::info!(bdev = name, cluster, remote_bdev, "remote bdev retargeted");
     Ok(bdev)
 }
@@ -265,6 +300,7 @@ impl BdevBackend for Remote {
 
     fn create_channel(&self) -> Box<dyn BackendChannel> {
         Box::new(RemoteChannel {
+            hops: Rc::new(HopCache::new(&self.shared)),
             shared: Arc::clone(&self.shared),
         })
     }
@@ -299,6 +335,7 @@ impl BdevBackend for Remote {
 
 struct RemoteChannel {
     shared: Arc<Shared>,
+    hops: Rc<HopCache>,
 }
 
 /// Whether a failed attempt may be retried once the target is back: the
@@ -331,6 +368,7 @@ impl Drop for HeldSlot<'_> {
 impl BackendChannel for RemoteChannel {
     fn submit(&self, io: IoRequest) -> IoFuture {
         let shared = Arc::clone(&self.shared);
+        let hops = Rc::clone(&self.hops);
         Box::pin(async move {
             let IoRequest {
                 kind,
@@ -364,17 +402,17 @@ impl BackendChannel for RemoteChannel {
             let interconnect = &shared.interconnect;
             let mut held: Option<(HeldSlot<'_>, Instant)> = None;
             let (result, answer_buf) = loop {
-                let route = shared.route();
-                let life = interconnect.peer_life(route.cluster);
+                let (cluster, target) = hops.hop(&shared);
+                let life = interconnect.peer_life(cluster);
                 let attempt = match life {
                     // Not running: with a hold, wait without asking.
                     None if !shared.hold.is_zero() => None,
                     _ => {
                         let answer = interconnect
                             .call(
-                                route.cluster,
+                                cluster,
                                 Op::from_kind(kind),
-                                route.target,
+                                target,
                                 offset_blocks,
                                 num_blocks,
                                 wire_buf.take(),
@@ -384,7 +422,7 @@ impl BackendChannel for RemoteChannel {
                         let retry = !shared.hold.is_zero()
                             && answer.status != 0
                             && life.is_some_and(|before| {
-                                unreachable(interconnect, route.cluster, before, answer.status)
+                                unreachable(interconnect, cluster, before, answer.status)
                             });
                         if !retry {
                             break (wire::error_of(answer.status), answer.buf);
@@ -409,9 +447,9 @@ impl BackendChannel for RemoteChannel {
                         }
                         None => {
                             tracing::warn!(
-                                cluster = route.cluster,
+                                cluster = cluster,
                                 "{MAX_HELD_REQUESTS} I/Os already wait for data cluster {}: failing this one",
-                                route.cluster
+                                cluster
                             );
                             break (Err(IoError::Io), wire_buf.take());
                         }
@@ -420,9 +458,9 @@ impl BackendChannel for RemoteChannel {
                 let left = shared.hold.saturating_sub(since.elapsed());
                 if left.is_zero() {
                     tracing::warn!(
-                        cluster = route.cluster,
+                        cluster = cluster,
                         "data cluster {} unreachable for {} ms: failing a held I/O",
-                        route.cluster,
+                        cluster,
                         shared.hold.as_millis()
                     );
                     break (Err(IoError::Io), wire_buf.take());
