@@ -106,6 +106,15 @@ impl ApplianceBuilder {
     }
 
     /// Writes the config and starts shoald. Does not wait for readiness.
+    /// Starts the appliance and waits until every child runs.
+    pub fn start_ready(self) -> Appliance {
+        let appliance = self.start();
+        appliance.wait_for("all children running", STARTUP_TIMEOUT, |s| {
+            s["state"] == "running"
+        });
+        appliance
+    }
+
     pub fn start(self) -> Appliance {
         let config_path = self.dir.path().join("appliance.toml");
         std::fs::write(&config_path, toml::to_string(&self.config).unwrap()).unwrap();
@@ -211,11 +220,7 @@ impl Appliance {
 
     /// Starts a default test appliance and waits until every child runs.
     pub fn start_ready(clusters: u32) -> Self {
-        let appliance = Self::builder(clusters).start();
-        appliance.wait_for("all children running", STARTUP_TIMEOUT, |s| {
-            s["state"] == "running"
-        });
-        appliance
+        Self::builder(clusters).start_ready()
     }
 
     pub fn pid(&self) -> Pid {

@@ -6,17 +6,11 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde_json::{Value, json};
+use serde_json::json;
 use shoal_tests::nbd_client::{self, connect};
 use shoal_tests::{Appliance, bin_dir};
 
 const LEG_BYTES: u64 = 8 << 20;
-
-fn rpc(appliance: &Appliance, cluster: u32, method: &str, params: Value) -> Value {
-    appliance
-        .dataplane_rpc(cluster, method, Some(params))
-        .unwrap_or_else(|e| panic!("{method} on cluster {cluster} failed: {e}"))
-}
 
 /// A dataplane launcher that `kill -9`s itself before the real binary can
 /// map the region and claim its slot whenever `<dir>/die-before-join-<i>`
@@ -51,28 +45,18 @@ fn io_to_a_cluster_that_died_before_joining_the_region_fails_within_seconds() {
         // down for good, the case that hung forever.
         .set("supervisor.crash_loop_limit", 2)
         .set("management.enabled", false)
-        .start();
-    appliance.wait_for("all children running", shoal_tests::STARTUP_TIMEOUT, |s| {
-        s["state"] == "running"
-    });
-    rpc(
-        &appliance,
+        .start_ready();
+    appliance.dataplane_call(
         1,
         "bdev_malloc_create",
         json!({"name": "leg1", "num_blocks": LEG_BYTES / 4096, "block_size": 4096}),
     );
-    rpc(
-        &appliance,
+    appliance.dataplane_call(
         0,
         "bdev_remote_create",
         json!({"name": "remote1", "cluster": 1, "remote_bdev": "leg1"}),
     );
-    rpc(
-        &appliance,
-        0,
-        "nbd_start_disk",
-        json!({"bdev_name": "remote1"}),
-    );
+    appliance.dataplane_call(0, "nbd_start_disk", json!({"bdev_name": "remote1"}));
     let mut s = connect(appliance.nbd_port(0), "remote1");
     assert_eq!(nbd_client::write(&mut s, 1, 0, &[0x11; 4096]), 0);
 
@@ -105,7 +89,7 @@ fn io_to_a_cluster_that_died_before_joining_the_region_fails_within_seconds() {
         assert_eq!(error, 5, "NBD EIO");
         assert!(took < Duration::from_secs(2), "answered after {took:?}");
     }
-    let stats = rpc(&appliance, 0, "interconnect_get_stats", json!({}));
+    let stats = appliance.dataplane_call(0, "interconnect_get_stats", json!({}));
     assert_eq!(stats["peers"][0]["outbound"]["in_flight"], 0, "{stats}");
 
     // Once the cluster can start again and an operator restarts it, the
@@ -117,8 +101,7 @@ fn io_to_a_cluster_that_died_before_joining_the_region_fails_within_seconds() {
     appliance.wait_for("cluster 1 running", shoal_tests::STARTUP_TIMEOUT, |s| {
         s["clusters"][1]["state"] == "running"
     });
-    rpc(
-        &appliance,
+    appliance.dataplane_call(
         1,
         "bdev_malloc_create",
         json!({"name": "leg1", "num_blocks": LEG_BYTES / 4096, "block_size": 4096}),

@@ -21,13 +21,9 @@ const CHUNK: usize = 64 << 10;
 type Sent = (u64, Instant, Instant, u32);
 
 fn start(clusters: u32) -> Appliance {
-    let appliance = Appliance::builder(clusters)
+    Appliance::builder(clusters)
         .set("memory.region_mib", 64)
-        .start();
-    appliance.wait_for("all children running", shoal_tests::STARTUP_TIMEOUT, |s| {
-        s["state"] == "running"
-    });
-    appliance
+        .start_ready()
 }
 
 fn malloc(appliance: &Appliance, cluster: u32, name: &str, blocks: u64) {
