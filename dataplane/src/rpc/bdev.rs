@@ -13,7 +13,6 @@ use crate::bdev::channel::{channel_stats, release_channel};
 use crate::bdev::malloc::create_malloc;
 use crate::bdev::null::create_null;
 use crate::bdev::part::{PartConfig, create_part};
-use crate::bdev::raid::{RaidConfig, RaidLevel, create_raid};
 use crate::bdev::stats::{IoStats, TICK_RATE};
 use crate::bdev::uring::{UringConfig, create_uring};
 use crate::bdev::{Bdev, BdevSpec, IoError, IoKind, IoRequest};
@@ -31,17 +30,12 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
     let router = method(router, "bdev_uring_delete", context, |c, p: Named| {
         delete(c, p, "uring")
     });
-    let router = method(router, "bdev_raid_create", context, raid_create);
-    let router = method(router, "bdev_raid_delete", context, |c, p: Named| {
-        delete(c, p, "raid")
-    });
-    let router = method(router, "bdev_raid_get_bdevs", context, raid_get_bdevs);
     let router = method(router, "bdev_part_create", context, part_create);
     let router = method(router, "bdev_part_resize", context, part_resize);
-    let router = method(router, "bdev_raid_resize", context, raid_resize);
     let router = method(router, "bdev_part_delete", context, |c, p: Named| {
         delete(c, p, "part")
     });
+    let router = super::raid::register(router, context);
     let router = method(router, "bdev_write_zeroes", context, write_zeroes);
     let router = method(router, "bdev_get_bdevs", context, get_bdevs);
     method(router, "bdev_get_iostat", context, get_iostat)
@@ -124,62 +118,6 @@ async fn uring_create(context: Arc<Context>, p: UringCreate) -> Result<Value, Rp
 
 /// SPDK accepts the base bdevs as a list or as one space-separated string.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum BaseBdevs {
-    List(Vec<String>),
-    Spaced(String),
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RaidCreate {
-    name: String,
-    raid_level: String,
-    base_bdevs: BaseBdevs,
-    strip_size_kb: Option<u32>,
-    uuid: Option<String>,
-    superblock: Option<bool>,
-}
-
-async fn raid_create(context: Arc<Context>, p: RaidCreate) -> Result<Value, RpcError> {
-    let level = RaidLevel::parse(&p.raid_level).ok_or_else(|| {
-        RpcError::invalid_params(format!(
-            "raid_level {:?} is not one of raid0, raid1, concat",
-            p.raid_level
-        ))
-    })?;
-    if p.superblock == Some(true) {
-        return Err(RpcError::errno(
-            Errno::EOPNOTSUPP,
-            "raid superblocks are not supported",
-        ));
-    }
-    let base_bdevs = match p.base_bdevs {
-        BaseBdevs::List(list) => list,
-        BaseBdevs::Spaced(text) => text.split_whitespace().map(str::to_string).collect(),
-    };
-    let strip_size_kb = match (level, p.strip_size_kb) {
-        (RaidLevel::Raid1, size) => size.unwrap_or(0),
-        (_, Some(size)) => size,
-        (_, None) => {
-            return Err(RpcError::invalid_params(format!(
-                "{} needs strip_size_kb",
-                level.name()
-            )));
-        }
-    };
-    let config = RaidConfig {
-        name: p.name,
-        level,
-        strip_size_kb,
-        base_bdevs,
-        uuid: parse_uuid(p.uuid.as_deref())?,
-    };
-    create_raid(&context.registry, config)?;
-    Ok(json!(true))
-}
-
-#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PartCreate {
     name: String,
@@ -225,47 +163,6 @@ async fn part_resize(context: Arc<Context>, p: PartResize) -> Result<Value, RpcE
     }
     bdev.grow(p.num_blocks)?;
     Ok(grown(&context, &bdev))
-}
-
-/// Grows a raid0 or raid1 bdev as far as its legs have grown.
-async fn raid_resize(context: Arc<Context>, p: Named) -> Result<Value, RpcError> {
-    let bdev = context.registry.get(&p.name)?;
-    let room = bdev
-        .backend()
-        .growth_room()
-        .filter(|_| bdev.backend().module() == "raid")
-        .ok_or_else(|| {
-            RpcError::errno(
-                Errno::EINVAL,
-                format!("{} is not a raid0 or raid1 bdev", p.name),
-            )
-        })?;
-    bdev.grow(room)?;
-    Ok(grown(&context, &bdev))
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RaidGetBdevs {
-    category: String,
-}
-
-async fn raid_get_bdevs(context: Arc<Context>, p: RaidGetBdevs) -> Result<Value, RpcError> {
-    if !["all", "online", "configuring", "offline"].contains(&p.category.as_str()) {
-        return Err(RpcError::invalid_params(format!(
-            "category {:?} is not one of all, online, configuring, offline",
-            p.category
-        )));
-    }
-    let raids: Vec<Value> = context
-        .registry
-        .list()
-        .iter()
-        .filter(|b| b.backend().module() == "raid")
-        .filter_map(|b| b.backend().driver_specific().map(|(_, info)| info))
-        .filter(|info| p.category == "all" || info["state"] == p.category.as_str())
-        .collect();
-    Ok(json!(raids))
 }
 
 /// Deletes a bdev of `module` and drops its channels on every reactor.

@@ -10,6 +10,7 @@ mod interconnect;
 mod keyring;
 mod nbd;
 mod nvmf;
+mod raid;
 pub mod version;
 
 use std::sync::Arc;

@@ -1,24 +1,23 @@
-//! `raid`: virtual bdevs built on other bdevs: raid0 (striping), raid1
-//! (mirroring) and concat, SPDK's `bdev_raid` levels.
+//! `raid`: virtual bdevs built on other bdevs, SPDK's `bdev_raid` levels:
+//! raid0 (striping) and concat here, raid1 and raid10 (mirrors that survive
+//! failed legs, with rebuild, resync and check) in [`mirror`].
 //!
-//! A raid bdev claims its base bdevs. Requests are split at strip (raid0)
-//! or leg (concat) boundaries; the pieces go to the legs concurrently as
-//! views of the request's buffer, so no data is copied, and the request
-//! fails if any piece fails.
-//!
-//! raid1 writes every operational leg and succeeds while at least one leg
-//! took the write; a leg that fails an I/O is marked failed and no longer
-//! used (degraded mode, logged once). Reads go round-robin to operational
-//! legs and are retried on the next leg when one fails. There are no
-//! checksums: like md raid1, a leg returning wrong data without an error is
-//! not detected.
+//! A raid bdev claims its base bdevs. raid0 and concat split requests at
+//! strip (raid0) or leg (concat) boundaries; the pieces go to the legs
+//! concurrently as views of the request's buffer, so no data is copied, and
+//! the request fails if any piece fails.
 
+pub mod legs;
 pub mod map;
+pub mod mirror;
+#[cfg(test)]
+mod mirror_tests;
+pub mod process;
+pub mod regions;
+pub mod superblock;
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
@@ -26,23 +25,26 @@ use uuid::Uuid;
 
 use self::map::{Chunk, ConcatMap, StripeMap};
 use super::{
-    BackendChannel, Bdev, BdevBackend, BdevError, BdevRegistry, BdevSpec, IoBuf, IoChannel,
-    IoCompletion, IoError, IoFuture, IoKind, IoRequest,
+    BackendChannel, Bdev, BdevBackend, BdevError, BdevRegistry, BdevSpec, IoChannel, IoCompletion,
+    IoError, IoFuture, IoKind, IoRequest,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RaidLevel {
     Raid0,
     Raid1,
+    Raid10,
     Concat,
 }
 
 impl RaidLevel {
-    /// Accepts SPDK's spellings: "raid0"/"0", "raid1"/"1", "concat".
+    /// Accepts SPDK's spellings: "raid0"/"0", "raid1"/"1", "raid10"/"10",
+    /// "concat".
     pub fn parse(text: &str) -> Option<Self> {
         match text.to_ascii_lowercase().as_str() {
             "raid0" | "0" => Some(Self::Raid0),
             "raid1" | "1" => Some(Self::Raid1),
+            "raid10" | "10" => Some(Self::Raid10),
             "concat" => Some(Self::Concat),
             _ => None,
         }
@@ -52,8 +54,24 @@ impl RaidLevel {
         match self {
             Self::Raid0 => "raid0",
             Self::Raid1 => "raid1",
+            Self::Raid10 => "raid10",
             Self::Concat => "concat",
         }
+    }
+
+    /// The level's code in a superblock.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Raid0 => 0,
+            Self::Raid1 => 1,
+            Self::Raid10 => 10,
+            Self::Concat => 100,
+        }
+    }
+
+    /// Mirrored levels, built by [`mirror`].
+    pub fn is_mirrored(self) -> bool {
+        matches!(self, Self::Raid1 | Self::Raid10)
     }
 }
 
@@ -62,10 +80,16 @@ impl RaidLevel {
 pub struct RaidConfig {
     pub name: String,
     pub level: RaidLevel,
-    /// Strip size for raid0 and concat; must be 0 for raid1.
+    /// Strip size for raid0, raid10 and concat; must be 0 for raid1.
     pub strip_size_kb: u32,
+    /// Base bdev names, one per slot. With a superblock, a name not (yet)
+    /// registered leaves its slot missing, as long as every mirror column
+    /// keeps a leg.
     pub base_bdevs: Vec<String>,
     pub uuid: Option<Uuid>,
+    /// Keep the array's description and write-intent bitmap on the legs
+    /// (mirrored levels only), so it can be assembled again anywhere.
+    pub superblock: bool,
 }
 
 /// Most legs one raid bdev may have.
@@ -74,7 +98,6 @@ pub const MAX_BASE_BDEVS: usize = 64;
 enum Layout {
     Stripe(StripeMap),
     Concat(ConcatMap),
-    Mirror,
 }
 
 struct Raid {
@@ -88,20 +111,31 @@ struct RaidState {
     strip_size_kb: u32,
     legs: Vec<Arc<Bdev>>,
     layout: Layout,
-    /// raid1: legs taken out of service after an I/O error.
-    failed: Vec<AtomicBool>,
 }
 
 /// Validates `config`, claims the base bdevs and registers the raid bdev.
-pub fn create_raid(registry: &BdevRegistry, config: RaidConfig) -> Result<Arc<Bdev>, BdevError> {
-    let minimum = if config.level == RaidLevel::Raid1 {
-        2
-    } else {
-        1
-    };
-    if config.base_bdevs.len() < minimum || config.base_bdevs.len() > MAX_BASE_BDEVS {
+/// Mirrored levels read their legs' superblocks, so this runs on a reactor.
+pub async fn create_raid(
+    registry: &BdevRegistry,
+    config: RaidConfig,
+) -> Result<Arc<Bdev>, BdevError> {
+    check_names(&config)?;
+    if config.level.is_mirrored() {
+        return mirror::assemble(registry, config).await;
+    }
+    if config.superblock {
         return Err(BdevError::Invalid(format!(
-            "{} needs {minimum} to {MAX_BASE_BDEVS} base bdevs, got {}",
+            "{} takes no superblock (only raid1 and raid10 keep one)",
+            config.level.name()
+        )));
+    }
+    create_striped(registry, config)
+}
+
+fn check_names(config: &RaidConfig) -> Result<(), BdevError> {
+    if config.base_bdevs.is_empty() || config.base_bdevs.len() > MAX_BASE_BDEVS {
+        return Err(BdevError::Invalid(format!(
+            "{} needs 1 to {MAX_BASE_BDEVS} base bdevs, got {}",
             config.level.name(),
             config.base_bdevs.len()
         )));
@@ -113,6 +147,11 @@ pub fn create_raid(registry: &BdevRegistry, config: RaidConfig) -> Result<Arc<Bd
             )));
         }
     }
+    Ok(())
+}
+
+/// raid0 and concat.
+fn create_striped(registry: &BdevRegistry, config: RaidConfig) -> Result<Arc<Bdev>, BdevError> {
     let legs = config
         .base_bdevs
         .iter()
@@ -141,7 +180,6 @@ pub fn create_raid(registry: &BdevRegistry, config: RaidConfig) -> Result<Arc<Bd
         name: config.name.clone(),
         level: config.level,
         strip_size_kb: config.strip_size_kb,
-        failed: legs.iter().map(|_| AtomicBool::new(false)).collect(),
         legs: legs.clone(),
         layout,
     };
@@ -170,13 +208,8 @@ fn plan_layout(
         .min()
         .expect("at least one leg");
     match config.level {
-        RaidLevel::Raid1 => {
-            if config.strip_size_kb != 0 {
-                return Err(BdevError::Invalid(
-                    "raid1 takes no strip_size_kb (use 0)".into(),
-                ));
-            }
-            Ok((Layout::Mirror, smallest))
+        RaidLevel::Raid1 | RaidLevel::Raid10 => {
+            unreachable!("mirrored levels are assembled by mirror")
         }
         RaidLevel::Raid0 | RaidLevel::Concat => {
             let strip_bytes = u64::from(config.strip_size_kb) * 1024;
@@ -210,48 +243,21 @@ fn plan_layout(
 }
 
 impl RaidState {
-    fn operational(&self) -> usize {
-        self.failed
-            .iter()
-            .filter(|f| !f.load(Ordering::Relaxed))
-            .count()
-    }
-
-    fn state(&self) -> &'static str {
-        match (self.level, self.operational()) {
-            (_, 0) => "offline",
-            (RaidLevel::Raid1, _) => "online",
-            (_, n) if n == self.legs.len() => "online",
-            _ => "offline",
-        }
-    }
-
-    fn mark_failed(&self, leg: usize, error: &IoError) {
-        if !self.failed[leg].swap(true, Ordering::Relaxed) {
-            tracing::error!(
-                raid = self.name,
-                leg = self.legs[leg].name(),
-                "base bdev failed an I/O ({error}); {} of {} legs remain operational",
-                self.operational(),
-                self.legs.len()
-            );
-        }
-    }
-
     /// `bdev_raid_get_bdevs`' description of this raid.
     pub fn info(&self) -> Value {
         json!({
             "name": self.name,
             "raid_level": self.level.name(),
             "strip_size_kb": self.strip_size_kb,
-            "state": self.state(),
+            "state": "online",
+            "superblock": false,
             "num_base_bdevs": self.legs.len(),
             "num_base_bdevs_discovered": self.legs.len(),
-            "num_base_bdevs_operational": self.operational(),
-            "base_bdevs_list": self.legs.iter().zip(&self.failed).map(|(leg, failed)| json!({
+            "num_base_bdevs_operational": self.legs.len(),
+            "base_bdevs_list": self.legs.iter().map(|leg| json!({
                 "name": leg.name(),
                 "uuid": leg.uuid().to_string(),
-                "is_configured": !failed.load(Ordering::Relaxed),
+                "is_configured": true,
                 "data_offset": 0,
                 "data_size": leg.num_blocks(),
             })).collect::<Vec<_>>(),
@@ -275,7 +281,6 @@ impl BdevBackend for Raid {
     fn create_channel(&self) -> Box<dyn BackendChannel> {
         Box::new(RaidChannel {
             legs: self.state.legs.iter().map(|leg| leg.channel()).collect(),
-            next_read: Cell::new(0),
             raid: Arc::clone(&self.state),
         })
     }
@@ -301,7 +306,6 @@ impl BdevBackend for Raid {
             .expect("at least one leg");
         let room = match &self.state.layout {
             Layout::Stripe(map) => map.volume_blocks(smallest),
-            Layout::Mirror => smallest,
             Layout::Concat(_) => {
                 return Err(BdevError::Invalid(format!(
                     "concat {} cannot grow: its later legs would move",
@@ -323,7 +327,6 @@ impl BdevBackend for Raid {
         let smallest = self.state.legs.iter().map(|l| l.num_blocks()).min()?;
         match &self.state.layout {
             Layout::Stripe(map) => Some(map.volume_blocks(smallest)),
-            Layout::Mirror => Some(smallest),
             Layout::Concat(_) => None,
         }
     }
@@ -331,7 +334,6 @@ impl BdevBackend for Raid {
 
 struct RaidChannel {
     legs: Vec<Rc<IoChannel>>,
-    next_read: Cell<usize>,
     raid: Arc<RaidState>,
 }
 
@@ -348,12 +350,6 @@ impl BackendChannel for RaidChannel {
                 let chunks = map.split(io.offset_blocks, io.num_blocks);
                 Box::pin(split_io(raid, legs, io, chunks))
             }
-            Layout::Mirror if io.kind == IoKind::Read => {
-                let first = self.next_read.get();
-                self.next_read.set(first.wrapping_add(1));
-                Box::pin(mirror_read(raid, legs, io, first))
-            }
-            Layout::Mirror => Box::pin(mirror_write(raid, legs, io)),
         }
     }
 }
@@ -404,84 +400,6 @@ async fn split_io(
     IoCompletion::new(io.buf, result)
 }
 
-/// raid1 read: round-robin over operational legs, retried on the next one.
-async fn mirror_read(
-    raid: Arc<RaidState>,
-    legs: Vec<Rc<IoChannel>>,
-    io: IoRequest,
-    first: usize,
-) -> IoCompletion {
-    let count = legs.len();
-    let mut buf = io.buf;
-    let mut last_error = IoError::Io;
-    for attempt in 0..count {
-        let leg = (first + attempt) % count;
-        if raid.failed[leg].load(Ordering::Relaxed) {
-            continue;
-        }
-        let completion = legs[leg]
-            .submit(IoRequest {
-                kind: IoKind::Read,
-                offset_blocks: io.offset_blocks,
-                num_blocks: io.num_blocks,
-                buf: buf.take(),
-                fua: false,
-            })
-            .await;
-        buf = completion.buf;
-        match completion.result {
-            Ok(()) => return IoCompletion::new(buf, Ok(())),
-            Err(error) => {
-                raid.mark_failed(leg, &error);
-                last_error = error;
-            }
-        }
-    }
-    IoCompletion::new(buf, Err(last_error))
-}
-
-/// raid1 write (and unmap, write zeroes, flush, reset): every operational
-/// leg; succeeds if at least one leg did.
-async fn mirror_write(
-    raid: Arc<RaidState>,
-    legs: Vec<Rc<IoChannel>>,
-    io: IoRequest,
-) -> IoCompletion {
-    let targets: Vec<usize> = (0..legs.len())
-        .filter(|&leg| !raid.failed[leg].load(Ordering::Relaxed))
-        .collect();
-    let len = io.buf.as_ref().map_or(0, IoBuf::len);
-    let writes = targets.iter().map(|&leg| {
-        // SAFETY: every leg only reads the buffer (it is a write's data).
-        let buf = io.buf.as_ref().map(|buf| unsafe { buf.view(0, len) });
-        legs[leg].submit(IoRequest {
-            kind: io.kind,
-            offset_blocks: io.offset_blocks,
-            num_blocks: io.num_blocks,
-            buf,
-            fua: io.fua,
-        })
-    });
-    let results = join_all(writes).await;
-    let mut succeeded = 0;
-    let mut last_error = IoError::Io;
-    for (&leg, completion) in targets.iter().zip(results) {
-        match completion.result {
-            Ok(()) => succeeded += 1,
-            Err(error) => {
-                raid.mark_failed(leg, &error);
-                last_error = error;
-            }
-        }
-    }
-    let result = if succeeded > 0 {
-        Ok(())
-    } else {
-        Err(last_error)
-    };
-    IoCompletion::new(io.buf, result)
-}
-
 fn first_error(completions: Vec<IoCompletion>) -> Result<(), IoError> {
     completions
         .into_iter()
@@ -492,6 +410,7 @@ fn first_error(completions: Vec<IoCompletion>) -> Result<(), IoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bdev::IoBuf;
     use crate::bdev::channel::submit;
     use crate::bdev::malloc::create_malloc;
     use crate::bdev::testing::block_on;
@@ -513,6 +432,7 @@ mod tests {
             strip_size_kb,
             base_bdevs: legs.iter().map(|s| s.to_string()).collect(),
             uuid: None,
+            superblock: false,
         }
     }
 
@@ -529,7 +449,11 @@ mod tests {
     fn raid0_places_strips_round_robin_and_reads_back() {
         let registry = BdevRegistry::new();
         let legs = [malloc(&registry, "a", 70), malloc(&registry, "b", 64)];
-        let raid = create_raid(&registry, config("r0", RaidLevel::Raid0, 4, &["a", "b"])).unwrap();
+        let raid = block_on(create_raid(
+            &registry,
+            config("r0", RaidLevel::Raid0, 4, &["a", "b"]),
+        ))
+        .unwrap();
         // Whole 8-block strips of the smaller leg, times two legs.
         assert_eq!(raid.num_blocks(), 128);
         block_on(async {
@@ -562,8 +486,16 @@ mod tests {
         let registry = BdevRegistry::new();
         malloc(&registry, "a", 64);
         malloc(&registry, "b", 64);
-        create_raid(&registry, config("r1", RaidLevel::Raid1, 0, &["a", "b"])).unwrap();
-        let again = create_raid(&registry, config("r2", RaidLevel::Concat, 4, &["a"])).unwrap_err();
+        block_on(create_raid(
+            &registry,
+            config("r1", RaidLevel::Raid1, 0, &["a", "b"]),
+        ))
+        .unwrap();
+        let again = block_on(create_raid(
+            &registry,
+            config("r2", RaidLevel::Concat, 4, &["a"]),
+        ))
+        .unwrap_err();
         assert!(matches!(again, BdevError::Busy { .. }), "{again}");
         let delete = registry.unregister("a", "malloc").unwrap_err();
         assert!(matches!(delete, BdevError::Busy { .. }), "{delete}");
@@ -585,7 +517,10 @@ mod tests {
             config("x", RaidLevel::Raid0, 4, &["a", "missing"]),
         ];
         for case in cases {
-            assert!(create_raid(&registry, case.clone()).is_err(), "{case:?}");
+            assert!(
+                block_on(create_raid(&registry, case.clone())).is_err(),
+                "{case:?}"
+            );
         }
         assert!(registry.list().iter().all(|b| b.claimed_by().is_none()));
     }
@@ -627,10 +562,10 @@ mod tests {
             num_blocks: 64,
         };
         registry.register(spec, Box::new(Broken)).unwrap();
-        let raid = create_raid(
+        let raid = block_on(create_raid(
             &registry,
             config("m", RaidLevel::Raid1, 0, &["bad", "good"]),
-        )
+        ))
         .unwrap();
         block_on(async {
             assert!(
@@ -659,8 +594,11 @@ mod tests {
             };
             registry.register(spec, Box::new(Broken)).unwrap();
         }
-        let raid =
-            create_raid(&registry, config("dead", RaidLevel::Raid1, 0, &["x", "y"])).unwrap();
+        let raid = block_on(create_raid(
+            &registry,
+            config("dead", RaidLevel::Raid1, 0, &["x", "y"]),
+        ))
+        .unwrap();
         block_on(async {
             let write = submit(&raid, IoRequest::write(0, pattern(8), 512)).await;
             assert_eq!(write.result, Err(IoError::Io));
@@ -678,7 +616,11 @@ mod tests {
         let registry = BdevRegistry::new();
         malloc(&registry, "a", 10);
         let b = malloc(&registry, "b", 20);
-        let raid = create_raid(&registry, config("c", RaidLevel::Concat, 1, &["a", "b"])).unwrap();
+        let raid = block_on(create_raid(
+            &registry,
+            config("c", RaidLevel::Concat, 1, &["a", "b"]),
+        ))
+        .unwrap();
         assert_eq!(raid.num_blocks(), 30);
         block_on(async {
             assert!(
