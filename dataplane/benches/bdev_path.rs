@@ -1,5 +1,7 @@
 //! The raw bdev I/O path on one core: 4 KiB reads and writes through an
-//! I/O channel to a malloc and a null bdev, no network. Criterion reports
+//! I/O channel to a malloc and a null bdev, and to raid0 and raid1 (with a
+//! superblock and its write-intent bitmap) over two malloc legs, no
+//! network. Criterion reports
 //! the time per I/O; I/Os per second per core is its inverse.
 //!
 //!   cargo bench -p shoal-dataplane --bench bdev_path
@@ -11,6 +13,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::future::join_all;
 use shoal_dataplane::bdev::malloc::create_malloc;
 use shoal_dataplane::bdev::null::create_null;
+use shoal_dataplane::bdev::raid::superblock::RESERVED_BYTES;
+use shoal_dataplane::bdev::raid::{RaidConfig, RaidLevel, create_raid};
 use shoal_dataplane::bdev::{Bdev, BdevRegistry, BdevSpec, IoBuf, IoKind, IoRequest};
 
 const BLOCK: u32 = 4096;
@@ -57,13 +61,52 @@ fn run(bdev: &Arc<Bdev>, kind: IoKind, depth: u64, iters: u64) -> Duration {
     })
 }
 
+/// A raid of `level` over two fresh malloc legs (room for the superblock
+/// area included, so every raid has the same 64 MiB of data).
+fn raid(registry: &BdevRegistry, level: RaidLevel) -> Arc<Bdev> {
+    let legs: Vec<String> = (0..2).map(|i| format!("{}-leg{i}", level.name())).collect();
+    let superblock = level == RaidLevel::Raid1;
+    let leg_blocks = if superblock {
+        BLOCKS + RESERVED_BYTES / u64::from(BLOCK)
+    } else {
+        BLOCKS / 2
+    };
+    for name in &legs {
+        let mut leg = spec(name);
+        leg.num_blocks = leg_blocks;
+        create_malloc(registry, leg).unwrap();
+    }
+    let config = RaidConfig {
+        name: level.name().into(),
+        level,
+        strip_size_kb: if superblock { 0 } else { 64 },
+        base_bdevs: legs,
+        uuid: None,
+        superblock,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    tokio::task::LocalSet::new()
+        .block_on(&runtime, create_raid(registry, config))
+        .unwrap()
+}
+
 fn bdev_path(c: &mut Criterion) {
     let registry = BdevRegistry::new();
     let malloc = create_malloc(&registry, spec("malloc0")).unwrap();
     let null = create_null(&registry, spec("null0")).unwrap();
+    let raid0 = raid(&registry, RaidLevel::Raid0);
+    let raid1 = raid(&registry, RaidLevel::Raid1);
     let mut group = c.benchmark_group("bdev_4k");
     group.throughput(Throughput::Elements(1));
-    for (name, bdev) in [("malloc", &malloc), ("null", &null)] {
+    for (name, bdev) in [
+        ("malloc", &malloc),
+        ("null", &null),
+        ("raid0", &raid0),
+        ("raid1", &raid1),
+    ] {
         for (op, kind) in [("read", IoKind::Read), ("write", IoKind::Write)] {
             for depth in [1u64, 32] {
                 group.bench_function(format!("{name}/{op}/qd{depth}"), |b| {
