@@ -12,6 +12,7 @@
 
 mod access;
 pub mod model;
+pub mod owner;
 pub mod placement;
 pub mod plan;
 pub mod reconcile;
