@@ -29,6 +29,10 @@ pub const DRIVE_RESERVED_BYTES: u64 = 1 << 20;
 pub const DEFAULT_STRIP_BYTES: u64 = 64 << 10;
 pub const MIN_STRIP_BYTES: u64 = 4 << 10;
 pub const MAX_STRIP_BYTES: u64 = ALLOCATION_UNIT_BYTES;
+/// Room at the start of every leg of a redundant volume for the raid's
+/// superblock and write-intent bitmap (the dataplane's
+/// `raid::superblock::RESERVED_BYTES`).
+pub const RAID_SUPERBLOCK_BYTES: u64 = 4 << 20;
 
 /// How a volume spreads over the data clusters. Each leg is on a different
 /// cluster's drive: the cluster is the failure domain.
@@ -51,7 +55,7 @@ pub enum RaidType {
 impl RaidType {
     /// The Redfish `RAIDType` values accepted at creation: only those the
     /// dataplane and the placement carry out end to end.
-    pub const SUPPORTED: [&'static str; 2] = ["RAID0", "None"];
+    pub const SUPPORTED: [&'static str; 4] = ["RAID0", "None", "RAID1", "RAID10"];
 
     pub fn parse(text: &str) -> Option<Self> {
         match text {
@@ -79,6 +83,47 @@ impl RaidType {
     /// Whether the volume survives the loss of a leg.
     pub fn is_redundant(self) -> bool {
         !matches!(self, Self::Raid0 | Self::None)
+    }
+
+    /// Mirrored: built as the dataplane's raid1/raid10 on an owner cluster.
+    pub fn is_mirrored(self) -> bool {
+        matches!(self, Self::Raid1 | Self::Raid10)
+    }
+
+    /// Legs whose space holds distinct data: all of them striped, one for
+    /// RAID1, half for RAID10.
+    pub fn data_legs(self, legs: u32) -> u32 {
+        match self {
+            Self::Raid1 => 1,
+            Self::Raid10 => legs / 2,
+            Self::Raid5 => legs.saturating_sub(1),
+            Self::Raid6 => legs.saturating_sub(2),
+            Self::Raid0 | Self::None => legs,
+        }
+    }
+
+    /// Why `legs` legs cannot make this type, if they cannot.
+    pub fn leg_count_error(self, legs: u32) -> Option<String> {
+        let ok = match self {
+            Self::Raid1 => legs == 2,
+            Self::Raid10 => legs >= 4 && legs.is_multiple_of(2),
+            Self::Raid5 => legs >= 3,
+            Self::Raid6 => legs >= 4,
+            Self::Raid0 | Self::None => legs >= 1,
+        };
+        (!ok).then(|| {
+            let rule = match self {
+                Self::Raid1 => "exactly 2",
+                Self::Raid10 => "an even number, at least 4,",
+                Self::Raid5 => "at least 3",
+                Self::Raid6 => "at least 4",
+                Self::Raid0 | Self::None => "at least 1",
+            };
+            format!(
+                "{} needs {rule} drives on distinct data clusters; {legs} were chosen",
+                self.redfish()
+            )
+        })
     }
 
     /// Legs that may be lost at once without losing data.

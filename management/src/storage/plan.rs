@@ -16,6 +16,18 @@
 //! A leg on fragmented free space is a concat of parts
 //! `volume7-leg0-e0`, `volume7-leg0-e1`, ... The same names on every
 //! cluster keep the mapping identical wherever an I/O arrives.
+//!
+//! A redundant (mirrored) volume has one *owner* cluster
+//! ([`super::owner`]) that holds its raid, so that writes arriving at
+//! different clusters never interleave on the legs; the others forward to
+//! it, holding I/O while the owner changes:
+//!
+//! ```text
+//! owner:   volume7        raid1 (superblock) over volume7-leg0, volume7-leg1
+//!          volume7-leg<K> part of its drive | remote (fail fast) to the leg's cluster
+//! others:  volume7        remote to the owner's volume7, holding I/O 10 s
+//!          volume7-leg<K> part of its drive, where a leg lives there
+//! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -23,7 +35,7 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::model::{Desired, Volume};
+use super::model::{Desired, RaidType, Volume};
 use super::secrets::{ConnectionKeys, DhchapSecret, NbdPsk};
 
 /// Facts about the appliance's front-ends, from its configuration.
@@ -56,6 +68,9 @@ pub const MODEL_NUMBER: &str = "Shoal volume";
 /// Strip size of the concat that joins a fragmented leg (it only matters
 /// to the raid module's validation: a concat does not stripe).
 const CONCAT_STRIP_KB: u32 = 64;
+/// How long a forwarding bdev holds I/O while its volume's owner is down
+/// or moving: the reconciler moves ownership within a few passes.
+pub const FORWARD_HOLD_MS: u64 = 10_000;
 
 pub fn volume_bdev(volume: u64) -> String {
     format!("volume{volume}")
@@ -117,6 +132,20 @@ pub enum BdevPlan {
         remote_bdev: String,
         /// The leg's size, as the owning cluster has it.
         num_blocks: u64,
+        /// 0 for a leg (fail fast, the raid above takes it out); more for
+        /// a forwarder to a volume's owner, which is retargeted in place
+        /// when the owner changes.
+        hold_ms: u64,
+    },
+    /// A redundant volume's raid, on its owner.
+    Mirror {
+        name: String,
+        /// `raid1` or `raid10`.
+        level: &'static str,
+        legs: Vec<String>,
+        strip_kb: u32,
+        uuid: Uuid,
+        num_blocks: u64,
     },
     Raid0 {
         name: String,
@@ -133,8 +162,14 @@ impl BdevPlan {
             Self::Part { name, .. }
             | Self::Concat { name, .. }
             | Self::Remote { name, .. }
-            | Self::Raid0 { name, .. } => name,
+            | Self::Raid0 { name, .. }
+            | Self::Mirror { name, .. } => name,
         }
+    }
+
+    /// A remote bdev that forwards a volume to its owner.
+    pub fn is_forwarder(&self) -> bool {
+        matches!(self, Self::Remote { hold_ms, .. } if *hold_ms > 0)
     }
 
     /// Creation order: a bdev's bases come in an earlier stage.
@@ -142,8 +177,9 @@ impl BdevPlan {
         match self {
             Self::Part { .. } => 0,
             Self::Concat { .. } => 1,
+            Self::Remote { .. } if self.is_forwarder() => 4,
             Self::Remote { .. } => 2,
-            Self::Raid0 { .. } => 3,
+            Self::Raid0 { .. } | Self::Mirror { .. } => 3,
         }
     }
 
@@ -154,7 +190,9 @@ impl BdevPlan {
             Self::Concat { legs, .. } | Self::Raid0 { legs, .. } => {
                 legs.iter().map(String::as_str).collect()
             }
-            Self::Remote { .. } => Vec::new(),
+            // A mirror is assembled with the legs there are: a leg whose
+            // cluster is down is a missing slot, added back when it returns.
+            Self::Remote { .. } | Self::Mirror { .. } => Vec::new(),
         }
     }
 
@@ -178,10 +216,23 @@ impl BdevPlan {
                 name,
                 cluster,
                 remote_bdev,
+                hold_ms,
                 ..
             } => (
                 "bdev_remote_create",
-                json!({"name": name, "cluster": cluster, "remote_bdev": remote_bdev}),
+                json!({"name": name, "cluster": cluster, "remote_bdev": remote_bdev, "hold_timeout_ms": hold_ms}),
+            ),
+            Self::Mirror {
+                name,
+                level,
+                legs,
+                strip_kb,
+                uuid,
+                ..
+            } => (
+                "bdev_raid_create",
+                json!({"name": name, "raid_level": level, "base_bdevs": legs, "strip_size_kb": strip_kb,
+                       "uuid": uuid.to_string(), "superblock": true}),
             ),
             Self::Raid0 {
                 name,
@@ -205,7 +256,8 @@ impl BdevPlan {
         match self {
             Self::Part { num_blocks, .. }
             | Self::Remote { num_blocks, .. }
-            | Self::Raid0 { num_blocks, .. } => Some(*num_blocks),
+            | Self::Raid0 { num_blocks, .. }
+            | Self::Mirror { num_blocks, .. } => Some(*num_blocks),
             Self::Concat { .. } => None,
         }
     }
@@ -236,8 +288,61 @@ impl BdevPlan {
             )),
             Self::Remote { .. } => Some(("bdev_remote_resize", json!({"name": name}))),
             Self::Raid0 { .. } => Some(("bdev_raid_resize", json!({"name": name}))),
-            Self::Concat { .. } => None,
+            Self::Concat { .. } | Self::Mirror { .. } => None,
         }
+    }
+
+    /// The call that points a forwarder at the volume's new owner, when
+    /// `actual` still forwards elsewhere.
+    pub fn retarget_call(&self, actual: &Value) -> Option<(&'static str, Value)> {
+        let Self::Remote {
+            name,
+            cluster,
+            remote_bdev,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        if !self.is_forwarder() || actual["driver_specific"]["remote"]["cluster"] == *cluster {
+            return None;
+        }
+        Some((
+            "bdev_remote_set_target",
+            json!({"name": name, "cluster": cluster, "remote_bdev": remote_bdev}),
+        ))
+    }
+
+    /// For a mirror: `bdev_raid_add_base_bdev` for each slot that is
+    /// missing or failed while its planned leg is there to take it back
+    /// (`leg_ready`: the leg bdev exists here and its cluster runs).
+    pub fn heal_calls(
+        &self,
+        actual: &Value,
+        leg_ready: impl Fn(&str) -> bool,
+    ) -> Vec<(&'static str, Value)> {
+        let Self::Mirror { name, legs, .. } = self else {
+            return Vec::new();
+        };
+        let raid = &actual["driver_specific"]["raid"];
+        if !raid["process"].is_null() {
+            return Vec::new();
+        }
+        let Some(slots) = raid["shoal"]["legs"].as_array() else {
+            return Vec::new();
+        };
+        slots
+            .iter()
+            .zip(legs)
+            .filter(|(slot, _)| slot["state"] == "missing" || slot["state"] == "failed")
+            .filter(|(_, leg)| leg_ready(leg))
+            .map(|(_, leg)| {
+                (
+                    "bdev_raid_add_base_bdev",
+                    json!({"raid_bdev": name, "base_bdev": leg}),
+                )
+            })
+            .collect()
     }
 
     /// Built the same way as `actual` (size aside).
@@ -267,10 +372,30 @@ impl BdevPlan {
             Self::Remote {
                 cluster,
                 remote_bdev,
+                hold_ms,
                 ..
             } => {
                 let remote = &specific["remote"];
-                remote["cluster"] == *cluster && remote["remote_bdev"] == remote_bdev.as_str()
+                // A forwarder follows its owner by retargeting in place.
+                (self.is_forwarder() || remote["cluster"] == *cluster)
+                    && remote["remote_bdev"] == remote_bdev.as_str()
+                    && remote["hold_timeout_ms"].as_u64().unwrap_or(0) == *hold_ms
+            }
+            Self::Mirror {
+                level,
+                legs,
+                strip_kb,
+                uuid,
+                ..
+            } => {
+                let slots: Vec<&str> = raid["shoal"]["legs"]
+                    .as_array()
+                    .map(|l| l.iter().filter_map(|s| s["name"].as_str()).collect())
+                    .unwrap_or_default();
+                raid["raid_level"] == *level
+                    && raid["strip_size_kb"] == *strip_kb
+                    && actual["uuid"] == uuid.to_string().as_str()
+                    && slots == legs.iter().map(String::as_str).collect::<Vec<_>>()
             }
             Self::Raid0 {
                 legs,
@@ -380,17 +505,25 @@ pub struct ClusterPlan {
 }
 
 /// The bdevs volume `volume` needs on cluster `cluster`, in creation order.
-fn volume_bdevs(volume: &Volume, cluster: u32) -> Vec<BdevPlan> {
+/// `owner` is the owner of a mirrored volume (`None`: none can be now).
+fn volume_bdevs(volume: &Volume, cluster: u32, owner: Option<u32>) -> Vec<BdevPlan> {
+    let mirrored = volume.raid_type.is_mirrored();
+    let owns = !mirrored || owner == Some(cluster);
     let mut bdevs = Vec::new();
     let mut legs = Vec::new();
     for (index, leg) in volume.legs.iter().enumerate() {
         let name = leg_bdev(volume.id, index);
+        if leg.cluster != cluster && !owns {
+            legs.push(name);
+            continue;
+        }
         if leg.cluster != cluster {
             bdevs.push(BdevPlan::Remote {
                 name: name.clone(),
                 cluster: leg.cluster,
                 remote_bdev: name.clone(),
                 num_blocks: leg.blocks(),
+                hold_ms: 0,
             });
         } else if let [extent] = leg.extents.as_slice() {
             bdevs.push(BdevPlan::Part {
@@ -418,13 +551,35 @@ fn volume_bdevs(volume: &Volume, cluster: u32) -> Vec<BdevPlan> {
         }
         legs.push(name);
     }
-    bdevs.push(BdevPlan::Raid0 {
-        name: volume_bdev(volume.id),
-        legs,
-        strip_kb: (volume.strip_bytes / 1024) as u32,
-        uuid: volume.uuid,
-        num_blocks: volume.capacity_bytes / u64::from(volume.block_size),
-    });
+    let num_blocks = volume.capacity_bytes / u64::from(volume.block_size);
+    let strip_kb = (volume.strip_bytes / 1024) as u32;
+    if !mirrored {
+        bdevs.push(BdevPlan::Raid0 {
+            name: volume_bdev(volume.id),
+            legs,
+            strip_kb,
+            uuid: volume.uuid,
+            num_blocks,
+        });
+    } else if owns {
+        let raid10 = volume.raid_type == RaidType::Raid10;
+        bdevs.push(BdevPlan::Mirror {
+            name: volume_bdev(volume.id),
+            level: if raid10 { "raid10" } else { "raid1" },
+            legs,
+            strip_kb: if raid10 { strip_kb } else { 0 },
+            uuid: volume.uuid,
+            num_blocks,
+        });
+    } else if let Some(owner) = owner {
+        bdevs.push(BdevPlan::Remote {
+            name: volume_bdev(volume.id),
+            cluster: owner,
+            remote_bdev: volume_bdev(volume.id),
+            num_blocks,
+            hold_ms: FORWARD_HOLD_MS,
+        });
+    }
     bdevs
 }
 
@@ -433,8 +588,9 @@ pub fn drive_bdev(cluster: u32) -> String {
     format!("drive{cluster}")
 }
 
-/// What every data cluster must hold for `desired`.
-pub fn plan(fabric: &Fabric, desired: &Desired) -> Vec<ClusterPlan> {
+/// What every data cluster must hold for `desired`, with each mirrored
+/// volume's raid on its owner in `owners` (by volume id).
+pub fn plan(fabric: &Fabric, desired: &Desired, owners: &BTreeMap<u64, u32>) -> Vec<ClusterPlan> {
     let address = fabric.listen_address.to_string();
     let hosts: BTreeSet<String> = desired
         .connections
@@ -498,7 +654,7 @@ pub fn plan(fabric: &Fabric, desired: &Desired) -> Vec<ClusterPlan> {
             let mut bdevs: Vec<BdevPlan> = desired
                 .volumes
                 .iter()
-                .flat_map(|v| volume_bdevs(v, cluster))
+                .flat_map(|v| volume_bdevs(v, cluster, owners.get(&v.id).copied()))
                 .collect();
             bdevs.sort_by_key(BdevPlan::stage);
             let namespaces = desired
@@ -602,7 +758,7 @@ mod tests {
             connections: vec![connection],
             keys: Default::default(),
         };
-        let plans = plan(&fabric(), &desired);
+        let plans = plan(&fabric(), &desired, &BTreeMap::new());
         assert_eq!(plans.len(), 3);
         let names = |p: &ClusterPlan| -> Vec<String> {
             p.bdevs.iter().map(|b| b.name().to_string()).collect()
@@ -660,7 +816,7 @@ mod tests {
         assert!(plans[1].referrals.is_empty());
         assert_eq!(plans[2].listener, ("127.0.0.1".into(), "4422".into()));
         assert!(plans.iter().all(|p| p.serves));
-        let empty = plan(&fabric(), &Desired::default());
+        let empty = plan(&fabric(), &Desired::default(), &BTreeMap::new());
         assert!(empty.iter().all(|p| !p.serves && p.referrals.is_empty()));
     }
 
@@ -711,7 +867,7 @@ mod tests {
         };
         let mut unexported = fabric();
         unexported.nbd_volumes = false;
-        let plans = plan(&unexported, &desired);
+        let plans = plan(&unexported, &desired, &BTreeMap::new());
         let host_key = host_key_name(&keys.local);
         let ctrlr_key = ctrlr_key_name(keys.peer.as_ref().unwrap());
         assert!(host_key.starts_with("shoal-host-") && ctrlr_key.starts_with("shoal-ctrlr-"));
@@ -756,7 +912,7 @@ mod tests {
         }
         // With NBD volume exports on, the unkeyed volume is exported as
         // before, without a host list.
-        let plans = plan(&fabric(), &desired);
+        let plans = plan(&fabric(), &desired, &BTreeMap::new());
         assert_eq!(plans[0].nbd_exports.len(), 2);
         assert!(plans[0].nbd_exports[1].hosts.is_empty());
         // Same secret, same names, on every pass; another secret, others.

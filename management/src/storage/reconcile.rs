@@ -31,6 +31,7 @@ use serde_json::{Value, json};
 use shoal_appliance::jsonrpc::{CallError, RpcClient};
 
 use super::model::Desired;
+use super::owner;
 use super::plan::{self, BdevPlan, ClusterPlan, Fabric, HostKeyNames};
 use super::secrets::{self, KeyFiles};
 
@@ -406,6 +407,24 @@ impl Target<'_> {
             if !available(bdev) {
                 continue;
             }
+            let retarget = self
+                .view
+                .bdevs
+                .get(bdev.name())
+                .and_then(|actual| bdev.retarget_call(actual));
+            if let Some((method, params)) = retarget {
+                tracing::info!(
+                    cluster = self.session.cluster,
+                    bdev = bdev.name(),
+                    "forwarding to the volume's new owner"
+                );
+                if self.apply(failures, bdev.name(), method, params).await
+                    && let BdevPlan::Remote { cluster, .. } = bdev
+                    && let Some(actual) = self.view.bdevs.get_mut(bdev.name())
+                {
+                    actual["driver_specific"]["remote"]["cluster"] = json!(cluster);
+                }
+            }
             if let Some(actual) = self.view.bdevs.get(bdev.name()) {
                 if let Some((method, params)) = bdev.growth_call(actual)
                     && self.apply(failures, bdev.name(), method, params).await
@@ -429,6 +448,35 @@ impl Target<'_> {
                     bdev.name().to_string(),
                     json!({"name": bdev.name(), "num_blocks": bdev.planned_blocks()}),
                 );
+            }
+        }
+    }
+
+    /// Takes legs back into this cluster's mirrors: a slot missing or
+    /// failed whose leg is here again and whose cluster runs.
+    async fn heal(&mut self, live: &BTreeSet<u32>, failures: &mut Vec<Failure>) {
+        let plan = self.plan;
+        for bdev in &plan.bdevs {
+            let Some(actual) = self.view.bdevs.get(bdev.name()) else {
+                continue;
+            };
+            let leg_ready = |leg: &str| {
+                let cluster_runs = match plan.bdevs.iter().find(|b| b.name() == leg) {
+                    Some(BdevPlan::Remote { cluster, .. }) => live.contains(cluster),
+                    Some(_) => true,
+                    None => false,
+                };
+                cluster_runs && self.view.bdevs.contains_key(leg)
+            };
+            let calls = bdev.heal_calls(actual, leg_ready);
+            for (method, params) in calls {
+                tracing::info!(
+                    cluster = self.session.cluster,
+                    raid = bdev.name(),
+                    leg = params["base_bdev"].as_str(),
+                    "taking a leg back into the mirror"
+                );
+                self.apply(failures, bdev.name(), method, params).await;
             }
         }
     }
@@ -826,29 +874,53 @@ fn string_set(value: &Value) -> BTreeSet<String> {
 }
 
 /// One pass over the running clusters (`running`: index and socket).
+/// The owner of every mirrored volume: the running cluster that holds its
+/// raid now (so ownership survives a management restart), else a new one
+/// by [`owner::choose_owner`].
+fn owners(
+    fabric: &Fabric,
+    desired: &Desired,
+    opened: &[(Session, ClusterView)],
+) -> BTreeMap<u64, u32> {
+    let mut running = vec![false; fabric.clusters as usize];
+    for (session, _) in opened {
+        running[session.cluster as usize] = true;
+    }
+    desired
+        .volumes
+        .iter()
+        .filter(|v| v.raid_type.is_mirrored())
+        .filter_map(|volume| {
+            let name = plan::volume_bdev(volume.id);
+            let current = opened.iter().find_map(|(session, view)| {
+                let level = &view.bdevs.get(&name)?["driver_specific"]["raid"]["raid_level"];
+                (level == "raid1" || level == "raid10").then_some(session.cluster)
+            });
+            let leg_clusters: Vec<u32> = volume.legs.iter().map(|l| l.cluster).collect();
+            owner::choose_owner(current, &running, &leg_clusters, volume.id)
+                .map(|owner| (volume.id, owner))
+        })
+        .collect()
+}
+
 pub async fn pass(
     fabric: &Fabric,
     desired: &Desired,
     running: &[(u32, PathBuf)],
     credentials: &Credentials<'_>,
 ) -> Report {
-    let plans = plan::plan(fabric, desired);
     let mut failures = Vec::new();
-    let mut targets = Vec::new();
+    let mut opened = Vec::new();
     for (cluster, socket) in running {
-        let Some(plan) = plans.get(*cluster as usize) else {
+        if *cluster >= fabric.clusters {
             continue;
-        };
-        let opened = match Session::open(*cluster, socket).await {
+        }
+        let session = match Session::open(*cluster, socket).await {
             Ok(mut session) => session.read(fabric).await.map(|view| (session, view)),
             Err(e) => Err(e),
         };
-        match opened {
-            Ok((session, view)) => targets.push(Target {
-                session,
-                view,
-                plan,
-            }),
+        match session {
+            Ok(pair) => opened.push(pair),
             Err(error) => failures.push(Failure {
                 cluster: *cluster,
                 object: "dataplane".into(),
@@ -856,6 +928,16 @@ pub async fn pass(
             }),
         }
     }
+    let owners = owners(fabric, desired, &opened);
+    let plans = plan::plan(fabric, desired, &owners);
+    let mut targets: Vec<Target> = opened
+        .into_iter()
+        .map(|(session, view)| Target {
+            plan: &plans[session.cluster as usize],
+            session,
+            view,
+        })
+        .collect();
 
     for target in &mut targets {
         let doomed = target.doomed();
@@ -893,6 +975,26 @@ pub async fn pass(
             _ => true,
         };
         target.create(&[2, 3], available, &mut failures).await;
+    }
+    // Forwarders need their volume's raid on the owner, made above.
+    let raids_present: BTreeMap<u32, BTreeSet<String>> = targets
+        .iter()
+        .map(|t| (t.session.cluster, t.view.bdevs.keys().cloned().collect()))
+        .collect();
+    let live: BTreeSet<u32> = targets.iter().map(|t| t.session.cluster).collect();
+    for target in &mut targets {
+        let available = |bdev: &BdevPlan| match bdev {
+            BdevPlan::Remote {
+                cluster,
+                remote_bdev,
+                ..
+            } => raids_present
+                .get(cluster)
+                .is_some_and(|names| names.contains(remote_bdev)),
+            _ => true,
+        };
+        target.create(&[4], available, &mut failures).await;
+        target.heal(&live, &mut failures).await;
     }
     for target in &mut targets {
         target.grant(fabric, credentials, &mut failures).await;
