@@ -1,0 +1,1 @@
+//! Address mapping of raid5f and raid6 (rotating parity).
