@@ -44,8 +44,7 @@ fn erasure(c: &mut Criterion) {
             group.bench_function(BenchmarkId::new("encode", &strip_kib), |b| {
                 let (data, parity) = shards.split_at_mut(data_legs);
                 let data: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
-                let mut parity: Vec<&mut [u8]> =
-                    parity.iter_mut().map(Vec::as_mut_slice).collect();
+                let mut parity: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
                 b.iter(|| code.encode(black_box(&data), &mut parity).unwrap());
             });
 

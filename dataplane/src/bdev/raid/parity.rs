@@ -143,7 +143,11 @@ impl StripeCode {
     /// Computes every parity shard from the data shards, overwriting it.
     pub fn encode(&self, data: &[&[u8]], parity: &mut [&mut [u8]]) -> Result<(), CodeError> {
         self.check_counts(data.len(), parity.len())?;
-        check_lengths(data.iter().map(|s| s.len()).chain(parity.iter().map(|s| s.len())))?;
+        check_lengths(
+            data.iter()
+                .map(|s| s.len())
+                .chain(parity.iter().map(|s| s.len())),
+        )?;
         match &self.code {
             Parity::Xor => {
                 let (first, rest) = data.split_first().expect("at least MIN_DATA_SHARDS");
@@ -300,7 +304,7 @@ impl StripeCode {
 /// returns that length.
 fn check_lengths(mut lengths: impl Iterator<Item = usize>) -> Result<usize, CodeError> {
     let first = lengths.next().unwrap_or(0);
-    if first == 0 || first % SHARD_LEN_MULTIPLE != 0 {
+    if first == 0 || !first.is_multiple_of(SHARD_LEN_MULTIPLE) {
         return Err(CodeError::ShardLength { len: first });
     }
     match lengths.find(|&len| len != first) {
@@ -531,7 +535,12 @@ mod tests {
             })
         );
         assert_eq!(
-            code.update_parity(4, &stripe[0].clone(), &stripe[1].clone(), &mut muts(&mut parity)),
+            code.update_parity(
+                4,
+                &stripe[0].clone(),
+                &stripe[1].clone(),
+                &mut muts(&mut parity)
+            ),
             Err(CodeError::DataIndex { index: 4, data: 4 })
         );
     }

@@ -348,7 +348,10 @@ mod tests {
                 (p, (0..2).map(|d| map.data_leg(s, d)).collect())
             })
             .collect();
-        assert_eq!(layout, vec![(2, vec![0, 1]), (1, vec![2, 0]), (0, vec![1, 2])]);
+        assert_eq!(
+            layout,
+            vec![(2, vec![0, 1]), (1, vec![2, 0]), (0, vec![1, 2])]
+        );
     }
 
     #[test]
