@@ -12,6 +12,8 @@ pub mod map;
 pub mod mirror;
 #[cfg(test)]
 mod mirror_tests;
+pub mod parity;
+pub mod parity_map;
 pub mod process;
 pub mod regions;
 pub mod superblock;
