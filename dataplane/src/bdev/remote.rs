@@ -377,9 +377,11 @@ impl BackendChannel for RemoteChannel {
                 buf,
                 fua,
             } = io;
-            // Zero-copy when the buffer is in the pool; else copy through one.
+            // Zero-copy when the buffer is in our arena of the pool; else
+            // (a heap buffer, or one a third cluster lent us: a volume's
+            // owner passing a forwarded write on to a leg) copy through one.
             let (mut wire_buf, original) = match buf {
-                Some(buf) if buf.region_offset().is_none() => {
+                Some(buf) if !shared.interconnect.owns(&buf) => {
                     let mut bounce = IoBuf::for_io(buf.len());
                     if bounce.region_offset().is_none() {
                         tracing::warn!(

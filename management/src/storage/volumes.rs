@@ -98,7 +98,14 @@ pub async fn create_volume(
     let clusters = request
         .clusters
         .clone()
-        .unwrap_or_else(|| (0..fabric.clusters).collect());
+        .unwrap_or_else(|| default_clusters(request.raid_type, fabric.clusters));
+    if let Some(reason) = request.raid_type.leg_count_error(clusters.len() as u32) {
+        return Err(StorageError::Invalid {
+            property: "RAIDType",
+            value: request.raid_type.redfish().to_string(),
+            reason,
+        });
+    }
     let drives = drives(state, &clusters).await?;
     let block_size = drives[0].block_size;
     if let Some(odd) = drives.iter().find(|d| d.block_size != block_size) {
@@ -130,7 +137,15 @@ pub async fn create_volume(
         .iter()
         .map(|d| placement::free_bytes(d, &desired.volumes))
         .sum();
-    let leg_bytes = placement::leg_bytes(request.capacity_bytes, clusters.len() as u32);
+    // A mirrored volume's legs each hold their share of the data plus the
+    // raid's superblock area.
+    let data_legs = request.raid_type.data_legs(clusters.len() as u32);
+    let metadata_bytes = if request.raid_type.is_mirrored() {
+        model::RAID_SUPERBLOCK_BYTES
+    } else {
+        0
+    };
+    let leg_bytes = placement::leg_bytes(request.capacity_bytes, data_legs) + metadata_bytes;
     let legs = placement::allocate(&drives, &desired.volumes, leg_bytes).map_err(
         |_| {
             StorageError::InsufficientCapacity(format!(
@@ -150,7 +165,7 @@ pub async fn create_volume(
         name: request.name.unwrap_or_else(|| format!("Volume {id}")),
         display_name: request.display_name,
         raid_type: request.raid_type,
-        capacity_bytes: leg_bytes * clusters.len() as u64,
+        capacity_bytes: (leg_bytes - metadata_bytes) * u64::from(data_legs),
         block_size,
         strip_bytes,
         uuid: uuid::Uuid::new_v4(),
@@ -221,7 +236,57 @@ async fn build_volume(
     if !failures.is_empty() {
         return Err(failures);
     }
+    if volume.raid_type.is_mirrored() {
+        return scrub_through_owner(state, volume, &report.views).await;
+    }
     scrub(state, volume).await
+}
+
+/// The clusters a volume's legs go to when the POST names none: every
+/// cluster for striped volumes, the first two for RAID1, the largest even
+/// number for RAID10.
+fn default_clusters(raid_type: RaidType, clusters: u32) -> Vec<u32> {
+    let count = match raid_type {
+        RaidType::Raid1 => clusters.min(2),
+        RaidType::Raid10 => clusters - clusters % 2,
+        _ => clusters,
+    };
+    (0..count).collect()
+}
+
+/// Zeroes a mirrored volume through its raid on the owner: the legs'
+/// first MiBs are the raid's superblock and bitmap, which zeroing the legs
+/// would wipe, and the raid zeroes every mirror alike.
+async fn scrub_through_owner(
+    state: &AppState,
+    volume: &Volume,
+    views: &std::collections::BTreeMap<u32, super::reconcile::ClusterView>,
+) -> Result<(), Vec<Failure>> {
+    let name = plan::volume_bdev(volume.id);
+    let owner = views.iter().find_map(|(cluster, view)| {
+        view.bdevs
+            .get(&name)?
+            .get("driver_specific")?
+            .get("raid")
+            .map(|_| *cluster)
+    });
+    let failure = |cluster, error: String| {
+        vec![Failure {
+            cluster,
+            object: name.clone(),
+            error,
+        }]
+    };
+    let Some(owner) = owner else {
+        return Err(failure(0, "no cluster holds the volume's raid".into()));
+    };
+    let running = running_clusters(state).await;
+    let Some((_, socket)) = running.iter().find(|(c, _)| *c == owner) else {
+        return Err(failure(owner, "the owner cluster is not running".into()));
+    };
+    zero_bdev(socket, &name, None)
+        .await
+        .map_err(|e| failure(owner, e))
 }
 
 /// Runs `work(leg index, leg, socket)` for every leg of `volume` on the
@@ -360,6 +425,13 @@ pub async fn initialize_volume(
                 volume.name
             )));
         }
+        if volume.raid_type.is_mirrored() {
+            return Err(StorageError::Invalid {
+                property: "RAIDType",
+                value: volume.raid_type.redfish().to_string(),
+                reason: "Volume.Initialize of a mirrored volume is not supported yet (its legs hold the raid's superblock; it was zeroed through the raid when created)".into(),
+            });
+        }
         initializing.insert(id, 0);
         volume
     };
@@ -453,6 +525,16 @@ pub async fn grow_volume(
         .volume(id)
         .cloned()
         .ok_or_else(|| not_found("volume", id))?;
+    if volume.raid_type.is_mirrored() && capacity_bytes != volume.capacity_bytes {
+        return Err(StorageError::Invalid {
+            property: "CapacityBytes",
+            value: capacity_bytes.to_string(),
+            reason: format!(
+                "{} volumes do not grow yet (the raid's bitmap is sized at creation)",
+                volume.raid_type.redfish()
+            ),
+        });
+    }
     if capacity_bytes < volume.capacity_bytes {
         return Err(StorageError::Invalid {
             property: "CapacityBytes",

@@ -1,0 +1,202 @@
+//! Redundant volumes through Redfish (issue 15): a RAID1 volume is one raid
+//! on an owner cluster, forwarded to by every other cluster. Writes through
+//! a non-owner's NBD path go on without an error while the owner is killed
+//! with SIGKILL: the forwarder holds them, the reconciler moves the raid to
+//! the other leg's cluster and retargets the forwarders. When the old owner
+//! is back its leg rejoins and resyncs, and every acknowledged write reads
+//! back with the mirrors identical.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shoal_tests::nbd_client::{self, connect};
+use shoal_tests::redfish_client::RedfishClient;
+use shoal_tests::{Appliance, STARTUP_TIMEOUT, bin_dir};
+
+const VOLUMES: &str = "/redfish/v1/Storage/appliance/Volumes";
+const MIB: u64 = 1 << 20;
+const CHUNK: usize = 64 << 10;
+
+fn pattern(seq: u64) -> Vec<u8> {
+    (0..CHUNK)
+        .map(|i| (seq as usize * 31 + i / 4096 + i) as u8)
+        .collect()
+}
+
+/// The cluster whose `bdev` is a mirror raid, and that raid's description.
+fn owner(appliance: &Appliance, clusters: u32, bdev: &str) -> Option<(u32, Value)> {
+    (0..clusters).find_map(|cluster| {
+        let list = appliance
+            .dataplane_rpc(cluster, "bdev_get_bdevs", Some(json!({"name": bdev})))
+            .ok()?;
+        let raid = list[0]["driver_specific"]["raid"].clone();
+        raid.is_object().then_some((cluster, raid))
+    })
+}
+
+/// A dataplane launcher that waits 4 s before starting cluster `i` while
+/// `<dir>/slow-start-<i>` exists: the killed owner stays away long enough
+/// for the raid to move, then comes back.
+fn slow_launcher(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join("dataplane-launcher");
+    let real = bin_dir().join("shoal-dataplane");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n# $2 is the cluster index (--cluster <i> comes first)\n\
+             [ -e '{dir}/slow-start-'\"$2\" ] && sleep 4\n\
+             exec '{real}' \"$@\"\n",
+            dir = dir.display(),
+            real = real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+#[test]
+fn a_raid1_volume_survives_the_kill_of_its_owner_with_writes_through_another_cluster() {
+    let builder = Appliance::builder(3);
+    let launcher = slow_launcher(builder.dir());
+    let dir = builder.dir().to_path_buf();
+    let appliance = builder
+        .set("memory.region_mib", 64)
+        .set("dataplane.drive_size_mib", 128)
+        .set("binaries.dataplane", launcher.display().to_string())
+        .start_ready();
+    let r = RedfishClient::new(&appliance);
+    let (status, volume) = r.post(
+        VOLUMES,
+        &json!({"Name": "mirror", "CapacityBytes": 32 * MIB, "RAIDType": "RAID1"}),
+    );
+    assert_eq!(status, StatusCode::CREATED, "{volume}");
+    assert_eq!(volume["RAIDType"], "RAID1");
+    assert_eq!(volume["CapacityBytes"], 32 * MIB);
+    let id = volume["Id"].as_str().unwrap().to_string();
+    let bdev = format!("volume{id}");
+    let (first_owner, raid) = owner(&appliance, 3, &bdev).expect("a cluster holds the raid");
+    assert_eq!(raid["raid_level"], "raid1", "{raid}");
+    assert_eq!(raid["superblock"], true);
+    assert_eq!(raid["shoal"]["degraded"], false, "{raid}");
+    assert!(first_owner < 2, "the owner holds a leg: {first_owner}");
+    let survivor = 1 - first_owner;
+    // Cluster 2 holds no leg: it forwards to the owner.
+    let forwarder = appliance.dataplane_call(2, "bdev_get_bdevs", json!({"name": bdev}));
+    assert_eq!(
+        forwarder[0]["driver_specific"]["remote"]["cluster"], first_owner,
+        "{forwarder}"
+    );
+
+    let port = appliance.nbd_port(2);
+    let slots = 32 * MIB / CHUNK as u64;
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let log: Arc<Mutex<Vec<(u64, u32)>>> = Arc::default();
+    let writer = {
+        let (stop, sent, log) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&log));
+        let bdev = bdev.clone();
+        std::thread::spawn(move || {
+            let mut s = connect(port, &bdev);
+            s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let error =
+                    nbd_client::write(&mut s, seq, (seq % slots) * CHUNK as u64, &pattern(seq));
+                log.lock().unwrap().push((seq, error));
+                sent.fetch_add(1, Ordering::Relaxed);
+                seq += 1;
+            }
+        })
+    };
+    let wait_sent = |n: u64| {
+        let target = sent.load(Ordering::Relaxed) + n;
+        while sent.load(Ordering::Relaxed) < target {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    wait_sent(200);
+    std::fs::write(dir.join(format!("slow-start-{first_owner}")), b"").unwrap();
+    let before = appliance.cluster(first_owner as usize);
+    kill(
+        Pid::from_raw(before["pid"].as_i64().unwrap() as i32),
+        Signal::SIGKILL,
+    )
+    .unwrap();
+    let restarts = before["restarts"].as_u64().unwrap();
+    // The raid moves to the surviving leg's cluster; writes go on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !owner(&appliance, 2, &bdev).is_some_and(|(c, _)| c == survivor) {
+        if std::time::Instant::now() > deadline {
+            let log = appliance.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            panic!(
+                "the raid did not move; log tail:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    wait_sent(200);
+    let moved = owner(&appliance, 2, &bdev).unwrap().1;
+    let forwarder = appliance.dataplane_call(2, "bdev_get_bdevs", json!({"name": bdev}));
+    assert_eq!(
+        forwarder[0]["driver_specific"]["remote"]["cluster"], survivor,
+        "{forwarder}"
+    );
+
+    // The old owner returns as a leg cluster; its leg rejoins and resyncs.
+    std::fs::remove_file(dir.join(format!("slow-start-{first_owner}"))).unwrap();
+    appliance.wait_for("the old owner restarted", STARTUP_TIMEOUT, |s| {
+        s["clusters"][first_owner as usize]["state"] == "running"
+            && s["clusters"][first_owner as usize]["restarts"].as_u64() > Some(restarts)
+    });
+    appliance.wait_for("the mirror healed", Duration::from_secs(60), |_| {
+        owner(&appliance, 3, &bdev)
+            .is_some_and(|(c, raid)| c == survivor && raid["shoal"]["degraded"] == false)
+    });
+    wait_sent(100);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+
+    let log = log.lock().unwrap().clone();
+    let errors: Vec<_> = log.iter().filter(|e| e.1 != 0).collect();
+    assert!(
+        errors.is_empty(),
+        "I/O errors at the host: {errors:?} (after the move: {moved})"
+    );
+    let mut latest = std::collections::HashMap::new();
+    for &(seq, _) in &log {
+        latest.insert(seq % slots, seq);
+    }
+    for cluster in 0..3 {
+        let mut s = connect(appliance.nbd_port(cluster), &bdev);
+        for (&slot, &seq) in &latest {
+            let back = nbd_client::read(&mut s, 1_000_000 + seq, slot * CHUNK as u64, CHUNK as u32)
+                .unwrap();
+            assert!(
+                back == pattern(seq),
+                "slot {slot}: write {seq} lost, read through cluster {cluster}"
+            );
+        }
+    }
+    appliance.dataplane_call(
+        survivor,
+        "bdev_raid_check_consistency",
+        json!({"name": bdev}),
+    );
+    appliance.wait_for("the check finished", Duration::from_secs(60), |_| {
+        owner(&appliance, 3, &bdev).is_some_and(|(_, raid)| {
+            raid["process"].is_null() && !raid["shoal"]["last_check"].is_null()
+        })
+    });
+    let check = owner(&appliance, 3, &bdev).unwrap().1["shoal"]["last_check"].clone();
+    assert_eq!(check["finished"], true, "{check}");
+    assert_eq!(check["mismatched_blocks"], 0, "{check}");
+}
