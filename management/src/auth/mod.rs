@@ -197,6 +197,14 @@ pub async fn authorize(
     if !principal.may(entity, &checked, is_self) && !self_patch {
         return RedfishError::forbidden().into_response();
     }
+    // Nothing can be recorded while the state file system is full; say so
+    // before a handler fails half way. Sessions live in memory only.
+    if !matches!(checked, Method::GET | Method::HEAD)
+        && entity != "Session"
+        && let Some(why) = state.store.read_only_reason()
+    {
+        return crate::redfish::message::state_file_system_full(&why).into_response();
+    }
     request.extensions_mut().insert(principal.clone());
     let mut response = next.run(request).await;
     // Tells the transport the connection is authenticated, and `$expand`
