@@ -59,6 +59,8 @@ impl SmallFilesystem {
     }
 
     /// Bytes still free (statvfs `f_bavail`).
+    // The field types are u64 on 64-bit Linux only.
+    #[allow(clippy::useless_conversion)]
     pub fn free_bytes(&self) -> u64 {
         let stats = nix::sys::statvfs::statvfs(&self.mount).unwrap();
         u64::from(stats.blocks_available()) * u64::from(stats.fragment_size())

@@ -144,7 +144,9 @@ fn a_write_that_finds_the_file_system_full_fails_enospc_over_nbd_and_nvme() {
     let mut admin = Initiator::connect(portal, false, false).unwrap();
     let cntlid = admin.start_admin(SUBNQN, HOST, 0).unwrap();
     let mut nvme = Initiator::connect(portal, false, false).unwrap();
-    let connected = nvme.fabric_connect(1, 127, cntlid, SUBNQN, HOST, 0).unwrap();
+    let connected = nvme
+        .fabric_connect(1, 127, cntlid, SUBNQN, HOST, 0)
+        .unwrap();
     assert!(connected.ok(), "{connected:?}");
     let mut local = connect(appliance.nbd_port(0), "drive0");
     let mut remote = connect(appliance.nbd_port(0), "remote1");
@@ -156,9 +158,7 @@ fn a_write_that_finds_the_file_system_full_fails_enospc_over_nbd_and_nvme() {
     // Holes of the sparse drives need new blocks: there are none.
     let local_error = nbd_client::write(&mut local, 3, 40 * MIB, &block);
     let remote_error = nbd_client::write(&mut remote, 4, 40 * MIB, &block);
-    let cqe = nvme
-        .write(1, (48 * MIB / 512) as u64, &block, 512, false)
-        .unwrap();
+    let cqe = nvme.write(1, 48 * MIB / 512, &block, 512, false).unwrap();
     eprintln!("local {local_error}, remote {remote_error}, NVMe {cqe:?}");
     assert_eq!(local_error, 28, "NBD ENOSPC from a local drive");
     assert_eq!(remote_error, 28, "NBD ENOSPC across the rings");
@@ -182,14 +182,12 @@ fn management_starts_and_refuses_writes_clearly_on_a_full_state_file_system() {
     // ("No space left on device") and ended up failed.
     let old = appliance.management_pid();
     kill(Pid::from_raw(old), Signal::SIGKILL).unwrap();
-    appliance.wait_for(
-        "management running again",
-        Duration::from_secs(30),
-        |s| {
-            s["management"]["state"] == "running"
-                && s["management"]["pid"].as_i64().is_some_and(|p| p as i32 != old)
-        },
-    );
+    appliance.wait_for("management running again", Duration::from_secs(30), |s| {
+        s["management"]["state"] == "running"
+            && s["management"]["pid"]
+                .as_i64()
+                .is_some_and(|p| p as i32 != old)
+    });
     // It serves what is recorded ...
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

@@ -25,7 +25,7 @@ use serde_json::json;
 use tokio::io::unix::AsyncFd;
 use uuid::Uuid;
 
-use super::zeroing::{ZeroingChoice, ZeroingMethod};
+use super::zeroing::ZeroingChoice;
 use super::{
     BackendChannel, Bdev, BdevBackend, BdevError, BdevRegistry, BdevSpec, IoBuf, IoCompletion,
     IoError, IoFuture, IoKind, IoRequest,
@@ -281,7 +281,11 @@ async fn write_zeroes(
 
 /// Zeroes `len` bytes at `offset` by writing a zeroed buffer, piece by
 /// piece (the buffer comes back with each completion and is reused).
-async fn write_zero_buffers(ring: &Rc<RefCell<Ring>>, offset: u64, len: u64) -> Result<(), IoError> {
+async fn write_zero_buffers(
+    ring: &Rc<RefCell<Ring>>,
+    offset: u64,
+    len: u64,
+) -> Result<(), IoError> {
     let mut buf = Some(IoBuf::new(ZERO_BUFFER_BYTES.min(len) as usize));
     let mut done = 0;
     while done < len {
@@ -603,6 +607,7 @@ mod tests {
     use super::*;
     use crate::bdev::channel::submit;
     use crate::bdev::testing::block_on;
+    use crate::bdev::zeroing::ZeroingMethod;
 
     fn backing_file(dir: &Path, bytes: u64) -> PathBuf {
         let path = dir.join("disk.img");
@@ -725,7 +730,10 @@ mod tests {
         assert!(contents[..4096].iter().all(|&b| b == 0xaa));
         assert!(contents[4096..3 * 4096].iter().all(|&b| b == 0), "punched");
         assert!(contents[3 * 4096..5 * 4096].iter().all(|&b| b == 0xaa));
-        assert!(contents[5 * 4096..8 * 4096].iter().all(|&b| b == 0), "written");
+        assert!(
+            contents[5 * 4096..8 * 4096].iter().all(|&b| b == 0),
+            "written"
+        );
         assert!(contents[8 * 4096..].iter().all(|&b| b == 0xaa));
     }
 

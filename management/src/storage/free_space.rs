@@ -41,10 +41,16 @@ pub fn probe(path: &Path) -> std::io::Result<Option<FileSystemSpace>> {
     let stats = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
     Ok(Some(FileSystemSpace {
         device: metadata.dev(),
-        available_bytes: u64::from(stats.blocks_available())
-            .saturating_mul(u64::from(stats.fragment_size())),
+        available_bytes: available_bytes(&stats),
         path: path.to_path_buf(),
     }))
+}
+
+/// Bytes an unprivileged writer may still take on a file system.
+// The field types are u64 on 64-bit Linux only (c_ulong, fsblkcnt_t).
+#[allow(clippy::useless_conversion)]
+pub fn available_bytes(stats: &nix::sys::statvfs::Statvfs) -> u64 {
+    u64::from(stats.blocks_available()).saturating_mul(u64::from(stats.fragment_size()))
 }
 
 /// A file system that cannot hold the new blocks asked of it.

@@ -204,7 +204,7 @@ impl Store {
             return true;
         }
         let free = nix::sys::statvfs::statvfs(self.inner.dir.parent().unwrap_or(&self.inner.dir))
-            .map(|s| u64::from(s.blocks_available()) * u64::from(s.fragment_size()))
+            .map(|s| crate::storage::free_space::available_bytes(&s))
             .unwrap_or(0);
         if free < RECOVERY_FREE_BYTES {
             return false;
