@@ -178,6 +178,24 @@ fn management_starts_and_refuses_writes_clearly_on_a_full_state_file_system() {
     r.get_ok("/redfish/v1/Systems/appliance");
     let filler = fs.fill("filler", 0);
 
+    // The running service: the first write sled cannot flush turns its
+    // store read-only (a small one may still fit a page sled has).
+    let mut refused = None;
+    for threshold in 0..64u64 {
+        let (status, body) = r.patch(
+            "/redfish/v1/AccountService",
+            &json!({"AccountLockoutThreshold": 10 + threshold % 2}),
+        );
+        if status != StatusCode::OK {
+            refused = Some((status, body));
+            break;
+        }
+    }
+    let (status, body) = refused.expect("64 recorded changes on a full file system");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(message_key(&body), "InsufficientStorage", "{body}");
+    r.get_ok("/redfish/v1/AccountService");
+
     // Before the fix the restarted service could not open its database
     // ("No space left on device") and ended up failed.
     let old = appliance.management_pid();

@@ -66,9 +66,17 @@ fn copy_tree(source: &Path, target: &Path) -> std::io::Result<()> {
 }
 
 /// Whether sled failed for want of space (or quota) on its file system.
+/// By the kind, not only the errno: sled hands later callers a clone of
+/// its first I/O error, which keeps the kind and loses the errno.
 pub fn is_out_of_space(error: &sled::Error) -> bool {
     match error {
-        sled::Error::Io(e) => matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)),
+        sled::Error::Io(e) => {
+            matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+                || matches!(
+                    e.kind(),
+                    std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+                )
+        }
         _ => false,
     }
 }
@@ -97,6 +105,9 @@ mod tests {
         assert!(is_out_of_space(&io(libc::ENOSPC)));
         assert!(is_out_of_space(&io(libc::EDQUOT)));
         assert!(!is_out_of_space(&io(libc::EIO)));
+        // What sled returns after its first failure: a clone of that error.
+        let sticky = io(libc::ENOSPC).clone();
+        assert!(is_out_of_space(&sticky), "{sticky}");
         assert!(!is_out_of_space(&sled::Error::Unsupported("x".into())));
     }
 }
