@@ -49,6 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let https_task = tokio::spawn(server::serve_https(https, tls, app, stop.clone()));
     let reconciler = tokio::spawn(crate::storage::run_reconciler(state.clone(), stop.clone()));
     let cluster_watch = tokio::spawn(crate::events::clusters::watch(state.clone(), stop.clone()));
+    let store_recovery = tokio::spawn(recover_store(state.store.clone(), stop.clone()));
     let redirect_task = match args.http_redirect_listen {
         Some(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -80,6 +81,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 let _ = https_task.await;
                 let _ = reconciler.await;
                 let _ = cluster_watch.await;
+                let _ = store_recovery.await;
                 if let Some(task) = redirect_task {
                     let _ = task.await;
                 }
@@ -87,6 +89,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         )
         .await
         .context("cannot install signal handlers")
+}
+
+/// How often a read-only store (full state file system) looks for room.
+const STORE_RECOVERY_PERIOD: Duration = Duration::from_secs(2);
+
+/// Reopens the real database once the full state file system has room.
+async fn recover_store(store: Store, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(STORE_RECOVERY_PERIOD);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if store.read_only_reason().is_some() {
+            let store = store.clone();
+            let _ = tokio::task::spawn_blocking(move || store.try_recover()).await;
+        }
+    }
 }
 
 /// Accounts (bootstrapping `admin`), sessions and the service UUID.

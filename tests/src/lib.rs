@@ -10,6 +10,7 @@ pub mod nvme_initiator;
 pub mod ports;
 pub mod raw_tls;
 pub mod redfish_client;
+pub mod small_filesystem;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -120,7 +121,14 @@ impl ApplianceBuilder {
         std::fs::write(&config_path, toml::to_string(&self.config).unwrap()).unwrap();
         let log_path = self.dir.path().join("shoald.log");
         let process = spawn_shoald(&config_path, &log_path, &self.envs);
-        let state_dir = self.dir.path().join("state");
+        // Where `state_dir` points (a test may move it, e.g. onto a small
+        // file system).
+        let state_dir = self
+            .config
+            .get("state_dir")
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.dir.path().join("state"));
         Appliance {
             dir: self.dir,
             state_dir,

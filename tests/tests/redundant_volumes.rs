@@ -131,18 +131,9 @@ fn a_raid1_volume_survives_the_kill_of_its_owner_with_writes_through_another_clu
     .unwrap();
     let restarts = before["restarts"].as_u64().unwrap();
     // The raid moves to the surviving leg's cluster; writes go on.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !owner(&appliance, 2, &bdev).is_some_and(|(c, _)| c == survivor) {
-        if std::time::Instant::now() > deadline {
-            let log = appliance.log();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            panic!(
-                "the raid did not move; log tail:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    appliance.wait_for("the raid moved", Duration::from_secs(20), |_| {
+        owner(&appliance, 2, &bdev).is_some_and(|(c, _)| c == survivor)
+    });
     wait_sent(200);
     let moved = owner(&appliance, 2, &bdev).unwrap().1;
     let forwarder = appliance.dataplane_call(2, "bdev_get_bdevs", json!({"name": bdev}));

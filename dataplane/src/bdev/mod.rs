@@ -24,6 +24,7 @@ pub mod stats;
 #[cfg(test)]
 pub(crate) mod testing;
 pub mod uring;
+pub mod zeroing;
 
 use shoal_appliance::locks::Recover;
 use std::future::Future;
@@ -127,6 +128,10 @@ pub enum IoError {
     NotSupported,
     #[error("device is being removed")]
     Removed,
+    /// The storage under the device is full (the file system of a file
+    /// bdev, or a quota): the write may succeed once space is freed.
+    #[error("no space left on the device's storage")]
+    NoSpace,
 }
 
 impl IoError {
@@ -136,6 +141,7 @@ impl IoError {
             IoError::OutOfRange { .. } | IoError::Invalid(_) => Errno::EINVAL,
             IoError::NotSupported => Errno::EOPNOTSUPP,
             IoError::Removed => Errno::ESHUTDOWN,
+            IoError::NoSpace => Errno::ENOSPC,
         }
     }
 }

@@ -25,6 +25,7 @@ use serde_json::json;
 use tokio::io::unix::AsyncFd;
 use uuid::Uuid;
 
+use super::zeroing::ZeroingChoice;
 use super::{
     BackendChannel, Bdev, BdevBackend, BdevError, BdevRegistry, BdevSpec, IoBuf, IoCompletion,
     IoError, IoFuture, IoKind, IoRequest,
@@ -32,6 +33,10 @@ use super::{
 
 /// Requests in flight per ring (per bdev per reactor).
 pub const QUEUE_DEPTH: u32 = 128;
+
+/// Largest write of a zero buffer where the file system can only zero by
+/// writing (see [`ZeroingMethod::WriteBuffers`]).
+const ZERO_BUFFER_BYTES: u64 = 1 << 20;
 
 /// What `bdev_uring_create` asks for.
 #[derive(Debug, Clone)]
@@ -48,10 +53,27 @@ struct Uring {
     path: PathBuf,
     direct: bool,
     block_size: u32,
+    zeroing: Arc<Zeroing>,
+}
+
+/// How this bdev's file takes write-zeroes, learnt from its refusals.
+struct Zeroing {
+    choice: ZeroingChoice,
+    path: PathBuf,
 }
 
 /// Opens the file and registers the bdev.
 pub fn create_uring(registry: &BdevRegistry, config: UringConfig) -> Result<Arc<Bdev>, BdevError> {
+    let zeroing = ZeroingChoice::default();
+    create_with_zeroing(registry, config, zeroing)
+}
+
+/// [`create_uring`], starting from a given zeroing method (tests).
+fn create_with_zeroing(
+    registry: &BdevRegistry,
+    config: UringConfig,
+    zeroing: ZeroingChoice,
+) -> Result<Arc<Bdev>, BdevError> {
     let io_err = |context: String| move |source| BdevError::Io { context, source };
     let path = &config.filename;
     let (file, direct) = open(path).map_err(io_err(format!("cannot open {}", path.display())))?;
@@ -96,6 +118,10 @@ pub fn create_uring(registry: &BdevRegistry, config: UringConfig) -> Result<Arc<
         path: path.clone(),
         direct,
         block_size,
+        zeroing: Arc::new(Zeroing {
+            choice: zeroing,
+            path: path.clone(),
+        }),
     };
     registry.register(spec, Box::new(backend))
 }
@@ -154,6 +180,7 @@ impl BdevBackend for Uring {
             Ok(ring) => Box::new(UringChannel {
                 ring,
                 block_size: u64::from(self.block_size),
+                zeroing: Arc::clone(&self.zeroing),
             }),
             Err(e) => {
                 tracing::error!(path = %self.path.display(), "cannot set up io_uring: {e}");
@@ -185,14 +212,25 @@ impl BackendChannel for FailedChannel {
 struct UringChannel {
     ring: Rc<RefCell<Ring>>,
     block_size: u64,
+    zeroing: Arc<Zeroing>,
 }
 
 impl BackendChannel for UringChannel {
     fn submit(&self, io: IoRequest) -> IoFuture {
         let offset = io.offset_blocks * self.block_size;
+        let len = io.num_blocks * self.block_size;
         let slot = match io.kind {
-            IoKind::Unmap | IoKind::WriteZeroes => {
-                Ring::start_range(&self.ring, io.kind, offset, io.num_blocks * self.block_size)
+            IoKind::WriteZeroes => {
+                return Box::pin(write_zeroes(
+                    Rc::clone(&self.ring),
+                    Arc::clone(&self.zeroing),
+                    offset,
+                    len,
+                ));
+            }
+            IoKind::Unmap => {
+                let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+                Ring::start_fallocate(&self.ring, io.kind, mode, offset, len)
             }
             _ => Ring::start(&self.ring, io, offset),
         };
@@ -201,6 +239,79 @@ impl BackendChannel for UringChannel {
             slot: Some(slot),
         })
     }
+}
+
+/// Write zeroes with the bdev's current method, falling back (and
+/// remembering it) while the file system refuses methods as unsupported.
+async fn write_zeroes(
+    ring: Rc<RefCell<Ring>>,
+    zeroing: Arc<Zeroing>,
+    offset: u64,
+    len: u64,
+) -> IoCompletion {
+    let mut method = zeroing.choice.current();
+    loop {
+        let result = match method.fallocate_mode() {
+            Some(mode) => {
+                let slot = Ring::start_fallocate(&ring, IoKind::WriteZeroes, mode, offset, len);
+                UringIo {
+                    ring: Rc::clone(&ring),
+                    slot: Some(slot),
+                }
+                .await
+                .result
+            }
+            None => write_zero_buffers(&ring, offset, len).await,
+        };
+        if result != Err(IoError::NotSupported) {
+            return IoCompletion::new(None, result);
+        }
+        let Some(next) = zeroing.choice.refused(method) else {
+            return IoCompletion::new(None, result);
+        };
+        if next != method {
+            tracing::info!(
+                path = %zeroing.path.display(),
+                "write zeroes: {method:?} is not supported here; using {next:?}"
+            );
+        }
+        method = next;
+    }
+}
+
+/// Zeroes `len` bytes at `offset` by writing a zeroed buffer, piece by
+/// piece (the buffer comes back with each completion and is reused).
+async fn write_zero_buffers(
+    ring: &Rc<RefCell<Ring>>,
+    offset: u64,
+    len: u64,
+) -> Result<(), IoError> {
+    let mut buf = Some(IoBuf::new(ZERO_BUFFER_BYTES.min(len) as usize));
+    let mut done = 0;
+    while done < len {
+        let piece = ZERO_BUFFER_BYTES.min(len - done);
+        let mut zeroes = buf.take().ok_or(IoError::Io)?;
+        if zeroes.len() as u64 != piece {
+            zeroes = IoBuf::new(piece as usize);
+        }
+        let write = IoRequest {
+            kind: IoKind::Write,
+            offset_blocks: 0,
+            num_blocks: 0,
+            buf: Some(zeroes),
+            fua: false,
+        };
+        let slot = Ring::start(ring, write, offset + done);
+        let completion = UringIo {
+            ring: Rc::clone(ring),
+            slot: Some(slot),
+        }
+        .await;
+        completion.result?;
+        buf = completion.buf;
+        done += piece;
+    }
+    Ok(())
 }
 
 impl Drop for UringChannel {
@@ -325,13 +436,15 @@ impl Ring {
     }
 
     /// Unmap and write zeroes: fallocate over a byte range.
-    fn start_range(ring: &Rc<RefCell<Self>>, kind: IoKind, offset: u64, len: u64) -> usize {
+    fn start_fallocate(
+        ring: &Rc<RefCell<Self>>,
+        kind: IoKind,
+        mode: i32,
+        offset: u64,
+        len: u64,
+    ) -> usize {
         let mut this = ring.borrow_mut();
         let fd = types::Fd(this.fd());
-        let mode = match kind {
-            IoKind::Unmap => libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
-            _ => libc::FALLOC_FL_ZERO_RANGE | libc::FALLOC_FL_KEEP_SIZE,
-        };
         let entry = opcode::Fallocate::new(fd, len)
             .offset(offset)
             .mode(mode)
@@ -449,18 +562,27 @@ impl Future for UringIo {
         ring.free.push(index);
         drop(ring);
         self.slot = None;
-        let outcome = match result {
-            n if n < 0 => Err(match -n {
-                libc::EOPNOTSUPP => IoError::NotSupported,
-                libc::EINVAL => {
-                    IoError::Invalid("the device refused the request (alignment or range)")
-                }
-                _ => IoError::Io,
-            }),
-            n if slot.kind.has_data() && n as usize != slot.expected => Err(IoError::Io),
-            _ => Ok(()),
-        };
+        let outcome = outcome_of(slot.kind, result, slot.expected);
         Poll::Ready(IoCompletion::new(slot.buf, outcome))
+    }
+}
+
+/// What a completion's result (bytes done, or a negative errno) means for
+/// a request of `kind` that asked for `expected` bytes.
+fn outcome_of(kind: IoKind, result: i32, expected: usize) -> Result<(), IoError> {
+    match result {
+        n if n < 0 => Err(match -n {
+            libc::EOPNOTSUPP => IoError::NotSupported,
+            libc::EINVAL => IoError::Invalid("the device refused the request (alignment or range)"),
+            // Out of space (or quota) on the file system under the file.
+            libc::ENOSPC | libc::EDQUOT => IoError::NoSpace,
+            _ => IoError::Io,
+        }),
+        // A write inside the file's size comes back short only when the
+        // file system ran out of blocks (the rest would fail ENOSPC).
+        n if kind == IoKind::Write && (n as usize) < expected => Err(IoError::NoSpace),
+        n if kind.has_data() && n as usize != expected => Err(IoError::Io),
+        _ => Ok(()),
     }
 }
 
@@ -485,6 +607,7 @@ mod tests {
     use super::*;
     use crate::bdev::channel::submit;
     use crate::bdev::testing::block_on;
+    use crate::bdev::zeroing::ZeroingMethod;
 
     fn backing_file(dir: &Path, bytes: u64) -> PathBuf {
         let path = dir.join("disk.img");
@@ -549,6 +672,93 @@ mod tests {
             let read = submit(&bdev, IoRequest::read(100, IoBuf::new(512), 512)).await;
             assert_eq!(read.result, Err(IoError::Io));
         });
+    }
+
+    #[test]
+    fn completion_results_map_to_io_errors() {
+        assert_eq!(outcome_of(IoKind::Write, 4096, 4096), Ok(()));
+        assert_eq!(
+            outcome_of(IoKind::Write, -libc::ENOSPC, 4096),
+            Err(IoError::NoSpace)
+        );
+        assert_eq!(
+            outcome_of(IoKind::WriteZeroes, -libc::EDQUOT, 0),
+            Err(IoError::NoSpace)
+        );
+        assert_eq!(
+            outcome_of(IoKind::Write, 1024, 4096),
+            Err(IoError::NoSpace),
+            "a short write means the file system is full"
+        );
+        assert_eq!(outcome_of(IoKind::Read, 1024, 4096), Err(IoError::Io));
+        assert_eq!(outcome_of(IoKind::Read, -libc::EIO, 4096), Err(IoError::Io));
+        assert_eq!(
+            outcome_of(IoKind::WriteZeroes, -libc::EOPNOTSUPP, 0),
+            Err(IoError::NotSupported)
+        );
+        assert_eq!(outcome_of(IoKind::Flush, 0, 0), Ok(()));
+    }
+
+    #[test]
+    fn write_zeroes_falls_back_where_zero_range_is_refused() {
+        // Every bdev starts with ZERO_RANGE; pretend this file system
+        // refused it, and then hole punching too.
+        let dir = tempfile::tempdir().unwrap();
+        let path = backing_file(dir.path(), 1 << 20);
+        std::fs::write(&path, vec![0xaau8; 1 << 20]).unwrap();
+        let registry = BdevRegistry::new();
+        let zero_with = |name: &str, method: ZeroingMethod, range: (u64, u64)| {
+            let choice = ZeroingChoice::default();
+            if method != ZeroingMethod::ZeroRange {
+                choice.refused(ZeroingMethod::ZeroRange);
+            }
+            if method == ZeroingMethod::WriteBuffers {
+                choice.refused(ZeroingMethod::PunchHole);
+            }
+            assert_eq!(choice.current(), method);
+            let mut config = config(&path, Some(4096));
+            config.name = name.into();
+            let bdev = create_with_zeroing(&registry, config, choice).unwrap();
+            block_on(async {
+                let io = IoRequest::range(IoKind::WriteZeroes, range.0, range.1);
+                assert_eq!(submit(&bdev, io).await.result, Ok(()));
+            });
+        };
+        zero_with("punch", ZeroingMethod::PunchHole, (1, 2));
+        zero_with("write", ZeroingMethod::WriteBuffers, (5, 3));
+        let contents = std::fs::read(&path).unwrap();
+        assert!(contents[..4096].iter().all(|&b| b == 0xaa));
+        assert!(contents[4096..3 * 4096].iter().all(|&b| b == 0), "punched");
+        assert!(contents[3 * 4096..5 * 4096].iter().all(|&b| b == 0xaa));
+        assert!(
+            contents[5 * 4096..8 * 4096].iter().all(|&b| b == 0),
+            "written"
+        );
+        assert!(contents[8 * 4096..].iter().all(|&b| b == 0xaa));
+    }
+
+    #[test]
+    fn write_zeroes_works_on_tmpfs_which_refuses_zero_range() {
+        // /dev/shm is tmpfs on Linux: ZERO_RANGE answers EOPNOTSUPP there.
+        let Ok(dir) = tempfile::tempdir_in("/dev/shm") else {
+            eprintln!("SKIPPED: no /dev/shm");
+            return;
+        };
+        let path = backing_file(dir.path(), 1 << 20);
+        std::fs::write(&path, vec![0x55u8; 1 << 20]).unwrap();
+        let registry = BdevRegistry::new();
+        let bdev = create_uring(&registry, config(&path, Some(4096))).unwrap();
+        block_on(async {
+            for range in [(2, 4), (10, 1)] {
+                let io = IoRequest::range(IoKind::WriteZeroes, range.0, range.1);
+                assert_eq!(submit(&bdev, io).await.result, Ok(()));
+            }
+        });
+        let contents = std::fs::read(&path).unwrap();
+        assert!(contents[..2 * 4096].iter().all(|&b| b == 0x55));
+        assert!(contents[2 * 4096..6 * 4096].iter().all(|&b| b == 0));
+        assert!(contents[6 * 4096..10 * 4096].iter().all(|&b| b == 0x55));
+        assert!(contents[10 * 4096..11 * 4096].iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -117,6 +117,7 @@ pub fn error_of(status: i32) -> Result<(), IoError> {
         libc::EINVAL => Err(IoError::Invalid("the serving cluster refused the request")),
         libc::EOPNOTSUPP => Err(IoError::NotSupported),
         libc::ESHUTDOWN | libc::ENODEV => Err(IoError::Removed),
+        libc::ENOSPC => Err(IoError::NoSpace),
         _ => Err(IoError::Io),
     }
 }
@@ -170,5 +171,12 @@ mod tests {
         assert_eq!(error_of(-libc::EIO), Err(IoError::Io));
         assert_eq!(error_of(-libc::ENODEV), Err(IoError::Removed));
         assert_eq!(error_of(0), Ok(()));
+    }
+
+    #[test]
+    fn no_space_crosses_the_ring_as_itself() {
+        let status = status_of(&Err(IoError::NoSpace));
+        assert_eq!(status, -libc::ENOSPC);
+        assert_eq!(error_of(status), Err(IoError::NoSpace));
     }
 }

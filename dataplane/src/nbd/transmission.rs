@@ -356,6 +356,7 @@ fn wire_errno(error: &IoError) -> u32 {
         IoError::OutOfRange { .. } | IoError::Invalid(_) => EINVAL,
         IoError::NotSupported => ENOTSUP,
         IoError::Removed => ESHUTDOWN,
+        IoError::NoSpace => ENOSPC,
     }
 }
 
@@ -432,4 +433,16 @@ async fn encode<W: AsyncWrite + Unpin>(
         }
     }
     Ok(reservation)
+}
+
+#[cfg(test)]
+mod wire_errno_tests {
+    use super::*;
+
+    #[test]
+    fn each_io_error_has_its_nbd_errno() {
+        assert_eq!(wire_errno(&IoError::NoSpace), 28, "ENOSPC");
+        assert_eq!(wire_errno(&IoError::Io), 5, "EIO");
+        assert_eq!(wire_errno(&IoError::Removed), ESHUTDOWN);
+    }
 }

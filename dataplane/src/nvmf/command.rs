@@ -65,6 +65,10 @@ impl Status {
     pub const DATA_SGL_LENGTH_INVALID: Status = Status::generic(0x0f).no_retry();
     pub const SGL_TYPE_INVALID: Status = Status::generic(0x11).no_retry();
     pub const LBA_OUT_OF_RANGE: Status = Status::generic(0x80).no_retry();
+    /// The write needs space the storage under the namespace does not
+    /// have (Linux hosts report ENOSPC). Do Not Retry: an immediate retry
+    /// would only fail again; the host retries once space is freed.
+    pub const CAPACITY_EXCEEDED: Status = Status::generic(0x81).no_retry();
     pub const NAMESPACE_NOT_READY: Status = Status::generic(0x82);
     /// Command specific: Invalid Log Page.
     pub const INVALID_LOG_PAGE: Status = Status::specific(0x09).no_retry();

@@ -26,6 +26,7 @@ fn status_of(error: &IoError, write: bool) -> Status {
         IoError::Invalid(_) => Status::INVALID_FIELD,
         IoError::NotSupported => Status::INVALID_OPCODE,
         IoError::Removed => Status::NAMESPACE_NOT_READY,
+        IoError::NoSpace => Status::CAPACITY_EXCEEDED,
         IoError::Io if write => Status::WRITE_FAULT,
         IoError::Io => Status::UNRECOVERED_READ_ERROR,
     }
@@ -164,4 +165,17 @@ async fn dataset_management(
         }
     }
     Response::status(cid, Status::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_backing_store_is_capacity_exceeded_not_a_media_error() {
+        let status = status_of(&IoError::NoSpace, true);
+        assert_eq!(status, Status::CAPACITY_EXCEEDED);
+        assert_eq!((status.sct, status.sc, status.dnr), (0, 0x81, true));
+        assert_eq!(status_of(&IoError::Io, true), Status::WRITE_FAULT);
+    }
 }

@@ -36,7 +36,12 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
         delete(c, p, "part")
     });
     let router = super::raid::register(router, context);
-    let router = method(router, "bdev_write_zeroes", context, write_zeroes);
+    let router = method(router, "bdev_write_zeroes", context, |c, p| {
+        range_io(c, p, IoKind::WriteZeroes)
+    });
+    let router = method(router, "bdev_unmap", context, |c, p| {
+        range_io(c, p, IoKind::Unmap)
+    });
     let router = method(router, "bdev_get_bdevs", context, get_bdevs);
     method(router, "bdev_get_iostat", context, get_iostat)
 }
@@ -179,7 +184,7 @@ pub(super) async fn delete(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct WriteZeroes {
+struct BlockRange {
     name: String,
     offset_blocks: Option<u64>,
     num_blocks: Option<u64>,
@@ -189,16 +194,23 @@ struct WriteZeroes {
 /// one I/O (and the reactor's queue) for long.
 const ZEROES_CHUNK_BYTES: u64 = 64 << 20;
 
-/// Zeroes a range of a bdev (all of it by default) with write-zeroes
-/// requests on reactor 0 and answers when they are durable. The
-/// management service scrubs new volumes this way and runs
-/// Volume.Initialize through it, in slices it reports progress on.
-async fn write_zeroes(context: Arc<Context>, p: WriteZeroes) -> Result<Value, RpcError> {
+/// Zeroes (`WriteZeroes`) or deallocates (`Unmap`) a range of a bdev
+/// (all of it by default) with requests on reactor 0 and answers when
+/// they are durable. The management service scrubs new volumes with
+/// write zeroes and runs Volume.Initialize through it, in slices it
+/// reports progress on; it unmaps the blocks of a deleted or rolled-back
+/// volume so a file drive gives their space back to its file system.
+async fn range_io(context: Arc<Context>, p: BlockRange, kind: IoKind) -> Result<Value, RpcError> {
+    let what = if kind == IoKind::Unmap {
+        "unmap"
+    } else {
+        "write zeroes"
+    };
     let bdev = context.registry.get(&p.name)?;
-    if !bdev.supports(IoKind::WriteZeroes) {
+    if !bdev.supports(kind) {
         return Err(RpcError::errno(
             Errno::EOPNOTSUPP,
-            format!("bdev {} cannot write zeroes", p.name),
+            format!("bdev {} cannot {what}", p.name),
         ));
     }
     let offset = p.offset_blocks.unwrap_or(0);
@@ -229,7 +241,7 @@ async fn write_zeroes(context: Arc<Context>, p: WriteZeroes) -> Result<Value, Rp
         let mut outcome = Ok(());
         while at < end && outcome.is_ok() {
             let count = chunk.min(end - at);
-            let io = IoRequest::range(IoKind::WriteZeroes, at, count);
+            let io = IoRequest::range(kind, at, count);
             outcome = submit(&target, io).await.result;
             at += count;
         }
@@ -248,7 +260,7 @@ async fn write_zeroes(context: Arc<Context>, p: WriteZeroes) -> Result<Value, Rp
         Ok(Ok(())) => Ok(json!(true)),
         Ok(Err(e)) => Err(RpcError::errno(
             e.errno(),
-            format!("writing zeroes to {} failed: {e}", p.name),
+            format!("{what} on {} failed: {e}", p.name),
         )),
         Err(_) => Err(RpcError::errno(
             Errno::ESHUTDOWN,

@@ -197,8 +197,22 @@ pub async fn authorize(
     if !principal.may(entity, &checked, is_self) && !self_patch {
         return RedfishError::forbidden().into_response();
     }
+    // Nothing can be recorded while the state file system is full; say so
+    // before a handler fails half way. Sessions live in memory only.
+    let records = !matches!(checked, Method::GET | Method::HEAD) && entity != "Session";
+    if records && let Some(why) = state.store.read_only_reason() {
+        return crate::redfish::message::state_file_system_full(&why).into_response();
+    }
     request.extensions_mut().insert(principal.clone());
     let mut response = next.run(request).await;
+    // The write that found the file system full (and turned the store
+    // read-only) answers as every later one will, not as an internal error.
+    if records
+        && response.status() == axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        && let Some(why) = state.store.read_only_reason()
+    {
+        response = crate::redfish::message::state_file_system_full(&why).into_response();
+    }
     // Tells the transport the connection is authenticated, and `$expand`
     // whose credentials its member fetches may reuse.
     response.extensions_mut().insert(principal);

@@ -229,6 +229,22 @@ impl RedfishError {
     }
 }
 
+/// Seconds a client is told to wait before retrying a write refused
+/// because the state file system is full.
+pub const FULL_RETRY_AFTER_S: u64 = 10;
+
+/// The answer to a write while the state file system is full: 503 with
+/// Base `InsufficientStorage`, `why` naming the file system, and a
+/// `Retry-After` (the service takes writes again once space is freed).
+pub fn state_file_system_full(why: &str) -> RedfishError {
+    RedfishError::new(StatusCode::SERVICE_UNAVAILABLE, "InsufficientStorage", &[])
+        .with_detail(why)
+        .with_header(
+            axum::http::header::RETRY_AFTER,
+            FULL_RETRY_AFTER_S.to_string(),
+        )
+}
+
 impl IntoResponse for RedfishError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();

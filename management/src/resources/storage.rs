@@ -126,6 +126,9 @@ pub fn error(e: StorageError) -> RedfishError {
             RedfishError::new(StatusCode::INTERNAL_SERVER_ERROR, "OperationFailed", &[])
                 .with_detail(&detail)
         }
+        StorageError::Store(crate::store::StoreError::Full(why)) => {
+            crate::redfish::message::state_file_system_full(&why)
+        }
         StorageError::Store(e) => RedfishError::internal(e),
     }
 }

@@ -11,6 +11,7 @@
 //! [`RECONCILE_PERIOD`], which rebuilds whatever a restarted cluster lost.
 
 mod access;
+pub mod free_space;
 pub mod model;
 pub mod owner;
 pub mod placement;

@@ -968,6 +968,7 @@ mod tests {
             cluster: 1,
             remote_bdev: "volume1-leg1".into(),
             num_blocks: 100,
+            hold_ms: 0,
         };
         assert!(!remote.matches(&actual));
         let raid = BdevPlan::Raid0 {
@@ -999,6 +1000,140 @@ mod tests {
         assert_eq!(
             raid.growth_call(&smaller_raid).unwrap().0,
             "bdev_raid_resize"
+        );
+    }
+
+    #[test]
+    fn a_mirrored_volume_is_a_raid_on_its_owner_and_a_forwarder_elsewhere() {
+        let mut v = volume(
+            3,
+            vec![
+                Leg {
+                    cluster: 0,
+                    extents: vec![extent(2048, 100)],
+                },
+                Leg {
+                    cluster: 1,
+                    extents: vec![extent(2048, 100)],
+                },
+            ],
+        );
+        v.raid_type = RaidType::Raid1;
+        let desired = Desired {
+            volumes: vec![v],
+            ..Desired::default()
+        };
+        let owners = BTreeMap::from([(3, 1)]);
+        let plans = plan(&fabric(), &desired, &owners);
+        let names = |c: usize| -> Vec<(String, u8)> {
+            plans[c]
+                .bdevs
+                .iter()
+                .map(|b| (b.name().to_string(), b.stage()))
+                .collect()
+        };
+        // Cluster 0 holds leg 0 and forwards the volume to cluster 1.
+        assert_eq!(
+            names(0),
+            [("volume3-leg0".into(), 0), ("volume3".into(), 4)]
+        );
+        assert!(matches!(
+            &plans[0].bdevs[1],
+            BdevPlan::Remote {
+                cluster: 1,
+                hold_ms: FORWARD_HOLD_MS,
+                ..
+            }
+        ));
+        // The owner: its leg, a fail-fast remote to the other, the raid.
+        assert_eq!(
+            names(1),
+            [
+                ("volume3-leg1".into(), 0),
+                ("volume3-leg0".into(), 2),
+                ("volume3".into(), 3)
+            ]
+        );
+        let BdevPlan::Mirror { level, legs, .. } = &plans[1].bdevs[2] else {
+            panic!("{:?}", plans[1].bdevs[2]);
+        };
+        assert_eq!(*level, "raid1");
+        assert_eq!(legs, &["volume3-leg0", "volume3-leg1"]);
+        assert!(matches!(
+            &plans[1].bdevs[1],
+            BdevPlan::Remote { hold_ms: 0, .. }
+        ));
+        let (method, params) = plans[1].bdevs[2].create_call();
+        assert_eq!(method, "bdev_raid_create");
+        assert_eq!(params["superblock"], true);
+        // Cluster 2 holds no leg: only the forwarder.
+        assert_eq!(names(2), [("volume3".into(), 4)]);
+        // No owner (no leg cluster runs): nothing but the legs.
+        let plans = plan(&fabric(), &desired, &BTreeMap::new());
+        assert_eq!(plans[2].bdevs, []);
+    }
+
+    #[test]
+    fn a_forwarder_follows_its_owner_in_place_and_a_mirror_takes_legs_back() {
+        let forwarder = BdevPlan::Remote {
+            name: "volume3".into(),
+            cluster: 0,
+            remote_bdev: "volume3".into(),
+            num_blocks: 64,
+            hold_ms: FORWARD_HOLD_MS,
+        };
+        let to_old_owner = json!({"name": "volume3", "num_blocks": 64, "driver_specific": {"remote": {"cluster": 1, "remote_bdev": "volume3", "hold_timeout_ms": FORWARD_HOLD_MS}}});
+        assert!(forwarder.matches(&to_old_owner));
+        assert_eq!(
+            forwarder.retarget_call(&to_old_owner),
+            Some((
+                "bdev_remote_set_target",
+                json!({"name": "volume3", "cluster": 0, "remote_bdev": "volume3"})
+            ))
+        );
+        let fail_fast = json!({"name": "volume3", "num_blocks": 64, "driver_specific": {"remote": {"cluster": 0, "remote_bdev": "volume3", "hold_timeout_ms": 0}}});
+        assert!(!forwarder.matches(&fail_fast));
+        assert_eq!(forwarder.retarget_call(&fail_fast), None);
+
+        let mirror = BdevPlan::Mirror {
+            name: "volume3".into(),
+            level: "raid1",
+            legs: vec!["volume3-leg0".into(), "volume3-leg1".into()],
+            strip_kb: 0,
+            uuid: Uuid::from_u128(3),
+            num_blocks: 64,
+        };
+        let actual = |states: [&str; 2], process: Value| {
+            json!({"name": "volume3", "num_blocks": 64, "uuid": Uuid::from_u128(3).to_string(),
+                   "driver_specific": {"raid": {"raid_level": "raid1", "strip_size_kb": 0, "process": process,
+                   "shoal": {"legs": [{"name": "volume3-leg0", "state": states[0]}, {"name": "volume3-leg1", "state": states[1]}]}}}})
+        };
+        assert!(mirror.matches(&actual(["online", "missing"], Value::Null)));
+        assert_eq!(
+            mirror.heal_calls(&actual(["online", "missing"], Value::Null), |_| true),
+            [(
+                "bdev_raid_add_base_bdev",
+                json!({"raid_bdev": "volume3", "base_bdev": "volume3-leg1"})
+            )]
+        );
+        // Not while the leg is not there, nor while a process runs.
+        assert!(
+            mirror
+                .heal_calls(&actual(["online", "failed"], Value::Null), |_| false)
+                .is_empty()
+        );
+        assert!(
+            mirror
+                .heal_calls(
+                    &actual(["online", "failed"], json!({"type": "rebuild"})),
+                    |_| true
+                )
+                .is_empty()
+        );
+        assert!(
+            mirror
+                .heal_calls(&actual(["online", "online"], Value::Null), |_| true)
+                .is_empty()
         );
     }
 }

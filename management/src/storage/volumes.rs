@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use shoal_appliance::jsonrpc::RpcClient;
 
+use super::free_space::{self, FileSystemSpace};
 use super::model::{self, Leg, MAX_VOLUMES, RaidType, Volume, VolumeState};
 use super::placement::{self, Drive};
 use super::plan::Fabric;
@@ -37,10 +38,15 @@ pub struct VolumeRequest {
     pub clusters: Option<Vec<u32>>,
 }
 
-/// The drive of each cluster in `clusters`, as the running clusters report it.
-async fn drives(state: &AppState, clusters: &[u32]) -> Result<Vec<Drive>, StorageError> {
+/// The drive of each cluster in `clusters`, as the running clusters report
+/// it, with the file system space under it (`None`: not a file).
+async fn drives(
+    state: &AppState,
+    clusters: &[u32],
+) -> Result<(Vec<Drive>, Vec<Option<FileSystemSpace>>), StorageError> {
     let running = running_clusters(state).await;
     let mut drives = Vec::new();
+    let mut spaces = Vec::new();
     for &cluster in clusters {
         let socket = running
             .iter()
@@ -66,8 +72,34 @@ async fn drives(state: &AppState, clusters: &[u32]) -> Result<Vec<Drive>, Storag
             block_size: bdev["block_size"].as_u64().unwrap_or(512) as u32,
             num_blocks: bdev["num_blocks"].as_u64().unwrap_or(0),
         });
+        spaces.push(drive_file_space(cluster, &bdev)?);
     }
-    Ok(drives)
+    Ok((drives, spaces))
+}
+
+/// The file system space under a drive that is a file (the uring bdev's
+/// `filename`); `None` for a block device or a drive of another module.
+fn drive_file_space(cluster: u32, bdev: &Value) -> Result<Option<FileSystemSpace>, StorageError> {
+    let Some(file) = bdev["driver_specific"]["uring"]["filename"].as_str() else {
+        return Ok(None);
+    };
+    free_space::probe(std::path::Path::new(file)).map_err(|e| {
+        StorageError::Unavailable(format!(
+            "cannot see the free space under drive{cluster} ({file}): {e}"
+        ))
+    })
+}
+
+/// Refuses new blocks (`bytes[i]` on the drive of `spaces[i]`) that the
+/// file systems under the drives do not have room for.
+fn check_free_space(spaces: &[Option<FileSystemSpace>], bytes: &[u64]) -> Result<(), StorageError> {
+    let demands: Vec<_> = spaces.iter().cloned().zip(bytes.iter().copied()).collect();
+    match free_space::shortfall(&demands, free_space::RESERVE_BYTES) {
+        None => Ok(()),
+        Some(short) => Err(StorageError::InsufficientCapacity(format!(
+            "the volume does not fit the space really free: {short}"
+        ))),
+    }
 }
 
 /// Creates a volume: placed, built on every running cluster, its new
@@ -106,7 +138,7 @@ pub async fn create_volume(
             reason,
         });
     }
-    let drives = drives(state, &clusters).await?;
+    let (drives, spaces) = drives(state, &clusters).await?;
     let block_size = drives[0].block_size;
     if let Some(odd) = drives.iter().find(|d| d.block_size != block_size) {
         return Err(StorageError::Invalid {
@@ -156,6 +188,7 @@ pub async fn create_volume(
             ))
         },
     )?;
+    check_free_space(&spaces, &vec![leg_bytes; clusters.len()])?;
     let nsid = (1..=MAX_VOLUMES as u32)
         .find(|n| desired.volumes.iter().all(|v| v.nsid != *n))
         .expect("fewer volumes than namespace IDs");
@@ -200,6 +233,9 @@ pub async fn create_volume(
         Err(failures) => {
             state.store.remove(Table::Volumes, &id.to_string()).await?;
             let _ = pass_locked(state, &fabric).await;
+            // Zeroing may have taken space on the drives' file systems
+            // before it failed (a full one fails it half way).
+            release_space(state, &volume).await;
             Err(StorageError::Dataplane(failures))
         }
     }
@@ -341,6 +377,31 @@ async fn scrub(state: &AppState, volume: &Volume) -> Result<(), Vec<Failure>> {
         zero_bdev(&socket, &leg(index), None).await
     })
     .await
+}
+
+/// Unmaps the blocks a volume held on its drives (no record owns them any
+/// more), so a drive file gives their space back to its file system.
+/// Failures are logged only: the blocks are free either way, and a new
+/// volume zeroes them before use.
+async fn release_space(state: &AppState, volume: &Volume) {
+    let drive = |index: usize| plan::drive_bdev(volume.legs[index].cluster);
+    let released = on_every_leg(state, volume, drive, |index, leg, socket| async move {
+        for extent in &leg.extents {
+            let params = json!({"name": drive(index), "offset_blocks": extent.offset_blocks,
+                                "num_blocks": extent.num_blocks});
+            rpc(&socket, "bdev_unmap", params).await?;
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(failures) = released {
+        for failure in failures {
+            tracing::warn!(
+                volume = volume.id,
+                "the space of a removed volume stays allocated: {failure}"
+            );
+        }
+    }
 }
 
 /// `bdev_write_zeroes` on one cluster; `range` in blocks, all when `None`.
@@ -556,9 +617,15 @@ pub async fn grow_volume(
         )));
     }
     let clusters: Vec<u32> = volume.clusters().collect();
-    let drives = drives(state, &clusters).await?;
+    let (drives, spaces) = drives(state, &clusters).await?;
     let legs = placement::grow(&drives, &desired.volumes, &volume, leg_bytes)
         .map_err(|e| StorageError::InsufficientCapacity(e.to_string()))?;
+    let growth: Vec<u64> = legs
+        .iter()
+        .zip(&volume.legs)
+        .map(|(new, old)| (new.blocks() - old.blocks()) * u64::from(volume.block_size))
+        .collect();
+    check_free_space(&spaces, &growth)?;
     scrub_growth(state, &volume, &legs)
         .await
         .map_err(StorageError::Dataplane)?;
@@ -666,8 +733,10 @@ pub async fn delete_volume(state: &AppState, id: u64) -> Result<(), StorageError
             volume.name, connection.id, connection.name
         )));
     }
+    let volume = volume.clone();
     state.store.remove(Table::Volumes, &id.to_string()).await?;
     tracing::info!(volume = id, name = volume.name, "volume deleted");
     let _ = pass_locked(state, &fabric).await;
+    release_space(state, &volume).await;
     Ok(())
 }
