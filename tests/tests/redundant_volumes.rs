@@ -61,9 +61,37 @@ fn slow_launcher(dir: &std::path::Path) -> std::path::PathBuf {
     script
 }
 
+/// Waits until the volume's Redfish `Status.Health` is `health`.
+fn wait_health(r: &RedfishClient, path: &str, health: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = r.get(path);
+        if body["Status"]["Health"] == health {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "volume never became {health}: {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_raid1_volume_survives_the_kill_of_its_owner_with_writes_through_another_cluster() {
-    let builder = Appliance::builder(3);
+    survives_the_kill_of_its_owner(3, "RAID1", "raid1", 2);
+}
+
+#[test]
+fn a_raid10_volume_survives_the_kill_of_its_owner_with_writes_through_another_cluster() {
+    survives_the_kill_of_its_owner(4, "RAID10", "raid10", 4);
+}
+
+/// `raid_type` over the first `legs` of `clusters` data clusters: the
+/// owner is killed while a host writes through a cluster that neither owns
+/// the volume nor will.
+fn survives_the_kill_of_its_owner(clusters: u32, raid_type: &str, level: &str, legs: u32) {
+    let builder = Appliance::builder(clusters);
     let launcher = slow_launcher(builder.dir());
     let dir = builder.dir().to_path_buf();
     let appliance = builder
@@ -74,27 +102,41 @@ fn a_raid1_volume_survives_the_kill_of_its_owner_with_writes_through_another_clu
     let r = RedfishClient::new(&appliance);
     let (status, volume) = r.post(
         VOLUMES,
-        &json!({"Name": "mirror", "CapacityBytes": 32 * MIB, "RAIDType": "RAID1"}),
+        &json!({"Name": "mirror", "CapacityBytes": 32 * MIB, "RAIDType": raid_type}),
     );
     assert_eq!(status, StatusCode::CREATED, "{volume}");
-    assert_eq!(volume["RAIDType"], "RAID1");
+    assert_eq!(volume["RAIDType"], raid_type);
     assert_eq!(volume["CapacityBytes"], 32 * MIB);
     let id = volume["Id"].as_str().unwrap().to_string();
+    let path = format!("{VOLUMES}/{id}");
+    assert_eq!(volume["WriteHoleProtectionPolicy"], "Off");
+    assert_eq!(volume["RecoverableCapacitySourceCount"], 0);
+    wait_health(&r, &path, "OK");
     let bdev = format!("volume{id}");
-    let (first_owner, raid) = owner(&appliance, 3, &bdev).expect("a cluster holds the raid");
-    assert_eq!(raid["raid_level"], "raid1", "{raid}");
+    let (first_owner, raid) = owner(&appliance, clusters, &bdev).expect("a cluster holds the raid");
+    assert_eq!(raid["raid_level"], level, "{raid}");
     assert_eq!(raid["superblock"], true);
     assert_eq!(raid["shoal"]["degraded"], false, "{raid}");
-    assert!(first_owner < 2, "the owner holds a leg: {first_owner}");
-    let survivor = 1 - first_owner;
-    // Cluster 2 holds no leg: it forwards to the owner.
-    let forwarder = appliance.dataplane_call(2, "bdev_get_bdevs", json!({"name": bdev}));
+    assert!(first_owner < legs, "the owner holds a leg: {first_owner}");
+    // The next owner: the first running leg cluster from the volume's
+    // rotation point (storage::owner::choose_owner).
+    let start = id.parse::<u32>().unwrap() % legs;
+    let survivor = (0..legs)
+        .map(|i| (start + i) % legs)
+        .find(|&c| c != first_owner)
+        .unwrap();
+    let writer_cluster = (0..clusters)
+        .find(|c| *c != first_owner && *c != survivor)
+        .unwrap();
+    // The writer's cluster forwards to the owner.
+    let forwarder =
+        appliance.dataplane_call(writer_cluster, "bdev_get_bdevs", json!({"name": bdev}));
     assert_eq!(
         forwarder[0]["driver_specific"]["remote"]["cluster"], first_owner,
         "{forwarder}"
     );
 
-    let port = appliance.nbd_port(2);
+    let port = appliance.nbd_port(writer_cluster);
     let slots = 32 * MIB / CHUNK as u64;
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new(AtomicU64::new(0));
@@ -132,11 +174,14 @@ fn a_raid1_volume_survives_the_kill_of_its_owner_with_writes_through_another_clu
     let restarts = before["restarts"].as_u64().unwrap();
     // The raid moves to the surviving leg's cluster; writes go on.
     appliance.wait_for("the raid moved", Duration::from_secs(20), |_| {
-        owner(&appliance, 2, &bdev).is_some_and(|(c, _)| c == survivor)
+        owner(&appliance, clusters, &bdev).is_some_and(|(c, _)| c == survivor)
     });
     wait_sent(200);
-    let moved = owner(&appliance, 2, &bdev).unwrap().1;
-    let forwarder = appliance.dataplane_call(2, "bdev_get_bdevs", json!({"name": bdev}));
+    let degraded = wait_health(&r, &path, "Warning");
+    assert_eq!(degraded["Status"]["State"], "Enabled", "{degraded}");
+    let moved = owner(&appliance, clusters, &bdev).unwrap().1;
+    let forwarder =
+        appliance.dataplane_call(writer_cluster, "bdev_get_bdevs", json!({"name": bdev}));
     assert_eq!(
         forwarder[0]["driver_specific"]["remote"]["cluster"], survivor,
         "{forwarder}"
@@ -149,10 +194,11 @@ fn a_raid1_volume_survives_the_kill_of_its_owner_with_writes_through_another_clu
             && s["clusters"][first_owner as usize]["restarts"].as_u64() > Some(restarts)
     });
     appliance.wait_for("the mirror healed", Duration::from_secs(60), |_| {
-        owner(&appliance, 3, &bdev)
+        owner(&appliance, clusters, &bdev)
             .is_some_and(|(c, raid)| c == survivor && raid["shoal"]["degraded"] == false)
     });
     wait_sent(100);
+    wait_health(&r, &path, "OK");
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
 
@@ -166,7 +212,7 @@ fn a_raid1_volume_survives_the_kill_of_its_owner_with_writes_through_another_clu
     for &(seq, _) in &log {
         latest.insert(seq % slots, seq);
     }
-    for cluster in 0..3 {
+    for cluster in 0..clusters {
         let mut s = connect(appliance.nbd_port(cluster), &bdev);
         for (&slot, &seq) in &latest {
             let back = nbd_client::read(&mut s, 1_000_000 + seq, slot * CHUNK as u64, CHUNK as u32)
@@ -183,11 +229,11 @@ fn a_raid1_volume_survives_the_kill_of_its_owner_with_writes_through_another_clu
         json!({"name": bdev}),
     );
     appliance.wait_for("the check finished", Duration::from_secs(60), |_| {
-        owner(&appliance, 3, &bdev).is_some_and(|(_, raid)| {
+        owner(&appliance, clusters, &bdev).is_some_and(|(_, raid)| {
             raid["process"].is_null() && !raid["shoal"]["last_check"].is_null()
         })
     });
-    let check = owner(&appliance, 3, &bdev).unwrap().1["shoal"]["last_check"].clone();
+    let check = owner(&appliance, clusters, &bdev).unwrap().1["shoal"]["last_check"].clone();
     assert_eq!(check["finished"], true, "{check}");
     assert_eq!(check["mismatched_blocks"], 0, "{check}");
 }

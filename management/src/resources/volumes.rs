@@ -80,8 +80,21 @@ fn find(state: &AppState, id: &str) -> Result<Volume, RedfishError> {
         .ok_or_else(|| RedfishError::not_found("Volume", id))
 }
 
-/// Redfish `Status` from how many clusters serve the volume.
+/// Redfish `Status` from how many clusters serve the volume and, for a
+/// mirrored one, whether its raid is reachable and has every leg in sync.
 fn status(state: &AppState, volume: &Volume) -> Value {
+    if volume.raid_type.is_mirrored() && model_ops::serving(state, volume).is_some() {
+        return match model_ops::raid_of(state, volume) {
+            None => json!({"State": "UnavailableOffline", "Health": "Critical"}),
+            Some(raid) if raid["state"] != "online" => {
+                json!({"State": "UnavailableOffline", "Health": "Critical"})
+            }
+            Some(raid) if raid["shoal"]["degraded"] == true => {
+                json!({"State": "Enabled", "Health": "Warning"})
+            }
+            Some(_) => json!({"State": "Enabled", "Health": "OK"}),
+        };
+    }
     match model_ops::serving(state, volume) {
         Some((serving, expected)) if serving == expected => {
             json!({"State": "Enabled", "Health": "OK"})
@@ -174,7 +187,35 @@ fn body_of(state: &AppState, volume: &Volume) -> Value {
     if let Some(percent) = model_ops::initialize_progress(state, volume.id) {
         body["Operations"] = json!([{"Operation": "Initialize", "PercentageComplete": percent}]);
     }
+    if volume.raid_type.is_redundant() {
+        // No spare drives: a failed leg is rebuilt when its cluster is back.
+        body["RecoverableCapacitySourceCount"] = json!(0);
+        // Mirrors have no parity to tear; an unclean stop is resynced from
+        // the write-intent bitmap.
+        body["WriteHoleProtectionPolicy"] = json!("Off");
+        if let Some(operation) = model_ops::raid_of(state, volume)
+            .as_ref()
+            .and_then(raid_operation)
+        {
+            body["Operations"] = json!([operation]);
+        }
+    }
     body
+}
+
+/// The raid's running process as a Swordfish `Operation`.
+fn raid_operation(raid: &Value) -> Option<Value> {
+    let process = &raid["process"];
+    let operation = match process["type"].as_str()? {
+        "rebuild" | "resync" => "Rebuild",
+        "check" => "CheckConsistency",
+        _ => return None,
+    };
+    let percent = process["progress"]["percent"].as_f64().unwrap_or(0.0);
+    Some(json!({
+        "Operation": operation,
+        "PercentageComplete": percent.clamp(0.0, 100.0) as u64,
+    }))
 }
 
 pub async fn get(

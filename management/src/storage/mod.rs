@@ -392,6 +392,17 @@ pub fn serving(state: &AppState, volume: &Volume) -> Option<(usize, usize)> {
     Some((serving, fabric.clusters as usize))
 }
 
+/// A mirrored volume's raid as its owner last described it
+/// (`bdev_raid_get_bdevs`' object), if a running cluster holds it.
+pub fn raid_of(state: &AppState, volume: &Volume) -> Option<serde_json::Value> {
+    let observation = state.storage.observed()?;
+    let bdev = plan::volume_bdev(volume.id);
+    observation.report.views.values().find_map(|view| {
+        let raid = &view.bdevs.get(&bdev)?["driver_specific"]["raid"];
+        raid.is_object().then(|| raid.clone())
+    })
+}
+
 /// Asks the reconciler for a pass now (a data cluster came back: it gets
 /// its share without waiting for the next period).
 pub fn wake(state: &AppState) {
