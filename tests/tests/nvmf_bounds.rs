@@ -224,7 +224,9 @@ fn capsules_before_connect_get_no_buffers_and_end_the_connection() {
                         }
                         cid += CHUNK;
                     }
-                    if sent_all && !closed_within(&mut stream, Duration::from_secs(2)) {
+                    // Generous: on a loaded 2-core machine the close can lag (the
+                    // bound under test is "closed", not how fast).
+                    if sent_all && !closed_within(&mut stream, Duration::from_secs(10)) {
                         open_after_burst.fetch_add(1, Ordering::Relaxed);
                     }
                     let _ = stream.shutdown(std::net::Shutdown::Both);
