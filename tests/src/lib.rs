@@ -5,6 +5,7 @@
 
 pub mod dhchap_host;
 pub mod event_receiver;
+pub mod launcher;
 pub mod nbd_client;
 pub mod nvme_initiator;
 pub mod ports;

@@ -1,14 +1,14 @@
 //! Failure semantics (issue 15): however a data cluster fails, I/O to it
 //! fails within a bounded time instead of hanging.
 
-use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::json;
+use shoal_tests::Appliance;
+use shoal_tests::launcher::dataplane_launcher;
 use shoal_tests::nbd_client::{self, connect};
-use shoal_tests::{Appliance, bin_dir};
 
 const LEG_BYTES: u64 = 8 << 20;
 
@@ -17,21 +17,13 @@ const LEG_BYTES: u64 = 8 << 20;
 /// exists: a cluster that dies before it joins, as one whose binary or
 /// environment is broken does.
 fn dying_launcher(dir: &std::path::Path) -> std::path::PathBuf {
-    let script = dir.join("dataplane-launcher");
-    let real = bin_dir().join("shoal-dataplane");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n# $2 is the cluster index (--cluster <i> comes first)\n\
-             [ -e '{dir}/die-before-join-'\"$2\" ] && kill -9 $$\n\
-             exec '{real}' \"$@\"\n",
-            dir = dir.display(),
-            real = real.display()
+    dataplane_launcher(
+        dir,
+        &format!(
+            "[ -e '{}/die-before-join-'\"$2\" ] && kill -9 $$",
+            dir.display()
         ),
     )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    script
 }
 
 #[test]

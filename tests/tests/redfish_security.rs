@@ -598,3 +598,55 @@ fn the_redirect_and_the_certificate_name_the_configured_host() {
     assert!(expires_within(826), "valid for at most 825 days");
     assert!(!expires_within(800), "valid for about 825 days");
 }
+
+/// Found by the Protocol Validator (SEC_ACCOUNTS_SUPPORT_ETAGS): PATCHes
+/// carrying the same If-Match were checked before any of them wrote, so
+/// several won and all but one update was lost. Exactly one may win.
+#[test]
+fn concurrent_patches_with_one_etag_let_exactly_one_through() {
+    let appliance = start(|b| b);
+    let r = RedfishClient::new(&appliance);
+    let account = create_account(&r, "racer", "racer-pass-1", "ReadOnly");
+    for round in 0..5 {
+        let etag = r
+            .client
+            .get(r.url(&account))
+            .basic_auth("admin", Some(&r.password))
+            .send()
+            .unwrap()
+            .headers()["etag"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let statuses: Vec<StatusCode> = std::thread::scope(|scope| {
+            let writers: Vec<_> = (0..8)
+                .map(|i| {
+                    let (r, account, etag) = (&r, &account, &etag);
+                    scope.spawn(move || {
+                        r.client
+                            .patch(r.url(account))
+                            .basic_auth("admin", Some(&r.password))
+                            .header("If-Match", etag.as_str())
+                            // Every writer changes the account differently.
+                            // (a password makes each PATCH take a hash's time, the window
+                            // the race needs).
+                            .json(&json!({"UserName": format!("racer-{round}-{i}"),
+                                          "Password": format!("racer-pass-{round}-{i}")}))
+                            .send()
+                            .unwrap()
+                            .status()
+                    })
+                })
+                .collect();
+            writers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let won = statuses.iter().filter(|s| s.is_success()).count();
+        assert!(
+            won <= 1
+                && statuses
+                    .iter()
+                    .all(|s| s.is_success() || *s == StatusCode::PRECONDITION_FAILED),
+            "round {round}: {statuses:?}"
+        );
+    }
+}

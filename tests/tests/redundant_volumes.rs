@@ -14,9 +14,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shoal_tests::launcher::dataplane_launcher;
 use shoal_tests::nbd_client::{self, connect};
 use shoal_tests::redfish_client::RedfishClient;
-use shoal_tests::{Appliance, STARTUP_TIMEOUT, bin_dir};
+use shoal_tests::{Appliance, STARTUP_TIMEOUT};
 
 const VOLUMES: &str = "/redfish/v1/Storage/appliance/Volumes";
 const MIB: u64 = 1 << 20;
@@ -43,22 +44,10 @@ fn owner(appliance: &Appliance, clusters: u32, bdev: &str) -> Option<(u32, Value
 /// `<dir>/slow-start-<i>` exists: the killed owner stays away long enough
 /// for the raid to move, then comes back.
 fn slow_launcher(dir: &std::path::Path) -> std::path::PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let script = dir.join("dataplane-launcher");
-    let real = bin_dir().join("shoal-dataplane");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n# $2 is the cluster index (--cluster <i> comes first)\n\
-             [ -e '{dir}/slow-start-'\"$2\" ] && sleep 4\n\
-             exec '{real}' \"$@\"\n",
-            dir = dir.display(),
-            real = real.display()
-        ),
+    dataplane_launcher(
+        dir,
+        &format!("[ -e '{}/slow-start-'\"$2\" ] && sleep 4", dir.display()),
     )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    script
 }
 
 /// Waits until the volume's Redfish `Status.Health` is `health`.

@@ -249,6 +249,9 @@ pub async fn get_one(
     ))
 }
 
+/// Serialises PATCHes of this resource type (see `patch`).
+static ACCOUNT_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub async fn patch(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -256,6 +259,9 @@ pub async fn patch(
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, RedfishError> {
+    // The If-Match check and the write are one step: concurrent PATCHes
+    // carrying the same ETag must not all win (lost updates).
+    let _serialised = ACCOUNT_CHANGES.lock().await;
     let mut account = find(&state, &id)?;
     let was_enabled_administrator = account.role == Role::Administrator && account.enabled;
     let current = resource::etag_of(&account_body(&state, &account));

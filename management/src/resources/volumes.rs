@@ -515,12 +515,18 @@ pub async fn initialize(
     .await
 }
 
+/// Serialises PATCHes of this resource type (see `patch`).
+static VOLUME_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 pub async fn patch(
     State(state): State<AppState>,
     Path((storage_id, id)): Path<(String, String)>,
     headers: HeaderMap,
     raw: Bytes,
 ) -> Result<Response, RedfishError> {
+    // The If-Match check and the write are one step: concurrent PATCHes
+    // carrying the same ETag must not all win (lost updates).
+    let _serialised = VOLUME_CHANGES.lock().await;
     storage::check_id(&storage_id)?;
     let volume = find(&state, &id)?;
     let current = resource::etag_of(&body_of(&state, &volume));

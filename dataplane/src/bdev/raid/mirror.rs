@@ -418,7 +418,8 @@ async fn meta_write(channel: &IoChannel, offset_blocks: u64, bytes: &[u8]) -> Re
     channel.submit(io).await.result
 }
 
-/// Reads `len` bytes at byte `offset` of a leg.
+/// Reads `len` bytes at byte `offset` of a leg (metadata, and the
+/// processes' copies).
 pub async fn meta_read(channel: &IoChannel, offset: u64, len: usize) -> Result<IoBuf, IoError> {
     let block_size = channel.bdev().block_size();
     let io = IoRequest::read(

@@ -22,9 +22,9 @@ use serde_json::{Value, json};
 use shoal_appliance::locks::{Recover, RecoverRw};
 
 use super::legs::LegChannels;
-use super::mirror::MirrorState;
+use super::mirror::{MirrorState, meta_read};
 use super::superblock::LegState;
-use crate::bdev::{IoBuf, IoRequest};
+use crate::bdev::IoRequest;
 
 /// How often a write waiting for a locked region looks again.
 pub const LOCK_POLL: Duration = Duration::from_millis(1);
@@ -402,36 +402,20 @@ async fn process_piece(
         if targets.is_empty() {
             return Ok(0);
         }
-        let read = live[source]
-            .as_ref()
-            .expect("present")
-            .submit(IoRequest::read(
-                offset,
-                IoBuf::for_io(bytes),
-                state.block_size,
-            ))
-            .await;
-        if let Err(error) = read.result {
-            state.fail_leg(source, &error);
-            continue;
-        }
-        let data = read.buf.expect("a read returns its buffer");
+        let at_byte = offset * u64::from(state.block_size);
+        let data = match meta_read(live[source].as_ref().expect("present"), at_byte, bytes).await {
+            Ok(data) => data,
+            Err(error) => {
+                state.fail_leg(source, &error);
+                continue;
+            }
+        };
         let mut to_write = targets.clone();
         if let ProcessKind::Check { repair } = kind {
             to_write.clear();
             for &leg in &targets {
-                let other = live[leg]
-                    .as_ref()
-                    .expect("present")
-                    .submit(IoRequest::read(
-                        offset,
-                        IoBuf::for_io(bytes),
-                        state.block_size,
-                    ))
-                    .await;
-                match other.result {
-                    Ok(()) => {
-                        let theirs = other.buf.expect("a read returns its buffer");
+                match meta_read(live[leg].as_ref().expect("present"), at_byte, bytes).await {
+                    Ok(theirs) => {
                         let mismatched = mismatched_blocks(
                             data.as_slice(),
                             theirs.as_slice(),
