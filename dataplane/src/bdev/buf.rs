@@ -177,6 +177,13 @@ impl IoBuf {
         Some(self.alloc.region_offset()? + self.offset as u64)
     }
 
+    /// Whether the buffer is in this cluster's own pool arena: the only
+    /// buffers a peer accepts from us (a buffer lent to us by a third
+    /// cluster, or one off the pool, must be copied before it travels on).
+    pub fn in_own_pool(&self) -> bool {
+        matches!(self.alloc.0, Memory::Pool { .. })
+    }
+
     /// A buffer holding a copy of `data`.
     pub fn from_slice(data: &[u8]) -> Self {
         let mut buf = Self::new(data.len());

@@ -381,7 +381,7 @@ impl BackendChannel for RemoteChannel {
             // (a heap buffer, or one a third cluster lent us: a volume's
             // owner passing a forwarded write on to a leg) copy through one.
             let (mut wire_buf, original) = match buf {
-                Some(buf) if !shared.interconnect.owns(&buf) => {
+                Some(buf) if !buf.in_own_pool() => {
                     let mut bounce = IoBuf::for_io(buf.len());
                     if bounce.region_offset().is_none() {
                         tracing::warn!(

@@ -175,19 +175,6 @@ impl Interconnect {
             .unwrap_or_else(|_| RemoteCompletion::failed(None, libc::EIO))
     }
 
-    /// Whether `buf` lies wholly in this cluster's own arena of the pool: a
-    /// peer accepts only buffers its requester owns, so a buffer lent to
-    /// us by a third cluster (a forwarded request) cannot travel on.
-    pub fn owns(&self, buf: &IoBuf) -> bool {
-        let Some(offset) = buf.region_offset() else {
-            return false;
-        };
-        let layout = self.participant.region().interconnect();
-        let last = offset.saturating_add(buf.len().max(1) as u64 - 1);
-        layout.arena_owner(offset) == Some(self.cluster)
-            && layout.arena_owner(last) == Some(self.cluster)
-    }
-
     /// The generation of `peer`'s current life if it takes new requests
     /// (it reported running: the rule the poller applies before every
     /// submission), `None` while it does not: never started, still
