@@ -19,25 +19,23 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use shoal_appliance::locks::Recover;
 use uuid::Uuid;
 
-use super::legs::{LegChannels, Legs, Slot};
+use super::array::{self, ArrayCore, RedundantArray, meta_read, read_members};
+use super::legs::LegChannels;
 use super::map::{Chunk, StripeMap};
-use super::process::{self, CheckReport, ProcessStatus};
-use super::regions::Regions;
-use super::superblock::{
-    self, BITMAP_OFFSET_BYTES, LegState, RESERVED_BYTES, SUPERBLOCK_BYTES, Superblock,
-};
+use super::process::{self, CheckReport, ProcessKind};
+use super::superblock::{self, LegState, RESERVED_BYTES, SUPERBLOCK_BYTES};
 use super::{RaidConfig, RaidLevel};
 use crate::bdev::{
-    BackendChannel, Bdev, BdevBackend, BdevError, BdevRegistry, BdevSpec, IoBuf, IoChannel,
-    IoCompletion, IoError, IoFuture, IoKind, IoRequest,
+    BackendChannel, Bdev, BdevBackend, BdevError, BdevRegistry, BdevSpec, IoBuf, IoCompletion,
+    IoError, IoFuture, IoKind, IoRequest,
 };
 
 /// Smallest region of the write-intent bitmap: what a returning leg
@@ -116,39 +114,25 @@ impl Geometry {
 
 /// What the mirrored raid and its channels on every reactor share.
 pub struct MirrorState {
-    pub name: String,
-    pub level: RaidLevel,
-    pub uuid: Uuid,
-    pub strip_size_kb: u32,
-    pub superblock: bool,
+    pub core: ArrayCore,
     pub geometry: Geometry,
-    pub block_size: u32,
-    pub legs: Arc<Legs>,
-    pub regions: Regions,
-    /// Serialises bitmap page writes, so the last one written carries the
-    /// newest bits.
-    bitmap_lock: tokio::sync::Mutex<()>,
-    /// Serialises superblock writes.
-    superblock_lock: tokio::sync::Mutex<()>,
-    /// The `Legs::version` the superblocks on the legs record.
-    persisted_version: AtomicU64,
-    sequence: AtomicU64,
-    pub process: ProcessStatus,
-    pub stopping: AtomicBool,
-    pub last_check: Mutex<Option<CheckReport>>,
 }
 
-impl MirrorState {
-    pub fn tolerated_failures(&self) -> usize {
-        self.geometry.width - 1
-    }
+impl std::ops::Deref for MirrorState {
+    type Target = ArrayCore;
 
-    pub fn is_degraded(&self) -> bool {
-        !self.legs.all_online()
+    fn deref(&self) -> &ArrayCore {
+        &self.core
+    }
+}
+
+impl RedundantArray for MirrorState {
+    fn core(&self) -> &ArrayCore {
+        &self.core
     }
 
     /// Whether every column still has an in-sync leg.
-    pub fn is_online(&self) -> bool {
+    fn is_online(&self) -> bool {
         (0..self.geometry.columns).all(|column| {
             self.geometry
                 .column_legs(column)
@@ -156,183 +140,39 @@ impl MirrorState {
         })
     }
 
-    pub fn fail_leg(&self, leg: usize, error: &IoError) {
-        let before = self.legs.set_state(leg, LegState::Failed);
-        if matches!(before, LegState::Online | LegState::Rebuilding) {
-            tracing::error!(
-                raid = self.name,
-                leg = self.legs.slot(leg).name,
-                "base bdev failed an I/O ({error}); it is out of the array until rebuilt"
-            );
-        }
+    fn tolerated_failures(&self) -> usize {
+        self.geometry.width - 1
     }
 
-    fn leg_blocks(&self, bytes: u64) -> u64 {
-        bytes / u64::from(self.block_size)
+    fn survives_without(&self, leg: usize) -> bool {
+        self.geometry
+            .column_legs(self.geometry.column_of(leg))
+            .any(|other| other != leg && self.legs.state(other) == LegState::Online)
     }
 
-    /// Waits until `spans` may be written (no process holds them) and
-    /// counts the write into each.
-    async fn enter<'a>(&'a self, spans: &[std::ops::Range<usize>]) -> Entered<'a> {
-        loop {
-            let mut entered = Entered {
-                regions: &self.regions,
-                held: Vec::new(),
-            };
-            let mut blocked = false;
-            'spans: for span in spans {
-                for region in span.clone() {
-                    if !self.regions.try_enter(region) {
-                        blocked = true;
-                        break 'spans;
-                    }
-                    entered.held.push(region);
-                }
-            }
-            if !blocked {
-                return entered;
-            }
-            // Release what was taken so the process is never waited on by
-            // a writer that holds what the process waits for.
-            drop(entered);
-            tokio::time::sleep(process::LOCK_POLL).await;
-        }
-    }
-
-    /// Makes `spans` dirty in the on-disk bitmap before a write reaches
-    /// the legs.
-    async fn ensure_dirty(
-        &self,
-        spans: &[std::ops::Range<usize>],
-        channels: &LegChannels,
-    ) -> Result<(), IoError> {
-        if spans.iter().all(|s| self.regions.all_dirty(s.clone())) {
-            return Ok(());
-        }
-        let _bitmap = self.bitmap_lock.lock().await;
-        let needed: Vec<_> = spans
-            .iter()
-            .filter(|s| !self.regions.all_dirty((*s).clone()))
-            .cloned()
-            .collect();
-        if needed.is_empty() {
-            return Ok(());
-        }
-        if self.superblock {
-            let mut pages: Vec<usize> = needed
-                .iter()
-                .flat_map(|s| Regions::pages_of(s.clone()))
-                .collect();
-            pages.dedup();
-            for page in pages {
-                let mut bytes = self.regions.page_bytes(page);
-                for span in &needed {
-                    set_bits(&mut bytes, page, span.clone());
-                }
-                self.write_meta(channels, page_offset(page), &bytes).await?;
-            }
-        }
-        for span in needed {
-            self.regions.mark_dirty(span);
-        }
-        Ok(())
-    }
-
-    /// Writes the bitmap pages `pages` as the regions are now. The caller
-    /// holds no bitmap lock.
-    pub async fn write_bitmap_pages(
-        &self,
-        pages: &[usize],
-        channels: &LegChannels,
-    ) -> Result<(), IoError> {
-        if !self.superblock || pages.is_empty() {
-            return Ok(());
-        }
-        let _bitmap = self.bitmap_lock.lock().await;
-        for &page in pages {
-            let bytes = self.regions.page_bytes(page);
-            self.write_meta(channels, page_offset(page), &bytes).await?;
-        }
-        Ok(())
-    }
-
-    /// Writes metadata bytes at `offset` of the reserved area to every leg
-    /// that is written; a leg that fails is failed. Errs only when no leg
-    /// took it.
-    async fn write_meta(
+    async fn process_region(
         &self,
         channels: &LegChannels,
-        offset: u64,
-        bytes: &[u8],
-    ) -> Result<(), IoError> {
-        let channels = channels.get();
-        let targets: Vec<usize> = (0..self.legs.count())
-            .filter(|&leg| self.legs.written(leg) && channels[leg].is_some())
-            .collect();
-        let writes = targets.iter().map(|&leg| {
-            let channel = channels[leg].as_ref().expect("filtered on presence");
-            meta_write(channel, self.leg_blocks(offset), bytes)
-        });
-        let mut any = false;
-        for (&leg, result) in targets.iter().zip(join_all(writes).await) {
-            match result {
-                Ok(()) => any = true,
-                Err(error) => self.fail_leg(leg, &error),
+        kind: ProcessKind,
+        start: u64,
+        blocks: u64,
+        report: &mut CheckReport,
+    ) -> Result<u64, String> {
+        let window = process::window_blocks(self.block_size);
+        let mut written = 0;
+        for column in 0..self.geometry.columns {
+            let mut at = start;
+            while at < start + blocks {
+                let count = window.min(start + blocks - at);
+                written += process_piece(self, channels, kind, column, at, count, report).await?;
+                at += count;
             }
         }
-        if any { Ok(()) } else { Err(IoError::Io) }
+        Ok(written)
     }
+}
 
-    /// Rewrites the superblock on every written leg until it records the
-    /// legs' current states.
-    pub async fn persist_superblock(&self, channels: &LegChannels) {
-        if !self.superblock {
-            self.persisted_version
-                .fetch_max(self.legs.version(), Ordering::AcqRel);
-            return;
-        }
-        let _superblock = self.superblock_lock.lock().await;
-        loop {
-            let version = self.legs.version();
-            if self.persisted_version.load(Ordering::Acquire) >= version {
-                return;
-            }
-            let sequence = self.sequence.fetch_add(1, Ordering::AcqRel) + 1;
-            let records = self.legs.records();
-            let live = channels.get();
-            let targets: Vec<usize> = (0..self.legs.count())
-                .filter(|&leg| self.legs.written(leg) && live[leg].is_some())
-                .collect();
-            let writes = targets.iter().map(|&leg| {
-                let block = Superblock {
-                    raid_uuid: self.uuid,
-                    level: self.level.code(),
-                    strip_blocks: self.geometry.strip_blocks as u32,
-                    block_size: self.block_size,
-                    data_blocks: self.geometry.data_blocks,
-                    region_blocks: self.regions.region_blocks(),
-                    sequence,
-                    clean: false,
-                    this_leg: leg as u8,
-                    legs: records.clone(),
-                }
-                .encode();
-                let channel = Rc::clone(live[leg].as_ref().expect("filtered on presence"));
-                async move { meta_write(&channel, 0, &block).await }
-            });
-            for (&leg, result) in targets.iter().zip(join_all(writes).await) {
-                if let Err(error) = result {
-                    self.fail_leg(leg, &error);
-                }
-            }
-            self.persisted_version.fetch_max(version, Ordering::AcqRel);
-        }
-    }
-
-    fn needs_persist(&self) -> bool {
-        self.persisted_version.load(Ordering::Acquire) < self.legs.version()
-    }
-
+impl MirrorState {
     /// `bdev_raid_get_bdevs`' description.
     pub fn info(&self) -> Value {
         let slots = self.legs.slots();
@@ -379,64 +219,21 @@ impl MirrorState {
     }
 }
 
-/// A write's hold on its regions, given back when the write completes.
-struct Entered<'a> {
-    regions: &'a Regions,
-    held: Vec<usize>,
-}
-
-impl Drop for Entered<'_> {
-    fn drop(&mut self) {
-        for &region in &self.held {
-            self.regions.exit(region);
-        }
-    }
-}
-
-fn page_offset(page: usize) -> u64 {
-    BITMAP_OFFSET_BYTES + (page * super::regions::REGIONS_PER_PAGE / 8) as u64
-}
-
-fn set_bits(bytes: &mut [u8], page: usize, span: std::ops::Range<usize>) {
-    let first = page * super::regions::REGIONS_PER_PAGE;
-    for region in span {
-        if let Some(bit) = region.checked_sub(first)
-            && bit < super::regions::REGIONS_PER_PAGE
-        {
-            bytes[bit / 8] |= 1 << (bit % 8);
-        }
-    }
-}
-
-/// One metadata write, durable when it completes.
-async fn meta_write(channel: &IoChannel, offset_blocks: u64, bytes: &[u8]) -> Result<(), IoError> {
-    let mut buf = IoBuf::for_io(bytes.len());
-    buf.as_mut_slice().copy_from_slice(bytes);
-    let block_size = channel.bdev().block_size();
-    let mut io = IoRequest::write(offset_blocks, buf, block_size);
-    io.fua = true;
-    channel.submit(io).await.result
-}
-
-/// Reads `len` bytes at byte `offset` of a leg (metadata, and the
-/// processes' copies).
-pub async fn meta_read(channel: &IoChannel, offset: u64, len: usize) -> Result<IoBuf, IoError> {
-    let block_size = channel.bdev().block_size();
-    let io = IoRequest::read(
-        offset / u64::from(block_size),
-        IoBuf::for_io(len),
-        block_size,
-    );
-    let done = channel.submit(io).await;
-    done.result?;
-    Ok(done.buf.expect("a read returns its buffer"))
-}
-
 /// The raid bdev's module object.
 pub struct MirrorRaid {
     pub state: Arc<MirrorState>,
     supports_unmap: bool,
     supports_write_zeroes: bool,
+}
+
+impl MirrorRaid {
+    /// The I/O kinds beyond read and write this raid offers.
+    fn offered(&self) -> Vec<IoKind> {
+        [IoKind::Unmap, IoKind::WriteZeroes]
+            .into_iter()
+            .filter(|&kind| self.supports(kind))
+            .collect()
+    }
 }
 
 impl BdevBackend for MirrorRaid {
@@ -774,6 +571,8 @@ pub async fn assemble(registry: &BdevRegistry, config: RaidConfig) -> Result<Arc
         }
         claimed.push(Arc::clone(leg));
     }
+    let mut config = config;
+    config.uuid.get_or_insert_with(Uuid::new_v4);
     let result = assemble_claimed(registry, &config, present, block_size, strip_blocks).await;
     if result.is_err() {
         claimed.iter().for_each(|l| l.release_claim());
@@ -788,209 +587,39 @@ async fn assemble_claimed(
     block_size: u32,
     strip_blocks: u64,
 ) -> Result<Arc<Bdev>, BdevError> {
-    let level = config.level;
-    let mut geometry = Geometry::new(level, present.len(), strip_blocks);
-    let uuid = config.uuid.unwrap_or_else(Uuid::new_v4);
+    let mut geometry = Geometry::new(config.level, present.len(), strip_blocks);
     let reserved = if config.superblock {
         RESERVED_BYTES / u64::from(block_size)
     } else {
         0
     };
     geometry.data_offset = reserved;
-
-    // What the legs say about themselves.
-    let mut found: Vec<Option<Superblock>> = vec![None; present.len()];
-    if config.superblock {
-        for (leg, bdev) in present.iter().enumerate() {
-            let Some(bdev) = bdev else { continue };
-            if bdev.num_blocks() <= reserved {
-                return Err(BdevError::Invalid(format!(
-                    "base bdev {} ({} bytes) is no larger than the {RESERVED_BYTES}-byte superblock area",
-                    bdev.name(),
-                    bdev.size_bytes()
-                )));
-            }
-            let channel = bdev.channel();
-            let block = meta_read(&channel, 0, SUPERBLOCK_BYTES)
-                .await
-                .map_err(|e| {
-                    BdevError::Invalid(format!("reading {}'s superblock: {e}", bdev.name()))
-                })?;
-            match Superblock::decode(block.as_slice()) {
-                Ok(sb) if sb.raid_uuid == uuid => found[leg] = Some(sb),
-                Ok(_) => tracing::warn!(
-                    raid = config.name,
-                    leg = bdev.name(),
-                    "base bdev holds another raid's superblock; it joins as a new member"
-                ),
-                Err(_) => {}
-            }
-        }
-    }
-    let newest = superblock::newest(found.iter().flatten()).cloned();
-    let smallest = present
-        .iter()
-        .flatten()
-        .map(|b| b.num_blocks())
-        .min()
-        .expect("at least one leg");
-    let mut slots = Vec::with_capacity(present.len());
-    let mut bitmap_source = None;
-    match &newest {
-        Some(sb) => {
-            if sb.legs.len() != present.len()
-                || sb.level != level.code()
-                || sb.block_size != block_size
-                || u64::from(sb.strip_blocks) != strip_blocks
-            {
-                return Err(BdevError::Invalid(format!(
-                    "the legs' superblock describes a {}-leg level-{} raid with {}-byte blocks and {}-block strips; \
-                     asked for {} legs of {} with {block_size}-byte blocks and {strip_blocks}-block strips",
-                    sb.legs.len(),
-                    sb.level,
-                    sb.block_size,
-                    sb.strip_blocks,
-                    present.len(),
-                    level.name()
-                )));
-            }
-            if reserved + sb.data_blocks > smallest {
-                return Err(BdevError::Invalid(format!(
-                    "a leg has {smallest} blocks; the array needs {}",
-                    reserved + sb.data_blocks
-                )));
-            }
-            geometry.data_blocks = sb.data_blocks;
-            for (leg, bdev) in present.iter().enumerate() {
-                let recorded = sb.legs[leg];
-                let name = config.base_bdevs[leg].clone();
-                let same_member = found[leg].as_ref().is_some_and(|own| {
-                    own.legs[usize::from(own.this_leg)].member == recorded.member
-                        && usize::from(own.this_leg) == leg
-                });
-                let (slot, state) = match bdev {
-                    None => (
-                        Slot {
-                            name,
-                            bdev: None,
-                            member: recorded.member,
-                            full_rebuild: false,
-                        },
-                        LegState::Missing,
-                    ),
-                    Some(bdev) if same_member => {
-                        let state = match recorded.state {
-                            LegState::Online => LegState::Online,
-                            // Stale: rebuilt from the others before it is read.
-                            _ => LegState::Rebuilding,
-                        };
-                        let full = recorded.state == LegState::Rebuilding;
-                        if state == LegState::Online && bitmap_source.is_none() {
-                            bitmap_source = Some(leg);
-                        }
-                        (
-                            Slot {
-                                name,
-                                bdev: Some(Arc::clone(bdev)),
-                                member: recorded.member,
-                                full_rebuild: full,
-                            },
-                            state,
-                        )
-                    }
-                    Some(bdev) => (
-                        Slot {
-                            name,
-                            bdev: Some(Arc::clone(bdev)),
-                            member: Uuid::new_v4(),
-                            full_rebuild: true,
-                        },
-                        LegState::Rebuilding,
-                    ),
-                };
-                slots.push((slot, state));
-            }
-        }
-        None => {
-            geometry.data_blocks = smallest - reserved;
-            let missing = present.iter().filter(|b| b.is_none()).count();
-            for (leg, bdev) in present.iter().enumerate() {
-                let state = if bdev.is_some() {
-                    LegState::Online
-                } else {
-                    LegState::Missing
-                };
-                slots.push((
-                    Slot {
-                        name: config.base_bdevs[leg].clone(),
-                        bdev: bdev.clone(),
-                        member: Uuid::new_v4(),
-                        // A slot missing from the start has no data at all.
-                        full_rebuild: bdev.is_none(),
-                    },
-                    state,
-                ));
-            }
-            if missing > 0 {
-                tracing::warn!(
-                    raid = config.name,
-                    "created degraded: {missing} of {} legs missing",
-                    present.len()
-                );
-            }
-        }
-    }
-    let region_blocks = match &newest {
+    let members = read_members(config, &present, block_size, strip_blocks, reserved).await?;
+    geometry.data_blocks = members.data_blocks;
+    let region_blocks = match &members.newest {
         Some(sb) => sb.region_blocks,
         None => superblock::region_blocks_for(
             geometry.data_blocks,
             (MIN_REGION_BYTES / u64::from(block_size)).max(1),
         ),
     };
-    let legs = Arc::new(Legs::new(slots));
-    let state = Arc::new(MirrorState {
-        name: config.name.clone(),
-        level,
-        uuid,
-        strip_size_kb: config.strip_size_kb,
-        superblock: config.superblock,
-        geometry,
+    let core = ArrayCore::new(
+        config,
         block_size,
-        legs: Arc::clone(&legs),
-        regions: Regions::new(geometry.data_blocks, region_blocks),
-        bitmap_lock: tokio::sync::Mutex::new(()),
-        superblock_lock: tokio::sync::Mutex::new(()),
-        persisted_version: AtomicU64::new(0),
-        sequence: AtomicU64::new(newest.as_ref().map_or(0, |sb| sb.sequence)),
-        process: ProcessStatus::default(),
-        stopping: AtomicBool::new(false),
-        last_check: Mutex::new(None),
-    });
+        strip_blocks,
+        reserved,
+        region_blocks,
+        &members,
+    );
+    let legs = Arc::clone(&core.legs);
+    let state = Arc::new(MirrorState { core, geometry });
     if !state.is_online() {
         return Err(BdevError::Invalid(format!(
             "{}: a mirror column has no in-sync leg; the data is not available from these legs",
             config.name
         )));
     }
-    let channels = LegChannels::new(Arc::clone(&legs));
-    if config.superblock {
-        if let Some(leg) = bitmap_source {
-            let channel = legs.slot(leg).bdev.expect("source is present").channel();
-            let bytes = state.regions.pages() * (super::regions::REGIONS_PER_PAGE / 8);
-            let bitmap = meta_read(&channel, BITMAP_OFFSET_BYTES, bytes)
-                .await
-                .map_err(|e| BdevError::Invalid(format!("reading the bitmap: {e}")))?;
-            state.regions.load(bitmap.as_slice());
-        }
-        // A new array's legs may hold anything there: write the bitmap
-        // as it is now (all clear, or as loaded) to every written leg.
-        let pages: Vec<usize> = (0..state.regions.pages()).collect();
-        state
-            .write_bitmap_pages(&pages, &channels)
-            .await
-            .map_err(|e| BdevError::Invalid(format!("writing the bitmap: {e}")))?;
-        state.persist_superblock(&channels).await;
-    }
+    state.load_metadata(members.bitmap_source).await?;
     let present_legs = legs.present();
     let backend = MirrorRaid {
         supports_unmap: present_legs.iter().all(|l| l.supports(IoKind::Unmap)),
@@ -999,7 +628,7 @@ async fn assemble_claimed(
     };
     let spec = BdevSpec {
         name: config.name.clone(),
-        uuid: Some(uuid),
+        uuid: Some(state.uuid),
         block_size,
         num_blocks: geometry.volume_blocks(),
     };
@@ -1008,167 +637,98 @@ async fn assemble_claimed(
     Ok(bdev)
 }
 
-/// `bdev_raid_add_base_bdev`: puts `base` into a slot of `raid` and starts
-/// rebuilding it. A returning member takes its own slot and resyncs what
-/// the bitmap names; any other bdev fills the first missing (else failed)
-/// slot and is rebuilt whole. Runs on a reactor.
+/// One window of one column: a rebuild copies it from an in-sync leg to
+/// the legs being rebuilt; a resync or check compares (and copies) it to
+/// the column's other in-sync legs.
+async fn process_piece(
+    state: &MirrorState,
+    channels: &LegChannels,
+    kind: ProcessKind,
+    column: usize,
+    at: u64,
+    count: u64,
+    report: &mut CheckReport,
+) -> Result<u64, String> {
+    let geometry = state.geometry;
+    let legs = &state.legs;
+    let bytes = (count * u64::from(state.block_size)) as usize;
+    let offset = geometry.data_offset + at;
+    loop {
+        let live = channels.get();
+        let Some(source) = geometry
+            .column_legs(column)
+            .find(|&leg| legs.state(leg) == LegState::Online && live[leg].is_some())
+        else {
+            return Err(format!("mirror column {column} has no in-sync leg"));
+        };
+        let targets: Vec<usize> = geometry
+            .column_legs(column)
+            .filter(|&leg| leg != source && live[leg].is_some())
+            .filter(|&leg| match kind {
+                ProcessKind::Rebuild => legs.state(leg) == LegState::Rebuilding,
+                _ => legs.state(leg) == LegState::Online,
+            })
+            .collect();
+        if targets.is_empty() {
+            return Ok(0);
+        }
+        let at_byte = offset * u64::from(state.block_size);
+        let data = match meta_read(live[source].as_ref().expect("present"), at_byte, bytes).await {
+            Ok(data) => data,
+            Err(error) => {
+                state.fail_leg(source, &error);
+                continue;
+            }
+        };
+        let mut to_write = targets.clone();
+        if let ProcessKind::Check { repair } = kind {
+            to_write.clear();
+            for &leg in &targets {
+                match meta_read(live[leg].as_ref().expect("present"), at_byte, bytes).await {
+                    Ok(theirs) => {
+                        let mismatched = process::mismatched_blocks(
+                            data.as_slice(),
+                            theirs.as_slice(),
+                            state.block_size as usize,
+                        );
+                        report.mismatched_blocks += mismatched;
+                        if mismatched > 0 && repair {
+                            to_write.push(leg);
+                        }
+                    }
+                    Err(error) => state.fail_leg(leg, &error),
+                }
+            }
+            report.checked_blocks += count;
+        }
+        let mut written = 0;
+        for leg in to_write {
+            // SAFETY: the copies only read the buffer.
+            let view = unsafe { data.view(0, bytes) };
+            let done = live[leg]
+                .as_ref()
+                .expect("present")
+                .submit(IoRequest::write(offset, view, state.block_size))
+                .await;
+            match done.result {
+                Ok(()) => written += bytes as u64,
+                Err(error) => state.fail_leg(leg, &error),
+            }
+        }
+        return Ok(written);
+    }
+}
+
+/// `bdev_raid_add_base_bdev` on a mirror.
 pub async fn add_base_bdev(
     raid: &MirrorRaid,
     registry: &BdevRegistry,
     base: &str,
 ) -> Result<(), BdevError> {
-    let state = &raid.state;
-    let bdev = registry.get(base)?;
-    // A leg that failed (an I/O error, or a rebuild that failed) but is
-    // still in its slot: rebuild it again.
-    if let Some(leg) = state
-        .legs
-        .slots()
-        .iter()
-        .position(|s| s.bdev.as_ref().is_some_and(|b| b.id() == bdev.id()))
-    {
-        if !state
-            .legs
-            .transition(leg, LegState::Failed, LegState::Rebuilding)
-        {
-            return Err(BdevError::Busy {
-                name: base.to_string(),
-                user: format!(
-                    "{} (already a leg, {})",
-                    state.name,
-                    state.legs.state(leg).name()
-                ),
-            });
-        }
-        let channels = LegChannels::new(Arc::clone(&state.legs));
-        state.persist_superblock(&channels).await;
-        process::start_background(state);
-        return Ok(());
-    }
-    if bdev.block_size() != state.block_size
-        || bdev.num_blocks() < state.geometry.data_offset + state.geometry.data_blocks
-    {
-        return Err(BdevError::Invalid(format!(
-            "{base} needs {}-byte blocks and at least {} blocks",
-            state.block_size,
-            state.geometry.data_offset + state.geometry.data_blocks
-        )));
-    }
-    for kind in [IoKind::Unmap, IoKind::WriteZeroes] {
-        if raid.supports(kind) && !bdev.supports(kind) {
-            return Err(BdevError::Invalid(format!(
-                "{base} does not support {kind:?}, which {} offers",
-                state.name
-            )));
-        }
-    }
-    bdev.claim(&state.name)?;
-    let result = add_claimed(state, &bdev, base).await;
-    if result.is_err() {
-        bdev.release_claim();
-    }
-    result
+    array::add_base_bdev(&raid.state, &raid.offered(), registry, base).await
 }
 
-async fn add_claimed(
-    state: &Arc<MirrorState>,
-    bdev: &Arc<Bdev>,
-    base: &str,
-) -> Result<(), BdevError> {
-    let own = if state.superblock {
-        let block = meta_read(&bdev.channel(), 0, SUPERBLOCK_BYTES)
-            .await
-            .map_err(|e| BdevError::Invalid(format!("reading {base}'s superblock: {e}")))?;
-        Superblock::decode(block.as_slice())
-            .ok()
-            .filter(|sb| sb.raid_uuid == state.uuid)
-    } else {
-        None
-    };
-    let slots = state.legs.slots();
-    let returning = own.and_then(|sb| {
-        let leg = usize::from(sb.this_leg);
-        let member = sb.legs.get(leg)?.member;
-        (leg < slots.len()
-            && slots[leg].member == member
-            && matches!(state.legs.state(leg), LegState::Missing | LegState::Failed))
-        .then_some(leg)
-    });
-    let (leg, full) = match returning {
-        Some(leg) => (leg, slots[leg].full_rebuild),
-        None => {
-            let free = (0..slots.len())
-                .find(|&leg| state.legs.state(leg) == LegState::Missing)
-                .or_else(|| (0..slots.len()).find(|&leg| state.legs.state(leg) == LegState::Failed))
-                .ok_or_else(|| {
-                    BdevError::Invalid(format!(
-                        "{} has no missing or failed slot for {base}",
-                        state.name
-                    ))
-                })?;
-            (free, true)
-        }
-    };
-    let previous = slots[leg].bdev.clone();
-    let member = if full {
-        Uuid::new_v4()
-    } else {
-        slots[leg].member
-    };
-    state.legs.replace(
-        leg,
-        Slot {
-            name: base.to_string(),
-            bdev: Some(Arc::clone(bdev)),
-            member,
-            full_rebuild: full,
-        },
-        LegState::Rebuilding,
-    );
-    if let Some(previous) = previous
-        && previous.id() != bdev.id()
-    {
-        previous.release_claim();
-    }
-    let channels = LegChannels::new(Arc::clone(&state.legs));
-    // The new member needs the bitmap as the array has it before writes
-    // count on it.
-    let pages: Vec<usize> = (0..state.regions.pages()).collect();
-    let _ = state.write_bitmap_pages(&pages, &channels).await;
-    state.persist_superblock(&channels).await;
-    tracing::info!(
-        raid = state.name,
-        leg = base,
-        slot = leg,
-        full,
-        "base bdev added; rebuilding"
-    );
-    process::start_background(state);
-    Ok(())
-}
-
-/// `bdev_raid_remove_base_bdev`: takes `base` out of its slot (missing).
+/// `bdev_raid_remove_base_bdev` on a mirror.
 pub async fn remove_base_bdev(raid: &MirrorRaid, base: &str) -> Result<(), BdevError> {
-    let state = &raid.state;
-    let slots = state.legs.slots();
-    let leg = slots
-        .iter()
-        .position(|s| s.bdev.as_ref().is_some_and(|b| b.name() == base))
-        .ok_or_else(|| BdevError::NotFound(format!("{base} in {}", state.name)))?;
-    let others_online = (0..slots.len())
-        .filter(|&l| l != leg && state.geometry.column_of(l) == state.geometry.column_of(leg))
-        .any(|l| state.legs.state(l) == LegState::Online);
-    if !others_online {
-        return Err(BdevError::Busy {
-            name: base.to_string(),
-            user: format!("{} (its last in-sync mirror)", state.name),
-        });
-    }
-    let mut slot = slots[leg].clone();
-    let bdev = slot.bdev.take().expect("found by its bdev");
-    state.legs.replace(leg, slot, LegState::Missing);
-    let channels = LegChannels::new(Arc::clone(&state.legs));
-    state.persist_superblock(&channels).await;
-    bdev.release_claim();
-    Ok(())
+    array::remove_base_bdev(&*raid.state, base).await
 }

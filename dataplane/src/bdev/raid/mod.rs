@@ -7,6 +7,7 @@
 //! concurrently as views of the request's buffer, so no data is copied, and
 //! the request fails if any piece fails.
 
+pub mod array;
 pub mod legs;
 pub mod map;
 pub mod mirror;

@@ -21,10 +21,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use shoal_appliance::locks::{Recover, RecoverRw};
 
+use super::array::{ArrayCore, RedundantArray};
 use super::legs::LegChannels;
-use super::mirror::{MirrorState, meta_read};
 use super::superblock::LegState;
-use crate::bdev::IoRequest;
 
 /// How often a write waiting for a locked region looks again.
 pub const LOCK_POLL: Duration = Duration::from_millis(1);
@@ -158,38 +157,41 @@ impl ProcessStatus {
 }
 
 /// `bdev_raid_check_consistency`: queues a check (after any rebuild).
-pub fn request_check(state: &Arc<MirrorState>, repair: bool) -> Result<(), String> {
+pub fn request_check<A: RedundantArray>(array: &Arc<A>, repair: bool) -> Result<(), String> {
+    let state = array.core();
     let mut requested = state.process.requested_check.locked();
     if requested.is_some() {
         return Err(format!("a check of {} is already queued", state.name));
     }
     *requested = Some(repair);
     drop(requested);
-    start_background(state);
+    start_background(array);
     Ok(())
 }
 
 /// Starts the process runner and the cleaner if they are not running.
 /// Call on a reactor.
-pub fn start_background(state: &Arc<MirrorState>) {
+pub fn start_background<A: RedundantArray>(array: &Arc<A>) {
+    let state = array.core();
     if !state.process.cleaner_started.swap(true, Ordering::AcqRel) {
-        let weak = Arc::downgrade(state);
+        let weak = Arc::downgrade(array);
         tokio::task::spawn_local(async move { clean(weak).await });
     }
     if !state.process.running.swap(true, Ordering::AcqRel) {
-        let state = Arc::clone(state);
+        let array = Arc::clone(array);
         tokio::task::spawn_local(async move {
-            run(&state).await;
+            run(&*array).await;
+            let state = array.core();
             state.process.running.store(false, Ordering::Release);
             // Work queued while the runner was finishing.
-            if next_job(&state).is_some() && !state.stopping.load(Ordering::Acquire) {
-                start_background(&state);
+            if next_job(state).is_some() && !state.stopping.load(Ordering::Acquire) {
+                start_background(&array);
             }
         });
     }
 }
 
-fn next_job(state: &MirrorState) -> Option<ProcessKind> {
+fn next_job(state: &ArrayCore) -> Option<ProcessKind> {
     let legs = &state.legs;
     if (0..legs.count()).any(|leg| legs.state(leg) == LegState::Rebuilding) {
         return Some(ProcessKind::Rebuild);
@@ -204,14 +206,15 @@ fn next_job(state: &MirrorState) -> Option<ProcessKind> {
         .map(|repair| ProcessKind::Check { repair })
 }
 
-async fn run(state: &Arc<MirrorState>) {
+async fn run<A: RedundantArray>(array: &A) {
+    let state = array.core();
     let channels = LegChannels::new(Arc::clone(&state.legs));
     while !state.stopping.load(Ordering::Acquire) {
         let Some(kind) = next_job(state) else { return };
         if let ProcessKind::Check { .. } = kind {
             state.process.requested_check.locked().take();
         }
-        if !run_one(state, &channels, kind).await {
+        if !run_one(array, &channels, kind).await {
             return;
         }
     }
@@ -219,7 +222,8 @@ async fn run(state: &Arc<MirrorState>) {
 
 /// Runs one process to its end; false when it could not make progress
 /// (the runner stops until something changes).
-async fn run_one(state: &Arc<MirrorState>, channels: &LegChannels, kind: ProcessKind) -> bool {
+async fn run_one<A: RedundantArray>(array: &A, channels: &LegChannels, kind: ProcessKind) -> bool {
+    let state = array.core();
     let legs = &state.legs;
     let targets: Vec<usize> = (0..legs.count())
         .filter(|&leg| legs.state(leg) == LegState::Rebuilding)
@@ -242,7 +246,7 @@ async fn run_one(state: &Arc<MirrorState>, channels: &LegChannels, kind: Process
         })
         .collect();
     let region_blocks = regions.region_blocks();
-    let data_blocks = state.geometry.data_blocks;
+    let data_blocks = state.data_blocks;
     state
         .process
         .total_blocks
@@ -278,7 +282,9 @@ async fn run_one(state: &Arc<MirrorState>, channels: &LegChannels, kind: Process
         while regions.inflight(region) > 0 {
             tokio::time::sleep(LOCK_POLL).await;
         }
-        let outcome = process_region(state, channels, kind, start, blocks, &mut report).await;
+        let outcome = array
+            .process_region(channels, kind, start, blocks, &mut report)
+            .await;
         regions.unlock(region);
         match outcome {
             Ok(bytes) => {
@@ -345,108 +351,9 @@ async fn throttle(started: Instant, bytes: u64) {
     }
 }
 
-/// One locked region (`start`, `blocks` in the data area), every column.
-/// Returns the bytes written.
-async fn process_region(
-    state: &MirrorState,
-    channels: &LegChannels,
-    kind: ProcessKind,
-    start: u64,
-    blocks: u64,
-    report: &mut CheckReport,
-) -> Result<u64, String> {
-    let window =
-        (u64::from(options().process_window_size_kb) * 1024 / u64::from(state.block_size)).max(1);
-    let geometry = state.geometry;
-    let mut written = 0;
-    for column in 0..geometry.columns {
-        let mut at = start;
-        while at < start + blocks {
-            let count = window.min(start + blocks - at);
-            written += process_piece(state, channels, kind, column, at, count, report).await?;
-            at += count;
-        }
-    }
-    Ok(written)
-}
-
-async fn process_piece(
-    state: &MirrorState,
-    channels: &LegChannels,
-    kind: ProcessKind,
-    column: usize,
-    at: u64,
-    count: u64,
-    report: &mut CheckReport,
-) -> Result<u64, String> {
-    let geometry = state.geometry;
-    let legs = &state.legs;
-    let bytes = (count * u64::from(state.block_size)) as usize;
-    let offset = geometry.data_offset + at;
-    loop {
-        let live = channels.get();
-        let Some(source) = geometry
-            .column_legs(column)
-            .find(|&leg| legs.state(leg) == LegState::Online && live[leg].is_some())
-        else {
-            return Err(format!("mirror column {column} has no in-sync leg"));
-        };
-        let targets: Vec<usize> = geometry
-            .column_legs(column)
-            .filter(|&leg| leg != source && live[leg].is_some())
-            .filter(|&leg| match kind {
-                ProcessKind::Rebuild => legs.state(leg) == LegState::Rebuilding,
-                _ => legs.state(leg) == LegState::Online,
-            })
-            .collect();
-        if targets.is_empty() {
-            return Ok(0);
-        }
-        let at_byte = offset * u64::from(state.block_size);
-        let data = match meta_read(live[source].as_ref().expect("present"), at_byte, bytes).await {
-            Ok(data) => data,
-            Err(error) => {
-                state.fail_leg(source, &error);
-                continue;
-            }
-        };
-        let mut to_write = targets.clone();
-        if let ProcessKind::Check { repair } = kind {
-            to_write.clear();
-            for &leg in &targets {
-                match meta_read(live[leg].as_ref().expect("present"), at_byte, bytes).await {
-                    Ok(theirs) => {
-                        let mismatched = mismatched_blocks(
-                            data.as_slice(),
-                            theirs.as_slice(),
-                            state.block_size as usize,
-                        );
-                        report.mismatched_blocks += mismatched;
-                        if mismatched > 0 && repair {
-                            to_write.push(leg);
-                        }
-                    }
-                    Err(error) => state.fail_leg(leg, &error),
-                }
-            }
-            report.checked_blocks += count;
-        }
-        let mut written = 0;
-        for leg in to_write {
-            // SAFETY: the copies only read the buffer.
-            let view = unsafe { data.view(0, bytes) };
-            let done = live[leg]
-                .as_ref()
-                .expect("present")
-                .submit(IoRequest::write(offset, view, state.block_size))
-                .await;
-            match done.result {
-                Ok(()) => written += bytes as u64,
-                Err(error) => state.fail_leg(leg, &error),
-            }
-        }
-        return Ok(written);
-    }
+/// The process window in blocks of `block_size`.
+pub fn window_blocks(block_size: u32) -> u64 {
+    (u64::from(options().process_window_size_kb) * 1024 / u64::from(block_size)).max(1)
 }
 
 pub fn mismatched_blocks(a: &[u8], b: &[u8], block_size: usize) -> u64 {
@@ -458,11 +365,12 @@ pub fn mismatched_blocks(a: &[u8], b: &[u8], block_size: usize) -> u64 {
 
 /// Clears bitmap regions idle for a whole sweep while the array is in
 /// sync; ends when the raid goes.
-async fn clean(state: std::sync::Weak<MirrorState>) {
+async fn clean<A: RedundantArray>(array: std::sync::Weak<A>) {
     let mut channels = None;
     loop {
         tokio::time::sleep(SWEEP_INTERVAL).await;
-        let Some(state) = state.upgrade() else { return };
+        let Some(array) = array.upgrade() else { return };
+        let state = array.core();
         if state.stopping.load(Ordering::Acquire) {
             return;
         }
