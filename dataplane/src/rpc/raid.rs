@@ -16,7 +16,7 @@ use shoal_appliance::jsonrpc::{Router, RpcError};
 use super::bdev::{Named, delete, grown};
 use super::{Context, method, parse_uuid};
 use crate::bdev::BdevError;
-use crate::bdev::raid::mirror::{self, MirrorRaid};
+use crate::bdev::raid::Redundant;
 use crate::bdev::raid::process::{self, RaidOptions};
 use crate::bdev::raid::{RaidConfig, RaidLevel, create_raid};
 
@@ -89,7 +89,7 @@ struct RaidCreate {
 async fn raid_create(context: Arc<Context>, p: RaidCreate) -> Result<Value, RpcError> {
     let level = RaidLevel::parse(&p.raid_level).ok_or_else(|| {
         RpcError::invalid_params(format!(
-            "raid_level {:?} is not one of raid0, raid1, raid10, concat",
+            "raid_level {:?} is not one of raid0, raid1, raid10, raid5f, raid6, concat",
             p.raid_level
         ))
     })?;
@@ -167,27 +167,20 @@ async fn raid_get_bdevs(context: Arc<Context>, p: RaidGetBdevs) -> Result<Value,
     Ok(json!(raids))
 }
 
-/// The mirrored raid named `name`.
-fn mirrored(context: &Context, name: &str) -> Result<Arc<crate::bdev::Bdev>, RpcError> {
+/// The redundant raid named `name`.
+fn redundant(context: &Context, name: &str) -> Result<Arc<crate::bdev::Bdev>, RpcError> {
     let bdev = context.registry.get(name)?;
-    let is_mirror = bdev
-        .backend()
-        .as_any()
-        .is_some_and(|any| any.is::<MirrorRaid>());
-    if !is_mirror {
+    if Redundant::of(&bdev).is_none() {
         return Err(RpcError::errno(
             Errno::EINVAL,
-            format!("{name} is not a raid1 or raid10 bdev"),
+            format!("{name} is not a raid1, raid10, raid5f or raid6 bdev"),
         ));
     }
     Ok(bdev)
 }
 
-fn mirror_of(bdev: &crate::bdev::Bdev) -> &MirrorRaid {
-    bdev.backend()
-        .as_any()
-        .and_then(|any| any.downcast_ref::<MirrorRaid>())
-        .expect("checked by mirrored()")
+fn redundant_of(bdev: &crate::bdev::Bdev) -> Redundant<'_> {
+    Redundant::of(bdev).expect("checked by redundant()")
 }
 
 #[derive(Deserialize)]
@@ -198,10 +191,11 @@ struct AddBaseBdev {
 }
 
 async fn add_base_bdev(context: Arc<Context>, p: AddBaseBdev) -> Result<Value, RpcError> {
-    let raid = mirrored(&context, &p.raid_bdev)?;
+    let raid = redundant(&context, &p.raid_bdev)?;
     let registry = Arc::clone(&context.registry);
     on_reactor(&context, move || async move {
-        mirror::add_base_bdev(mirror_of(&raid), &registry, &p.base_bdev)
+        redundant_of(&raid)
+            .add_base_bdev(&registry, &p.base_bdev)
             .await
             .map_err(RpcError::from)
     })
@@ -214,27 +208,19 @@ async fn remove_base_bdev(context: Arc<Context>, p: Named) -> Result<Value, RpcE
         .registry
         .list()
         .into_iter()
-        .filter(|b| {
-            b.backend()
-                .as_any()
-                .is_some_and(|any| any.is::<MirrorRaid>())
-        })
         .find(|b| {
-            mirror_of(b)
-                .state
-                .legs
-                .present()
-                .iter()
-                .any(|leg| leg.name() == p.name)
+            Redundant::of(b)
+                .is_some_and(|raid| raid.legs().present().iter().any(|leg| leg.name() == p.name))
         })
         .ok_or_else(|| {
             RpcError::from(BdevError::NotFound(format!(
-                "{} as a leg of a raid1 or raid10",
+                "{} as a leg of a redundant raid",
                 p.name
             )))
         })?;
     on_reactor(&context, move || async move {
-        mirror::remove_base_bdev(mirror_of(&raid), &p.name)
+        redundant_of(&raid)
+            .remove_base_bdev(&p.name)
             .await
             .map_err(RpcError::from)
     })
@@ -270,13 +256,14 @@ struct CheckConsistency {
     repair: Option<bool>,
 }
 
-/// Starts a check of the mirrors; `bdev_raid_get_bdevs` shows its
+/// Starts a check of the mirrors or the parity; `bdev_raid_get_bdevs` shows its
 /// progress and, under `shoal.last_check`, its result.
 async fn check_consistency(context: Arc<Context>, p: CheckConsistency) -> Result<Value, RpcError> {
-    let raid = mirrored(&context, &p.name)?;
+    let raid = redundant(&context, &p.name)?;
     let repair = p.repair.unwrap_or(false);
     on_reactor(&context, move || async move {
-        process::request_check(&mirror_of(&raid).state, repair)
+        redundant_of(&raid)
+            .request_check(repair)
             .map_err(|e| RpcError::errno(Errno::EBUSY, e))
     })
     .await?;

@@ -17,6 +17,9 @@ pub mod parity;
 pub mod parity_map;
 pub mod process;
 pub mod regions;
+pub mod stripe;
+#[cfg(test)]
+mod stripe_tests;
 pub mod superblock;
 
 use std::rc::Rc;
@@ -37,6 +40,10 @@ pub enum RaidLevel {
     Raid0,
     Raid1,
     Raid10,
+    /// One XOR parity strip per stripe (SPDK's name).
+    Raid5f,
+    /// Two Reed-Solomon parity strips per stripe (P+Q).
+    Raid6,
     Concat,
 }
 
@@ -48,6 +55,8 @@ impl RaidLevel {
             "raid0" | "0" => Some(Self::Raid0),
             "raid1" | "1" => Some(Self::Raid1),
             "raid10" | "10" => Some(Self::Raid10),
+            "raid5f" | "5f" => Some(Self::Raid5f),
+            "raid6" | "6" => Some(Self::Raid6),
             "concat" => Some(Self::Concat),
             _ => None,
         }
@@ -58,6 +67,8 @@ impl RaidLevel {
             Self::Raid0 => "raid0",
             Self::Raid1 => "raid1",
             Self::Raid10 => "raid10",
+            Self::Raid5f => "raid5f",
+            Self::Raid6 => "raid6",
             Self::Concat => "concat",
         }
     }
@@ -68,6 +79,8 @@ impl RaidLevel {
             Self::Raid0 => 0,
             Self::Raid1 => 1,
             Self::Raid10 => 10,
+            Self::Raid5f => 5,
+            Self::Raid6 => 6,
             Self::Concat => 100,
         }
     }
@@ -75,6 +88,16 @@ impl RaidLevel {
     /// Mirrored levels, built by [`mirror`].
     pub fn is_mirrored(self) -> bool {
         matches!(self, Self::Raid1 | Self::Raid10)
+    }
+
+    /// Parity levels, built by [`stripe`].
+    pub fn is_parity(self) -> bool {
+        matches!(self, Self::Raid5f | Self::Raid6)
+    }
+
+    /// Levels that survive failed legs (and keep a superblock).
+    pub fn is_redundant(self) -> bool {
+        self.is_mirrored() || self.is_parity()
     }
 }
 
@@ -93,6 +116,57 @@ pub struct RaidConfig {
     /// Keep the array's description and write-intent bitmap on the legs
     /// (mirrored levels only), so it can be assembled again anywhere.
     pub superblock: bool,
+}
+
+/// A redundant raid bdev (mirror or parity), for the RPCs that change
+/// its legs or start its processes.
+pub enum Redundant<'a> {
+    Mirror(&'a mirror::MirrorRaid),
+    Parity(&'a stripe::StripeRaid),
+}
+
+impl<'a> Redundant<'a> {
+    /// `bdev` as a redundant raid, if it is one.
+    pub fn of(bdev: &'a Bdev) -> Option<Self> {
+        let any = bdev.backend().as_any()?;
+        if let Some(raid) = any.downcast_ref::<mirror::MirrorRaid>() {
+            return Some(Self::Mirror(raid));
+        }
+        any.downcast_ref::<stripe::StripeRaid>().map(Self::Parity)
+    }
+
+    pub fn legs(&self) -> &legs::Legs {
+        match self {
+            Self::Mirror(raid) => &raid.state.legs,
+            Self::Parity(raid) => &raid.state.legs,
+        }
+    }
+
+    pub async fn add_base_bdev(
+        &self,
+        registry: &BdevRegistry,
+        base: &str,
+    ) -> Result<(), BdevError> {
+        match self {
+            Self::Mirror(raid) => mirror::add_base_bdev(raid, registry, base).await,
+            Self::Parity(raid) => stripe::add_base_bdev(raid, registry, base).await,
+        }
+    }
+
+    pub async fn remove_base_bdev(&self, base: &str) -> Result<(), BdevError> {
+        match self {
+            Self::Mirror(raid) => mirror::remove_base_bdev(raid, base).await,
+            Self::Parity(raid) => stripe::remove_base_bdev(raid, base).await,
+        }
+    }
+
+    /// Queues a check (scrub) of the mirrors or the parity.
+    pub fn request_check(&self, repair: bool) -> Result<(), String> {
+        match self {
+            Self::Mirror(raid) => process::request_check(&raid.state, repair),
+            Self::Parity(raid) => process::request_check(&raid.state, repair),
+        }
+    }
 }
 
 /// Most legs one raid bdev may have.
@@ -126,9 +200,12 @@ pub async fn create_raid(
     if config.level.is_mirrored() {
         return mirror::assemble(registry, config).await;
     }
+    if config.level.is_parity() {
+        return stripe::assemble(registry, config).await;
+    }
     if config.superblock {
         return Err(BdevError::Invalid(format!(
-            "{} takes no superblock (only raid1 and raid10 keep one)",
+            "{} takes no superblock (only the redundant levels keep one)",
             config.level.name()
         )));
     }
@@ -211,8 +288,8 @@ fn plan_layout(
         .min()
         .expect("at least one leg");
     match config.level {
-        RaidLevel::Raid1 | RaidLevel::Raid10 => {
-            unreachable!("mirrored levels are assembled by mirror")
+        RaidLevel::Raid1 | RaidLevel::Raid10 | RaidLevel::Raid5f | RaidLevel::Raid6 => {
+            unreachable!("redundant levels are assembled by mirror and stripe")
         }
         RaidLevel::Raid0 | RaidLevel::Concat => {
             let strip_bytes = u64::from(config.strip_size_kb) * 1024;

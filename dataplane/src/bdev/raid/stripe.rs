@@ -1,0 +1,883 @@
+//! raid5f and raid6: striped raids with one (XOR) or two (Reed-Solomon
+//! P+Q) parity strips per stripe, which survive that many failed legs.
+//!
+//! Layout and code come from [`super::parity_map`] and [`super::parity`];
+//! legs, bitmap, superblock and assembly from [`super::array`].
+//!
+//! - **Reads** go straight to the data strips. A strip whose leg is not in
+//!   sync (or fails the read) is rebuilt from the stripe's survivors under
+//!   the stripe's lock, so it never mixes two writes.
+//! - **Writes** are *reconstruct-writes* per stripe, under its lock: the
+//!   new parity of the touched in-strip range is computed from the new
+//!   data and the old data of the strips not written (read, or rebuilt
+//!   when their leg is away), then data and parity go to every leg that is
+//!   written. A full-stripe write reads nothing. A degraded write is the
+//!   same: the parity carries the data of an absent leg.
+//! - The regions a write touches are dirty in the on-disk bitmap before
+//!   any leg is written, so after a crash with every leg present the
+//!   resync recomputes the parity of exactly those regions.
+//!
+//! Write hole: a crash of the owning cluster *while* a leg is away can
+//! leave a stripe whose data and parity disagree, and the absent leg's
+//! strip would then be rebuilt wrong. Closing it needs a journal on the
+//! legs; until it exists, management does not offer these levels (see
+//! ARCHITECTURE.md) and `bdev_raid_get_bdevs` reports
+//! `write_hole_protection: "none"`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
+
+use futures_util::future::join_all;
+use serde_json::{Value, json};
+use shoal_appliance::locks::Recover;
+use uuid::Uuid;
+
+use super::array::{self, ArrayCore, RedundantArray, meta_read, read_members};
+use super::legs::{LegChannels, SlotChannels};
+use super::parity::StripeCode;
+use super::parity_map::{LegRole, ParityMap};
+use super::process::{self, CheckReport, ProcessKind};
+use super::superblock::{self, LegState, RESERVED_BYTES};
+use super::{RaidConfig, RaidLevel};
+use crate::bdev::{
+    BackendChannel, Bdev, BdevBackend, BdevError, BdevRegistry, BdevSpec, IoBuf, IoCompletion,
+    IoError, IoFuture, IoKind, IoRequest,
+};
+
+/// Largest strip: a reconstruct-write holds a strip per leg in memory.
+pub const MAX_STRIP_KB: u32 = 1024;
+
+/// Smallest bitmap region (as for the mirrors); always whole stripes.
+pub const MIN_REGION_BYTES: u64 = 1024 * 1024;
+
+/// Stripes being written or rebuilt for a read, one holder each.
+#[derive(Default)]
+struct StripeLocks {
+    held: Mutex<HashMap<u64, Vec<Waker>>>,
+}
+
+impl StripeLocks {
+    fn lock(&self, stripe: u64) -> impl Future<Output = StripeGuard<'_>> {
+        std::future::poll_fn(move |cx| {
+            let mut held = self.held.locked();
+            match held.get_mut(&stripe) {
+                Some(waiters) => {
+                    waiters.push(cx.waker().clone());
+                    Poll::Pending
+                }
+                None => {
+                    held.insert(stripe, Vec::new());
+                    Poll::Ready(StripeGuard {
+                        locks: self,
+                        stripe,
+                    })
+                }
+            }
+        })
+    }
+}
+
+struct StripeGuard<'a> {
+    locks: &'a StripeLocks,
+    stripe: u64,
+}
+
+impl Drop for StripeGuard<'_> {
+    fn drop(&mut self) {
+        let waiters = self.locks.held.locked().remove(&self.stripe);
+        for waker in waiters.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+}
+
+/// What the parity raid and its channels on every reactor share.
+pub struct StripeState {
+    pub core: ArrayCore,
+    pub map: ParityMap,
+    code: StripeCode,
+    locks: StripeLocks,
+}
+
+impl std::ops::Deref for StripeState {
+    type Target = ArrayCore;
+
+    fn deref(&self) -> &ArrayCore {
+        &self.core
+    }
+}
+
+impl RedundantArray for StripeState {
+    fn core(&self) -> &ArrayCore {
+        &self.core
+    }
+
+    fn is_online(&self) -> bool {
+        self.out_of_sync() <= self.map.parity_legs_per_stripe()
+    }
+
+    fn tolerated_failures(&self) -> usize {
+        self.map.parity_legs_per_stripe()
+    }
+
+    fn survives_without(&self, leg: usize) -> bool {
+        let others = (0..self.legs.count())
+            .filter(|&l| l != leg && self.legs.state(l) != LegState::Online)
+            .count();
+        others < self.map.parity_legs_per_stripe()
+    }
+
+    async fn process_region(
+        &self,
+        channels: &LegChannels,
+        kind: ProcessKind,
+        start: u64,
+        blocks: u64,
+        report: &mut CheckReport,
+    ) -> Result<u64, String> {
+        let strip = self.map.strip_blocks();
+        let window = process::window_blocks(self.block_size).min(strip);
+        let mut written = 0;
+        let mut at = start;
+        while at < start + blocks {
+            let stripe = at / strip;
+            let lo = at % strip;
+            let len = window.min(strip - lo).min(start + blocks - at);
+            written += self
+                .process_range(channels, kind, stripe, lo, len, report)
+                .await?;
+            at += len;
+        }
+        Ok(written)
+    }
+}
+
+/// Shards of one in-strip range of a stripe, in code order (data, then
+/// parity), each `len` blocks.
+type Shards = Vec<Vec<u8>>;
+
+impl StripeState {
+    fn out_of_sync(&self) -> usize {
+        (0..self.legs.count())
+            .filter(|&leg| self.legs.state(leg) != LegState::Online)
+            .count()
+    }
+
+    fn bytes(&self, blocks: u64) -> usize {
+        (blocks * u64::from(self.block_size)) as usize
+    }
+
+    /// The leg holding shard `shard` (data first, then parity) of `stripe`.
+    fn shard_leg(&self, stripe: u64, shard: usize) -> usize {
+        let data = self.map.data_legs();
+        if shard < data {
+            self.map.data_leg(stripe, shard)
+        } else {
+            self.map.parity_leg(stripe, shard - data)
+        }
+    }
+
+    fn leg_offset(&self, stripe: u64, in_strip: u64) -> u64 {
+        self.data_offset + stripe * self.map.strip_blocks() + in_strip
+    }
+
+    /// Reads `shards` of `[lo, lo + len)` of `stripe` from in-sync legs;
+    /// `None` for a shard whose leg is not in sync or failed the read.
+    async fn read_shards(
+        &self,
+        channels: &SlotChannels,
+        stripe: u64,
+        lo: u64,
+        len: u64,
+        shards: &[usize],
+    ) -> Vec<Option<Vec<u8>>> {
+        let offset = self.leg_offset(stripe, lo);
+        let reads = shards.iter().map(|&shard| {
+            let leg = self.shard_leg(stripe, shard);
+            let channel = channels[leg]
+                .as_ref()
+                .filter(|_| self.legs.state(leg) == LegState::Online)
+                .map(Rc::clone);
+            let bytes = self.bytes(len);
+            async move {
+                let channel = channel?;
+                let at = offset * u64::from(self.block_size);
+                match meta_read(&channel, at, bytes).await {
+                    Ok(buf) => Some(buf.as_slice().to_vec()),
+                    Err(error) => {
+                        self.fail_leg(leg, &error);
+                        None
+                    }
+                }
+            }
+        });
+        join_all(reads).await
+    }
+
+    /// Every shard of `[lo, lo + len)` of `stripe`: read from the in-sync
+    /// legs, the others rebuilt from them.
+    async fn stripe_range(
+        &self,
+        channels: &SlotChannels,
+        stripe: u64,
+        lo: u64,
+        len: u64,
+    ) -> Result<Shards, IoError> {
+        let all: Vec<usize> = (0..self.code.total_shards()).collect();
+        let read = self.read_shards(channels, stripe, lo, len, &all).await;
+        let present: Vec<bool> = read.iter().map(Option::is_some).collect();
+        let bytes = self.bytes(len);
+        let mut shards: Shards = read
+            .into_iter()
+            .map(|s| s.unwrap_or_else(|| vec![0; bytes]))
+            .collect();
+        let mut refs: Vec<&mut [u8]> = shards.iter_mut().map(Vec::as_mut_slice).collect();
+        self.code
+            .reconstruct(&mut refs, &present)
+            .map_err(|error| {
+                tracing::error!(
+                    raid = self.name,
+                    stripe,
+                    "stripe cannot be rebuilt: {error}"
+                );
+                IoError::Io
+            })?;
+        Ok(shards)
+    }
+
+    /// Computes the parity shards from the data shards.
+    fn encode(&self, shards: &mut Shards) {
+        let data = self.map.data_legs();
+        let (data_shards, parity) = shards.split_at_mut(data);
+        let data_refs: Vec<&[u8]> = data_shards.iter().map(Vec::as_slice).collect();
+        let mut parity_refs: Vec<&mut [u8]> = parity.iter_mut().map(Vec::as_mut_slice).collect();
+        self.code
+            .encode(&data_refs, &mut parity_refs)
+            .expect("shards are sized by the geometry");
+    }
+
+    /// Writes shards to their legs at `[lo, lo + len)` of `stripe`, each to
+    /// its leg when that leg is written; a leg that fails is failed.
+    async fn write_shards(
+        &self,
+        channels: &SlotChannels,
+        stripe: u64,
+        lo: u64,
+        writes: Vec<(usize, IoBuf)>,
+        fua: bool,
+    ) {
+        let offset = self.leg_offset(stripe, lo);
+        let mut legs = Vec::new();
+        let mut submissions = Vec::new();
+        for (shard, buf) in writes {
+            let leg = self.shard_leg(stripe, shard);
+            let Some(channel) = channels[leg].as_ref() else {
+                continue;
+            };
+            if !self.legs.written(leg) {
+                continue;
+            }
+            let mut io = IoRequest::write(offset, buf, self.block_size);
+            io.fua = fua;
+            legs.push(leg);
+            submissions.push(channel.submit(io));
+        }
+        for (leg, done) in legs.into_iter().zip(join_all(submissions).await) {
+            if let Err(error) = done.result {
+                self.fail_leg(leg, &error);
+            }
+        }
+    }
+
+    /// One window of a rebuild, resync or check.
+    async fn process_range(
+        &self,
+        channels: &LegChannels,
+        kind: ProcessKind,
+        stripe: u64,
+        lo: u64,
+        len: u64,
+        report: &mut CheckReport,
+    ) -> Result<u64, String> {
+        let live = channels.get();
+        let total = self.code.total_shards();
+        let data = self.map.data_legs();
+        let unreadable = || format!("stripe {stripe} has too few in-sync legs to rebuild");
+        match kind {
+            ProcessKind::Rebuild => {
+                let targets: Vec<usize> = (0..total)
+                    .filter(|&s| {
+                        let leg = self.shard_leg(stripe, s);
+                        self.legs.state(leg) == LegState::Rebuilding && live[leg].is_some()
+                    })
+                    .collect();
+                if targets.is_empty() {
+                    return Ok(0);
+                }
+                let shards = self
+                    .stripe_range(&live, stripe, lo, len)
+                    .await
+                    .map_err(|_| unreadable())?;
+                let writes: Vec<(usize, IoBuf)> = targets
+                    .iter()
+                    .map(|&s| (s, IoBuf::from_slice(&shards[s])))
+                    .collect();
+                let bytes = (writes.len() * self.bytes(len)) as u64;
+                self.write_shards(&live, stripe, lo, writes, false).await;
+                Ok(bytes)
+            }
+            ProcessKind::Resync => {
+                // Without every data leg the parity cannot be recomputed;
+                // the stripe is then as consistent as the write hole
+                // allows, and a rebuild follows when the leg returns.
+                let data_shards: Vec<usize> = (0..data).collect();
+                let read = self.read_shards(&live, stripe, lo, len, &data_shards).await;
+                if read.iter().any(Option::is_none) {
+                    return Ok(0);
+                }
+                let mut shards: Shards = read.into_iter().flatten().collect();
+                shards.extend((0..total - data).map(|_| vec![0; self.bytes(len)]));
+                self.encode(&mut shards);
+                let writes: Vec<(usize, IoBuf)> = (data..total)
+                    .map(|s| (s, IoBuf::from_slice(&shards[s])))
+                    .collect();
+                let bytes = (writes.len() * self.bytes(len)) as u64;
+                self.write_shards(&live, stripe, lo, writes, false).await;
+                Ok(bytes)
+            }
+            ProcessKind::Check { repair } => {
+                let all: Vec<usize> = (0..total).collect();
+                let read = self.read_shards(&live, stripe, lo, len, &all).await;
+                if read.iter().any(Option::is_none) {
+                    return Err(format!(
+                        "stripe {stripe}: a check needs every leg in sync ({} are not)",
+                        self.out_of_sync()
+                    ));
+                }
+                let stored: Shards = read.into_iter().flatten().collect();
+                let mut expected = stored.clone();
+                self.encode(&mut expected);
+                let block = self.block_size as usize;
+                let mismatched = (data..total)
+                    .map(|s| process::mismatched_blocks(&stored[s], &expected[s], block))
+                    .max()
+                    .unwrap_or(0);
+                report.mismatched_blocks += mismatched;
+                report.checked_blocks += len * data as u64;
+                if mismatched > 0 && repair {
+                    let writes: Vec<(usize, IoBuf)> = (data..total)
+                        .map(|s| (s, IoBuf::from_slice(&expected[s])))
+                        .collect();
+                    let bytes = (writes.len() * self.bytes(len)) as u64;
+                    self.write_shards(&live, stripe, lo, writes, false).await;
+                    return Ok(bytes);
+                }
+                Ok(0)
+            }
+        }
+    }
+
+    /// `bdev_raid_get_bdevs`' description.
+    pub fn info(&self) -> Value {
+        let slots = self.legs.slots();
+        let operational = (0..slots.len())
+            .filter(|&leg| self.legs.state(leg) == LegState::Online)
+            .count();
+        json!({
+            "name": self.name,
+            "uuid": self.uuid.to_string(),
+            "raid_level": self.level.name(),
+            "strip_size_kb": self.strip_size_kb,
+            "state": if self.is_online() { "online" } else { "offline" },
+            "superblock": self.superblock,
+            "num_base_bdevs": slots.len(),
+            "num_base_bdevs_discovered": slots.iter().filter(|s| s.bdev.is_some()).count(),
+            "num_base_bdevs_operational": operational,
+            "base_bdevs_list": slots.iter().enumerate().map(|(leg, slot)| json!({
+                "name": slot.bdev.as_ref().map(|_| slot.name.clone()),
+                "uuid": slot.bdev.as_ref().map(|b| b.uuid().to_string()),
+                "is_configured": self.legs.state(leg) == LegState::Online,
+                "data_offset": self.data_offset,
+                "data_size": self.data_blocks,
+            })).collect::<Vec<_>>(),
+            "process": self.process.describe(),
+            "shoal": {
+                "degraded": self.is_degraded(),
+                "tolerated_failures": self.tolerated_failures(),
+                "dirty_regions": self.regions.dirty_count(),
+                "region_blocks": self.regions.region_blocks(),
+                "write_hole_protection": "none",
+                "legs": slots.iter().enumerate().map(|(leg, slot)| json!({
+                    "name": slot.name,
+                    "state": self.legs.state(leg).name(),
+                    "member": slot.member.to_string(),
+                })).collect::<Vec<_>>(),
+                "last_process": self.process.describe_last(),
+                "last_check": self.last_check.locked().as_ref().map(CheckReport::describe),
+            },
+        })
+    }
+}
+
+/// The raid bdev's module object.
+pub struct StripeRaid {
+    pub state: Arc<StripeState>,
+}
+
+impl BdevBackend for StripeRaid {
+    fn module(&self) -> &'static str {
+        "raid"
+    }
+
+    fn product_name(&self) -> &'static str {
+        "Raid Volume"
+    }
+
+    fn supports(&self, kind: IoKind) -> bool {
+        // Unmap and write-zeroes would have to keep the parity of what
+        // they leave; the generic layer refuses them cleanly.
+        matches!(
+            kind,
+            IoKind::Read | IoKind::Write | IoKind::Flush | IoKind::Reset
+        )
+    }
+
+    fn create_channel(&self) -> Box<dyn BackendChannel> {
+        Box::new(StripeChannel {
+            state: Arc::clone(&self.state),
+            legs: Rc::new(LegChannels::new(Arc::clone(&self.state.legs))),
+        })
+    }
+
+    fn driver_specific(&self) -> Option<(&'static str, Value)> {
+        Some(("raid", self.state.info()))
+    }
+
+    fn base_bdevs(&self) -> Vec<Arc<Bdev>> {
+        self.state.legs.present()
+    }
+
+    fn unregistered(&self) {
+        self.state.stopping.store(true, Ordering::Release);
+    }
+
+    fn prepare_growth(&self, _blocks: u64) -> Result<(), BdevError> {
+        Err(BdevError::Invalid(format!(
+            "{} {} cannot grow: its superblock and bitmap are sized at creation",
+            self.state.level.name(),
+            self.state.name
+        )))
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+struct StripeChannel {
+    state: Arc<StripeState>,
+    legs: Rc<LegChannels>,
+}
+
+impl BackendChannel for StripeChannel {
+    fn submit(&self, io: IoRequest) -> IoFuture {
+        let state = Arc::clone(&self.state);
+        let legs = Rc::clone(&self.legs);
+        match io.kind {
+            IoKind::Read => Box::pin(read(state, legs, io)),
+            IoKind::Write => Box::pin(write(state, legs, io)),
+            _ => Box::pin(to_every_leg(state, legs, io)),
+        }
+    }
+}
+
+async fn read(state: Arc<StripeState>, legs: Rc<LegChannels>, io: IoRequest) -> IoCompletion {
+    let channels = legs.get();
+    let mut parent = io.buf.expect("a read has a buffer");
+    let block = state.block_size as usize;
+    let strip = state.map.strip_blocks();
+    let pieces = state.map.split(io.offset_blocks, io.num_blocks);
+    let chunks: Vec<_> = pieces
+        .iter()
+        .flat_map(|piece| {
+            state
+                .map
+                .data_chunks(piece)
+                .into_iter()
+                .map(move |c| (piece.stripe, c))
+        })
+        .collect();
+    // Healthy chunks straight into the request's buffer.
+    let direct = chunks.iter().map(|(_, chunk)| {
+        let channel = channels[chunk.leg]
+            .as_ref()
+            .filter(|_| state.legs.state(chunk.leg) == LegState::Online)
+            .map(Rc::clone);
+        // SAFETY: chunks are disjoint ranges of the request and the parent
+        // buffer is not touched until every read completed.
+        let view = unsafe {
+            parent.view(
+                chunk.request_offset as usize * block,
+                chunk.num_blocks as usize * block,
+            )
+        };
+        let state = &state;
+        async move {
+            let channel = channel?;
+            let offset = state.data_offset + chunk.leg_offset;
+            let done = channel
+                .submit(IoRequest::read(offset, view, state.block_size))
+                .await;
+            match done.result {
+                Ok(()) => Some(()),
+                Err(error) => {
+                    state.fail_leg(chunk.leg, &error);
+                    None
+                }
+            }
+        }
+    });
+    let outcome = join_all(direct).await;
+    // The rest rebuilt from the survivors, one stripe at a time.
+    for ((stripe, chunk), done) in chunks.iter().zip(outcome) {
+        if done.is_some() {
+            continue;
+        }
+        let lo = chunk.leg_offset % strip;
+        let LegRole::Data(index) = state.map.leg_role(*stripe, chunk.leg) else {
+            unreachable!("data chunks are on data legs");
+        };
+        let _stripe = state.locks.lock(*stripe).await;
+        match state
+            .stripe_range(&legs.get(), *stripe, lo, chunk.num_blocks)
+            .await
+        {
+            Ok(shards) => {
+                let at = chunk.request_offset as usize * block;
+                parent.as_mut_slice()[at..at + shards[index].len()].copy_from_slice(&shards[index]);
+            }
+            Err(error) => return IoCompletion::new(Some(parent), Err(error)),
+        }
+    }
+    IoCompletion::new(Some(parent), Ok(()))
+}
+
+async fn write(state: Arc<StripeState>, legs: Rc<LegChannels>, io: IoRequest) -> IoCompletion {
+    let strip = state.map.strip_blocks();
+    let pieces = state.map.split(io.offset_blocks, io.num_blocks);
+    let spans: Vec<_> = pieces
+        .iter()
+        .map(|p| state.regions.span(p.stripe * strip, strip))
+        .collect();
+    let entered = state.enter(&spans).await;
+    if let Err(error) = state.ensure_dirty(&spans, &legs).await {
+        drop(entered);
+        return IoCompletion::new(io.buf, Err(error));
+    }
+    let buf = io.buf.as_ref().expect("a write has a buffer");
+    let results = join_all(
+        pieces
+            .iter()
+            .map(|piece| write_piece(&state, &legs, piece, buf.as_slice(), io.fua)),
+    )
+    .await;
+    drop(entered);
+    if state.needs_persist() {
+        state.persist_superblock(&legs).await;
+    }
+    let result = results
+        .into_iter()
+        .find_map(Result::err)
+        .map_or(Ok(()), Err)
+        .and_then(|()| {
+            if state.is_online() {
+                Ok(())
+            } else {
+                Err(IoError::Io)
+            }
+        });
+    IoCompletion::new(io.buf, result)
+}
+
+/// One stripe's share of a write, under the stripe's lock.
+async fn write_piece(
+    state: &StripeState,
+    legs: &LegChannels,
+    piece: &super::parity_map::StripePiece,
+    data: &[u8],
+    fua: bool,
+) -> Result<(), IoError> {
+    let map = &state.map;
+    let strip = map.strip_blocks();
+    let block = state.block_size as usize;
+    let data_legs = map.data_legs();
+    let total = state.code.total_shards();
+    let _stripe = state.locks.lock(piece.stripe).await;
+    let channels = legs.get();
+    // Which in-strip range of which data shard the piece writes.
+    let chunks = map.data_chunks(piece);
+    let written: Vec<(usize, u64, u64, usize)> = chunks
+        .iter()
+        .map(|c| {
+            let LegRole::Data(index) = map.leg_role(piece.stripe, c.leg) else {
+                unreachable!("data chunks are on data legs");
+            };
+            // Chunks count from the start of the request, not the piece.
+            let request_at = c.request_offset as usize * block;
+            (index, c.leg_offset % strip, c.num_blocks, request_at)
+        })
+        .collect();
+    let lo = written.iter().map(|w| w.1).min().expect("a piece has data");
+    let hi = written
+        .iter()
+        .map(|w| w.1 + w.2)
+        .max()
+        .expect("a piece has data");
+    let len = hi - lo;
+    let covers = |index: usize| {
+        written
+            .iter()
+            .any(|w| w.0 == index && w.1 == lo && w.2 == len)
+    };
+    let uncovered: Vec<usize> = (0..data_legs).filter(|&i| !covers(i)).collect();
+    let bytes = state.bytes(len);
+    let mut shards: Shards = if uncovered.is_empty() {
+        vec![vec![0; bytes]; total]
+    } else {
+        let read = state
+            .read_shards(&channels, piece.stripe, lo, len, &uncovered)
+            .await;
+        if read.iter().all(Option::is_some) {
+            let mut shards = vec![vec![0; bytes]; total];
+            for (&index, shard) in uncovered.iter().zip(read) {
+                shards[index] = shard.expect("checked");
+            }
+            shards
+        } else {
+            state.stripe_range(&channels, piece.stripe, lo, len).await?
+        }
+    };
+    for &(index, in_strip, blocks, request_at) in &written {
+        let at = state.bytes(in_strip - lo);
+        let n = state.bytes(blocks);
+        shards[index][at..at + n].copy_from_slice(&data[request_at..request_at + n]);
+    }
+    state.encode(&mut shards);
+    let mut writes: Vec<(usize, IoBuf)> = Vec::new();
+    for &(index, in_strip, blocks, _) in &written {
+        let at = state.bytes(in_strip - lo);
+        let n = state.bytes(blocks);
+        writes.push((index, IoBuf::from_slice(&shards[index][at..at + n])));
+    }
+    // Data shards go at their own in-strip offsets; parity over the range.
+    let mut by_offset: HashMap<u64, Vec<(usize, IoBuf)>> = HashMap::new();
+    for (&(_, in_strip, _, _), write) in written.iter().zip(writes) {
+        by_offset.entry(in_strip).or_default().push(write);
+    }
+    by_offset
+        .entry(lo)
+        .or_default()
+        .extend((data_legs..total).map(|s| (s, IoBuf::from_slice(&shards[s]))));
+    join_all(
+        by_offset
+            .into_iter()
+            .map(|(at, writes)| state.write_shards(&channels, piece.stripe, at, writes, fua)),
+    )
+    .await;
+    Ok(())
+}
+
+/// Flush and reset: every written leg; the array needs all but its
+/// tolerated failures to succeed.
+async fn to_every_leg(
+    state: Arc<StripeState>,
+    legs: Rc<LegChannels>,
+    io: IoRequest,
+) -> IoCompletion {
+    let channels = legs.get();
+    let targets: Vec<usize> = (0..state.legs.count())
+        .filter(|&leg| channels[leg].is_some() && state.legs.written(leg))
+        .collect();
+    let submissions = targets.iter().map(|&leg| {
+        channels[leg]
+            .as_ref()
+            .expect("filtered on presence")
+            .submit(IoRequest::range(io.kind, 0, 0))
+    });
+    for (&leg, done) in targets.iter().zip(join_all(submissions).await) {
+        match done.result {
+            Ok(()) | Err(IoError::NotSupported) => {}
+            Err(error) => state.fail_leg(leg, &error),
+        }
+    }
+    if state.needs_persist() {
+        state.persist_superblock(&legs).await;
+    }
+    let result = if state.is_online() {
+        Ok(())
+    } else {
+        Err(IoError::Io)
+    };
+    IoCompletion::new(io.buf, result)
+}
+
+/// Validates, reads any superblocks on the legs, and registers the raid.
+/// Runs on a reactor (it does I/O).
+pub async fn assemble(registry: &BdevRegistry, config: RaidConfig) -> Result<Arc<Bdev>, BdevError> {
+    let parity = match config.level {
+        RaidLevel::Raid5f => 1,
+        _ => 2,
+    };
+    let count = config.base_bdevs.len();
+    let minimum = parity + super::parity::MIN_DATA_SHARDS;
+    let maximum = (parity + super::parity::MAX_DATA_SHARDS).min(superblock::MAX_LEGS);
+    if !(minimum..=maximum).contains(&count) {
+        return Err(BdevError::Invalid(format!(
+            "{} needs {minimum} to {maximum} base bdevs, got {count}",
+            config.level.name()
+        )));
+    }
+    if !config.superblock {
+        return Err(BdevError::Invalid(format!(
+            "{} keeps its leg states on the legs: create it with superblock true",
+            config.level.name()
+        )));
+    }
+    let mut present = Vec::with_capacity(count);
+    for name in &config.base_bdevs {
+        match registry.get(name) {
+            Ok(bdev) => present.push(Some(bdev)),
+            Err(BdevError::NotFound(_)) => present.push(None),
+            Err(error) => return Err(error),
+        }
+    }
+    let Some(first) = present.iter().flatten().next() else {
+        return Err(BdevError::NotFound(config.base_bdevs.join(", ")));
+    };
+    let block_size = first.block_size();
+    if let Some(odd) = present
+        .iter()
+        .flatten()
+        .find(|l| l.block_size() != block_size)
+    {
+        return Err(BdevError::Invalid(format!(
+            "base bdev {} has {}-byte blocks, {} has {block_size}: all legs need the same block size",
+            odd.name(),
+            odd.block_size(),
+            first.name()
+        )));
+    }
+    if block_size > super::mirror::MAX_SUPERBLOCK_BLOCK_SIZE {
+        return Err(BdevError::Invalid(format!(
+            "a raid with a superblock needs blocks of at most {} bytes, not {block_size}",
+            super::mirror::MAX_SUPERBLOCK_BLOCK_SIZE
+        )));
+    }
+    let strip_bytes = u64::from(config.strip_size_kb) * 1024;
+    if !config.strip_size_kb.is_power_of_two()
+        || config.strip_size_kb > MAX_STRIP_KB
+        || strip_bytes < u64::from(block_size)
+    {
+        return Err(BdevError::Invalid(format!(
+            "strip_size_kb {} must be a power of two from one block ({block_size} bytes) to {MAX_STRIP_KB}",
+            config.strip_size_kb
+        )));
+    }
+    let strip_blocks = strip_bytes / u64::from(block_size);
+    let map = ParityMap::new(count, parity, strip_blocks)
+        .map_err(|e| BdevError::Invalid(e.to_string()))?;
+    let code =
+        StripeCode::new(map.data_legs(), parity).map_err(|e| BdevError::Invalid(e.to_string()))?;
+    let mut claimed: Vec<Arc<Bdev>> = Vec::new();
+    for leg in present.iter().flatten() {
+        if let Err(error) = leg.claim(&config.name) {
+            claimed.iter().for_each(|l| l.release_claim());
+            return Err(error);
+        }
+        claimed.push(Arc::clone(leg));
+    }
+    let mut config = config;
+    config.uuid.get_or_insert_with(Uuid::new_v4);
+    let result = assemble_claimed(registry, &config, &present, block_size, map, code).await;
+    if result.is_err() {
+        claimed.iter().for_each(|l| l.release_claim());
+    }
+    result
+}
+
+async fn assemble_claimed(
+    registry: &BdevRegistry,
+    config: &RaidConfig,
+    present: &[Option<Arc<Bdev>>],
+    block_size: u32,
+    map: ParityMap,
+    code: StripeCode,
+) -> Result<Arc<Bdev>, BdevError> {
+    let strip = map.strip_blocks();
+    let reserved = RESERVED_BYTES / u64::from(block_size);
+    let mut members = read_members(config, present, block_size, strip, reserved).await?;
+    // Whole stripes only.
+    members.data_blocks = map.stripes(members.data_blocks) * strip;
+    if members.data_blocks == 0 {
+        return Err(BdevError::Invalid(format!(
+            "the legs hold less than one {}-KiB strip after the superblock area",
+            config.strip_size_kb
+        )));
+    }
+    let region_blocks = match &members.newest {
+        Some(sb) => sb.region_blocks,
+        // A region is whole stripes: a process that locks it holds them.
+        None => superblock::region_blocks_for(
+            members.data_blocks,
+            (MIN_REGION_BYTES / u64::from(block_size)).max(strip),
+        ),
+    };
+    let core = ArrayCore::new(config, block_size, strip, reserved, region_blocks, &members);
+    let state = Arc::new(StripeState {
+        core,
+        map,
+        code,
+        locks: StripeLocks::default(),
+    });
+    if !state.is_online() {
+        return Err(BdevError::Invalid(format!(
+            "{}: {} of {} legs are not in sync and {} tolerates {}; the data is not available",
+            config.name,
+            state.out_of_sync(),
+            present.len(),
+            config.level.name(),
+            state.tolerated_failures()
+        )));
+    }
+    state.load_metadata(members.bitmap_source).await?;
+    let spec = BdevSpec {
+        name: config.name.clone(),
+        uuid: Some(state.uuid),
+        block_size,
+        num_blocks: map.volume_blocks(members.data_blocks),
+    };
+    let backend = StripeRaid {
+        state: Arc::clone(&state),
+    };
+    let bdev = registry.register(spec, Box::new(backend))?;
+    process::start_background(&state);
+    Ok(bdev)
+}
+
+/// `bdev_raid_add_base_bdev` on a parity raid.
+pub async fn add_base_bdev(
+    raid: &StripeRaid,
+    registry: &BdevRegistry,
+    base: &str,
+) -> Result<(), BdevError> {
+    array::add_base_bdev(&raid.state, &[], registry, base).await
+}
+
+/// `bdev_raid_remove_base_bdev` on a parity raid.
+pub async fn remove_base_bdev(raid: &StripeRaid, base: &str) -> Result<(), BdevError> {
+    array::remove_base_bdev(&*raid.state, base).await
+}
