@@ -1,8 +1,9 @@
 //! The raw bdev I/O path on one core: 4 KiB reads and writes through an
 //! I/O channel to a malloc and a null bdev, and to raid0 and raid1 (with a
 //! superblock and its write-intent bitmap) over two malloc legs, no
-//! network. Criterion reports
-//! the time per I/O; I/Os per second per core is its inverse.
+//! network; then raid0, raid5f and raid6 over four malloc legs with 4 KiB
+//! random I/O and full-stripe writes. Criterion reports the time per I/O;
+//! I/Os per second per core is its inverse.
 //!
 //!   cargo bench -p shoal-dataplane --bench bdev_path
 
@@ -32,6 +33,11 @@ fn spec(name: &str) -> BdevSpec {
 /// Runs `iters` I/Os, `depth` at a time, on a single-threaded reactor-like
 /// runtime and returns the elapsed time.
 fn run(bdev: &Arc<Bdev>, kind: IoKind, depth: u64, iters: u64) -> Duration {
+    run_sized(bdev, kind, 1, depth, iters)
+}
+
+/// As [`run`], with I/Os of `blocks` blocks at offsets aligned to that.
+fn run_sized(bdev: &Arc<Bdev>, kind: IoKind, blocks: u64, depth: u64, iters: u64) -> Duration {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
@@ -39,17 +45,19 @@ fn run(bdev: &Arc<Bdev>, kind: IoKind, depth: u64, iters: u64) -> Duration {
     local.block_on(&runtime, async {
         let channel = bdev.channel();
         let mut lba = 0u64;
+        let slots = bdev.num_blocks() / blocks;
         let mut next_lba = || {
             // A cheap scattered walk over the device.
-            lba = (lba + 7919) % BLOCKS;
-            lba
+            lba = (lba + 7919) % slots;
+            lba * blocks
         };
         let started = Instant::now();
         let mut done = 0;
         while done < iters {
             let batch = depth.min(iters - done);
             let ios = (0..batch).map(|_| {
-                let io = IoRequest::with_kind(kind, next_lba(), IoBuf::new(BLOCK as usize), BLOCK);
+                let buf = IoBuf::new((blocks * u64::from(BLOCK)) as usize);
+                let io = IoRequest::with_kind(kind, next_lba(), buf, BLOCK);
                 channel.submit(io)
             });
             for completion in join_all(ios).await {
@@ -64,12 +72,29 @@ fn run(bdev: &Arc<Bdev>, kind: IoKind, depth: u64, iters: u64) -> Duration {
 /// A raid of `level` over two fresh malloc legs (room for the superblock
 /// area included, so every raid has the same 64 MiB of data).
 fn raid(registry: &BdevRegistry, level: RaidLevel) -> Arc<Bdev> {
-    let legs: Vec<String> = (0..2).map(|i| format!("{}-leg{i}", level.name())).collect();
-    let superblock = level == RaidLevel::Raid1;
+    raid_of(registry, level, 2)
+}
+
+/// Data legs of `level` over `legs` legs.
+fn data_legs(level: RaidLevel, legs: u64) -> u64 {
+    match level {
+        RaidLevel::Raid1 => 1,
+        RaidLevel::Raid5f => legs - 1,
+        RaidLevel::Raid6 => legs - 2,
+        _ => legs,
+    }
+}
+
+fn raid_of(registry: &BdevRegistry, level: RaidLevel, count: u64) -> Arc<Bdev> {
+    let legs: Vec<String> = (0..count)
+        .map(|i| format!("{}x{count}-leg{i}", level.name()))
+        .collect();
+    let superblock = level.is_redundant();
+    let data = BLOCKS.div_ceil(data_legs(level, count));
     let leg_blocks = if superblock {
-        BLOCKS + RESERVED_BYTES / u64::from(BLOCK)
+        data + RESERVED_BYTES / u64::from(BLOCK)
     } else {
-        BLOCKS / 2
+        data
     };
     for name in &legs {
         let mut leg = spec(name);
@@ -77,9 +102,9 @@ fn raid(registry: &BdevRegistry, level: RaidLevel) -> Arc<Bdev> {
         create_malloc(registry, leg).unwrap();
     }
     let config = RaidConfig {
-        name: level.name().into(),
+        name: format!("{}x{count}", level.name()),
         level,
-        strip_size_kb: if superblock { 0 } else { 64 },
+        strip_size_kb: if level == RaidLevel::Raid1 { 0 } else { 64 },
         base_bdevs: legs,
         uuid: None,
         superblock,
@@ -114,6 +139,29 @@ fn bdev_path(c: &mut Criterion) {
                 });
             }
         }
+    }
+    group.finish();
+
+    // Four legs, 64 KiB strips: what parity costs against striping.
+    let striped = [RaidLevel::Raid0, RaidLevel::Raid5f, RaidLevel::Raid6]
+        .map(|level| (level, raid_of(&registry, level, 4)));
+    let mut group = c.benchmark_group("stripe4_4k");
+    group.throughput(Throughput::Elements(1));
+    for (level, bdev) in &striped {
+        for (op, kind) in [("read", IoKind::Read), ("write", IoKind::Write)] {
+            group.bench_function(format!("{}/{op}/qd32", level.name()), |b| {
+                b.iter_custom(|iters| run(bdev, kind, 32, iters))
+            });
+        }
+    }
+    group.finish();
+    let mut group = c.benchmark_group("stripe4_full_stripe_write");
+    for (level, bdev) in &striped {
+        let stripe_blocks = 64 * 1024 / u64::from(BLOCK) * data_legs(*level, 4);
+        group.throughput(Throughput::Bytes(stripe_blocks * u64::from(BLOCK)));
+        group.bench_function(format!("{}/qd4", level.name()), |b| {
+            b.iter_custom(|iters| run_sized(bdev, IoKind::Write, stripe_blocks, 4, iters))
+        });
     }
     group.finish();
 }

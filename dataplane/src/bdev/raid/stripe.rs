@@ -499,7 +499,6 @@ async fn read(state: Arc<StripeState>, legs: Rc<LegChannels>, io: IoRequest) -> 
     let channels = legs.get();
     let mut parent = io.buf.expect("a read has a buffer");
     let block = state.block_size as usize;
-    let strip = state.map.strip_blocks();
     let pieces = state.map.split(io.offset_blocks, io.num_blocks);
     let chunks: Vec<_> = pieces
         .iter()
@@ -511,6 +510,29 @@ async fn read(state: Arc<StripeState>, legs: Rc<LegChannels>, io: IoRequest) -> 
                 .map(move |c| (piece.stripe, c))
         })
         .collect();
+    // One healthy chunk (most small reads): the request itself goes to
+    // the leg, as raid0 does, with no views and no join.
+    if let [(_, chunk)] = chunks.as_slice()
+        && let Some(channel) = channels[chunk.leg]
+            .as_ref()
+            .filter(|_| state.legs.state(chunk.leg) == LegState::Online)
+    {
+        let done = channel
+            .submit(IoRequest {
+                kind: IoKind::Read,
+                offset_blocks: state.data_offset + chunk.leg_offset,
+                num_blocks: chunk.num_blocks,
+                buf: Some(parent),
+                fua: false,
+            })
+            .await;
+        match done.result {
+            Ok(()) => return done,
+            Err(error) => state.fail_leg(chunk.leg, &error),
+        }
+        parent = done.buf.expect("a read returns its buffer");
+        return read_rebuilt(&state, &legs, &chunks, vec![None], parent).await;
+    }
     // Healthy chunks straight into the request's buffer.
     let direct = chunks.iter().map(|(_, chunk)| {
         let channel = channels[chunk.leg]
@@ -542,7 +564,20 @@ async fn read(state: Arc<StripeState>, legs: Rc<LegChannels>, io: IoRequest) -> 
         }
     });
     let outcome = join_all(direct).await;
-    // The rest rebuilt from the survivors, one stripe at a time.
+    read_rebuilt(&state, &legs, &chunks, outcome, parent).await
+}
+
+/// Fills the chunks whose direct read did not happen (`None`) with data
+/// rebuilt from the survivors, one stripe at a time.
+async fn read_rebuilt(
+    state: &StripeState,
+    legs: &LegChannels,
+    chunks: &[(u64, super::map::Chunk)],
+    outcome: Vec<Option<()>>,
+    mut parent: IoBuf,
+) -> IoCompletion {
+    let block = state.block_size as usize;
+    let strip = state.map.strip_blocks();
     for ((stripe, chunk), done) in chunks.iter().zip(outcome) {
         if done.is_some() {
             continue;
