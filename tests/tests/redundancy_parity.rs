@@ -1,0 +1,199 @@
+//! A raid6 with one leg on each of four data clusters (three reached
+//! through remote bdevs): writes through NBD go on without an error while
+//! two leg clusters are killed with SIGKILL at once; when they are back,
+//! their legs rejoin and are rebuilt from the bitmap, every acknowledged
+//! write reads back, and the parity check finds no mismatch.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+use shoal_tests::Appliance;
+use shoal_tests::nbd_client::{self, connect};
+
+const LEG_BYTES: u64 = 36 << 20;
+const BLOCK: u64 = 4096;
+/// Half a stripe (two data strips of 64 KiB): every write is a
+/// reconstruct-write, some of them with a leg away.
+const CHUNK: usize = 64 << 10;
+const LEGS: [(u32, &str); 4] = [(0, "a"), (1, "b"), (2, "c"), (3, "d")];
+
+fn pattern(seq: u64) -> Vec<u8> {
+    (0..CHUNK)
+        .map(|i| (seq as usize * 31 + i / 4096 + i) as u8)
+        .collect()
+}
+
+fn uring_leg(appliance: &Appliance, cluster: u32, name: &str) {
+    let filename = appliance.dir.path().join(format!("{name}.img"));
+    if !filename.exists() {
+        std::fs::File::create(&filename)
+            .unwrap()
+            .set_len(LEG_BYTES)
+            .unwrap();
+    }
+    appliance.dataplane_call(
+        cluster,
+        "bdev_uring_create",
+        json!({"name": name, "filename": filename, "block_size": BLOCK}),
+    );
+}
+
+fn raid(appliance: &Appliance) -> Value {
+    appliance.dataplane_call(0, "bdev_raid_get_bdevs", json!({"category": "all"}))[0].clone()
+}
+
+/// The slot write `seq` goes to: mostly the first quarter of the volume,
+/// so the bitmap keeps clean regions a returning leg skips.
+fn slot_of(seq: u64, slots: u64) -> u64 {
+    if seq % 8 == 0 {
+        seq % slots
+    } else {
+        seq % (slots / 4)
+    }
+}
+
+#[test]
+fn raid6_survives_the_kill_of_two_leg_clusters_and_rebuilds_them_on_return() {
+    let appliance = Appliance::builder(4)
+        .set("memory.region_mib", 64)
+        .start_ready();
+    let mut base_bdevs = Vec::new();
+    for (cluster, name) in LEGS {
+        uring_leg(&appliance, cluster, name);
+        if cluster == 0 {
+            base_bdevs.push(name.to_string());
+        } else {
+            let remote = format!("r{name}");
+            appliance.dataplane_call(
+                0,
+                "bdev_remote_create",
+                json!({"name": remote, "cluster": cluster, "remote_bdev": name}),
+            );
+            base_bdevs.push(remote);
+        }
+    }
+    appliance.dataplane_call(
+        0,
+        "bdev_raid_create",
+        json!({"name": "p", "raid_level": "raid6", "base_bdevs": base_bdevs,
+               "strip_size_kb": 64, "superblock": true}),
+    );
+    let info = raid(&appliance);
+    assert_eq!(info["state"], "online", "{info}");
+    assert_eq!(info["shoal"]["tolerated_failures"], 2, "{info}");
+    appliance.dataplane_call(0, "nbd_start_disk", json!({"bdev_name": "p"}));
+    let port = appliance.nbd_port(0);
+    // Two data legs of whole 64 KiB strips after the 4 MiB metadata.
+    let volume_bytes = 2 * (LEG_BYTES - (4 << 20));
+    let slots = volume_bytes / CHUNK as u64;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let log: Arc<Mutex<Vec<(u64, u32)>>> = Arc::default();
+    let writer = {
+        let (stop, sent, log) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&log));
+        std::thread::spawn(move || {
+            let mut s = connect(port, "p");
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let offset = slot_of(seq, slots) * CHUNK as u64;
+                let error = nbd_client::write(&mut s, seq, offset, &pattern(seq));
+                log.lock().unwrap().push((seq, error));
+                sent.fetch_add(1, Ordering::Relaxed);
+                seq += 1;
+            }
+        })
+    };
+    let wait_sent = |n: u64| {
+        let target = sent.load(Ordering::Relaxed) + n;
+        while sent.load(Ordering::Relaxed) < target {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    };
+    wait_sent(200);
+    // Two leg clusters at once: all raid6 tolerates.
+    let killed = [appliance.cluster(2), appliance.cluster(3)];
+    for cluster in &killed {
+        kill(
+            Pid::from_raw(cluster["pid"].as_i64().unwrap() as i32),
+            Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    wait_sent(200);
+    let degraded = raid(&appliance);
+    assert_eq!(degraded["shoal"]["degraded"], true, "{degraded}");
+    assert_eq!(degraded["state"], "online", "{degraded}");
+    assert_eq!(
+        degraded["shoal"]["legs"][2]["state"], "failed",
+        "{degraded}"
+    );
+    assert_eq!(
+        degraded["shoal"]["legs"][3]["state"], "failed",
+        "{degraded}"
+    );
+
+    for (index, cluster) in [2u32, 3].into_iter().enumerate() {
+        let restarts = killed[index]["restarts"].as_u64().unwrap();
+        appliance.wait_for(
+            &format!("cluster {cluster} restarted"),
+            shoal_tests::STARTUP_TIMEOUT,
+            |s| {
+                s["clusters"][cluster as usize]["state"] == "running"
+                    && s["clusters"][cluster as usize]["restarts"].as_u64() > Some(restarts)
+            },
+        );
+    }
+    // The restarted clusters open their leg files again; the raid takes
+    // the legs back and rebuilds them while writes go on.
+    for (cluster, name) in &LEGS[2..] {
+        uring_leg(&appliance, *cluster, name);
+        appliance.dataplane_call(
+            0,
+            "bdev_raid_add_base_bdev",
+            json!({"raid_bdev": "p", "base_bdev": format!("r{name}")}),
+        );
+    }
+    appliance.wait_for("the legs rebuilt", Duration::from_secs(90), |_| {
+        raid(&appliance)["shoal"]["degraded"] == false
+    });
+    wait_sent(100);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+
+    let log = log.lock().unwrap().clone();
+    let errors: Vec<_> = log.iter().filter(|e| e.1 != 0).collect();
+    assert!(errors.is_empty(), "I/O errors at the client: {errors:?}");
+    let rebuilt = raid(&appliance);
+    let last = &rebuilt["shoal"]["last_process"];
+    assert_eq!(last["type"], "rebuild", "{rebuilt}");
+    assert_eq!(last["finished"], true, "{rebuilt}");
+
+    // Every acknowledged write reads back (the latest one of each slot).
+    let mut s = connect(port, "p");
+    let mut latest = HashMap::new();
+    for &(seq, _) in &log {
+        latest.insert(slot_of(seq, slots), seq);
+    }
+    for (&slot, &seq) in &latest {
+        let back =
+            nbd_client::read(&mut s, 1_000_000 + seq, slot * CHUNK as u64, CHUNK as u32).unwrap();
+        assert!(back == pattern(seq), "slot {slot}: write {seq} lost");
+    }
+    // And the parity agrees with the data everywhere.
+    appliance.dataplane_call(0, "bdev_raid_check_consistency", json!({"name": "p"}));
+    appliance.wait_for("the check finished", Duration::from_secs(90), |_| {
+        let info = raid(&appliance);
+        info["process"].is_null() && !info["shoal"]["last_check"].is_null()
+    });
+    let check = raid(&appliance)["shoal"]["last_check"].clone();
+    assert_eq!(check["finished"], true, "{check}");
+    assert_eq!(check["mismatched_blocks"], 0, "{check}");
+    assert_eq!(check["checked_blocks"], volume_bytes / BLOCK);
+}
