@@ -50,7 +50,7 @@ fn raid(appliance: &Appliance) -> Value {
 /// The slot write `seq` goes to: mostly the first quarter of the volume,
 /// so the bitmap keeps clean regions a returning leg skips.
 fn slot_of(seq: u64, slots: u64) -> u64 {
-    if seq % 8 == 0 {
+    if seq.is_multiple_of(8) {
         seq % slots
     } else {
         seq % (slots / 4)
