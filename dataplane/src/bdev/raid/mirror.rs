@@ -601,6 +601,7 @@ async fn assemble_claimed(
         None => superblock::region_blocks_for(
             geometry.data_blocks,
             (MIN_REGION_BYTES / u64::from(block_size)).max(1),
+            superblock::BITMAP_MAX_BYTES,
         ),
     };
     let core = ArrayCore::new(

@@ -8,6 +8,9 @@
 //! the request fails if any piece fails.
 
 pub mod array;
+pub mod journal;
+#[cfg(test)]
+mod journal_tests;
 pub mod legs;
 pub mod map;
 pub mod mirror;

@@ -17,12 +17,12 @@
 //!   any leg is written, so after a crash with every leg present the
 //!   resync recomputes the parity of exactly those regions.
 //!
-//! Write hole: a crash of the owning cluster *while* a leg is away can
-//! leave a stripe whose data and parity disagree, and the absent leg's
-//! strip would then be rebuilt wrong. Closing it needs a journal on the
-//! legs; until it exists, management does not offer these levels (see
-//! ARCHITECTURE.md) and `bdev_raid_get_bdevs` reports
-//! `write_hole_protection: "none"`.
+//! - A write that updates part of a stripe in place is first logged in the
+//!   legs' write-hole journal ([`super::journal`]), so a crash in the
+//!   middle never leaves a stripe whose parity would rebuild an absent
+//!   leg wrong (Swordfish `WriteHoleProtectionPolicy` `Journaling`). A
+//!   full-stripe write needs no record: all it can leave torn is its own,
+//!   unacknowledged, range.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -37,6 +37,7 @@ use shoal_appliance::locks::Recover;
 use uuid::Uuid;
 
 use super::array::{self, ArrayCore, RedundantArray, meta_read, read_members};
+use super::journal::{self, Journal, Layout, RecordHeader};
 use super::legs::{LegChannels, SlotChannels};
 use super::parity::StripeCode;
 use super::parity_map::{LegRole, ParityMap};
@@ -53,6 +54,12 @@ pub const MAX_STRIP_KB: u32 = 1024;
 
 /// Smallest bitmap region (as for the mirrors); always whole stripes.
 pub const MIN_REGION_BYTES: u64 = 1024 * 1024;
+
+/// The bitmap's room: from after the superblock to the journal.
+const BITMAP_LIMIT_BYTES: u64 = journal::JOURNAL_OFFSET_BYTES - superblock::BITMAP_OFFSET_BYTES;
+
+/// Bytes of one bitmap page on the legs.
+const PAGE_BYTES: u64 = (super::regions::REGIONS_PER_PAGE / 8) as u64;
 
 /// Stripes being written or rebuilt for a read, one holder each.
 #[derive(Default)]
@@ -101,6 +108,7 @@ pub struct StripeState {
     pub map: ParityMap,
     code: StripeCode,
     locks: StripeLocks,
+    journal: Journal,
 }
 
 impl std::ops::Deref for StripeState {
@@ -293,6 +301,66 @@ impl StripeState {
         }
     }
 
+    /// Logs `writes` (shard, in-strip offset, bytes) of `stripe` in the
+    /// journal of every leg they go to, durably, before they are made in
+    /// place. A leg that fails its record is failed, and that is on disk
+    /// before the caller goes on.
+    async fn log(
+        &self,
+        legs: &LegChannels,
+        stripe: u64,
+        writes: &[(usize, u64, &[u8])],
+    ) -> Result<journal::Ticket<'_>, IoError> {
+        let ticket = self.journal.begin(stripe).await;
+        let channels = legs.get();
+        let targets: Vec<(usize, u64, &[u8])> = writes
+            .iter()
+            .map(|&(shard, at, bytes)| (self.shard_leg(stripe, shard), at, bytes))
+            .filter(|&(leg, _, _)| self.legs.written(leg) && channels[leg].is_some())
+            .collect();
+        let participants = targets.iter().fold(0u64, |mask, t| mask | 1 << t.0);
+        let block = self.block_size as usize;
+        let slot_at = self.journal.layout.slot_offset(ticket.slot()) / u64::from(self.block_size);
+        let records = targets.iter().map(|&(leg, at, bytes)| {
+            let header = RecordHeader {
+                array: self.uuid,
+                seq: ticket.seq,
+                applied_through: ticket.applied_through,
+                stripe,
+                leg: leg as u32,
+                in_strip_blocks: at,
+                num_blocks: (bytes.len() / block) as u64,
+                participants,
+                data_crc: crc32c::crc32c(bytes),
+            };
+            let mut buf = IoBuf::for_io(journal::HEADER_BYTES + bytes.len());
+            let (head, data) = buf.as_mut_slice().split_at_mut(journal::HEADER_BYTES);
+            head.copy_from_slice(&header.encode());
+            data.copy_from_slice(bytes);
+            let mut io = IoRequest::write(slot_at, buf, self.block_size);
+            io.fua = true;
+            channels[leg]
+                .as_ref()
+                .expect("filtered on presence")
+                .submit(io)
+        });
+        let mut any = false;
+        for (&(leg, _, _), done) in targets.iter().zip(join_all(records).await) {
+            match done.result {
+                Ok(()) => any = true,
+                Err(error) => self.fail_leg(leg, &error),
+            }
+        }
+        if self.needs_persist() {
+            self.persist_superblock(legs).await;
+        }
+        if !any || !self.is_online() {
+            return Err(IoError::Io);
+        }
+        ticket.recorded();
+        Ok(ticket)
+    }
+
     /// One window of a rebuild, resync or check.
     async fn process_range(
         &self,
@@ -410,7 +478,11 @@ impl StripeState {
                 "tolerated_failures": self.tolerated_failures(),
                 "dirty_regions": self.regions.dirty_count(),
                 "region_blocks": self.regions.region_blocks(),
-                "write_hole_protection": "none",
+                "write_hole_protection": "journal",
+                "journal": {
+                    "slots": self.journal.layout.slots,
+                    "live_stripes": self.journal.live_stripes(),
+                },
                 "legs": slots.iter().enumerate().map(|(leg, slot)| json!({
                     "name": slot.name,
                     "state": self.legs.state(leg).name(),
@@ -702,27 +774,41 @@ async fn write_piece(
         shards[index][at..at + n].copy_from_slice(&data[request_at..request_at + n]);
     }
     state.encode(&mut shards);
-    let mut writes: Vec<(usize, IoBuf)> = Vec::new();
-    for &(index, in_strip, blocks, _) in &written {
-        let at = state.bytes(in_strip - lo);
-        let n = state.bytes(blocks);
-        writes.push((index, IoBuf::from_slice(&shards[index][at..at + n])));
-    }
-    // Data shards go at their own in-strip offsets; parity over the range.
+    // What each written shard puts where: (shard, in-strip offset, bytes).
+    // Data shards go at their own offsets; parity covers the range.
+    let mut leg_writes: Vec<(usize, u64, &[u8])> = written
+        .iter()
+        .map(|&(index, in_strip, blocks, _)| {
+            let at = state.bytes(in_strip - lo);
+            (
+                index,
+                in_strip,
+                &shards[index][at..at + state.bytes(blocks)],
+            )
+        })
+        .collect();
+    leg_writes.extend((data_legs..total).map(|s| (s, lo, shards[s].as_slice())));
+    let journaled = !uncovered.is_empty() || state.journal.is_live(piece.stripe);
+    let record = match journaled {
+        true => Some(state.log(legs, piece.stripe, &leg_writes).await?),
+        false => None,
+    };
     let mut by_offset: HashMap<u64, Vec<(usize, IoBuf)>> = HashMap::new();
-    for (&(_, in_strip, _, _), write) in written.iter().zip(writes) {
-        by_offset.entry(in_strip).or_default().push(write);
+    for (shard, at, bytes) in leg_writes {
+        by_offset
+            .entry(at)
+            .or_default()
+            .push((shard, IoBuf::from_slice(bytes)));
     }
-    by_offset
-        .entry(lo)
-        .or_default()
-        .extend((data_legs..total).map(|s| (s, IoBuf::from_slice(&shards[s]))));
+    // A journaled write is durable before its slot can be reused.
+    let fua = fua || journaled;
     join_all(
         by_offset
             .into_iter()
             .map(|(at, writes)| state.write_shards(&channels, piece.stripe, at, writes, fua)),
     )
     .await;
+    drop(record);
     Ok(())
 }
 
@@ -822,6 +908,7 @@ pub async fn assemble(registry: &BdevRegistry, config: RaidConfig) -> Result<Arc
             config.strip_size_kb
         )));
     }
+    let layout = Layout::for_strip(strip_bytes).map_err(BdevError::Invalid)?;
     let strip_blocks = strip_bytes / u64::from(block_size);
     let map = ParityMap::new(count, parity, strip_blocks)
         .map_err(|e| BdevError::Invalid(e.to_string()))?;
@@ -837,7 +924,7 @@ pub async fn assemble(registry: &BdevRegistry, config: RaidConfig) -> Result<Arc
     }
     let mut config = config;
     config.uuid.get_or_insert_with(Uuid::new_v4);
-    let result = assemble_claimed(registry, &config, &present, block_size, map, code).await;
+    let result = assemble_claimed(registry, &config, &present, block_size, map, code, layout).await;
     if result.is_err() {
         claimed.iter().for_each(|l| l.release_claim());
     }
@@ -851,6 +938,7 @@ async fn assemble_claimed(
     block_size: u32,
     map: ParityMap,
     code: StripeCode,
+    layout: Layout,
 ) -> Result<Arc<Bdev>, BdevError> {
     let strip = map.strip_blocks();
     let reserved = RESERVED_BYTES / u64::from(block_size);
@@ -869,26 +957,48 @@ async fn assemble_claimed(
         None => superblock::region_blocks_for(
             members.data_blocks,
             (MIN_REGION_BYTES / u64::from(block_size)).max(strip),
+            BITMAP_LIMIT_BYTES,
         ),
     };
     let core = ArrayCore::new(config, block_size, strip, reserved, region_blocks, &members);
+    if core.regions.pages() as u64 * PAGE_BYTES > BITMAP_LIMIT_BYTES {
+        return Err(BdevError::Invalid(format!(
+            "{}: its bitmap of {} pages would overlap the write-hole journal",
+            config.name,
+            core.regions.pages()
+        )));
+    }
+    let tolerated = map.parity_legs_per_stripe();
+    let out_of_sync = (0..core.legs.count())
+        .filter(|&leg| core.legs.state(leg) != LegState::Online)
+        .count();
+    if out_of_sync > tolerated {
+        return Err(BdevError::Invalid(format!(
+            "{}: {out_of_sync} of {} legs are not in sync and {} tolerates {tolerated}; the data is not available",
+            config.name,
+            present.len(),
+            config.level.name(),
+        )));
+    }
+    core.load_metadata(members.bitmap_source).await?;
+    let last_seq = journal::recover(&core, layout).await;
+    if core.needs_persist() {
+        core.persist_superblock(&LegChannels::new(Arc::clone(&core.legs)))
+            .await;
+    }
     let state = Arc::new(StripeState {
         core,
         map,
         code,
         locks: StripeLocks::default(),
+        journal: Journal::new(layout, last_seq),
     });
     if !state.is_online() {
         return Err(BdevError::Invalid(format!(
-            "{}: {} of {} legs are not in sync and {} tolerates {}; the data is not available",
-            config.name,
-            state.out_of_sync(),
-            present.len(),
-            config.level.name(),
-            state.tolerated_failures()
+            "{}: legs failed while its journal was replayed; the data is not available",
+            config.name
         )));
     }
-    state.load_metadata(members.bitmap_source).await?;
     let spec = BdevSpec {
         name: config.name.clone(),
         uuid: Some(state.uuid),

@@ -14,13 +14,13 @@ use crate::bdev::malloc::create_malloc;
 use crate::bdev::testing::block_on;
 use crate::bdev::{Bdev, BdevRegistry, BdevSpec, IoBuf, IoRequest};
 
-const BS: u32 = 512;
+pub(super) const BS: u32 = 512;
 /// 2 MiB of data per leg: two 1 MiB bitmap regions.
-const LEG_DATA_BLOCKS: u64 = 4096;
-const STRIP_KB: u32 = 16;
-const STRIP_BLOCKS: u64 = STRIP_KB as u64 * 1024 / BS as u64;
+pub(super) const LEG_DATA_BLOCKS: u64 = 4096;
+pub(super) const STRIP_KB: u32 = 16;
+pub(super) const STRIP_BLOCKS: u64 = STRIP_KB as u64 * 1024 / BS as u64;
 
-fn leg(registry: &BdevRegistry, name: &str) -> Arc<Bdev> {
+pub(super) fn leg(registry: &BdevRegistry, name: &str) -> Arc<Bdev> {
     let spec = BdevSpec {
         name: name.into(),
         uuid: None,
@@ -30,7 +30,7 @@ fn leg(registry: &BdevRegistry, name: &str) -> Arc<Bdev> {
     create_malloc(registry, spec).unwrap()
 }
 
-fn config(level: RaidLevel, legs: &[&str], uuid: Uuid) -> RaidConfig {
+pub(super) fn config(level: RaidLevel, legs: &[&str], uuid: Uuid) -> RaidConfig {
     RaidConfig {
         name: "md".into(),
         level,
@@ -42,10 +42,10 @@ fn config(level: RaidLevel, legs: &[&str], uuid: Uuid) -> RaidConfig {
 }
 
 /// A small deterministic generator (xorshift64), so failures replay.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
@@ -58,12 +58,13 @@ impl Rng {
 }
 
 /// The volume as it must read, kept alongside the raid.
-struct Model {
-    bytes: Vec<u8>,
+#[derive(Clone)]
+pub(super) struct Model {
+    pub(super) bytes: Vec<u8>,
 }
 
 impl Model {
-    fn new(blocks: u64) -> Self {
+    pub(super) fn new(blocks: u64) -> Self {
         Self {
             bytes: vec![0; (blocks * u64::from(BS)) as usize],
         }
@@ -74,7 +75,13 @@ impl Model {
     }
 }
 
-async fn write(raid: &Arc<Bdev>, model: &mut Model, offset: u64, blocks: u64, seed: u64) {
+pub(super) async fn write(
+    raid: &Arc<Bdev>,
+    model: &mut Model,
+    offset: u64,
+    blocks: u64,
+    seed: u64,
+) {
     let mut buf = IoBuf::new((blocks * u64::from(BS)) as usize);
     let mut rng = Rng(seed | 1);
     for byte in buf.as_mut_slice() {
@@ -107,7 +114,7 @@ async fn random_writes(raid: &Arc<Bdev>, model: &mut Model, rng: &mut Rng, count
     }
 }
 
-async fn verify(raid: &Arc<Bdev>, model: &Model) {
+pub(super) async fn verify(raid: &Arc<Bdev>, model: &Model) {
     let done = submit(raid, IoRequest::read(0, IoBuf::new(model.bytes.len()), BS)).await;
     assert_eq!(done.result, Ok(()));
     let got = done.buf.unwrap();
@@ -125,7 +132,7 @@ async fn verify(raid: &Arc<Bdev>, model: &Model) {
     }
 }
 
-fn info(raid: &Arc<Bdev>) -> serde_json::Value {
+pub(super) fn info(raid: &Arc<Bdev>) -> serde_json::Value {
     raid.describe()["driver_specific"]["raid"].clone()
 }
 
@@ -154,18 +161,18 @@ async fn check(raid: &Arc<Bdev>, repair: bool) -> serde_json::Value {
     info(raid)["shoal"]["last_check"].clone()
 }
 
-fn stop(registry: &BdevRegistry, raid: Arc<Bdev>) {
+pub(super) fn stop(registry: &BdevRegistry, raid: Arc<Bdev>) {
     let id = raid.id();
     drop(raid);
     registry.unregister("md", "raid").unwrap();
     release_channel(id);
 }
 
-fn names(count: usize) -> Vec<String> {
+pub(super) fn names(count: usize) -> Vec<String> {
     (0..count).map(|i| format!("leg{i}")).collect()
 }
 
-fn refs(names: &[String]) -> Vec<&str> {
+pub(super) fn refs(names: &[String]) -> Vec<&str> {
     names.iter().map(String::as_str).collect()
 }
 

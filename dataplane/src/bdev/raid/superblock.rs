@@ -202,9 +202,11 @@ pub fn newest<'a>(copies: impl IntoIterator<Item = &'a Superblock>) -> Option<&'
 }
 
 /// Leg blocks per bitmap bit for legs of `data_blocks`: at least
-/// `min_region_blocks`, and doubled until the bitmap fits its area.
-pub fn region_blocks_for(data_blocks: u64, min_region_blocks: u64) -> u64 {
-    let max_bits = BITMAP_MAX_BYTES * 8;
+/// `min_region_blocks`, and doubled until the bitmap fits `bitmap_bytes`
+/// (at most [`BITMAP_MAX_BYTES`]; less where the reserved area holds more
+/// than the bitmap).
+pub fn region_blocks_for(data_blocks: u64, min_region_blocks: u64, bitmap_bytes: u64) -> u64 {
+    let max_bits = bitmap_bytes.min(BITMAP_MAX_BYTES) * 8;
     let mut region = min_region_blocks.max(1);
     while data_blocks.div_ceil(region) > max_bits {
         region *= 2;
@@ -212,19 +214,19 @@ pub fn region_blocks_for(data_blocks: u64, min_region_blocks: u64) -> u64 {
     region
 }
 
-fn put_u32(out: &mut [u8], at: usize, value: u32) {
+pub(super) fn put_u32(out: &mut [u8], at: usize, value: u32) {
     out[at..at + 4].copy_from_slice(&value.to_le_bytes());
 }
 
-fn put_u64(out: &mut [u8], at: usize, value: u64) {
+pub(super) fn put_u64(out: &mut [u8], at: usize, value: u64) {
     out[at..at + 8].copy_from_slice(&value.to_le_bytes());
 }
 
-fn get_u32(block: &[u8], at: usize) -> u32 {
+pub(super) fn get_u32(block: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(block[at..at + 4].try_into().expect("4 bytes"))
 }
 
-fn get_u64(block: &[u8], at: usize) -> u64 {
+pub(super) fn get_u64(block: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(block[at..at + 8].try_into().expect("8 bytes"))
 }
 
@@ -297,10 +299,10 @@ mod tests {
 
     #[test]
     fn regions_grow_until_the_bitmap_fits() {
-        assert_eq!(region_blocks_for(1 << 20, 2048), 2048);
+        assert_eq!(region_blocks_for(1 << 20, 2048, BITMAP_MAX_BYTES), 2048);
         // 2^40 blocks of 512 bytes (512 TiB) in 1 MiB regions would need
         // 2^29 bits; the area holds just under 2^25.
-        let region = region_blocks_for(1 << 40, 2048);
+        let region = region_blocks_for(1 << 40, 2048, BITMAP_MAX_BYTES);
         assert!((1u64 << 40).div_ceil(region) <= BITMAP_MAX_BYTES * 8);
         assert_eq!(region, 1 << 16);
     }
