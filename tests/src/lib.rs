@@ -389,6 +389,24 @@ impl Appliance {
             .unwrap_or_else(|e| panic!("{method} on cluster {index}: {e}"))
     }
 
+    /// Opens `<appliance dir>/<name>.img` (made sparse, `bytes` long, when
+    /// it does not exist yet: a leg keeps its data over a restart of its
+    /// cluster) as an io_uring bdev `name` with `block_size` blocks on data
+    /// cluster `index`.
+    pub fn file_bdev(&self, index: u32, name: &str, bytes: u64, block_size: u64) {
+        let filename = self.dir.path().join(format!("{name}.img"));
+        if !filename.exists() {
+            std::fs::File::create(&filename)
+                .and_then(|file| file.set_len(bytes))
+                .unwrap_or_else(|e| panic!("creating {}: {e}", filename.display()));
+        }
+        self.dataplane_call(
+            index,
+            "bdev_uring_create",
+            serde_json::json!({"name": name, "filename": filename, "block_size": block_size}),
+        );
+    }
+
     /// The running configuration (`appliance_get_config`).
     pub fn config(&self) -> Value {
         self.rpc("appliance_get_config", None)

@@ -73,6 +73,20 @@ pub fn write(s: &mut TcpStream, cookie: u64, offset: u64, data: &[u8]) -> u32 {
     error
 }
 
+/// As [`write`], but a connection that breaks (the server was killed) is
+/// an `Err`, not a panic.
+pub fn try_write(s: &mut TcpStream, cookie: u64, offset: u64, data: &[u8]) -> std::io::Result<u32> {
+    let mut message = request(CMD_WRITE, cookie, offset, data.len() as u32);
+    message.extend_from_slice(data);
+    s.write_all(&message)?;
+    let mut reply = [0u8; 16];
+    s.read_exact(&mut reply)?;
+    if reply[0..4] != 0x6744_6698u32.to_be_bytes() || reply[8..16] != cookie.to_be_bytes() {
+        return Err(std::io::Error::other("not the reply to this write"));
+    }
+    Ok(u32::from_be_bytes(reply[4..8].try_into().expect("4 bytes")))
+}
+
 /// Reads `len` bytes at `offset`; `Err(error)` when the server refuses.
 pub fn read(s: &mut TcpStream, cookie: u64, offset: u64, len: u32) -> Result<Vec<u8>, u32> {
     s.write_all(&request(CMD_READ, cookie, offset, len))

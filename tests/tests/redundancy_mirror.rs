@@ -26,21 +26,6 @@ fn pattern(seq: u64) -> Vec<u8> {
         .collect()
 }
 
-fn uring_leg(appliance: &Appliance, cluster: u32, name: &str) {
-    let filename = appliance.dir.path().join(format!("{name}.img"));
-    if !filename.exists() {
-        std::fs::File::create(&filename)
-            .unwrap()
-            .set_len(LEG_BYTES)
-            .unwrap();
-    }
-    appliance.dataplane_call(
-        cluster,
-        "bdev_uring_create",
-        json!({"name": name, "filename": filename, "block_size": BLOCK}),
-    );
-}
-
 fn raid(appliance: &Appliance) -> Value {
     appliance.dataplane_call(0, "bdev_raid_get_bdevs", json!({"category": "all"}))[0].clone()
 }
@@ -50,8 +35,8 @@ fn raid1_survives_the_kill_of_a_leg_cluster_and_resyncs_it_on_return() {
     let appliance = Appliance::builder(2)
         .set("memory.region_mib", 64)
         .start_ready();
-    uring_leg(&appliance, 0, "a");
-    uring_leg(&appliance, 1, "b");
+    appliance.file_bdev(0, "a", LEG_BYTES, BLOCK);
+    appliance.file_bdev(1, "b", LEG_BYTES, BLOCK);
     appliance.dataplane_call(
         0,
         "bdev_remote_create",
@@ -119,7 +104,7 @@ fn raid1_survives_the_kill_of_a_leg_cluster_and_resyncs_it_on_return() {
     });
     // The restarted cluster opens its leg file again; the raid takes the
     // leg back and rebuilds it from the bitmap while writes go on.
-    uring_leg(&appliance, 1, "b");
+    appliance.file_bdev(1, "b", LEG_BYTES, BLOCK);
     appliance.dataplane_call(
         0,
         "bdev_raid_add_base_bdev",
@@ -194,8 +179,8 @@ fn raid1_reassembles_after_the_kill_of_its_own_cluster_with_every_acknowledged_w
         .set("memory.region_mib", 64)
         .start_ready();
     let uuid = "6f1d2c3b-9a8e-4d7c-b6a5-0123456789ab";
-    uring_leg(&appliance, 0, "a");
-    uring_leg(&appliance, 1, "b");
+    appliance.file_bdev(0, "a", LEG_BYTES, BLOCK);
+    appliance.file_bdev(1, "b", LEG_BYTES, BLOCK);
     make_raid(&appliance, uuid);
     let port = appliance.nbd_port(0);
     let slots = (LEG_BYTES - (4 << 20)) / CHUNK as u64;
@@ -237,7 +222,7 @@ fn raid1_reassembles_after_the_kill_of_its_own_cluster_with_every_acknowledged_w
         s["clusters"][0]["state"] == "running"
             && s["clusters"][0]["restarts"].as_u64() > Some(restarts)
     });
-    uring_leg(&appliance, 0, "a");
+    appliance.file_bdev(0, "a", LEG_BYTES, BLOCK);
     make_raid(&appliance, uuid);
     appliance.wait_for("the resync finished", Duration::from_secs(60), |_| {
         let info = raid(&appliance);

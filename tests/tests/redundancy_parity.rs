@@ -28,21 +28,6 @@ fn pattern(seq: u64) -> Vec<u8> {
         .collect()
 }
 
-fn uring_leg(appliance: &Appliance, cluster: u32, name: &str) {
-    let filename = appliance.dir.path().join(format!("{name}.img"));
-    if !filename.exists() {
-        std::fs::File::create(&filename)
-            .unwrap()
-            .set_len(LEG_BYTES)
-            .unwrap();
-    }
-    appliance.dataplane_call(
-        cluster,
-        "bdev_uring_create",
-        json!({"name": name, "filename": filename, "block_size": BLOCK}),
-    );
-}
-
 fn raid(appliance: &Appliance) -> Value {
     appliance.dataplane_call(0, "bdev_raid_get_bdevs", json!({"category": "all"}))[0].clone()
 }
@@ -64,7 +49,7 @@ fn raid6_survives_the_kill_of_two_leg_clusters_and_rebuilds_them_on_return() {
         .start_ready();
     let mut base_bdevs = Vec::new();
     for (cluster, name) in LEGS {
-        uring_leg(&appliance, cluster, name);
+        appliance.file_bdev(cluster, name, LEG_BYTES, BLOCK);
         if cluster == 0 {
             base_bdevs.push(name.to_string());
         } else {
@@ -153,7 +138,7 @@ fn raid6_survives_the_kill_of_two_leg_clusters_and_rebuilds_them_on_return() {
     // The restarted clusters open their leg files again; the raid takes
     // the legs back and rebuilds them while writes go on.
     for (cluster, name) in &LEGS[2..] {
-        uring_leg(&appliance, *cluster, name);
+        appliance.file_bdev(*cluster, name, LEG_BYTES, BLOCK);
         appliance.dataplane_call(
             0,
             "bdev_raid_add_base_bdev",

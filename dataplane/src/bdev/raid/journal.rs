@@ -260,12 +260,20 @@ pub fn plan_replay(found: &[Found], slots: u64, in_sync: impl Fn(usize) -> bool)
     plan
 }
 
+/// What an assembly found in the journal.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Recovery {
+    /// New records start above it.
+    pub last_seq: u64,
+    pub replayed: usize,
+    pub discarded: usize,
+}
+
 /// Reads every leg's journal, replays what the crash of the array's last
-/// owner left half done, and retires the slots. Returns the sequence new
-/// records start above. A leg that fails journal I/O is failed (the
+/// owner left half done, and retires the slots. A leg that fails journal I/O is failed (the
 /// caller persists the superblock). Runs on a reactor, before the array
 /// serves I/O.
-pub async fn recover(core: &ArrayCore, layout: Layout) -> u64 {
+pub async fn recover(core: &ArrayCore, layout: Layout) -> Recovery {
     let block = u64::from(core.block_size);
     let per_io = (RECOVERY_IO_BYTES / layout.slot_bytes).max(1);
     let legs: Vec<(usize, Rc<IoChannel>)> = (0..core.legs.count())
@@ -359,13 +367,18 @@ pub async fn recover(core: &ArrayCore, layout: Layout) -> u64 {
             "write-hole journal: stripes left half written by a crash are repaired"
         );
     }
-    plan.max_seq
+    Recovery {
+        last_seq: plan.max_seq,
+        replayed: plan.replay.len(),
+        discarded: plan.discarded,
+    }
 }
 
 /// The journal of a running array: sequence numbers, records in flight
 /// and the stripes that must keep being journaled.
 pub struct Journal {
     pub layout: Layout,
+    pub recovery: Recovery,
     state: Mutex<JournalState>,
     freed: tokio::sync::Notify,
 }
@@ -381,11 +394,13 @@ struct JournalState {
 }
 
 impl Journal {
-    /// A journal whose records start above `last_seq` (everything up to it
-    /// is on disk as applied).
-    pub fn new(layout: Layout, last_seq: u64) -> Self {
+    /// A journal whose records start above `recovery.last_seq` (everything
+    /// up to it is on disk as applied).
+    pub fn new(layout: Layout, recovery: Recovery) -> Self {
+        let last_seq = recovery.last_seq;
         Self {
             layout,
+            recovery,
             state: Mutex::new(JournalState {
                 next_seq: last_seq + 1,
                 in_flight: BTreeSet::new(),

@@ -482,6 +482,8 @@ impl StripeState {
                 "journal": {
                     "slots": self.journal.layout.slots,
                     "live_stripes": self.journal.live_stripes(),
+                    "replayed_at_assembly": self.journal.recovery.replayed,
+                    "discarded_at_assembly": self.journal.recovery.discarded,
                 },
                 "legs": slots.iter().enumerate().map(|(leg, slot)| json!({
                     "name": slot.name,
@@ -981,7 +983,7 @@ async fn assemble_claimed(
         )));
     }
     core.load_metadata(members.bitmap_source).await?;
-    let last_seq = journal::recover(&core, layout).await;
+    let recovery = journal::recover(&core, layout).await;
     if core.needs_persist() {
         core.persist_superblock(&LegChannels::new(Arc::clone(&core.legs)))
             .await;
@@ -991,7 +993,7 @@ async fn assemble_claimed(
         map,
         code,
         locks: StripeLocks::default(),
-        journal: Journal::new(layout, last_seq),
+        journal: Journal::new(layout, recovery),
     });
     if !state.is_online() {
         return Err(BdevError::Invalid(format!(
