@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures_util::future::join_all;
+use serde_json::{Value, json};
+use shoal_appliance::locks::Recover;
 use uuid::Uuid;
 
 use super::legs::{LegChannels, Legs, Slot};
@@ -492,6 +494,62 @@ impl ArrayCore {
 
     pub fn needs_persist(&self) -> bool {
         self.persisted_version.load(Ordering::Acquire) < self.legs.version()
+    }
+}
+
+/// `bdev_raid_get_bdevs`' description of a redundant array: SPDK's fields,
+/// and Shoal's under `shoal`, to which `level_specific` (an object) adds.
+pub fn describe(array: &impl RedundantArray, level_specific: Value) -> Value {
+    let core = array.core();
+    let slots = core.legs.slots();
+    let in_sync = |leg: usize| core.legs.state(leg) == LegState::Online;
+    let mut shoal = json!({
+        "degraded": core.is_degraded(),
+        "tolerated_failures": array.tolerated_failures(),
+        "dirty_regions": core.regions.dirty_count(),
+        "region_blocks": core.regions.region_blocks(),
+        "legs": slots.iter().enumerate().map(|(leg, slot)| json!({
+            "name": slot.name,
+            "state": core.legs.state(leg).name(),
+            "member": slot.member.to_string(),
+        })).collect::<Vec<_>>(),
+        "last_process": core.process.describe_last(),
+        "last_check": core.last_check.locked().as_ref().map(CheckReport::describe),
+    });
+    if let (Some(shoal), Value::Object(extra)) = (shoal.as_object_mut(), level_specific) {
+        shoal.extend(extra);
+    }
+    json!({
+        "name": core.name,
+        "uuid": core.uuid.to_string(),
+        "raid_level": core.level.name(),
+        "strip_size_kb": core.strip_size_kb,
+        "state": if array.is_online() { "online" } else { "offline" },
+        "superblock": core.superblock,
+        "num_base_bdevs": slots.len(),
+        "num_base_bdevs_discovered": slots.iter().filter(|s| s.bdev.is_some()).count(),
+        "num_base_bdevs_operational": (0..slots.len()).filter(|&leg| in_sync(leg)).count(),
+        "base_bdevs_list": slots.iter().enumerate().map(|(leg, slot)| json!({
+            "name": slot.bdev.as_ref().map(|_| slot.name.clone()),
+            "uuid": slot.bdev.as_ref().map(|b| b.uuid().to_string()),
+            "is_configured": in_sync(leg),
+            "data_offset": core.data_offset,
+            "data_size": core.data_blocks,
+        })).collect::<Vec<_>>(),
+        "process": core.process.describe(),
+        "shoal": shoal,
+    })
+}
+
+impl ArrayCore {
+    /// Why a redundant array does not grow: its superblock and bitmap are
+    /// sized at creation.
+    pub fn refuse_growth(&self) -> Result<(), BdevError> {
+        Err(BdevError::Invalid(format!(
+            "{} {} cannot grow: its superblock and bitmap are sized at creation",
+            self.level.name(),
+            self.name
+        )))
     }
 }
 

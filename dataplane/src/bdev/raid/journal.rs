@@ -608,7 +608,7 @@ mod tests {
                 slot_bytes: 0,
                 slots: 2,
             },
-            0,
+            Recovery::default(),
         );
         let first = journal.begin(1).await;
         assert_eq!((first.seq, first.applied_through), (1, 0));

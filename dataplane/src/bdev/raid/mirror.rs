@@ -24,7 +24,6 @@ use std::sync::atomic::Ordering;
 
 use futures_util::future::join_all;
 use serde_json::{Value, json};
-use shoal_appliance::locks::Recover;
 use uuid::Uuid;
 
 use super::array::{self, ArrayCore, RedundantArray, meta_read, read_members};
@@ -175,47 +174,7 @@ impl RedundantArray for MirrorState {
 impl MirrorState {
     /// `bdev_raid_get_bdevs`' description.
     pub fn info(&self) -> Value {
-        let slots = self.legs.slots();
-        let operational = (0..slots.len())
-            .filter(|&leg| self.legs.state(leg) == LegState::Online)
-            .count();
-        let state = if self.is_online() {
-            "online"
-        } else {
-            "offline"
-        };
-        json!({
-            "name": self.name,
-            "uuid": self.uuid.to_string(),
-            "raid_level": self.level.name(),
-            "strip_size_kb": self.strip_size_kb,
-            "state": state,
-            "superblock": self.superblock,
-            "num_base_bdevs": slots.len(),
-            "num_base_bdevs_discovered": slots.iter().filter(|s| s.bdev.is_some()).count(),
-            "num_base_bdevs_operational": operational,
-            "base_bdevs_list": slots.iter().enumerate().map(|(leg, slot)| json!({
-                "name": slot.bdev.as_ref().map(|_| slot.name.clone()),
-                "uuid": slot.bdev.as_ref().map(|b| b.uuid().to_string()),
-                "is_configured": self.legs.state(leg) == LegState::Online,
-                "data_offset": self.geometry.data_offset,
-                "data_size": self.geometry.data_blocks,
-            })).collect::<Vec<_>>(),
-            "process": self.process.describe(),
-            "shoal": {
-                "degraded": self.is_degraded(),
-                "tolerated_failures": self.tolerated_failures(),
-                "dirty_regions": self.regions.dirty_count(),
-                "region_blocks": self.regions.region_blocks(),
-                "legs": slots.iter().enumerate().map(|(leg, slot)| json!({
-                    "name": slot.name,
-                    "state": self.legs.state(leg).name(),
-                    "member": slot.member.to_string(),
-                })).collect::<Vec<_>>(),
-                "last_process": self.process.describe_last(),
-                "last_check": self.last_check.locked().as_ref().map(CheckReport::describe),
-            },
-        })
+        array::describe(self, json!({}))
     }
 }
 
@@ -274,11 +233,7 @@ impl BdevBackend for MirrorRaid {
     }
 
     fn prepare_growth(&self, _blocks: u64) -> Result<(), BdevError> {
-        Err(BdevError::Invalid(format!(
-            "{} {} cannot grow yet: its superblock and bitmap are sized at creation",
-            self.state.level.name(),
-            self.state.name
-        )))
+        self.state.refuse_growth()
     }
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {

@@ -451,33 +451,9 @@ impl StripeState {
 
     /// `bdev_raid_get_bdevs`' description.
     pub fn info(&self) -> Value {
-        let slots = self.legs.slots();
-        let operational = (0..slots.len())
-            .filter(|&leg| self.legs.state(leg) == LegState::Online)
-            .count();
-        json!({
-            "name": self.name,
-            "uuid": self.uuid.to_string(),
-            "raid_level": self.level.name(),
-            "strip_size_kb": self.strip_size_kb,
-            "state": if self.is_online() { "online" } else { "offline" },
-            "superblock": self.superblock,
-            "num_base_bdevs": slots.len(),
-            "num_base_bdevs_discovered": slots.iter().filter(|s| s.bdev.is_some()).count(),
-            "num_base_bdevs_operational": operational,
-            "base_bdevs_list": slots.iter().enumerate().map(|(leg, slot)| json!({
-                "name": slot.bdev.as_ref().map(|_| slot.name.clone()),
-                "uuid": slot.bdev.as_ref().map(|b| b.uuid().to_string()),
-                "is_configured": self.legs.state(leg) == LegState::Online,
-                "data_offset": self.data_offset,
-                "data_size": self.data_blocks,
-            })).collect::<Vec<_>>(),
-            "process": self.process.describe(),
-            "shoal": {
-                "degraded": self.is_degraded(),
-                "tolerated_failures": self.tolerated_failures(),
-                "dirty_regions": self.regions.dirty_count(),
-                "region_blocks": self.regions.region_blocks(),
+        array::describe(
+            self,
+            json!({
                 "write_hole_protection": "journal",
                 "journal": {
                     "slots": self.journal.layout.slots,
@@ -485,15 +461,8 @@ impl StripeState {
                     "replayed_at_assembly": self.journal.recovery.replayed,
                     "discarded_at_assembly": self.journal.recovery.discarded,
                 },
-                "legs": slots.iter().enumerate().map(|(leg, slot)| json!({
-                    "name": slot.name,
-                    "state": self.legs.state(leg).name(),
-                    "member": slot.member.to_string(),
-                })).collect::<Vec<_>>(),
-                "last_process": self.process.describe_last(),
-                "last_check": self.last_check.locked().as_ref().map(CheckReport::describe),
-            },
-        })
+            }),
+        )
     }
 }
 
@@ -540,11 +509,7 @@ impl BdevBackend for StripeRaid {
     }
 
     fn prepare_growth(&self, _blocks: u64) -> Result<(), BdevError> {
-        Err(BdevError::Invalid(format!(
-            "{} {} cannot grow: its superblock and bitmap are sized at creation",
-            self.state.level.name(),
-            self.state.name
-        )))
+        self.state.refuse_growth()
     }
 
     fn as_any(&self) -> Option<&dyn std::any::Any> {
