@@ -15,7 +15,7 @@ use crate::bdev::null::create_null;
 use crate::bdev::part::{PartConfig, create_part};
 use crate::bdev::stats::{IoStats, TICK_RATE};
 use crate::bdev::uring::{UringConfig, create_uring};
-use crate::bdev::{Bdev, BdevSpec, IoError, IoKind, IoRequest};
+use crate::bdev::{Bdev, BdevSpec, IoBuf, IoError, IoKind, IoRequest};
 
 pub fn register(router: Router, context: &Arc<Context>) -> Router {
     let router = method(router, "bdev_malloc_create", context, malloc_create);
@@ -194,12 +194,24 @@ struct BlockRange {
 /// one I/O (and the reactor's queue) for long.
 const ZEROES_CHUNK_BYTES: u64 = 64 << 20;
 
+/// Size of each write that stands in for write zeroes on a bdev that
+/// cannot zero (raid5f and raid6: their parity must follow the zeroes).
+/// Each write carries a buffer of zeroes this large: at least two whole
+/// stripes of the parity raids the management service makes (64 KiB
+/// strips over up to 32 data legs: 2 MiB), so most stripes are written
+/// whole and only those cut by a chunk's edge are read back.
+const EMULATED_ZEROES_CHUNK_BYTES: u64 = 4 << 20;
+
 /// Zeroes (`WriteZeroes`) or deallocates (`Unmap`) a range of a bdev
 /// (all of it by default) with requests on reactor 0 and answers when
 /// they are durable. The management service scrubs new volumes with
 /// write zeroes and runs Volume.Initialize through it, in slices it
 /// reports progress on; it unmaps the blocks of a deleted or rolled-back
 /// volume so a file drive gives their space back to its file system.
+///
+/// Like SPDK's bdev layer, write zeroes on a bdev that cannot zero but can
+/// write is carried out with writes of zeroes: that is how a new raid5f
+/// or raid6 volume is scrubbed through its raid, which keeps the parity.
 async fn range_io(context: Arc<Context>, p: BlockRange, kind: IoKind) -> Result<Value, RpcError> {
     let what = if kind == IoKind::Unmap {
         "unmap"
@@ -207,7 +219,10 @@ async fn range_io(context: Arc<Context>, p: BlockRange, kind: IoKind) -> Result<
         "write zeroes"
     };
     let bdev = context.registry.get(&p.name)?;
-    if !bdev.supports(kind) {
+    let emulated = kind == IoKind::WriteZeroes
+        && !bdev.supports(IoKind::WriteZeroes)
+        && bdev.supports(IoKind::Write);
+    if !bdev.supports(kind) && !emulated {
         return Err(RpcError::errno(
             Errno::EOPNOTSUPP,
             format!("bdev {} cannot {what}", p.name),
@@ -228,7 +243,13 @@ async fn range_io(context: Arc<Context>, p: BlockRange, kind: IoKind) -> Result<
             bdev.num_blocks()
         )));
     }
-    let chunk = (ZEROES_CHUNK_BYTES / u64::from(bdev.block_size())).max(1);
+    let block_size = bdev.block_size();
+    let chunk_bytes = if emulated {
+        EMULATED_ZEROES_CHUNK_BYTES
+    } else {
+        ZEROES_CHUNK_BYTES
+    };
+    let chunk = (chunk_bytes / u64::from(block_size)).max(1);
     let reactor = context
         .reactors
         .get(0)
@@ -241,7 +262,14 @@ async fn range_io(context: Arc<Context>, p: BlockRange, kind: IoKind) -> Result<
         let mut outcome = Ok(());
         while at < end && outcome.is_ok() {
             let count = chunk.min(end - at);
-            let io = IoRequest::range(kind, at, count);
+            let io = if emulated {
+                // A fresh buffer each time: zeroed by construction, and no
+                // module can have left anything in it.
+                let zeroes = IoBuf::new((count * u64::from(block_size)) as usize);
+                IoRequest::write(at, zeroes, block_size)
+            } else {
+                IoRequest::range(kind, at, count)
+            };
             outcome = submit(&target, io).await.result;
             at += count;
         }

@@ -81,19 +81,10 @@ fn find(state: &AppState, id: &str) -> Result<Volume, RedfishError> {
 }
 
 /// Redfish `Status` from how many clusters serve the volume and, for a
-/// mirrored one, whether its raid is reachable and has every leg in sync.
+/// redundant one, from its raid.
 fn status(state: &AppState, volume: &Volume) -> Value {
-    if volume.raid_type.is_mirrored() && model_ops::serving(state, volume).is_some() {
-        return match model_ops::raid_of(state, volume) {
-            None => json!({"State": "UnavailableOffline", "Health": "Critical"}),
-            Some(raid) if raid["state"] != "online" => {
-                json!({"State": "UnavailableOffline", "Health": "Critical"})
-            }
-            Some(raid) if raid["shoal"]["degraded"] == true => {
-                json!({"State": "Enabled", "Health": "Warning"})
-            }
-            Some(_) => json!({"State": "Enabled", "Health": "OK"}),
-        };
+    if volume.raid_type.has_owner() && model_ops::serving(state, volume).is_some() {
+        return raid_status(model_ops::raid_of(state, volume).as_ref());
     }
     match model_ops::serving(state, volume) {
         Some((serving, expected)) if serving == expected => {
@@ -102,6 +93,35 @@ fn status(state: &AppState, volume: &Volume) -> Value {
         Some((0, _)) => json!({"State": "UnavailableOffline", "Health": "Critical"}),
         Some(_) => json!({"State": "Enabled", "Health": "Warning"}),
         None => json!({"State": "Starting"}),
+    }
+}
+
+/// A redundant volume's `Status` from its raid as the owner describes it
+/// (`None`: no running cluster holds it). The raid stays online while no
+/// more legs are away than its level tolerates (one for RAID1, RAID10 and
+/// RAID5, two for RAID6): that is Warning, however many are away; only an
+/// offline or unreachable raid is Critical.
+fn raid_status(raid: Option<&Value>) -> Value {
+    match raid {
+        Some(raid) if raid["state"] == "online" && raid["shoal"]["degraded"] == true => {
+            json!({"State": "Enabled", "Health": "Warning"})
+        }
+        Some(raid) if raid["state"] == "online" => json!({"State": "Enabled", "Health": "OK"}),
+        _ => json!({"State": "UnavailableOffline", "Health": "Critical"}),
+    }
+}
+
+/// Swordfish `WriteHoleProtectionPolicy` of a redundant volume. Mirrors
+/// have no parity to tear (an unclean stop is resynced from the bitmap):
+/// `Off`. A parity raid is protected only when the dataplane says it
+/// journals its stripes (`shoal.write_hole_protection` of
+/// `bdev_raid_get_bdevs`); while the raid is out of sight nothing is
+/// claimed.
+fn write_hole_policy(raid_type: RaidType, raid: Option<&Value>) -> &'static str {
+    let parity = matches!(raid_type, RaidType::Raid5 | RaidType::Raid6);
+    match raid {
+        Some(raid) if parity && raid["shoal"]["write_hole_protection"] == "journal" => "Journaling",
+        _ => "Off",
     }
 }
 
@@ -188,15 +208,12 @@ fn body_of(state: &AppState, volume: &Volume) -> Value {
         body["Operations"] = json!([{"Operation": "Initialize", "PercentageComplete": percent}]);
     }
     if volume.raid_type.is_redundant() {
+        let raid = model_ops::raid_of(state, volume);
         // No spare drives: a failed leg is rebuilt when its cluster is back.
         body["RecoverableCapacitySourceCount"] = json!(0);
-        // Mirrors have no parity to tear; an unclean stop is resynced from
-        // the write-intent bitmap.
-        body["WriteHoleProtectionPolicy"] = json!("Off");
-        if let Some(operation) = model_ops::raid_of(state, volume)
-            .as_ref()
-            .and_then(raid_operation)
-        {
+        body["WriteHoleProtectionPolicy"] =
+            json!(write_hole_policy(volume.raid_type, raid.as_ref()));
+        if let Some(operation) = raid.as_ref().and_then(raid_operation) {
             body["Operations"] = json!([operation]);
         }
     }
@@ -691,6 +708,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(pooled.clusters, None);
+        for (text, raid_type) in [("RAID5", RaidType::Raid5), ("RAID6", RaidType::Raid6)] {
+            let parity = parse(json!({"CapacityBytes": 1 << 30, "RAIDType": text})).unwrap();
+            assert_eq!(parity.raid_type, raid_type);
+            assert_eq!(parity.clusters, None);
+        }
         for (body, expected) in [
             (json!({}), "CreateFailedMissingReqProperties"),
             (json!({"CapacityBytes": 0}), "PropertyValueOutOfRange"),
@@ -702,7 +724,11 @@ mod tests {
                 "PropertyValueOutOfRange",
             ),
             (
-                json!({"CapacityBytes": 1, "RAIDType": "RAID5"}),
+                json!({"CapacityBytes": 1, "RAIDType": "RAID50"}),
+                "PropertyValueNotInList",
+            ),
+            (
+                json!({"CapacityBytes": 1, "RAIDType": "RAID3"}),
                 "PropertyValueNotInList",
             ),
             (
@@ -757,5 +783,57 @@ mod tests {
         ] {
             assert_eq!(parse(body.clone()).unwrap_err(), expected, "{body}");
         }
+    }
+
+    #[test]
+    fn a_raid6_with_two_legs_away_is_a_warning_not_critical() {
+        let raid = |state: &str, degraded: bool| {
+            json!({"state": state, "shoal": {"degraded": degraded, "tolerated_failures": 2,
+                   "legs": [{"state": "online"}, {"state": "failed"}, {"state": "online"}, {"state": "missing"}]}})
+        };
+        assert_eq!(
+            raid_status(Some(&raid("online", true))),
+            json!({"State": "Enabled", "Health": "Warning"})
+        );
+        assert_eq!(
+            raid_status(Some(&raid("online", false))),
+            json!({"State": "Enabled", "Health": "OK"})
+        );
+        assert_eq!(
+            raid_status(Some(&raid("offline", true))),
+            json!({"State": "UnavailableOffline", "Health": "Critical"})
+        );
+        assert_eq!(
+            raid_status(None),
+            json!({"State": "UnavailableOffline", "Health": "Critical"})
+        );
+    }
+
+    #[test]
+    fn write_hole_protection_is_what_the_dataplane_reports() {
+        let raid = |protection: &str| json!({"shoal": {"write_hole_protection": protection}});
+        assert_eq!(
+            write_hole_policy(RaidType::Raid6, Some(&raid("journal"))),
+            "Journaling"
+        );
+        assert_eq!(
+            write_hole_policy(RaidType::Raid5, Some(&raid("none"))),
+            "Off"
+        );
+        assert_eq!(write_hole_policy(RaidType::Raid5, None), "Off");
+        assert_eq!(
+            write_hole_policy(RaidType::Raid1, Some(&raid("journal"))),
+            "Off"
+        );
+    }
+
+    #[test]
+    fn a_rebuild_is_an_operation_with_its_progress() {
+        let raid = json!({"process": {"type": "rebuild", "progress": {"percent": 42.7}}});
+        assert_eq!(
+            raid_operation(&raid),
+            Some(json!({"Operation": "Rebuild", "PercentageComplete": 42}))
+        );
+        assert_eq!(raid_operation(&json!({"process": null})), None);
     }
 }

@@ -30,9 +30,17 @@ pub const DEFAULT_STRIP_BYTES: u64 = 64 << 10;
 pub const MIN_STRIP_BYTES: u64 = 4 << 10;
 pub const MAX_STRIP_BYTES: u64 = ALLOCATION_UNIT_BYTES;
 /// Room at the start of every leg of a redundant volume for the raid's
-/// superblock and write-intent bitmap (the dataplane's
-/// `raid::superblock::RESERVED_BYTES`).
+/// superblock and write-intent bitmap (and, for the parity levels, the
+/// write-hole journal): the dataplane's `raid::superblock::RESERVED_BYTES`.
 pub const RAID_SUPERBLOCK_BYTES: u64 = 4 << 20;
+/// Default strip of RAID5 and RAID6 volumes. A write that covers whole
+/// stripes (data legs x strip) needs no reads for its parity; 64 KiB keeps
+/// a stripe small enough that sequential host writes often do (192 KiB on
+/// four RAID5 legs), and is what the dataplane's parity benchmarks use.
+pub const PARITY_STRIP_BYTES: u64 = 64 << 10;
+/// Most data legs a parity raid has: the dataplane's
+/// `raid::parity::MAX_DATA_SHARDS` (RAID5 up to 33 legs, RAID6 up to 34).
+pub const MAX_PARITY_DATA_LEGS: u32 = 32;
 
 /// How a volume spreads over the data clusters. Each leg is on a different
 /// cluster's drive: the cluster is the failure domain.
@@ -55,7 +63,7 @@ pub enum RaidType {
 impl RaidType {
     /// The Redfish `RAIDType` values accepted at creation: only those the
     /// dataplane and the placement carry out end to end.
-    pub const SUPPORTED: [&'static str; 4] = ["RAID0", "None", "RAID1", "RAID10"];
+    pub const SUPPORTED: [&'static str; 6] = ["RAID0", "None", "RAID1", "RAID10", "RAID5", "RAID6"];
 
     pub fn parse(text: &str) -> Option<Self> {
         match text {
@@ -85,9 +93,51 @@ impl RaidType {
         !matches!(self, Self::Raid0 | Self::None)
     }
 
-    /// Mirrored: built as the dataplane's raid1/raid10 on an owner cluster.
-    pub fn is_mirrored(self) -> bool {
-        matches!(self, Self::Raid1 | Self::Raid10)
+    /// The dataplane raid level of a volume built as one raid with a
+    /// superblock on an owner cluster ([`super::owner`]), forwarded to by
+    /// every other cluster; `None` for the striped types, which every
+    /// cluster builds alike.
+    pub fn owner_level(self) -> Option<&'static str> {
+        match self {
+            Self::Raid1 => Some("raid1"),
+            Self::Raid10 => Some("raid10"),
+            Self::Raid5 => Some("raid5f"),
+            Self::Raid6 => Some("raid6"),
+            Self::Raid0 | Self::None => None,
+        }
+    }
+
+    /// Built on an owner cluster (see [`Self::owner_level`]).
+    pub fn has_owner(self) -> bool {
+        self.owner_level().is_some()
+    }
+
+    /// Bytes at the start of each leg that hold no volume data: the raid's
+    /// superblock area on owner-built volumes.
+    pub fn leg_metadata_bytes(self) -> u64 {
+        if self.has_owner() {
+            RAID_SUPERBLOCK_BYTES
+        } else {
+            0
+        }
+    }
+
+    /// The strip of a new volume whose POST names none.
+    pub fn default_strip_bytes(self) -> u64 {
+        match self {
+            Self::Raid5 | Self::Raid6 => PARITY_STRIP_BYTES,
+            _ => DEFAULT_STRIP_BYTES,
+        }
+    }
+
+    /// The most legs this type takes (the dataplane's limit).
+    pub fn max_legs(self) -> Option<u32> {
+        match self {
+            Self::Raid1 => Some(2),
+            Self::Raid5 => Some(MAX_PARITY_DATA_LEGS + 1),
+            Self::Raid6 => Some(MAX_PARITY_DATA_LEGS + 2),
+            Self::Raid0 | Self::None | Self::Raid10 => None,
+        }
     }
 
     /// Legs whose space holds distinct data: all of them striped, one for
@@ -104,19 +154,21 @@ impl RaidType {
 
     /// Why `legs` legs cannot make this type, if they cannot.
     pub fn leg_count_error(self, legs: u32) -> Option<String> {
-        let ok = match self {
-            Self::Raid1 => legs == 2,
-            Self::Raid10 => legs >= 4 && legs.is_multiple_of(2),
-            Self::Raid5 => legs >= 3,
-            Self::Raid6 => legs >= 4,
-            Self::Raid0 | Self::None => legs >= 1,
-        };
+        let within = self.max_legs().is_none_or(|max| legs <= max);
+        let ok = within
+            && match self {
+                Self::Raid1 => legs == 2,
+                Self::Raid10 => legs >= 4 && legs.is_multiple_of(2),
+                Self::Raid5 => legs >= 3,
+                Self::Raid6 => legs >= 4,
+                Self::Raid0 | Self::None => legs >= 1,
+            };
         (!ok).then(|| {
             let rule = match self {
                 Self::Raid1 => "exactly 2",
                 Self::Raid10 => "an even number, at least 4,",
-                Self::Raid5 => "at least 3",
-                Self::Raid6 => "at least 4",
+                Self::Raid5 => "3 to 33",
+                Self::Raid6 => "4 to 34",
                 Self::Raid0 | Self::None => "at least 1",
             };
             format!(
@@ -286,6 +338,48 @@ impl Desired {
         self.connections
             .iter()
             .filter(move |c| c.volumes.iter().any(|v| v.volume == volume))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parity_levels_are_built_on_an_owner_with_their_leg_rules() {
+        assert_eq!(RaidType::Raid5.owner_level(), Some("raid5f"));
+        assert_eq!(RaidType::Raid6.owner_level(), Some("raid6"));
+        assert_eq!(RaidType::Raid0.owner_level(), None);
+        assert_eq!(RaidType::Raid6.leg_metadata_bytes(), 4 << 20);
+        assert_eq!(RaidType::None.leg_metadata_bytes(), 0);
+        assert_eq!(RaidType::Raid6.default_strip_bytes(), 64 << 10);
+        assert_eq!(RaidType::Raid5.tolerated_failures(), 1);
+        assert_eq!(RaidType::Raid6.tolerated_failures(), 2);
+        assert_eq!(RaidType::Raid5.data_legs(4), 3);
+        assert_eq!(RaidType::Raid6.data_legs(4), 2);
+        for (raid_type, legs, ok) in [
+            (RaidType::Raid5, 2, false),
+            (RaidType::Raid5, 3, true),
+            (RaidType::Raid5, 33, true),
+            (RaidType::Raid5, 34, false),
+            (RaidType::Raid6, 3, false),
+            (RaidType::Raid6, 4, true),
+            (RaidType::Raid6, 34, true),
+            (RaidType::Raid6, 35, false),
+        ] {
+            assert_eq!(
+                raid_type.leg_count_error(legs).is_none(),
+                ok,
+                "{raid_type:?} {legs}"
+            );
+        }
+        assert_eq!(
+            RaidType::Raid6.leg_count_error(3).unwrap(),
+            "RAID6 needs 4 to 34 drives on distinct data clusters; 3 were chosen"
+        );
+        for text in RaidType::SUPPORTED {
+            assert_eq!(RaidType::parse(text).unwrap().redfish(), text);
+        }
     }
 }
 

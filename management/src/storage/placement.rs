@@ -3,7 +3,14 @@
 //! new volume's legs. Pure functions of recorded state, so a restart always
 //! sees the same map.
 
-use super::model::{ALLOCATION_UNIT_BYTES, DRIVE_RESERVED_BYTES, Extent, Leg, Volume};
+use super::model::{
+    ALLOCATION_UNIT_BYTES, DRIVE_RESERVED_BYTES, Extent, Leg, MAX_STRIP_BYTES, RaidType, Volume,
+};
+
+// A leg of whole allocation units is then a whole number of strips of any
+// allowed size, so a capacity of whole units per data leg is always whole
+// stripes (see `layout`).
+const _: () = assert!(ALLOCATION_UNIT_BYTES.is_multiple_of(MAX_STRIP_BYTES));
 
 /// One data cluster's drive as the cluster reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +66,32 @@ pub enum PlacementError {
 pub fn leg_bytes(capacity_bytes: u64, legs: u32) -> u64 {
     let per_leg = capacity_bytes.div_ceil(u64::from(legs.max(1)));
     per_leg.div_ceil(ALLOCATION_UNIT_BYTES) * ALLOCATION_UNIT_BYTES
+}
+
+/// How a new volume lies on its legs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LegLayout {
+    /// What each leg takes on its drive: its share of the data plus the
+    /// raid's superblock area, if the volume has one.
+    pub leg_bytes: u64,
+    /// The volume's capacity: what was asked for, rounded up.
+    pub capacity_bytes: u64,
+}
+
+/// The layout of a `raid_type` volume of at least `capacity_bytes` over
+/// `legs` legs. Each data leg's share is whole allocation units, hence
+/// whole strips: a RAID5/RAID6 volume is always a whole number of stripes
+/// (data legs x strip), which the parity raids require. The capacity is
+/// rounded *up* to that rather than refused, as for every other type: a
+/// host asking for 32 MiB of RAID5 on four legs gets 33 MiB (three data
+/// legs of 11 MiB), never less than it asked for.
+pub fn layout(raid_type: RaidType, capacity_bytes: u64, legs: u32) -> LegLayout {
+    let data_legs = raid_type.data_legs(legs).max(1);
+    let share = leg_bytes(capacity_bytes, data_legs);
+    LegLayout {
+        leg_bytes: share + raid_type.leg_metadata_bytes(),
+        capacity_bytes: share * u64::from(data_legs),
+    }
 }
 
 /// The extents of `drive` that no volume occupies, in order.
@@ -239,6 +272,43 @@ mod tests {
         assert_eq!(leg_bytes(1, 4), MIB);
         assert_eq!(leg_bytes(3 * MIB + 1, 3), 2 * MIB);
         assert_eq!(leg_bytes(10 * MIB, 1), 10 * MIB);
+    }
+
+    #[test]
+    fn parity_volumes_are_whole_stripes_with_the_superblock_area_on_every_leg() {
+        let strip = 64 << 10;
+        for (raid_type, capacity, legs, leg_bytes, rounded) in [
+            // Two data legs of 16 MiB, each leg 4 MiB more.
+            (RaidType::Raid6, 32 * MIB, 4, 20 * MIB, 32 * MIB),
+            // Three data legs: 32 MiB rounds up to 3 x 11 MiB.
+            (RaidType::Raid5, 32 * MIB, 4, 15 * MIB, 33 * MIB),
+            (RaidType::Raid5, 100 * MIB + 1, 3, 55 * MIB, 102 * MIB),
+            (RaidType::Raid6, 1, 5, 5 * MIB, 3 * MIB),
+            (RaidType::Raid6, 64 * MIB, 34, 6 * MIB, 64 * MIB),
+            // The mirrors as before: RAID10 over 4 has two data legs.
+            (RaidType::Raid10, 32 * MIB, 4, 20 * MIB, 32 * MIB),
+            (RaidType::Raid1, 32 * MIB, 2, 36 * MIB, 32 * MIB),
+            // Striped volumes hold no superblock.
+            (RaidType::Raid0, 32 * MIB, 4, 8 * MIB, 32 * MIB),
+        ] {
+            let got = layout(raid_type, capacity, legs);
+            assert_eq!(
+                got,
+                LegLayout {
+                    leg_bytes,
+                    capacity_bytes: rounded
+                },
+                "{raid_type:?} {capacity} over {legs}"
+            );
+            let data_legs = u64::from(raid_type.data_legs(legs));
+            assert_eq!(
+                rounded % (data_legs * strip),
+                0,
+                "{raid_type:?}: whole stripes"
+            );
+            // Whole stripes for the largest strip too.
+            assert_eq!(rounded % (data_legs * MAX_STRIP_BYTES), 0);
+        }
     }
 
     #[test]

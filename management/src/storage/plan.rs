@@ -17,13 +17,13 @@
 //! `volume7-leg0-e0`, `volume7-leg0-e1`, ... The same names on every
 //! cluster keep the mapping identical wherever an I/O arrives.
 //!
-//! A redundant (mirrored) volume has one *owner* cluster
-//! ([`super::owner`]) that holds its raid, so that writes arriving at
-//! different clusters never interleave on the legs; the others forward to
-//! it, holding I/O while the owner changes:
+//! A redundant volume (RAID1, RAID10, RAID5, RAID6) has one *owner*
+//! cluster ([`super::owner`]) that holds its raid, so that writes arriving
+//! at different clusters never interleave on the legs (nor tear a parity
+//! stripe); the others forward to it, holding I/O while the owner changes:
 //!
 //! ```text
-//! owner:   volume7        raid1 (superblock) over volume7-leg0, volume7-leg1
+//! owner:   volume7        raid1|raid10|raid5f|raid6 (superblock) over volume7-leg0, volume7-leg1, ...
 //!          volume7-leg<K> part of its drive | remote (fail fast) to the leg's cluster
 //! others:  volume7        remote to the owner's volume7, holding I/O 10 s
 //!          volume7-leg<K> part of its drive, where a leg lives there
@@ -137,10 +137,10 @@ pub enum BdevPlan {
         /// when the owner changes.
         hold_ms: u64,
     },
-    /// A redundant volume's raid, on its owner.
-    Mirror {
+    /// A redundant volume's raid (with a superblock), on its owner.
+    Redundant {
         name: String,
-        /// `raid1` or `raid10`.
+        /// `raid1`, `raid10`, `raid5f` or `raid6`.
         level: &'static str,
         legs: Vec<String>,
         strip_kb: u32,
@@ -163,7 +163,7 @@ impl BdevPlan {
             | Self::Concat { name, .. }
             | Self::Remote { name, .. }
             | Self::Raid0 { name, .. }
-            | Self::Mirror { name, .. } => name,
+            | Self::Redundant { name, .. } => name,
         }
     }
 
@@ -179,7 +179,7 @@ impl BdevPlan {
             Self::Concat { .. } => 1,
             Self::Remote { .. } if self.is_forwarder() => 4,
             Self::Remote { .. } => 2,
-            Self::Raid0 { .. } | Self::Mirror { .. } => 3,
+            Self::Raid0 { .. } | Self::Redundant { .. } => 3,
         }
     }
 
@@ -190,9 +190,10 @@ impl BdevPlan {
             Self::Concat { legs, .. } | Self::Raid0 { legs, .. } => {
                 legs.iter().map(String::as_str).collect()
             }
-            // A mirror is assembled with the legs there are: a leg whose
-            // cluster is down is a missing slot, added back when it returns.
-            Self::Remote { .. } | Self::Mirror { .. } => Vec::new(),
+            // A redundant raid is assembled with the legs there are: a leg
+            // whose cluster is down is a missing slot, added back when it
+            // returns.
+            Self::Remote { .. } | Self::Redundant { .. } => Vec::new(),
         }
     }
 
@@ -222,7 +223,7 @@ impl BdevPlan {
                 "bdev_remote_create",
                 json!({"name": name, "cluster": cluster, "remote_bdev": remote_bdev, "hold_timeout_ms": hold_ms}),
             ),
-            Self::Mirror {
+            Self::Redundant {
                 name,
                 level,
                 legs,
@@ -257,7 +258,7 @@ impl BdevPlan {
             Self::Part { num_blocks, .. }
             | Self::Remote { num_blocks, .. }
             | Self::Raid0 { num_blocks, .. }
-            | Self::Mirror { num_blocks, .. } => Some(*num_blocks),
+            | Self::Redundant { num_blocks, .. } => Some(*num_blocks),
             Self::Concat { .. } => None,
         }
     }
@@ -288,7 +289,7 @@ impl BdevPlan {
             )),
             Self::Remote { .. } => Some(("bdev_remote_resize", json!({"name": name}))),
             Self::Raid0 { .. } => Some(("bdev_raid_resize", json!({"name": name}))),
-            Self::Concat { .. } | Self::Mirror { .. } => None,
+            Self::Concat { .. } | Self::Redundant { .. } => None,
         }
     }
 
@@ -313,7 +314,7 @@ impl BdevPlan {
         ))
     }
 
-    /// For a mirror: `bdev_raid_add_base_bdev` for each slot that is
+    /// For a redundant raid: `bdev_raid_add_base_bdev` for each slot that is
     /// missing or failed while its planned leg is there to take it back
     /// (`leg_ready`: the leg bdev exists here and its cluster runs).
     pub fn heal_calls(
@@ -321,7 +322,7 @@ impl BdevPlan {
         actual: &Value,
         leg_ready: impl Fn(&str) -> bool,
     ) -> Vec<(&'static str, Value)> {
-        let Self::Mirror { name, legs, .. } = self else {
+        let Self::Redundant { name, legs, .. } = self else {
             return Vec::new();
         };
         let raid = &actual["driver_specific"]["raid"];
@@ -381,7 +382,7 @@ impl BdevPlan {
                     && remote["remote_bdev"] == remote_bdev.as_str()
                     && remote["hold_timeout_ms"].as_u64().unwrap_or(0) == *hold_ms
             }
-            Self::Mirror {
+            Self::Redundant {
                 level,
                 legs,
                 strip_kb,
@@ -505,10 +506,10 @@ pub struct ClusterPlan {
 }
 
 /// The bdevs volume `volume` needs on cluster `cluster`, in creation order.
-/// `owner` is the owner of a mirrored volume (`None`: none can be now).
+/// `owner` is the owner of a redundant volume (`None`: none can be now).
 fn volume_bdevs(volume: &Volume, cluster: u32, owner: Option<u32>) -> Vec<BdevPlan> {
-    let mirrored = volume.raid_type.is_mirrored();
-    let owns = !mirrored || owner == Some(cluster);
+    let owner_level = volume.raid_type.owner_level();
+    let owns = owner_level.is_none() || owner == Some(cluster);
     let mut bdevs = Vec::new();
     let mut legs = Vec::new();
     for (index, leg) in volume.legs.iter().enumerate() {
@@ -553,7 +554,7 @@ fn volume_bdevs(volume: &Volume, cluster: u32, owner: Option<u32>) -> Vec<BdevPl
     }
     let num_blocks = volume.capacity_bytes / u64::from(volume.block_size);
     let strip_kb = (volume.strip_bytes / 1024) as u32;
-    if !mirrored {
+    let Some(level) = owner_level else {
         bdevs.push(BdevPlan::Raid0 {
             name: volume_bdev(volume.id),
             legs,
@@ -561,13 +562,19 @@ fn volume_bdevs(volume: &Volume, cluster: u32, owner: Option<u32>) -> Vec<BdevPl
             uuid: volume.uuid,
             num_blocks,
         });
-    } else if owns {
-        let raid10 = volume.raid_type == RaidType::Raid10;
-        bdevs.push(BdevPlan::Mirror {
+        return bdevs;
+    };
+    if owns {
+        bdevs.push(BdevPlan::Redundant {
             name: volume_bdev(volume.id),
-            level: if raid10 { "raid10" } else { "raid1" },
+            level,
             legs,
-            strip_kb: if raid10 { strip_kb } else { 0 },
+            // A mirror does not stripe: raid1 takes no strip.
+            strip_kb: if volume.raid_type == RaidType::Raid1 {
+                0
+            } else {
+                strip_kb
+            },
             uuid: volume.uuid,
             num_blocks,
         });
@@ -588,7 +595,7 @@ pub fn drive_bdev(cluster: u32) -> String {
     format!("drive{cluster}")
 }
 
-/// What every data cluster must hold for `desired`, with each mirrored
+/// What every data cluster must hold for `desired`, with each redundant
 /// volume's raid on its owner in `owners` (by volume id).
 pub fn plan(fabric: &Fabric, desired: &Desired, owners: &BTreeMap<u64, u32>) -> Vec<ClusterPlan> {
     let address = fabric.listen_address.to_string();
@@ -1054,7 +1061,7 @@ mod tests {
                 ("volume3".into(), 3)
             ]
         );
-        let BdevPlan::Mirror { level, legs, .. } = &plans[1].bdevs[2] else {
+        let BdevPlan::Redundant { level, legs, .. } = &plans[1].bdevs[2] else {
             panic!("{:?}", plans[1].bdevs[2]);
         };
         assert_eq!(*level, "raid1");
@@ -1095,7 +1102,7 @@ mod tests {
         assert!(!forwarder.matches(&fail_fast));
         assert_eq!(forwarder.retarget_call(&fail_fast), None);
 
-        let mirror = BdevPlan::Mirror {
+        let mirror = BdevPlan::Redundant {
             name: "volume3".into(),
             level: "raid1",
             legs: vec!["volume3-leg0".into(), "volume3-leg1".into()],
@@ -1134,6 +1141,139 @@ mod tests {
             mirror
                 .heal_calls(&actual(["online", "online"], Value::Null), |_| true)
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_parity_volume_is_a_raid5f_or_raid6_on_its_owner_with_one_leg_per_cluster() {
+        let legs: Vec<Leg> = (0..4)
+            .map(|cluster| Leg {
+                cluster,
+                extents: vec![extent(2048, 40960)],
+            })
+            .collect();
+        let mut v = volume(5, legs);
+        v.raid_type = RaidType::Raid6;
+        // Two data legs of 16 MiB (the rest of each 20 MiB leg is the
+        // superblock area).
+        v.capacity_bytes = 32 << 20;
+        let desired = Desired {
+            volumes: vec![v.clone()],
+            ..Desired::default()
+        };
+        let mut four = fabric();
+        four.clusters = 4;
+        let owners = BTreeMap::from([(5, 2)]);
+        let plans = plan(&four, &desired, &owners);
+        let owner = &plans[2].bdevs;
+        let names: Vec<&str> = owner.iter().map(BdevPlan::name).collect();
+        assert_eq!(
+            names,
+            [
+                "volume5-leg2",
+                "volume5-leg0",
+                "volume5-leg1",
+                "volume5-leg3",
+                "volume5"
+            ]
+        );
+        assert_eq!(
+            owner[4],
+            BdevPlan::Redundant {
+                name: "volume5".into(),
+                level: "raid6",
+                legs: (0..4).map(|i| format!("volume5-leg{i}")).collect(),
+                strip_kb: 64,
+                uuid: Uuid::from_u128(5),
+                num_blocks: 65536,
+            }
+        );
+        assert_eq!(
+            owner[4].create_call(),
+            (
+                "bdev_raid_create",
+                json!({"name": "volume5", "raid_level": "raid6",
+                       "base_bdevs": ["volume5-leg0", "volume5-leg1", "volume5-leg2", "volume5-leg3"],
+                       "strip_size_kb": 64, "uuid": Uuid::from_u128(5).to_string(), "superblock": true})
+            )
+        );
+        // The other legs are reached fail-fast (the raid takes them out).
+        assert!(owner[1..4].iter().all(|b| matches!(
+            b,
+            BdevPlan::Remote {
+                hold_ms: 0,
+                num_blocks: 40960,
+                ..
+            }
+        )));
+        // Every other cluster: its own leg and a forwarder to the owner.
+        for cluster in [0, 1, 3] {
+            let bdevs = &plans[cluster].bdevs;
+            assert_eq!(bdevs.len(), 2, "{bdevs:?}");
+            assert_eq!(bdevs[0].name(), format!("volume5-leg{cluster}"));
+            assert!(matches!(
+                &bdevs[1],
+                BdevPlan::Remote {
+                    cluster: 2,
+                    hold_ms: FORWARD_HOLD_MS,
+                    num_blocks: 65536,
+                    ..
+                }
+            ));
+        }
+        v.raid_type = RaidType::Raid5;
+        let desired = Desired {
+            volumes: vec![v],
+            ..Desired::default()
+        };
+        let plans = plan(&four, &desired, &owners);
+        let BdevPlan::Redundant {
+            level, strip_kb, ..
+        } = &plans[2].bdevs[4]
+        else {
+            panic!("{:?}", plans[2].bdevs[4]);
+        };
+        assert_eq!((*level, *strip_kb), ("raid5f", 64));
+    }
+
+    #[test]
+    fn a_raid6_missing_two_legs_matches_and_takes_both_back() {
+        let raid6 = BdevPlan::Redundant {
+            name: "volume5".into(),
+            level: "raid6",
+            legs: (0..4).map(|i| format!("volume5-leg{i}")).collect(),
+            strip_kb: 64,
+            uuid: Uuid::from_u128(5),
+            num_blocks: 65536,
+        };
+        // As the dataplane's stripe raid describes itself.
+        let actual = |states: [&str; 4], level: &str| {
+            let legs: Vec<Value> = states
+                .iter()
+                .enumerate()
+                .map(|(i, state)| json!({"name": format!("volume5-leg{i}"), "state": state}))
+                .collect();
+            json!({"name": "volume5", "num_blocks": 65536, "uuid": Uuid::from_u128(5).to_string(),
+                   "driver_specific": {"raid": {"raid_level": level, "strip_size_kb": 64, "state": "online",
+                   "process": null, "shoal": {"degraded": true, "tolerated_failures": 2, "legs": legs}}}})
+        };
+        let degraded = actual(["online", "failed", "online", "missing"], "raid6");
+        assert!(raid6.matches(&degraded));
+        assert!(!raid6.matches(&actual(["online"; 4], "raid5f")));
+        assert_eq!(raid6.growth_call(&degraded), None);
+        let calls = raid6.heal_calls(&degraded, |_| true);
+        assert_eq!(
+            calls,
+            [
+                (
+                    "bdev_raid_add_base_bdev",
+                    json!({"raid_bdev": "volume5", "base_bdev": "volume5-leg1"})
+                ),
+                (
+                    "bdev_raid_add_base_bdev",
+                    json!({"raid_bdev": "volume5", "base_bdev": "volume5-leg3"})
+                )
+            ]
         );
     }
 }

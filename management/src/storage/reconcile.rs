@@ -452,7 +452,7 @@ impl Target<'_> {
         }
     }
 
-    /// Takes legs back into this cluster's mirrors: a slot missing or
+    /// Takes legs back into this cluster's redundant raids: a slot missing or
     /// failed whose leg is here again and whose cluster runs.
     async fn heal(&mut self, live: &BTreeSet<u32>, failures: &mut Vec<Failure>) {
         let plan = self.plan;
@@ -474,7 +474,7 @@ impl Target<'_> {
                     cluster = self.session.cluster,
                     raid = bdev.name(),
                     leg = params["base_bdev"].as_str(),
-                    "taking a leg back into the mirror"
+                    "taking a leg back into the raid"
                 );
                 self.apply(failures, bdev.name(), method, params).await;
             }
@@ -874,7 +874,7 @@ fn string_set(value: &Value) -> BTreeSet<String> {
 }
 
 /// One pass over the running clusters (`running`: index and socket).
-/// The owner of every mirrored volume: the running cluster that holds its
+/// The owner of every redundant volume: the running cluster that holds its
 /// raid now (so ownership survives a management restart), else a new one
 /// by [`owner::choose_owner`].
 fn owners(
@@ -889,12 +889,12 @@ fn owners(
     desired
         .volumes
         .iter()
-        .filter(|v| v.raid_type.is_mirrored())
         .filter_map(|volume| {
+            let wanted = volume.raid_type.owner_level()?;
             let name = plan::volume_bdev(volume.id);
             let current = opened.iter().find_map(|(session, view)| {
                 let level = &view.bdevs.get(&name)?["driver_specific"]["raid"]["raid_level"];
-                (level == "raid1" || level == "raid10").then_some(session.cluster)
+                (level == wanted).then_some(session.cluster)
             });
             let leg_clusters: Vec<u32> = volume.legs.iter().map(|l| l.cluster).collect();
             owner::choose_owner(current, &running, &leg_clusters, volume.id)

@@ -131,7 +131,10 @@ pub async fn create_volume(
         .clusters
         .clone()
         .unwrap_or_else(|| default_clusters(request.raid_type, fabric.clusters));
-    if let Some(reason) = request.raid_type.leg_count_error(clusters.len() as u32) {
+    if let Some(mut reason) = request.raid_type.leg_count_error(clusters.len() as u32) {
+        if request.clusters.is_none() {
+            reason += &format!(" (all the appliance has: {})", fabric.clusters);
+        }
         return Err(StorageError::Invalid {
             property: "RAIDType",
             value: request.raid_type.redfish().to_string(),
@@ -150,7 +153,9 @@ pub async fn create_volume(
             ),
         });
     }
-    let strip_bytes = request.strip_bytes.unwrap_or(model::DEFAULT_STRIP_BYTES);
+    let strip_bytes = request
+        .strip_bytes
+        .unwrap_or(request.raid_type.default_strip_bytes());
     if !strip_bytes.is_power_of_two()
         || !(model::MIN_STRIP_BYTES..=model::MAX_STRIP_BYTES).contains(&strip_bytes)
         || strip_bytes < u64::from(block_size)
@@ -169,15 +174,14 @@ pub async fn create_volume(
         .iter()
         .map(|d| placement::free_bytes(d, &desired.volumes))
         .sum();
-    // A mirrored volume's legs each hold their share of the data plus the
-    // raid's superblock area.
-    let data_legs = request.raid_type.data_legs(clusters.len() as u32);
-    let metadata_bytes = if request.raid_type.is_mirrored() {
-        model::RAID_SUPERBLOCK_BYTES
-    } else {
-        0
-    };
-    let leg_bytes = placement::leg_bytes(request.capacity_bytes, data_legs) + metadata_bytes;
+    // A redundant volume's legs each hold their share of the data plus the
+    // raid's superblock area; the capacity is rounded up to whole stripes.
+    let layout = placement::layout(
+        request.raid_type,
+        request.capacity_bytes,
+        clusters.len() as u32,
+    );
+    let leg_bytes = layout.leg_bytes;
     let legs = placement::allocate(&drives, &desired.volumes, leg_bytes).map_err(
         |_| {
             StorageError::InsufficientCapacity(format!(
@@ -198,7 +202,7 @@ pub async fn create_volume(
         name: request.name.unwrap_or_else(|| format!("Volume {id}")),
         display_name: request.display_name,
         raid_type: request.raid_type,
-        capacity_bytes: (leg_bytes - metadata_bytes) * u64::from(data_legs),
+        capacity_bytes: layout.capacity_bytes,
         block_size,
         strip_bytes,
         uuid: uuid::Uuid::new_v4(),
@@ -272,7 +276,7 @@ async fn build_volume(
     if !failures.is_empty() {
         return Err(failures);
     }
-    if volume.raid_type.is_mirrored() {
+    if volume.raid_type.has_owner() {
         return scrub_through_owner(state, volume, &report.views).await;
     }
     scrub(state, volume).await
@@ -280,19 +284,24 @@ async fn build_volume(
 
 /// The clusters a volume's legs go to when the POST names none: every
 /// cluster for striped volumes, the first two for RAID1, the largest even
-/// number for RAID10.
+/// number for RAID10, every cluster up to the raid's limit for RAID5 and
+/// RAID6 (one leg per cluster: the cluster is the failure domain).
 fn default_clusters(raid_type: RaidType, clusters: u32) -> Vec<u32> {
     let count = match raid_type {
-        RaidType::Raid1 => clusters.min(2),
         RaidType::Raid10 => clusters - clusters % 2,
-        _ => clusters,
+        _ => raid_type
+            .max_legs()
+            .map_or(clusters, |max| clusters.min(max)),
     };
     (0..count).collect()
 }
 
-/// Zeroes a mirrored volume through its raid on the owner: the legs'
+/// Zeroes a redundant volume through its raid on the owner: the legs'
 /// first MiBs are the raid's superblock and bitmap, which zeroing the legs
-/// would wipe, and the raid zeroes every mirror alike.
+/// would wipe, and the raid zeroes every mirror alike. A parity raid
+/// cannot write zeroes (its parity must follow them); the dataplane's
+/// `bdev_write_zeroes` then writes buffers of zeroes through it, so parity
+/// and data agree from the start.
 async fn scrub_through_owner(
     state: &AppState,
     volume: &Volume,
@@ -486,11 +495,14 @@ pub async fn initialize_volume(
                 volume.name
             )));
         }
-        if volume.raid_type.is_mirrored() {
+        if volume.raid_type.has_owner() {
             return Err(StorageError::Invalid {
                 property: "RAIDType",
                 value: volume.raid_type.redfish().to_string(),
-                reason: "Volume.Initialize of a mirrored volume is not supported yet (its legs hold the raid's superblock; it was zeroed through the raid when created)".into(),
+                reason: format!(
+                    "Volume.Initialize of a {} volume is not supported yet (its legs hold the raid's superblock; it was zeroed through the raid when created)",
+                    volume.raid_type.redfish()
+                ),
             });
         }
         initializing.insert(id, 0);
@@ -586,7 +598,7 @@ pub async fn grow_volume(
         .volume(id)
         .cloned()
         .ok_or_else(|| not_found("volume", id))?;
-    if volume.raid_type.is_mirrored() && capacity_bytes != volume.capacity_bytes {
+    if volume.raid_type.has_owner() && capacity_bytes != volume.capacity_bytes {
         return Err(StorageError::Invalid {
             property: "CapacityBytes",
             value: capacity_bytes.to_string(),
