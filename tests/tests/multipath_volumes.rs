@@ -60,7 +60,7 @@ fn writes_from_two_paths_keep_the_volume_consistent(raid_type: &str) {
         VOLUMES,
         &json!({"Name": "multipath", "CapacityBytes": 24 * MIB, "RAIDType": raid_type}),
     );
-    assert_eq!(status, StatusCode::CREATED, "{volume}");
+    assert_eq!(status, StatusCode::CREATED, "{volume}\n{}", appliance.log());
     let id = volume["Id"].as_str().unwrap().to_string();
     let bdev = format!("volume{id}");
     let path = format!("{VOLUMES}/{id}");

@@ -153,6 +153,13 @@ impl IoBuf {
         }
     }
 
+    /// A buffer of this cluster's pool, or `None` when the pool is closed,
+    /// exhausted or has no buffer class that large.
+    pub fn from_pool(len: usize) -> Option<Self> {
+        let (ptr, buffer) = crate::pool::get()?.alloc(len)?;
+        Some(Self::from_memory(Memory::Pool { ptr, buffer }, len))
+    }
+
     /// A view of `len` bytes of another cluster's pool buffer at region
     /// offset `region_offset`, mapped at `ptr`.
     ///

@@ -22,6 +22,7 @@
 //! of a cluster's buffers. With `hold_timeout_ms` 0 (raid legs) failures
 //! are reported at once, so the raid above fails the leg and goes on.
 
+use shoal_appliance::region::pool::CLASS_SIZES;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -45,6 +46,32 @@ pub const MAX_HELD_REQUESTS: usize = 1024;
 /// The poller itself notices a peer's death within its liveness tick; a
 /// returning target is a fresh process, so a few ms more do not matter.
 const HOLD_POLL: Duration = Duration::from_millis(10);
+
+/// How long a request waits for a pool buffer to bounce its data through
+/// while the pool is exhausted by other I/O in flight (back-pressure, not
+/// a failure: a raid fails a leg whose I/O fails) before it fails.
+pub const POOL_WAIT: Duration = Duration::from_secs(5);
+
+/// How often a request waiting for a pool buffer tries again.
+const POOL_POLL: Duration = Duration::from_millis(1);
+
+/// A pool buffer of `len` bytes, waiting up to [`POOL_WAIT`] while the
+/// pool is exhausted; `None` when it stays so, or when no buffer class is
+/// that large or the pool is closed (waiting would not help).
+async fn bounce_buffer(len: usize) -> Option<IoBuf> {
+    let deadline = Instant::now() + POOL_WAIT;
+    loop {
+        if let Some(buf) = IoBuf::from_pool(len) {
+            return Some(buf);
+        }
+        let may_free = crate::pool::get().is_some_and(|pool| pool.is_open())
+            && len as u64 <= *CLASS_SIZES.last().expect("classes");
+        if !may_free || Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(POOL_POLL).await;
+    }
+}
 
 /// Where the bdev's I/O goes: replaced whole by `bdev_remote_set_target`.
 #[derive(Debug, Clone)]
@@ -382,14 +409,13 @@ impl BackendChannel for RemoteChannel {
             // owner passing a forwarded write on to a leg) copy through one.
             let (mut wire_buf, original) = match buf {
                 Some(buf) if !buf.in_own_pool() => {
-                    let mut bounce = IoBuf::for_io(buf.len());
-                    if bounce.region_offset().is_none() {
+                    let Some(mut bounce) = bounce_buffer(buf.len()).await else {
                         tracing::warn!(
                             bytes = buf.len(),
                             "no pool buffer for an inter-cluster request: failing it"
                         );
                         return IoCompletion::new(Some(buf), Err(IoError::Io));
-                    }
+                    };
                     if kind == IoKind::Write {
                         bounce.as_mut_slice().copy_from_slice(buf.as_slice());
                         shared

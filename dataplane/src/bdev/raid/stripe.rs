@@ -52,6 +52,9 @@ use crate::bdev::{
 /// Largest strip: a reconstruct-write holds a strip per leg in memory.
 pub const MAX_STRIP_KB: u32 = 1024;
 
+/// Stripes one write request updates at once.
+pub const STRIPES_IN_FLIGHT_PER_WRITE: usize = 4;
+
 /// Smallest bitmap region (as for the mirrors); always whole stripes.
 pub const MIN_REGION_BYTES: u64 = 1024 * 1024;
 
@@ -390,10 +393,8 @@ impl StripeState {
                     .stripe_range(&live, stripe, lo, len)
                     .await
                     .map_err(|_| unreadable())?;
-                let writes: Vec<(usize, IoBuf)> = targets
-                    .iter()
-                    .map(|&s| (s, IoBuf::from_slice(&shards[s])))
-                    .collect();
+                let writes: Vec<(usize, IoBuf)> =
+                    targets.iter().map(|&s| (s, pooled(&shards[s]))).collect();
                 let bytes = (writes.len() * self.bytes(len)) as u64;
                 self.write_shards(&live, stripe, lo, writes, false).await;
                 Ok(bytes)
@@ -410,9 +411,8 @@ impl StripeState {
                 let mut shards: Shards = read.into_iter().flatten().collect();
                 shards.extend((0..total - data).map(|_| vec![0; self.bytes(len)]));
                 self.encode(&mut shards);
-                let writes: Vec<(usize, IoBuf)> = (data..total)
-                    .map(|s| (s, IoBuf::from_slice(&shards[s])))
-                    .collect();
+                let writes: Vec<(usize, IoBuf)> =
+                    (data..total).map(|s| (s, pooled(&shards[s]))).collect();
                 let bytes = (writes.len() * self.bytes(len)) as u64;
                 self.write_shards(&live, stripe, lo, writes, false).await;
                 Ok(bytes)
@@ -437,9 +437,8 @@ impl StripeState {
                 report.mismatched_blocks += mismatched;
                 report.checked_blocks += len * data as u64;
                 if mismatched > 0 && repair {
-                    let writes: Vec<(usize, IoBuf)> = (data..total)
-                        .map(|s| (s, IoBuf::from_slice(&expected[s])))
-                        .collect();
+                    let writes: Vec<(usize, IoBuf)> =
+                        (data..total).map(|s| (s, pooled(&expected[s]))).collect();
                     let bytes = (writes.len() * self.bytes(len)) as u64;
                     self.write_shards(&live, stripe, lo, writes, false).await;
                     return Ok(bytes);
@@ -464,6 +463,14 @@ impl StripeState {
             }),
         )
     }
+}
+
+/// A copy of `bytes` for a leg write, in this cluster's pool when it has
+/// room, so a leg on another cluster takes it without a further copy.
+fn pooled(bytes: &[u8]) -> IoBuf {
+    let mut buf = IoBuf::for_io(bytes.len());
+    buf.as_mut_slice().copy_from_slice(bytes);
+    buf
 }
 
 /// The raid bdev's module object.
@@ -653,12 +660,19 @@ async fn write(state: Arc<StripeState>, legs: Rc<LegChannels>, io: IoRequest) ->
         return IoCompletion::new(io.buf, Err(error));
     }
     let buf = io.buf.as_ref().expect("a write has a buffer");
-    let results = join_all(
-        pieces
-            .iter()
-            .map(|piece| write_piece(&state, &legs, piece, buf.as_slice(), io.fua)),
-    )
-    .await;
+    // A few stripes at a time: each holds a strip-sized buffer per leg, and
+    // a large write (a volume's scrub) would otherwise hold them all.
+    let mut results = Vec::with_capacity(pieces.len());
+    for batch in pieces.chunks(STRIPES_IN_FLIGHT_PER_WRITE) {
+        results.extend(
+            join_all(
+                batch
+                    .iter()
+                    .map(|piece| write_piece(&state, &legs, piece, buf.as_slice(), io.fua)),
+            )
+            .await,
+        );
+    }
     drop(entered);
     if state.needs_persist() {
         state.persist_superblock(&legs).await;
@@ -765,7 +779,7 @@ async fn write_piece(
         by_offset
             .entry(at)
             .or_default()
-            .push((shard, IoBuf::from_slice(bytes)));
+            .push((shard, pooled(bytes)));
     }
     // A journaled write is durable before its slot can be reused.
     let fua = fua || journaled;
