@@ -49,6 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let https_task = tokio::spawn(server::serve_https(https, tls, app, stop.clone()));
     let reconciler = tokio::spawn(crate::storage::run_reconciler(state.clone(), stop.clone()));
     let cluster_watch = tokio::spawn(crate::events::clusters::watch(state.clone(), stop.clone()));
+    let volume_watch = tokio::spawn(crate::events::volumes::watch(state.clone(), stop.clone()));
     let store_recovery = tokio::spawn(recover_store(state.store.clone(), stop.clone()));
     let redirect_task = match args.http_redirect_listen {
         Some(address) => {
@@ -81,6 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 let _ = https_task.await;
                 let _ = reconciler.await;
                 let _ = cluster_watch.await;
+                let _ = volume_watch.await;
                 let _ = store_recovery.await;
                 if let Some(task) = redirect_task {
                     let _ = task.await;

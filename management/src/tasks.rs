@@ -50,6 +50,27 @@ pub struct Outcome {
     /// The resource the operation created, if any (`Location`).
     pub location: Option<String>,
     pub body: Value,
+    /// What the operation found, in a sentence: the Task's `Description`.
+    #[serde(default)]
+    pub summary: Option<String>,
+    /// Registry messages about what went less than well: the task then
+    /// completed with warnings (`TaskCompletedWarning`, these messages in
+    /// its `Messages`).
+    #[serde(default)]
+    pub warnings: Vec<Value>,
+}
+
+impl Outcome {
+    /// The operation's response, with no summary and no warnings.
+    pub fn response(status: u16, location: Option<String>, body: Value) -> Self {
+        Self {
+            status,
+            location,
+            body,
+            summary: None,
+            warnings: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -105,11 +126,7 @@ impl Tasks {
                     &[],
                 )
                 .with_detail("the management service stopped while the task ran");
-                task.outcome = Some(Outcome {
-                    status: error.status.as_u16(),
-                    location: None,
-                    body: error.body(),
-                });
+                task.outcome = Some(Outcome::response(error.status.as_u16(), None, error.body()));
                 store.put(Table::Tasks, &id, &task).await?;
             }
         }
@@ -220,8 +237,14 @@ impl TaskHandle {
                 Ok(outcome) => {
                     task.state = TaskState::Completed;
                     task.percent = 100;
+                    let ended = if outcome.warnings.is_empty() {
+                        "TaskCompletedOK"
+                    } else {
+                        "TaskCompletedWarning"
+                    };
                     task.messages
-                        .push(registry_message("TaskEvent", "TaskCompletedOK", &[&id]));
+                        .push(registry_message("TaskEvent", ended, &[&id]));
+                    task.messages.extend(outcome.warnings.iter().cloned());
                     task.outcome = Some(outcome);
                 }
                 Err(error) => {
@@ -229,11 +252,8 @@ impl TaskHandle {
                     task.messages
                         .push(registry_message("TaskEvent", "TaskAborted", &[&id]));
                     task.messages.extend(error.messages.iter().cloned());
-                    task.outcome = Some(Outcome {
-                        status: error.status.as_u16(),
-                        location: None,
-                        body: error.body(),
-                    });
+                    task.outcome =
+                        Some(Outcome::response(error.status.as_u16(), None, error.body()));
                 }
             }
         });
@@ -265,11 +285,8 @@ mod tests {
             done.progress(40);
             let id = done.id;
             assert_eq!(tasks.get(id).unwrap().percent, 40);
-            let outcome = Outcome {
-                status: 201,
-                location: Some("/x/1".into()),
-                body: serde_json::json!({"Id": "1"}),
-            };
+            let outcome =
+                Outcome::response(201, Some("/x/1".into()), serde_json::json!({"Id": "1"}));
             let task = done.finish(Ok(outcome.clone())).await.unwrap();
             assert_eq!(
                 (task.state, task.percent, task.outcome),
@@ -292,6 +309,39 @@ mod tests {
         assert_eq!(all[0].state, TaskState::Completed);
         assert_eq!(all[1].state, TaskState::Exception);
         assert_eq!(all[1].outcome.as_ref().unwrap().status, 500);
+    }
+
+    #[tokio::test]
+    async fn a_task_with_warnings_completes_with_warnings() {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks = Tasks::load(Store::open(dir.path()).unwrap(), Arc::default())
+            .await
+            .unwrap();
+        let task = tasks.start("checked", "POST", "/w").await.unwrap();
+        let warning = crate::redfish::message::message("UndeterminedFault", &["w"]);
+        let outcome = Outcome {
+            summary: Some("3 blocks differ".into()),
+            warnings: vec![warning.clone()],
+            ..Outcome::response(200, None, serde_json::json!({}))
+        };
+        let task = task.finish(Ok(outcome)).await.unwrap();
+        assert_eq!(task.state, TaskState::Completed);
+        let ids: Vec<&str> = task
+            .messages
+            .iter()
+            .map(|m| m["MessageId"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                "TaskEvent.1.0.TaskStarted",
+                "TaskEvent.1.0.TaskCompletedWarning",
+                "Base.1.22.UndeterminedFault"
+            ]
+        );
+        let body = crate::resources::task_service::body_of(&task);
+        assert_eq!(body["TaskStatus"], "Warning");
+        assert_eq!(body["Description"], "3 blocks differ");
     }
 
     #[tokio::test]

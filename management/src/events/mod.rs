@@ -1,6 +1,7 @@
 //! Events: what happens in the appliance (volumes, connections and
 //! endpoints created, changed or removed; data clusters failing and
-//! recovering; tasks starting and ending), as messages of the DMTF
+//! recovering; redundant volumes degraded, rebuilding, failed and OK
+//! again; tasks starting and ending), as messages of the DMTF
 //! registries, published on one bus. Server-sent event streams and push
 //! subscriptions ([`subscriptions`]) take from the bus what their
 //! [`filter`] lets through.
@@ -9,6 +10,7 @@ pub mod clusters;
 pub mod destination;
 pub mod filter;
 pub mod subscriptions;
+pub mod volumes;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

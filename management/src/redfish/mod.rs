@@ -285,6 +285,12 @@ pub fn router(state: AppState) -> Router {
         post(volumes::initialize),
     )
     .guarded(
+        "/redfish/v1/Storage/{id}/Volumes/{volume}/Actions/Volume.CheckConsistency",
+        "Volume",
+        "POST",
+        post(volumes::check_consistency),
+    )
+    .guarded(
         "/redfish/v1/Storage/{id}/Volumes/{volume}/Metrics",
         "Volume",
         READ,

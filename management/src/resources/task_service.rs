@@ -58,6 +58,7 @@ pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response
 pub fn body_of(task: &Task) -> Value {
     let status = match (task.state, task.outcome.as_ref()) {
         (TaskState::Exception, _) => "Critical",
+        (_, Some(outcome)) if !outcome.warnings.is_empty() => "Warning",
         _ => "OK",
     };
     let mut body = json!({
@@ -75,6 +76,9 @@ pub fn body_of(task: &Task) -> Value {
     });
     if let Some(end) = task.end {
         body["EndTime"] = json!(time::rfc3339(time::from_unix(end)));
+    }
+    if let Some(summary) = task.outcome.as_ref().and_then(|o| o.summary.as_ref()) {
+        body["Description"] = json!(summary);
     }
     if let Some(location) = task.outcome.as_ref().and_then(|o| o.location.as_ref()) {
         body["Links"] = json!({"CreatedResources": [{"@odata.id": location}]});

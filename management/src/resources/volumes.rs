@@ -11,14 +11,15 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::session_service::{merge, not_applied};
-use super::{drives, fabrics, storage, storage_pools, task_service};
+use super::{drives, fabrics, storage, storage_controllers, storage_pools, task_service};
 use crate::dataplane;
 use crate::redfish::body;
-use crate::redfish::message::RedfishError;
+use crate::redfish::message::{RedfishError, message, registry_message};
 use crate::redfish::resource;
 use crate::state::AppState;
+use crate::storage::check::{self, CheckError, CheckResult};
 use crate::storage::model::{RaidType, Volume};
-use crate::storage::{self as model_ops, VolumeRequest, plan};
+use crate::storage::{self as model_ops, VolumeRequest, health, plan};
 use crate::tasks::Outcome;
 
 pub fn collection_uri() -> String {
@@ -81,10 +82,20 @@ fn find(state: &AppState, id: &str) -> Result<Volume, RedfishError> {
 }
 
 /// Redfish `Status` from how many clusters serve the volume and, for a
-/// redundant one, from its raid.
+/// redundant one, from its raid's health (`storage::health`), with a
+/// StorageDevice condition while it is not OK.
 fn status(state: &AppState, volume: &Volume) -> Value {
-    if volume.raid_type.has_owner() && model_ops::serving(state, volume).is_some() {
-        return raid_status(model_ops::raid_of(state, volume).as_ref());
+    if volume.raid_type.has_owner()
+        && model_ops::serving(state, volume).is_some()
+        && let Some((health, owner)) = health::observe(state, volume)
+    {
+        let (state, health_text) = health.status();
+        let conditions: Vec<Value> = health
+            .condition_key()
+            .map(|key| condition(&health_message(volume.id, key, owner), volume.id))
+            .into_iter()
+            .collect();
+        return json!({"State": state, "Health": health_text, "Conditions": conditions});
     }
     match model_ops::serving(state, volume) {
         Some((serving, expected)) if serving == expected => {
@@ -93,21 +104,6 @@ fn status(state: &AppState, volume: &Volume) -> Value {
         Some((0, _)) => json!({"State": "UnavailableOffline", "Health": "Critical"}),
         Some(_) => json!({"State": "Enabled", "Health": "Warning"}),
         None => json!({"State": "Starting"}),
-    }
-}
-
-/// A redundant volume's `Status` from its raid as the owner describes it
-/// (`None`: no running cluster holds it). The raid stays online while no
-/// more legs are away than its level tolerates (one for RAID1, RAID10 and
-/// RAID5, two for RAID6): that is Warning, however many are away; only an
-/// offline or unreachable raid is Critical.
-fn raid_status(raid: Option<&Value>) -> Value {
-    match raid {
-        Some(raid) if raid["state"] == "online" && raid["shoal"]["degraded"] == true => {
-            json!({"State": "Enabled", "Health": "Warning"})
-        }
-        Some(raid) if raid["state"] == "online" => json!({"State": "Enabled", "Health": "OK"}),
-        _ => json!({"State": "UnavailableOffline", "Health": "Critical"}),
     }
 }
 
@@ -123,6 +119,26 @@ fn write_hole_policy(raid_type: RaidType, raid: Option<&Value>) -> &'static str 
         Some(raid) if parity && raid["shoal"]["write_hole_protection"] == "journal" => "Journaling",
         _ => "Off",
     }
+}
+
+/// StorageDevice message `key` (`VolumeDegraded`, `VolumeOK`...) about
+/// volume `id`: the volume's URI, and the controller of the cluster that
+/// holds its raid (the storage itself when none does).
+pub fn health_message(id: u64, key: &str, owner: Option<u32>) -> Value {
+    let location = owner.map_or_else(|| storage::URI.to_string(), storage_controllers::uri);
+    registry_message("StorageDevice", key, &[&uri(id), &location])
+}
+
+/// A `Status.Conditions` entry made of a registry message.
+fn condition(message: &Value, id: u64) -> Value {
+    json!({
+        "MessageId": message["MessageId"],
+        "Message": message["Message"],
+        "MessageArgs": message["MessageArgs"],
+        "Severity": message["MessageSeverity"],
+        "Resolution": message["Resolution"],
+        "OriginOfCondition": {"@odata.id": uri(id)},
+    })
 }
 
 fn body_of(state: &AppState, volume: &Volume) -> Value {
@@ -209,6 +225,7 @@ fn body_of(state: &AppState, volume: &Volume) -> Value {
     }
     if volume.raid_type.is_redundant() {
         let raid = model_ops::raid_of(state, volume);
+        body["Actions"][CHECK_CONSISTENCY] = json!({"target": check_target(volume.id)});
         // No spare drives: a failed leg is rebuilt when its cluster is back.
         body["RecoverableCapacitySourceCount"] = json!(0);
         body["WriteHoleProtectionPolicy"] =
@@ -467,11 +484,11 @@ pub async fn create(
                 .await
                 .map_err(storage::error)?;
             worker.events.created(&uri(volume.id), "Volume");
-            Ok(Outcome {
-                status: StatusCode::CREATED.as_u16(),
-                location: Some(uri(volume.id)),
-                body: body_of(&worker, &volume),
-            })
+            Ok(Outcome::response(
+                StatusCode::CREATED.as_u16(),
+                Some(uri(volume.id)),
+                body_of(&worker, &volume),
+            ))
         },
     )
     .await
@@ -523,13 +540,100 @@ pub async fn initialize(
         let volume = model_ops::initialize_volume(&worker, volume.id, progress)
             .await
             .map_err(storage::error)?;
-        Ok(Outcome {
-            status: StatusCode::OK.as_u16(),
-            location: None,
-            body: body_of(&worker, &volume),
-        })
+        Ok(Outcome::response(
+            StatusCode::OK.as_u16(),
+            None,
+            body_of(&worker, &volume),
+        ))
     })
     .await
+}
+
+const CHECK_CONSISTENCY: &str = "#Volume.CheckConsistency";
+
+fn check_target(id: u64) -> String {
+    format!("{}/Actions/Volume.CheckConsistency", uri(id))
+}
+
+/// `Volume.CheckConsistency`: compares a redundant volume's legs without
+/// repairing, as a task (202) whose progress follows the raid's check;
+/// it completes with the counts in its `Description`, with a warning when
+/// blocks differ.
+pub async fn check_consistency(
+    State(state): State<AppState>,
+    Path((storage_id, id)): Path<(String, String)>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    storage::check_id(&storage_id)?;
+    let volume = find(&state, &id)?;
+    const ACTION: &str = "Volume.CheckConsistency";
+    let object = if raw.is_empty() {
+        Map::new()
+    } else {
+        body::object(&raw)?
+    };
+    // The action takes no parameters.
+    if let Some(name) = object.keys().find(|name| !body::is_annotation(name)) {
+        return Err(RedfishError::bad_request(
+            "ActionParameterUnknown",
+            &[ACTION, name],
+        ));
+    }
+    let check = check::start_check(&state, volume.id)
+        .await
+        .map_err(|e| match e {
+            CheckError::NotRedundant(_) => {
+                RedfishError::bad_request("ActionNotSupported", &[ACTION])
+                    .with_detail(&e.to_string())
+            }
+            CheckError::NotInSync(why) | CheckError::Running(why) => {
+                RedfishError::new(StatusCode::CONFLICT, "ResourceInUse", &[]).with_detail(&why)
+            }
+            CheckError::Storage(e) => storage::error(e),
+        })?;
+    let name = format!("Check the consistency of volume {}", volume.name);
+    let worker = state.clone();
+    task_service::spawn(
+        &state,
+        &name,
+        "POST",
+        &check_target(volume.id),
+        move |task| async move {
+            let result = check
+                .follow(|percent| worker.tasks.progress(task, percent))
+                .await
+                .map_err(storage::error)?;
+            Ok(check_outcome(&worker, &volume, result))
+        },
+    )
+    .await
+}
+
+/// The end of a consistency check task: the volume, the counts as the
+/// task's description, and a warning when the legs differ.
+fn check_outcome(state: &AppState, volume: &Volume, result: CheckResult) -> Outcome {
+    let CheckResult {
+        checked_blocks,
+        mismatched_blocks,
+    } = result;
+    let summary = format!(
+        "Checked {checked_blocks} blocks of {} bytes of volume {}: {mismatched_blocks} mismatched",
+        volume.block_size, volume.name
+    );
+    let mut outcome = Outcome::response(StatusCode::OK.as_u16(), None, body_of(state, volume));
+    if mismatched_blocks > 0 {
+        // No registry message counts mismatches: the fault is reported
+        // with Base's, and the resolution says what was found.
+        let mut warning = message("UndeterminedFault", &[&uri(volume.id)]);
+        warning["Resolution"] = json!(format!(
+            "{mismatched_blocks} of {checked_blocks} blocks differ between the volume's legs and \
+             were not repaired. Reads may return either copy; restore the affected data from a \
+             backup."
+        ));
+        outcome.warnings.push(warning);
+    }
+    outcome.summary = Some(summary);
+    outcome
 }
 
 /// Serialises PATCHes of this resource type (see `patch`).
@@ -791,22 +895,14 @@ mod tests {
             json!({"state": state, "shoal": {"degraded": degraded, "tolerated_failures": 2,
                    "legs": [{"state": "online"}, {"state": "failed"}, {"state": "online"}, {"state": "missing"}]}})
         };
+        let status = |raid: Option<&Value>| health::VolumeHealth::of_raid(raid).status();
+        assert_eq!(status(Some(&raid("online", true))), ("Enabled", "Warning"));
+        assert_eq!(status(Some(&raid("online", false))), ("Enabled", "OK"));
         assert_eq!(
-            raid_status(Some(&raid("online", true))),
-            json!({"State": "Enabled", "Health": "Warning"})
+            status(Some(&raid("offline", true))),
+            ("UnavailableOffline", "Critical")
         );
-        assert_eq!(
-            raid_status(Some(&raid("online", false))),
-            json!({"State": "Enabled", "Health": "OK"})
-        );
-        assert_eq!(
-            raid_status(Some(&raid("offline", true))),
-            json!({"State": "UnavailableOffline", "Health": "Critical"})
-        );
-        assert_eq!(
-            raid_status(None),
-            json!({"State": "UnavailableOffline", "Health": "Critical"})
-        );
+        assert_eq!(status(None), ("UnavailableOffline", "Critical"));
     }
 
     #[test]

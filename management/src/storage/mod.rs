@@ -11,7 +11,9 @@
 //! [`RECONCILE_PERIOD`], which rebuilds whatever a restarted cluster lost.
 
 mod access;
+pub mod check;
 pub mod free_space;
+pub mod health;
 pub mod model;
 pub mod owner;
 pub mod placement;
@@ -102,6 +104,9 @@ pub struct Storage {
     /// Volumes being initialised, with their progress in percent: they
     /// cannot be deleted or initialised again meanwhile.
     initializing: std::sync::Mutex<std::collections::BTreeMap<u64, u8>>,
+    /// Volumes a consistency check runs on (one each): they cannot be
+    /// deleted or checked again meanwhile.
+    checks: check::Checks,
     /// Where connection credentials are sealed and staged (set at start).
     keys: OnceLock<secrets::KeyFiles>,
     /// The NBD PSKs each cluster was given, by (cluster, identity): tags

@@ -739,6 +739,12 @@ pub async fn delete_volume(state: &AppState, id: u64) -> Result<(), StorageError
             volume.name
         )));
     }
+    if super::check::running(state, id) {
+        return Err(StorageError::InUse(format!(
+            "a consistency check of volume {} runs; delete it when its task has ended",
+            volume.name
+        )));
+    }
     if let Some(connection) = desired.connections_of(id).next() {
         return Err(StorageError::InUse(format!(
             "volume {} is used by connection {} ({}); delete the connection first",

@@ -271,10 +271,17 @@ fn check_counts_mismatched_blocks_and_repair_fixes_them() {
         let report = check(&raid, false).await;
         assert_eq!(report["mismatched_blocks"], 3, "{report}");
         assert_eq!(report["finished"], true);
+        assert_eq!(report["sequence"], 1);
         let report = check(&raid, true).await;
         assert_eq!(report["repaired"], true);
+        assert_eq!(report["sequence"], 2);
         let report = check(&raid, false).await;
         assert_eq!(report["mismatched_blocks"], 0, "{report}");
+        // Each ended check is told apart from the last, even with the
+        // same counts.
+        let again = check(&raid, false).await;
+        assert_eq!(again["sequence"], 4, "{again}");
+        assert_eq!(again["checked_blocks"], report["checked_blocks"]);
     });
 }
 

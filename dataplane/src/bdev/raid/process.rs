@@ -93,6 +93,10 @@ pub struct CheckReport {
     pub repaired: bool,
     /// False when the check stopped early (a leg failed, the raid went).
     pub finished: bool,
+    /// 1 for the first check that ended since the raid was assembled, then
+    /// 2, 3...: a client that asked for a check knows its result is in
+    /// when this grows (two checks may well report the same counts).
+    pub sequence: u64,
 }
 
 impl CheckReport {
@@ -102,6 +106,7 @@ impl CheckReport {
             "mismatched_blocks": self.mismatched_blocks,
             "repaired": self.repaired,
             "finished": self.finished,
+            "sequence": self.sequence,
         })
     }
 }
@@ -267,6 +272,7 @@ async fn run_one<A: RedundantArray>(array: &A, channels: &LegChannels, kind: Pro
         mismatched_blocks: 0,
         repaired: matches!(kind, ProcessKind::Check { repair: true }),
         finished: false,
+        sequence: 0,
     };
     let mut ok = true;
     for region in wanted {
@@ -321,7 +327,9 @@ async fn run_one<A: RedundantArray>(array: &A, channels: &LegChannels, kind: Pro
         }
         ProcessKind::Check { .. } => {
             report.finished = ok;
-            *state.last_check.locked() = Some(report);
+            let mut last = state.last_check.locked();
+            report.sequence = last.as_ref().map_or(0, |l| l.sequence) + 1;
+            *last = Some(report);
         }
         _ => {}
     }
