@@ -341,6 +341,25 @@ impl Desired {
     }
 }
 
+/// A ready volume of `legs` (512-byte blocks, 64 KiB strips) for tests.
+#[cfg(test)]
+pub fn test_volume(id: u64, legs: Vec<Leg>) -> Volume {
+    Volume {
+        id,
+        name: format!("v{id}"),
+        display_name: None,
+        raid_type: RaidType::Raid0,
+        capacity_bytes: legs.iter().map(|l| l.blocks() * 512).sum(),
+        block_size: 512,
+        strip_bytes: 65536,
+        uuid: Uuid::from_u128(u128::from(id)),
+        nsid: id as u32,
+        legs,
+        state: VolumeState::Ready,
+        created: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,24 +399,5 @@ mod tests {
         for text in RaidType::SUPPORTED {
             assert_eq!(RaidType::parse(text).unwrap().redfish(), text);
         }
-    }
-}
-
-/// A ready volume of `legs` (512-byte blocks, 64 KiB strips) for tests.
-#[cfg(test)]
-pub fn test_volume(id: u64, legs: Vec<Leg>) -> Volume {
-    Volume {
-        id,
-        name: format!("v{id}"),
-        display_name: None,
-        raid_type: RaidType::Raid0,
-        capacity_bytes: legs.iter().map(|l| l.blocks() * 512).sum(),
-        block_size: 512,
-        strip_bytes: 65536,
-        uuid: Uuid::from_u128(u128::from(id)),
-        nsid: id as u32,
-        legs,
-        state: VolumeState::Ready,
-        created: 0,
     }
 }
