@@ -279,9 +279,21 @@ fn bad_volume_requests_are_refused_and_change_nothing() {
             "CreateFailedMissingReqProperties",
         ),
         (
-            json!({"CapacityBytes": MIB, "RAIDType": "RAID6"}),
+            json!({"CapacityBytes": MIB, "RAIDType": "RAID50"}),
             StatusCode::BAD_REQUEST,
             "PropertyValueNotInList",
+        ),
+        // Supported, but two data clusters cannot hold a leg each of
+        // RAID5 (3 to 33) or RAID6 (4 to 34).
+        (
+            json!({"CapacityBytes": MIB, "RAIDType": "RAID5"}),
+            StatusCode::BAD_REQUEST,
+            "PropertyValueIncorrect",
+        ),
+        (
+            json!({"CapacityBytes": MIB, "RAIDType": "RAID6"}),
+            StatusCode::BAD_REQUEST,
+            "PropertyValueIncorrect",
         ),
         (
             json!({"CapacityBytes": MIB, "Name": "taken"}),
