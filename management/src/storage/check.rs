@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use shoal_appliance::jsonrpc::RpcClient;
 
 use super::health::{self, VolumeHealth};
 use super::model::Volume;
@@ -280,18 +279,7 @@ async fn read_raid(socket: &std::path::Path, name: &str) -> Result<Value, String
 }
 
 async fn call(socket: &std::path::Path, method: &str, params: Value) -> Result<Value, String> {
-    let call = async {
-        let mut client = RpcClient::connect(socket)
-            .await
-            .map_err(|e| e.to_string())?;
-        client
-            .call(method, Some(params))
-            .await
-            .map_err(|e| format!("{method}: {e}"))
-    };
-    tokio::time::timeout(CALL_TIMEOUT, call)
-        .await
-        .unwrap_or_else(|_| Err(format!("{method}: no answer within {CALL_TIMEOUT:?}")))
+    super::volumes::call(socket, method, params, CALL_TIMEOUT).await
 }
 
 #[cfg(test)]

@@ -711,6 +711,19 @@ async fn scrub_growth(
 
 /// One call on a cluster's socket; the error says which call failed.
 async fn rpc(socket: &std::path::Path, method: &str, params: Value) -> Result<(), String> {
+    call(socket, method, params, Duration::from_secs(10))
+        .await
+        .map(|_| ())
+}
+
+/// One call on a cluster's socket with its answer, given up after
+/// `timeout`; the error says which call failed.
+pub(super) async fn call(
+    socket: &std::path::Path,
+    method: &str,
+    params: Value,
+    timeout: Duration,
+) -> Result<Value, String> {
     let call = async {
         let mut client = RpcClient::connect(socket)
             .await
@@ -718,12 +731,16 @@ async fn rpc(socket: &std::path::Path, method: &str, params: Value) -> Result<()
         client
             .call(method, Some(params))
             .await
-            .map(|_| ())
             .map_err(|e| format!("{method}: {e}"))
     };
-    tokio::time::timeout(Duration::from_secs(10), call)
+    tokio::time::timeout(timeout, call)
         .await
-        .unwrap_or_else(|_| Err(format!("{method}: no answer within 10 s")))
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{method}: no answer within {} s",
+                timeout.as_secs()
+            ))
+        })
 }
 
 /// Deletes a volume that no connection uses; its dataplane objects go with
