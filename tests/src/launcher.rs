@@ -23,3 +23,28 @@ pub fn dataplane_launcher(dir: &Path, step: &str) -> PathBuf {
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     script
 }
+
+/// A launcher that holds cluster `i` back for `seconds` before it starts
+/// while `<dir>/slow-start-<i>` exists ([`hold_back`]): a killed cluster
+/// then stays away long enough for the test to see the appliance without
+/// it, and returns once [`let_back`] removes the file.
+pub fn slow_start_launcher(dir: &Path, seconds: u32) -> PathBuf {
+    dataplane_launcher(
+        dir,
+        &format!(
+            "[ -e '{}/slow-start-'\"$2\" ] && sleep {seconds}",
+            dir.display()
+        ),
+    )
+}
+
+/// Makes cluster `cluster` start slowly next time (see
+/// [`slow_start_launcher`]).
+pub fn hold_back(dir: &Path, cluster: u32) {
+    std::fs::write(dir.join(format!("slow-start-{cluster}")), b"").unwrap();
+}
+
+/// Lets cluster `cluster` start at once again.
+pub fn let_back(dir: &Path, cluster: u32) {
+    let _ = std::fs::remove_file(dir.join(format!("slow-start-{cluster}")));
+}

@@ -8,6 +8,7 @@ pub mod event_receiver;
 pub mod launcher;
 pub mod nbd_client;
 pub mod nvme_initiator;
+pub mod pattern_writer;
 pub mod ports;
 pub mod raw_tls;
 pub mod redfish_client;
@@ -404,6 +405,47 @@ impl Appliance {
             index,
             "bdev_uring_create",
             serde_json::json!({"name": name, "filename": filename, "block_size": block_size}),
+        );
+    }
+
+    /// The cluster (of the first `clusters`) that holds `bdev` as a raid,
+    /// with the raid's description: a redundant volume's owner.
+    pub fn raid_holder(&self, clusters: u32, bdev: &str) -> Option<(u32, Value)> {
+        (0..clusters).find_map(|cluster| {
+            let list = self
+                .dataplane_rpc(
+                    cluster,
+                    "bdev_get_bdevs",
+                    Some(serde_json::json!({"name": bdev})),
+                )
+                .ok()?;
+            let raid = list[0]["driver_specific"]["raid"].clone();
+            raid.is_object().then_some((cluster, raid))
+        })
+    }
+
+    /// SIGKILLs data cluster `index` and returns its restart count from
+    /// before, to wait for its return with [`Self::wait_restarted`].
+    pub fn kill_cluster(&self, index: u32) -> u64 {
+        let before = self.cluster(index as usize);
+        kill(
+            Pid::from_raw(before["pid"].as_i64().expect("a running cluster") as i32),
+            Signal::SIGKILL,
+        )
+        .expect("kill the cluster");
+        before["restarts"].as_u64().unwrap_or(0)
+    }
+
+    /// Waits until cluster `index` runs again after more than `restarts`
+    /// restarts.
+    pub fn wait_restarted(&self, index: u32, restarts: u64) {
+        self.wait_for(
+            &format!("cluster {index} restarted"),
+            STARTUP_TIMEOUT,
+            |s| {
+                let cluster = &s["clusters"][index as usize];
+                cluster["state"] == "running" && cluster["restarts"].as_u64() > Some(restarts)
+            },
         );
     }
 

@@ -69,6 +69,29 @@ impl RedfishClient {
     }
 
     /// GET that must succeed.
+    /// Polls GET `path` until its body satisfies `done` and returns it;
+    /// panics with the last body after `timeout`.
+    pub fn wait_for(
+        &self,
+        path: &str,
+        what: &str,
+        timeout: Duration,
+        mut done: impl FnMut(&Value) -> bool,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (status, body) = self.get(path);
+            if status == StatusCode::OK && done(&body) {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}: {body}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     pub fn get_ok(&self, path: &str) -> Value {
         let (status, body) = self.get(path);
         assert_eq!(status, StatusCode::OK, "GET {path}: {body}");

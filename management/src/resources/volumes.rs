@@ -526,6 +526,7 @@ pub async fn initialize(
             }
         }
     }
+    model_ops::check_initializable(&volume).map_err(storage::error)?;
     if model_ops::initialize_progress(&state, volume.id).is_some() {
         return Err(storage::error(model_ops::StorageError::InUse(format!(
             "volume {} is being initialised already",

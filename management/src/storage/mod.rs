@@ -26,8 +26,8 @@ pub use access::{
     create_connection, create_endpoint, delete_connection, delete_endpoint, set_connection_keys,
 };
 pub use volumes::{
-    VolumeRequest, create_volume, delete_volume, grow_volume, initialize_progress,
-    initialize_volume, rename_volume,
+    VolumeRequest, check_initializable, create_volume, delete_volume, grow_volume,
+    initialize_progress, initialize_volume, rename_volume,
 };
 
 use shoal_appliance::locks::RecoverRw;

@@ -470,6 +470,24 @@ impl Drop for Initializing<'_> {
 /// Blocks zeroed by one call while initialising (progress moves per slice).
 const INITIALIZE_SLICE_BYTES: u64 = 64 << 20;
 
+/// Why `volume` cannot be initialised, if it cannot: a redundant volume's
+/// legs hold its raid's superblock, which zeroing the legs would wipe (it
+/// was zeroed through the raid when created). Checked before the task is
+/// made, so the action is refused at once, and again under the lock.
+pub fn check_initializable(volume: &Volume) -> Result<(), StorageError> {
+    if !volume.raid_type.has_owner() {
+        return Ok(());
+    }
+    Err(StorageError::Invalid {
+        property: "RAIDType",
+        value: volume.raid_type.redfish().to_string(),
+        reason: format!(
+            "Volume.Initialize of a {} volume is not supported yet (its legs hold the raid's superblock; it was zeroed through the raid when created)",
+            volume.raid_type.redfish()
+        ),
+    })
+}
+
 /// Zeroes every block of volume `id` (Volume.Initialize), each leg on its
 /// own cluster, all legs at once; `progress` hears the percentage done.
 pub async fn initialize_volume(
@@ -495,16 +513,7 @@ pub async fn initialize_volume(
                 volume.name
             )));
         }
-        if volume.raid_type.has_owner() {
-            return Err(StorageError::Invalid {
-                property: "RAIDType",
-                value: volume.raid_type.redfish().to_string(),
-                reason: format!(
-                    "Volume.Initialize of a {} volume is not supported yet (its legs hold the raid's superblock; it was zeroed through the raid when created)",
-                    volume.raid_type.redfish()
-                ),
-            });
-        }
+        check_initializable(&volume)?;
         initializing.insert(id, 0);
         volume
     };
