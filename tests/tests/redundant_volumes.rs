@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
+use shoal_tests::Appliance;
 use shoal_tests::launcher::{hold_back, let_back, slow_start_launcher};
 use shoal_tests::pattern_writer::{PatternWriter, every_slot};
 use shoal_tests::redfish_client::RedfishClient;
-use shoal_tests::Appliance;
 
 const VOLUMES: &str = "/redfish/v1/Storage/appliance/Volumes";
 const MIB: u64 = 1 << 20;

@@ -195,12 +195,13 @@ struct BlockRange {
 const ZEROES_CHUNK_BYTES: u64 = 64 << 20;
 
 /// Size of each write that stands in for write zeroes on a bdev that
-/// cannot zero (raid5f and raid6: their parity must follow the zeroes).
-/// Each write carries a buffer of zeroes this large: at least two whole
-/// stripes of the parity raids the management service makes (64 KiB
-/// strips over up to 32 data legs: 2 MiB), so most stripes are written
-/// whole and only those cut by a chunk's edge are read back.
-const EMULATED_ZEROES_CHUNK_BYTES: u64 = 4 << 20;
+/// cannot zero (raid5f and raid6: their parity must follow the zeroes):
+/// the largest buffer of the shared pool. The write and the pieces a raid
+/// cuts from it then cross to other clusters without a copy; a heap buffer
+/// larger than any pool buffer could not cross at all (a remote bdev fails
+/// it). On four legs that is five to eight whole stripes per write.
+const EMULATED_ZEROES_CHUNK_BYTES: u64 =
+    shoal_appliance::region::pool::CLASS_SIZES[shoal_appliance::region::pool::CLASSES - 1];
 
 /// Zeroes (`WriteZeroes`) or deallocates (`Unmap`) a range of a bdev
 /// (all of it by default) with requests on reactor 0 and answers when
@@ -263,9 +264,10 @@ async fn range_io(context: Arc<Context>, p: BlockRange, kind: IoKind) -> Result<
         while at < end && outcome.is_ok() {
             let count = chunk.min(end - at);
             let io = if emulated {
-                // A fresh buffer each time: zeroed by construction, and no
-                // module can have left anything in it.
-                let zeroes = IoBuf::new((count * u64::from(block_size)) as usize);
+                // Zeroed afresh each time: a pool buffer holds whatever
+                // its last user left.
+                let mut zeroes = IoBuf::for_io((count * u64::from(block_size)) as usize);
+                zeroes.as_mut_slice().fill(0);
                 IoRequest::write(at, zeroes, block_size)
             } else {
                 IoRequest::range(kind, at, count)
