@@ -397,7 +397,7 @@ pub fn serving(state: &AppState, volume: &Volume) -> Option<(usize, usize)> {
     Some((serving, fabric.clusters as usize))
 }
 
-/// A mirrored volume's raid as its owner last described it
+/// A redundant volume's raid as its owner last described it
 /// (`bdev_raid_get_bdevs`' object), if a running cluster holds it.
 pub fn raid_of(state: &AppState, volume: &Volume) -> Option<serde_json::Value> {
     let observation = state.storage.observed()?;

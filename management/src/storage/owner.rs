@@ -1,5 +1,5 @@
 //! Which data cluster owns a redundant volume: the one that holds its raid
-//! bdev, computes its mirrors (and, later, parity) and orders its writes.
+//! bdev, computes its mirrors or parity and orders its writes.
 //! Every other serving cluster forwards the volume's I/O there, so writes
 //! that reach different clusters can never interleave on the legs.
 //!
