@@ -6,6 +6,7 @@
 pub mod dhchap_host;
 pub mod event_receiver;
 pub mod launcher;
+pub mod load;
 pub mod nbd_client;
 pub mod nvme_initiator;
 pub mod pattern_writer;
