@@ -11,7 +11,8 @@
 //!   new parity of the touched in-strip range is computed from the new
 //!   data and the old data of the strips not written (read, or rebuilt
 //!   when their leg is away), then data and parity go to every leg that is
-//!   written. A full-stripe write reads nothing. A degraded write is the
+//!   written. A full-stripe write reads nothing and copies no data: its
+//!   strips go to the legs as views of the host's buffer. A degraded write is the
 //!   same: the parity carries the data of an absent leg.
 //! - The regions a write touches are dirty in the on-disk bitmap before
 //!   any leg is written, so after a crash with every leg present the
@@ -668,7 +669,7 @@ async fn write(state: Arc<StripeState>, legs: Rc<LegChannels>, io: IoRequest) ->
             join_all(
                 batch
                     .iter()
-                    .map(|piece| write_piece(&state, &legs, piece, buf.as_slice(), io.fua)),
+                    .map(|piece| write_piece(&state, &legs, piece, buf, io.fua)),
             )
             .await,
         );
@@ -696,9 +697,10 @@ async fn write_piece(
     state: &StripeState,
     legs: &LegChannels,
     piece: &super::parity_map::StripePiece,
-    data: &[u8],
+    buf: &IoBuf,
     fua: bool,
 ) -> Result<(), IoError> {
+    let data = buf.as_slice();
     let map = &state.map;
     let strip = map.strip_blocks();
     let block = state.block_size as usize;
@@ -733,6 +735,9 @@ async fn write_piece(
     };
     let uncovered: Vec<usize> = (0..data_legs).filter(|&i| !covers(i)).collect();
     let bytes = state.bytes(len);
+    if uncovered.is_empty() && !state.journal.is_live(piece.stripe) {
+        return write_full_range(state, &channels, piece.stripe, lo, &written, buf, fua).await;
+    }
     let mut shards: Shards = if uncovered.is_empty() {
         vec![vec![0; bytes]; total]
     } else {
@@ -790,6 +795,45 @@ async fn write_piece(
     )
     .await;
     drop(record);
+    Ok(())
+}
+
+/// A write of all of `stripe`'s data strips that needs no journal
+/// record: nothing is read, the data goes to its legs as views of
+/// the host's buffer, as raid0 sends it, and only the parity is new
+/// memory, encoded straight into pool buffers a remote leg accepts.
+async fn write_full_range(
+    state: &StripeState,
+    channels: &SlotChannels,
+    stripe: u64,
+    lo: u64,
+    written: &[(usize, u64, u64, usize)],
+    buf: &IoBuf,
+    fua: bool,
+) -> Result<(), IoError> {
+    let data_legs = state.map.data_legs();
+    let total = state.code.total_shards();
+    let bytes = state.bytes(written[0].2);
+    let mut data: Vec<&[u8]> = vec![&[]; data_legs];
+    for &(index, _, _, request_at) in written {
+        data[index] = &buf.as_slice()[request_at..request_at + bytes];
+    }
+    let mut parity: Vec<IoBuf> = (data_legs..total).map(|_| IoBuf::for_io(bytes)).collect();
+    let mut parity_refs: Vec<&mut [u8]> = parity.iter_mut().map(IoBuf::as_mut_slice).collect();
+    state
+        .code
+        .encode(&data, &mut parity_refs)
+        .expect("shards are sized by the geometry");
+    let mut writes: Vec<(usize, IoBuf)> = written
+        .iter()
+        .map(|&(index, _, _, request_at)| {
+            // SAFETY: the views are read-only for the legs' writes, and the
+            // host's buffer is not touched until the write completes.
+            (index, unsafe { buf.view(request_at, bytes) })
+        })
+        .collect();
+    writes.extend((data_legs..).zip(parity));
+    state.write_shards(channels, stripe, lo, writes, fua).await;
     Ok(())
 }
 
