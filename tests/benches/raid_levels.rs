@@ -24,7 +24,9 @@
 //! the survivors and writes skip it. Rebuild: a fresh leg on that cluster
 //! is added (`bdev_raid_add_base_bdev`, a full rebuild, no rate limit) with
 //! no host I/O, timed from the call until the raid reports every leg in
-//! sync. Prints one table; the ratio column is against raid0 through the
+//! sync. Every raid exists for the whole run and the levels take turns
+//! per workload, ROUNDS times (2); each figure is the median round.
+//! Prints one table; the ratio column is against raid0 through the
 //! same protocol and workload.
 
 use std::time::{Duration, Instant};
@@ -328,12 +330,41 @@ impl Bench {
     }
 }
 
+#[derive(Clone, Copy)]
 struct Row {
     level: &'static str,
     state: &'static str,
     protocol: Protocol,
     workload: Workload,
     figures: Figures,
+}
+
+/// One row per (level, state, protocol, workload): the run with the
+/// median IOPS of its rounds, in the order first measured.
+fn medians(runs: Vec<Row>) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
+    let same = |a: &Row, b: &Row| {
+        a.level == b.level
+            && a.state == b.state
+            && a.protocol == b.protocol
+            && a.workload == b.workload
+    };
+    for run in &runs {
+        if rows.iter().any(|r| same(r, run)) {
+            continue;
+        }
+        let mut rounds: Vec<&Row> = runs.iter().filter(|r| same(r, run)).collect();
+        rounds.sort_by(|a, b| a.figures.iops.total_cmp(&b.figures.iops));
+        let median = rounds[rounds.len() / 2];
+        rows.push(*median);
+    }
+    rows.sort_by_key(|r| {
+        (
+            LEVELS.iter().position(|l| l.raid_level == r.level),
+            r.state != "healthy",
+        )
+    });
+    rows
 }
 
 fn main() {
@@ -356,10 +387,9 @@ fn main() {
     };
     bench.call(0, "nvmf_create_transport", json!({"trtype": "TCP"}));
 
-    let mut rows: Vec<Row> = Vec::new();
-    let mut rebuilds: Vec<(&str, f64)> = Vec::new();
-    // LEVELS=raid0,raid6 measures only those (raid0 always comes first:
-    // the ratios are against it).
+    let rounds = env("ROUNDS", 2).max(1);
+    // LEVELS=raid0,raid6 measures only those (raid0 always: the ratios
+    // are against it).
     let only = std::env::var("LEVELS").ok();
     let wanted = |level: &Level| {
         level.raid_level == "raid0"
@@ -367,39 +397,57 @@ fn main() {
                 .as_deref()
                 .is_none_or(|list| list.split(',').any(|l| l == level.raid_level))
     };
-    for level in LEVELS.iter().filter(|l| wanted(l)) {
-        let mut target = bench.create(level);
-        bench.fill(&target);
-        let mut states = vec!["healthy"];
-        if level.redundant {
-            states.push("degraded");
-        }
-        for state in states {
-            if state == "degraded" {
-                bench.degrade(&target);
-            }
-            for workload in WORKLOADS {
-                for protocol in [Protocol::Nbd, Protocol::Nvme] {
-                    let figures = bench.run(&target, protocol, workload);
-                    rows.push(Row {
-                        level: level.raid_level,
-                        state,
-                        protocol,
-                        workload,
-                        figures,
-                    });
+    let levels: Vec<&Level> = LEVELS.iter().filter(|l| wanted(l)).collect();
+    // Every raid exists at once and the levels take turns per workload and
+    // round, so a drift of the machine (another process, the page cache)
+    // spreads over all of them instead of biasing the one measured last.
+    let mut targets: Vec<Target> = levels.iter().map(|l| bench.create(l)).collect();
+    for target in &targets {
+        bench.fill(target);
+    }
+    let mut runs: Vec<Row> = Vec::new();
+    for state in ["healthy", "degraded"] {
+        if state == "degraded" {
+            for (level, target) in levels.iter().zip(&targets) {
+                if level.redundant {
+                    bench.degrade(target);
                 }
             }
         }
-        if level.redundant {
-            rebuilds.push((level.raid_level, bench.rebuild(&mut target)));
+        for _ in 0..rounds {
+            for workload in WORKLOADS {
+                for protocol in [Protocol::Nbd, Protocol::Nvme] {
+                    for (level, target) in levels.iter().zip(&targets) {
+                        if state == "degraded" && !level.redundant {
+                            continue;
+                        }
+                        let figures = bench.run(target, protocol, workload);
+                        runs.push(Row {
+                            level: level.raid_level,
+                            state,
+                            protocol,
+                            workload,
+                            figures,
+                        });
+                    }
+                }
+            }
         }
-        bench.destroy(&target);
     }
+    let mut rebuilds: Vec<(&str, f64)> = Vec::new();
+    for (level, target) in levels.iter().zip(&mut targets) {
+        if level.redundant {
+            rebuilds.push((level.raid_level, bench.rebuild(target)));
+        }
+    }
+    for target in &targets {
+        bench.destroy(target);
+    }
+    let rows = medians(runs);
 
     println!(
         "raid levels, {CLUSTERS} data clusters (1 reactor each), legs {} MiB malloc, one per cluster, \
-         raid on cluster 0; {} connections x depth {}, {} s per run\n",
+         raid on cluster 0; {} connections x depth {}, {} s per run, median of {rounds} rounds\n",
         bench.leg_mib,
         bench.connections,
         bench.depth,
