@@ -13,6 +13,7 @@ pub mod ports;
 pub mod raw_tls;
 pub mod redfish_client;
 pub mod small_filesystem;
+pub mod sse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -7,88 +7,22 @@
 //! cluster, `VolumeRebuilding` and `VolumeOK` follow and the condition is
 //! gone.
 
-use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use shoal_tests::launcher::dataplane_launcher;
+use shoal_tests::Appliance;
+use shoal_tests::launcher::{hold_back, let_back, slow_start_launcher};
 use shoal_tests::nbd_client::{self, connect};
 use shoal_tests::redfish_client::{RedfishClient, message_key};
-use shoal_tests::{Appliance, STARTUP_TIMEOUT};
+use shoal_tests::sse::EventStream;
 
 const VOLUMES: &str = "/redfish/v1/Storage/appliance/Volumes";
 const CONTROLLERS: &str = "/redfish/v1/Storage/appliance/Controllers";
 const MIB: u64 = 1 << 20;
 const CHUNK: usize = 64 << 10;
-
-/// The SSE stream with `filter`: its events, as they arrive.
-fn open_stream(r: &RedfishClient, filter: &str) -> mpsc::Receiver<Value> {
-    let client = reqwest::blocking::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .timeout(None)
-        .build()
-        .unwrap();
-    let response = client
-        .get(r.url("/redfish/v1/EventService/SSE"))
-        .query(&[("$filter", filter)])
-        .header("accept", "text/event-stream")
-        .basic_auth("admin", Some(&r.password))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    let (events, arriving) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(response).lines() {
-            let Ok(line) = line else { return };
-            if let Some(data) = line.strip_prefix("data:") {
-                let event: Value = serde_json::from_str(data.trim()).unwrap();
-                if events.send(event).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    arriving
-}
-
-/// The next event record on `stream` about `origin`, with every message
-/// ID passed on the way (oldest first).
-fn next_about(stream: &mpsc::Receiver<Value>, origin: &str, seen: &mut Vec<String>) -> Value {
-    loop {
-        let event = stream
-            .recv_timeout(STARTUP_TIMEOUT)
-            .unwrap_or_else(|e| panic!("no event about {origin} (seen {seen:?}): {e}"));
-        let record = event["Events"][0].clone();
-        if record["OriginOfCondition"]["@odata.id"] == origin {
-            seen.push(record["MessageId"].as_str().unwrap().to_string());
-            return record;
-        }
-    }
-}
-
-/// Waits for the event about `origin` whose message key is `key`.
-fn wait_event(
-    stream: &mpsc::Receiver<Value>,
-    origin: &str,
-    key: &str,
-    seen: &mut Vec<String>,
-) -> Value {
-    loop {
-        let record = next_about(stream, origin, seen);
-        if record["MessageId"]
-            .as_str()
-            .is_some_and(|m| m.starts_with("StorageDevice.") && m.ends_with(&format!(".{key}")))
-        {
-            return record;
-        }
-    }
-}
 
 /// POSTs `Volume.CheckConsistency` of `volume`: the status, the Location
 /// header and the body.
@@ -108,24 +42,16 @@ fn check(r: &RedfishClient, volume: &str) -> (StatusCode, Option<String>, Value)
     (status, location, response.json().unwrap())
 }
 
+/// Polls `path` until `done` holds (30 s at most).
 fn wait_volume(r: &RedfishClient, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let body = r.get_ok(path);
-        if done(&body) {
-            return body;
-        }
-        assert!(Instant::now() < deadline, "volume never {what}: {body}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    r.wait_for(path, what, Duration::from_secs(30), done)
 }
 
-/// The cluster holding `bdev` as a raid.
-fn owner(appliance: &Appliance, clusters: u32, bdev: &str) -> Option<u32> {
-    (0..clusters).find(|&cluster| {
-        appliance
-            .dataplane_rpc(cluster, "bdev_get_bdevs", Some(json!({"name": bdev})))
-            .is_ok_and(|list| list[0]["driver_specific"]["raid"].is_object())
+/// Polls the task of a check's 202 answer until it no longer runs.
+fn wait_task(r: &RedfishClient, accepted: &Value) -> Value {
+    let task_uri = accepted["@odata.id"].as_str().unwrap();
+    r.wait_for(task_uri, "the check to end", Duration::from_secs(30), |t| {
+        t["TaskState"] != "Running"
     })
 }
 
@@ -134,20 +60,16 @@ fn a_raid1_volume_is_checked_as_a_task_and_reports_its_health() {
     let started = Instant::now();
     let clusters = 4;
     let builder = Appliance::builder(clusters);
-    // While `<dir>/slow-start-<i>` exists, cluster i waits 4 s before it
-    // starts: a killed leg stays away long enough to be seen degraded.
+    // A killed leg stays away 4 s: long enough to be seen degraded.
     let dir = builder.dir().to_path_buf();
-    let launcher = dataplane_launcher(
-        &dir,
-        &format!("[ -e '{}/slow-start-'\"$2\" ] && sleep 4", dir.display()),
-    );
+    let launcher = slow_start_launcher(&dir, 4);
     let appliance = builder
         .set("memory.region_mib", 64)
         .set("dataplane.drive_size_mib", 128)
         .set("binaries.dataplane", launcher.display().to_string())
         .start_ready();
     let r = RedfishClient::new(&appliance);
-    let stream = open_stream(&r, "RegistryPrefix eq 'StorageDevice'");
+    let stream = EventStream::open(&r, "RegistryPrefix eq 'StorageDevice'");
 
     // RAID0 has nothing to compare: no action, and a POST is refused.
     let (status, striped) = r.post(
@@ -184,16 +106,7 @@ fn a_raid1_volume_is_checked_as_a_task_and_reports_its_health() {
     let (status, _, busy) = check(&r, &path);
     assert_eq!(status, StatusCode::CONFLICT, "{busy}");
     assert_eq!(message_key(&busy), "ResourceInUse");
-    let task_uri = task["@odata.id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let task = loop {
-        let task = r.get_ok(&task_uri);
-        if task["TaskState"] != "Running" {
-            break task;
-        }
-        assert!(Instant::now() < deadline, "the check never ended: {task}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let task = wait_task(&r, &task);
     assert_eq!(task["TaskState"], "Completed", "{task}");
     assert_eq!(task["TaskStatus"], "OK", "{task}");
     assert_eq!(task["PercentComplete"], 100);
@@ -216,18 +129,13 @@ fn a_raid1_volume_is_checked_as_a_task_and_reports_its_health() {
     let (status, body) = r.get(&monitor);
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["@odata.id"], path.as_str());
-    let raid = appliance.dataplane_call(
-        owner(&appliance, clusters, &bdev).unwrap(),
-        "bdev_get_bdevs",
-        json!({"name": bdev}),
-    );
-    let last = &raid[0]["driver_specific"]["raid"]["shoal"]["last_check"];
+    let (first_owner, raid) = appliance.raid_holder(clusters, &bdev).unwrap();
+    let last = &raid["shoal"]["last_check"];
     assert_eq!(last["mismatched_blocks"], 0, "{last}");
     assert_eq!(last["sequence"], 1, "{last}");
 
     // A host writes through the owner while the other leg's cluster is
     // killed: the raid loses that leg.
-    let first_owner = owner(&appliance, clusters, &bdev).unwrap();
     let victim = [0, 1].into_iter().find(|&c| c != first_owner).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
@@ -252,17 +160,11 @@ fn a_raid1_volume_is_checked_as_a_task_and_reports_its_health() {
     while written.load(Ordering::Relaxed) < 20 {
         std::thread::sleep(Duration::from_millis(5));
     }
-    std::fs::write(dir.join(format!("slow-start-{victim}")), b"").unwrap();
-    let before = appliance.cluster(victim as usize);
-    let restarts = before["restarts"].as_u64().unwrap();
-    kill(
-        Pid::from_raw(before["pid"].as_i64().unwrap() as i32),
-        Signal::SIGKILL,
-    )
-    .unwrap();
+    hold_back(&dir, victim);
+    let restarts = appliance.kill_cluster(victim);
 
     let mut seen = Vec::new();
-    let degraded = wait_event(&stream, &path, "VolumeDegraded", &mut seen);
+    let degraded = stream.wait_about(&path, "StorageDevice", "VolumeDegraded", &mut seen);
     assert_eq!(seen, ["StorageDevice.1.5.VolumeDegraded"], "only the news");
     assert_eq!(degraded["MessageSeverity"], "Warning");
     assert_eq!(
@@ -289,13 +191,10 @@ fn a_raid1_volume_is_checked_as_a_task_and_reports_its_health() {
     assert_eq!(message_key(&refused), "ResourceInUse");
 
     // The supervisor restarts the cluster; its leg is rebuilt.
-    std::fs::remove_file(dir.join(format!("slow-start-{victim}"))).unwrap();
-    appliance.wait_for("the leg's cluster restarted", STARTUP_TIMEOUT, |s| {
-        s["clusters"][victim as usize]["state"] == "running"
-            && s["clusters"][victim as usize]["restarts"].as_u64() > Some(restarts)
-    });
-    wait_event(&stream, &path, "VolumeRebuilding", &mut seen);
-    let ok = wait_event(&stream, &path, "VolumeOK", &mut seen);
+    let_back(&dir, victim);
+    appliance.wait_restarted(victim, restarts);
+    stream.wait_about(&path, "StorageDevice", "VolumeRebuilding", &mut seen);
+    let ok = stream.wait_about(&path, "StorageDevice", "VolumeOK", &mut seen);
     assert_eq!(ok["MessageSeverity"], "OK");
     assert_eq!(
         seen,
