@@ -97,14 +97,7 @@ fn writes_from_two_paths_keep_the_volume_consistent(raid_type: &str) {
             );
         }
     }
-    appliance.dataplane_call(holder, "bdev_raid_check_consistency", json!({"name": bdev}));
-    appliance.wait_for("the check finished", Duration::from_secs(60), |_| {
-        owner().is_some_and(|(_, raid)| {
-            raid["process"].is_null() && !raid["shoal"]["last_check"].is_null()
-        })
-    });
-    let check = owner().unwrap().1["shoal"]["last_check"].clone();
-    assert_eq!(check["finished"], true, "{check}");
+    let check = appliance.raid_check(holder, &bdev, Duration::from_secs(60));
     assert_eq!(check["mismatched_blocks"], 0, "{raid_type}: {check}");
     assert!(check["checked_blocks"].as_u64().unwrap() > 0, "{check}");
 }

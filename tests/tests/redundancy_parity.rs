@@ -111,13 +111,7 @@ fn raid6_survives_the_kill_of_two_leg_clusters_and_rebuilds_them_on_return() {
     // Every acknowledged write reads back (the latest one of each slot).
     log.verify(port, "p");
     // And the parity agrees with the data everywhere.
-    appliance.dataplane_call(0, "bdev_raid_check_consistency", json!({"name": "p"}));
-    appliance.wait_for("the check finished", Duration::from_secs(90), |_| {
-        let info = raid(&appliance);
-        info["process"].is_null() && !info["shoal"]["last_check"].is_null()
-    });
-    let check = raid(&appliance)["shoal"]["last_check"].clone();
-    assert_eq!(check["finished"], true, "{check}");
+    let check = appliance.raid_check(0, "p", Duration::from_secs(90));
     assert_eq!(check["mismatched_blocks"], 0, "{check}");
     assert_eq!(check["checked_blocks"], volume_bytes / BLOCK);
 }
