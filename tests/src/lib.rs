@@ -14,6 +14,7 @@ pub mod ports;
 pub mod raw_tls;
 pub mod redfish_client;
 pub mod small_filesystem;
+pub mod sse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -423,6 +424,32 @@ impl Appliance {
             let raid = list[0]["driver_specific"]["raid"].clone();
             raid.is_object().then_some((cluster, raid))
         })
+    }
+
+    /// Runs the consistency check of raid `bdev` on cluster `cluster`, which
+    /// holds it, and waits up to `timeout` for its report (told from an
+    /// earlier check's by its sequence number); panics unless the check
+    /// ran to the end. Returns the report (`shoal.last_check`).
+    pub fn raid_check(&self, cluster: u32, bdev: &str, timeout: Duration) -> Value {
+        let raid = || {
+            self.dataplane_call(cluster, "bdev_get_bdevs", serde_json::json!({"name": bdev}))[0]
+                ["driver_specific"]["raid"]
+                .clone()
+        };
+        let sequence = |raid: &Value| raid["shoal"]["last_check"]["sequence"].as_u64();
+        let before = sequence(&raid()).unwrap_or(0);
+        self.dataplane_call(
+            cluster,
+            "bdev_raid_check_consistency",
+            serde_json::json!({"name": bdev}),
+        );
+        self.wait_for(&format!("the check of {bdev}"), timeout, |_| {
+            let raid = raid();
+            raid["process"].is_null() && sequence(&raid) > Some(before)
+        });
+        let check = raid()["shoal"]["last_check"].clone();
+        assert_eq!(check["finished"], true, "{check}");
+        check
     }
 
     /// SIGKILLs data cluster `index` and returns its restart count from

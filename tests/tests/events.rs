@@ -4,7 +4,6 @@
 //! with the service's policy, and survive a restart of the service; bad
 //! subscriptions are refused.
 
-use std::io::{BufRead, BufReader};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -12,6 +11,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shoal_tests::event_receiver::EventReceiver;
 use shoal_tests::redfish_client::{RedfishClient, message_key};
+use shoal_tests::sse::EventStream;
 use shoal_tests::{Appliance, STARTUP_TIMEOUT};
 
 const SUBSCRIPTIONS: &str = "/redfish/v1/EventService/Subscriptions";
@@ -31,62 +31,6 @@ fn start() -> Appliance {
     appliance
 }
 
-/// Opens the SSE stream with `filter`; its events arrive on the receiver
-/// (the channel closes when the stream ends).
-fn open_stream(r: &RedfishClient, filter: &str) -> mpsc::Receiver<(String, Value)> {
-    let client = reqwest::blocking::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .timeout(None)
-        .build()
-        .unwrap();
-    let response = client
-        .get(r.url("/redfish/v1/EventService/SSE"))
-        .query(&[("$filter", filter)])
-        .header("accept", "text/event-stream")
-        .basic_auth("admin", Some(&r.password))
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream")
-    );
-    let (events, arriving) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut id = String::new();
-        for line in BufReader::new(response).lines() {
-            let Ok(line) = line else { return };
-            if let Some(value) = line.strip_prefix("id:") {
-                id = value.trim().to_string();
-            } else if let Some(data) = line.strip_prefix("data:") {
-                let event: Value =
-                    serde_json::from_str(data.trim()).expect("data is one JSON line");
-                if events.send((id.clone(), event)).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    arriving
-}
-
-/// The next event on `stream` whose first record has `message_id`.
-fn next_event(stream: &mpsc::Receiver<(String, Value)>, message_id: &str) -> (String, Value) {
-    loop {
-        let (id, event) = stream
-            .recv_timeout(STARTUP_TIMEOUT)
-            .unwrap_or_else(|e| panic!("no {message_id} event: {e}"));
-        if event["Events"][0]["MessageId"]
-            .as_str()
-            .is_some_and(|m| m.ends_with(message_id))
-        {
-            return (id, event);
-        }
-    }
-}
-
 #[test]
 fn the_event_stream_sees_volumes_and_cluster_failures() {
     let appliance = start();
@@ -97,7 +41,7 @@ fn the_event_stream_sees_volumes_and_cluster_failures() {
         "/redfish/v1/EventService/SSE"
     );
 
-    let stream = open_stream(
+    let stream = EventStream::open(
         &r,
         "RegistryPrefix eq 'ResourceEvent' or RegistryPrefix eq 'StorageDevice'",
     );
@@ -115,7 +59,7 @@ fn the_event_stream_sees_volumes_and_cluster_failures() {
         &json!({"Name": "watched", "CapacityBytes": 16 * MIB}),
     );
     assert_eq!(status, StatusCode::CREATED);
-    let (id, event) = next_event(&stream, "ResourceCreated");
+    let (id, event) = stream.next_event("ResourceCreated");
     assert_eq!(event["@odata.type"], "#Event.v1_13_0.Event");
     assert_eq!(event["Events"][0]["EventId"], id.as_str());
     assert_eq!(
@@ -124,20 +68,15 @@ fn the_event_stream_sees_volumes_and_cluster_failures() {
     );
 
     // A data cluster dies and comes back: its controller fails, then is OK.
-    let victim = appliance.cluster(1)["pid"].as_i64().unwrap() as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(victim),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    appliance.kill_cluster(1);
     let controller = "/redfish/v1/Storage/appliance/Controllers/cluster1";
-    let (_, failed) = next_event(&stream, "ControllerFailure");
+    let (_, failed) = stream.next_event("ControllerFailure");
     assert_eq!(
         failed["Events"][0]["OriginOfCondition"]["@odata.id"],
         controller
     );
     assert_eq!(failed["Events"][0]["MessageSeverity"], "Critical");
-    let (_, back) = next_event(&stream, "ControllerOK");
+    let (_, back) = stream.next_event("ControllerOK");
     assert_eq!(
         back["Events"][0]["OriginOfCondition"]["@odata.id"],
         controller

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use shoal_tests::Appliance;
 use shoal_tests::nbd_client::{self, connect};
 use shoal_tests::redfish_client::RedfishClient;
@@ -39,17 +39,6 @@ fn block_of(path: u64, seq: u64) -> u64 {
     (x % (HOT_BLOCKS / 2)) * 2 + path
 }
 
-/// The cluster whose `bdev` is the raid, and its description.
-fn owner(appliance: &Appliance, bdev: &str) -> Option<(u32, Value)> {
-    (0..CLUSTERS).find_map(|cluster| {
-        let list = appliance
-            .dataplane_rpc(cluster, "bdev_get_bdevs", Some(json!({"name": bdev})))
-            .ok()?;
-        let raid = list[0]["driver_specific"]["raid"].clone();
-        raid.is_object().then_some((cluster, raid))
-    })
-}
-
 fn writes_from_two_paths_keep_the_volume_consistent(raid_type: &str) {
     let appliance = Appliance::builder(CLUSTERS)
         .set("memory.region_mib", 64)
@@ -67,7 +56,8 @@ fn writes_from_two_paths_keep_the_volume_consistent(raid_type: &str) {
     appliance.wait_for("the volume is OK", Duration::from_secs(30), |_| {
         r.get(&path).1["Status"]["Health"] == "OK"
     });
-    let (holder, _) = owner(&appliance, &bdev).expect("a cluster holds the raid");
+    let owner = || appliance.raid_holder(CLUSTERS, &bdev);
+    let (holder, _) = owner().expect("a cluster holds the raid");
     // Two paths, neither through the owner: both are forwarded.
     let paths: Vec<u32> = (0..CLUSTERS).filter(|&c| c != holder).take(2).collect();
 
@@ -107,14 +97,7 @@ fn writes_from_two_paths_keep_the_volume_consistent(raid_type: &str) {
             );
         }
     }
-    appliance.dataplane_call(holder, "bdev_raid_check_consistency", json!({"name": bdev}));
-    appliance.wait_for("the check finished", Duration::from_secs(60), |_| {
-        owner(&appliance, &bdev).is_some_and(|(_, raid)| {
-            raid["process"].is_null() && !raid["shoal"]["last_check"].is_null()
-        })
-    });
-    let check = owner(&appliance, &bdev).unwrap().1["shoal"]["last_check"].clone();
-    assert_eq!(check["finished"], true, "{check}");
+    let check = appliance.raid_check(holder, &bdev, Duration::from_secs(60));
     assert_eq!(check["mismatched_blocks"], 0, "{raid_type}: {check}");
     assert!(check["checked_blocks"].as_u64().unwrap() > 0, "{check}");
 }

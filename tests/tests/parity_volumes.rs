@@ -175,25 +175,15 @@ fn survives_the_kill_of_leg_clusters(
 
 /// Runs the raid's consistency check on its owner and asserts that it
 /// covered the whole volume and found no block whose parity disagrees.
-/// Call it only while the last process was not a check (the wait tells the
-/// new check from an old one by that).
 // TODO: through `#Volume.CheckConsistency` once that action is on main;
 // until then the dataplane's own RPC on the owner.
 fn check_parity(appliance: &Appliance, owner: u32, bdev: &str, capacity: u64) {
-    let raid =
-        || appliance.dataplane_call(owner, "bdev_get_bdevs", json!({"name": bdev}))[0].clone();
-    let before = raid()["driver_specific"]["raid"]["shoal"]["last_process"]["type"].clone();
-    assert_ne!(before, "check", "a check ran already");
-    appliance.dataplane_call(owner, "bdev_raid_check_consistency", json!({"name": bdev}));
-    appliance.wait_for("the parity check", Duration::from_secs(60), |_| {
-        let raid = &raid()["driver_specific"]["raid"];
-        raid["process"].is_null() && raid["shoal"]["last_process"]["type"] == "check"
-    });
-    let bdev = raid();
-    let check = &bdev["driver_specific"]["raid"]["shoal"]["last_check"];
-    assert_eq!(check["finished"], true, "{check}");
+    let check = appliance.raid_check(owner, bdev, Duration::from_secs(60));
     assert_eq!(check["mismatched_blocks"], 0, "{check}");
-    let block_size = bdev["block_size"].as_u64().unwrap();
+    let block_size =
+        appliance.dataplane_call(owner, "bdev_get_bdevs", json!({"name": bdev}))[0]["block_size"]
+            .as_u64()
+            .unwrap();
     assert_eq!(
         check["checked_blocks"].as_u64().map(|b| b * block_size),
         Some(capacity),

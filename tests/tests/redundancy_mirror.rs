@@ -147,13 +147,7 @@ fn raid1_survives_the_kill_of_a_leg_cluster_and_resyncs_it_on_return() {
         assert!(back == pattern(seq), "slot {slot}: write {seq} lost");
     }
     // And the mirrors are identical.
-    appliance.dataplane_call(0, "bdev_raid_check_consistency", json!({"name": "m"}));
-    appliance.wait_for("the check finished", Duration::from_secs(60), |_| {
-        let info = raid(&appliance);
-        info["process"].is_null() && !info["shoal"]["last_check"].is_null()
-    });
-    let check = raid(&appliance)["shoal"]["last_check"].clone();
-    assert_eq!(check["finished"], true, "{check}");
+    let check = appliance.raid_check(0, "m", Duration::from_secs(60));
     assert_eq!(check["mismatched_blocks"], 0, "{check}");
     assert_eq!(check["checked_blocks"], volume_blocks);
 }
@@ -247,12 +241,6 @@ fn raid1_reassembles_after_the_kill_of_its_own_cluster_with_every_acknowledged_w
             "slot {slot}: write {seq} lost"
         );
     }
-    appliance.dataplane_call(0, "bdev_raid_check_consistency", json!({"name": "m"}));
-    appliance.wait_for("the check finished", Duration::from_secs(60), |_| {
-        let info = raid(&appliance);
-        info["process"].is_null() && !info["shoal"]["last_check"].is_null()
-    });
-    let check = raid(&appliance)["shoal"]["last_check"].clone();
-    assert_eq!(check["finished"], true, "{check}");
+    let check = appliance.raid_check(0, "m", Duration::from_secs(60));
     assert_eq!(check["mismatched_blocks"], 0, "{check}");
 }

@@ -4,16 +4,11 @@
 //! their legs rejoin and are rebuilt from the bitmap, every acknowledged
 //! write reads back, and the parity check finds no mismatch.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::{Value, json};
 use shoal_tests::Appliance;
-use shoal_tests::nbd_client::{self, connect};
+use shoal_tests::pattern_writer::PatternWriter;
 
 const LEG_BYTES: u64 = 36 << 20;
 const BLOCK: u64 = 4096;
@@ -21,12 +16,6 @@ const BLOCK: u64 = 4096;
 /// reconstruct-write, some of them with a leg away.
 const CHUNK: usize = 64 << 10;
 const LEGS: [(u32, &str); 4] = [(0, "a"), (1, "b"), (2, "c"), (3, "d")];
-
-fn pattern(seq: u64) -> Vec<u8> {
-    (0..CHUNK)
-        .map(|i| (seq as usize * 31 + i / 4096 + i) as u8)
-        .collect()
-}
 
 fn raid(appliance: &Appliance) -> Value {
     appliance.dataplane_call(0, "bdev_raid_get_bdevs", json!({"category": "all"}))[0].clone()
@@ -75,43 +64,13 @@ fn raid6_survives_the_kill_of_two_leg_clusters_and_rebuilds_them_on_return() {
     let port = appliance.nbd_port(0);
     // Two data legs of whole 64 KiB strips after the 4 MiB metadata.
     let volume_bytes = 2 * (LEG_BYTES - (4 << 20));
-    let slots = volume_bytes / CHUNK as u64;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let log: Arc<Mutex<Vec<(u64, u32)>>> = Arc::default();
-    let writer = {
-        let (stop, sent, log) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&log));
-        std::thread::spawn(move || {
-            let mut s = connect(port, "p");
-            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-            let mut seq = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let offset = slot_of(seq, slots) * CHUNK as u64;
-                let error = nbd_client::write(&mut s, seq, offset, &pattern(seq));
-                log.lock().unwrap().push((seq, error));
-                sent.fetch_add(1, Ordering::Relaxed);
-                seq += 1;
-            }
-        })
-    };
-    let wait_sent = |n: u64| {
-        let target = sent.load(Ordering::Relaxed) + n;
-        while sent.load(Ordering::Relaxed) < target {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    };
-    wait_sent(200);
+    let writer = PatternWriter::start(port, "p", volume_bytes, CHUNK, slot_of);
+    writer.wait_sent(200);
     // Two leg clusters at once: all raid6 tolerates.
-    let killed = [appliance.cluster(2), appliance.cluster(3)];
-    for cluster in &killed {
-        kill(
-            Pid::from_raw(cluster["pid"].as_i64().unwrap() as i32),
-            Signal::SIGKILL,
-        )
-        .unwrap();
-    }
-    wait_sent(200);
+    let killed = [2, 3];
+    let restarts = killed.map(|cluster| appliance.kill_cluster(cluster));
+    writer.wait_sent(200);
     let degraded = raid(&appliance);
     assert_eq!(degraded["shoal"]["degraded"], true, "{degraded}");
     assert_eq!(degraded["state"], "online", "{degraded}");
@@ -124,16 +83,8 @@ fn raid6_survives_the_kill_of_two_leg_clusters_and_rebuilds_them_on_return() {
         "{degraded}"
     );
 
-    for (index, cluster) in [2u32, 3].into_iter().enumerate() {
-        let restarts = killed[index]["restarts"].as_u64().unwrap();
-        appliance.wait_for(
-            &format!("cluster {cluster} restarted"),
-            shoal_tests::STARTUP_TIMEOUT,
-            |s| {
-                s["clusters"][cluster as usize]["state"] == "running"
-                    && s["clusters"][cluster as usize]["restarts"].as_u64() > Some(restarts)
-            },
-        );
+    for (cluster, count) in killed.into_iter().zip(restarts) {
+        appliance.wait_restarted(cluster, count);
     }
     // The restarted clusters open their leg files again; the raid takes
     // the legs back and rebuilds them while writes go on.
@@ -148,12 +99,9 @@ fn raid6_survives_the_kill_of_two_leg_clusters_and_rebuilds_them_on_return() {
     appliance.wait_for("the legs rebuilt", Duration::from_secs(90), |_| {
         raid(&appliance)["shoal"]["degraded"] == false
     });
-    wait_sent(100);
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
-
-    let log = log.lock().unwrap().clone();
-    let errors: Vec<_> = log.iter().filter(|e| e.1 != 0).collect();
+    writer.wait_sent(100);
+    let log = writer.finish();
+    let errors = log.errors();
     assert!(errors.is_empty(), "I/O errors at the client: {errors:?}");
     let rebuilt = raid(&appliance);
     let last = &rebuilt["shoal"]["last_process"];
@@ -161,24 +109,9 @@ fn raid6_survives_the_kill_of_two_leg_clusters_and_rebuilds_them_on_return() {
     assert_eq!(last["finished"], true, "{rebuilt}");
 
     // Every acknowledged write reads back (the latest one of each slot).
-    let mut s = connect(port, "p");
-    let mut latest = HashMap::new();
-    for &(seq, _) in &log {
-        latest.insert(slot_of(seq, slots), seq);
-    }
-    for (&slot, &seq) in &latest {
-        let back =
-            nbd_client::read(&mut s, 1_000_000 + seq, slot * CHUNK as u64, CHUNK as u32).unwrap();
-        assert!(back == pattern(seq), "slot {slot}: write {seq} lost");
-    }
+    log.verify(port, "p");
     // And the parity agrees with the data everywhere.
-    appliance.dataplane_call(0, "bdev_raid_check_consistency", json!({"name": "p"}));
-    appliance.wait_for("the check finished", Duration::from_secs(90), |_| {
-        let info = raid(&appliance);
-        info["process"].is_null() && !info["shoal"]["last_check"].is_null()
-    });
-    let check = raid(&appliance)["shoal"]["last_check"].clone();
-    assert_eq!(check["finished"], true, "{check}");
+    let check = appliance.raid_check(0, "p", Duration::from_secs(90));
     assert_eq!(check["mismatched_blocks"], 0, "{check}");
     assert_eq!(check["checked_blocks"], volume_bytes / BLOCK);
 }

@@ -127,17 +127,6 @@ fn survives_the_kill_of_its_owner(clusters: u32, raid_type: &str, level: &str, l
     for cluster in 0..clusters {
         log.verify(appliance.nbd_port(cluster), &bdev);
     }
-    appliance.dataplane_call(
-        survivor,
-        "bdev_raid_check_consistency",
-        json!({"name": bdev}),
-    );
-    appliance.wait_for("the check finished", Duration::from_secs(60), |_| {
-        owner().is_some_and(|(_, raid)| {
-            raid["process"].is_null() && !raid["shoal"]["last_check"].is_null()
-        })
-    });
-    let check = owner().unwrap().1["shoal"]["last_check"].clone();
-    assert_eq!(check["finished"], true, "{check}");
+    let check = appliance.raid_check(survivor, &bdev, Duration::from_secs(60));
     assert_eq!(check["mismatched_blocks"], 0, "{check}");
 }

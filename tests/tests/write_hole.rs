@@ -197,12 +197,6 @@ fn a_raid5f_owner_killed_mid_write_while_degraded_loses_no_acknowledged_write() 
         raid(&appliance, 1)["shoal"]["degraded"] == false
     });
     verify(port, &allowed, "after the rebuild");
-    appliance.dataplane_call(1, "bdev_raid_check_consistency", json!({"name": "p"}));
-    appliance.wait_for("the check finished", Duration::from_secs(90), |_| {
-        let info = raid(&appliance, 1);
-        info["process"].is_null() && !info["shoal"]["last_check"].is_null()
-    });
-    let check = raid(&appliance, 1)["shoal"]["last_check"].clone();
-    assert_eq!(check["finished"], true, "{check}");
+    let check = appliance.raid_check(1, "p", Duration::from_secs(90));
     assert_eq!(check["mismatched_blocks"], 0, "{check}");
 }
