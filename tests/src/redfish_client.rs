@@ -68,7 +68,6 @@ impl RedfishClient {
         self.send(self.client.delete(self.url(path)))
     }
 
-    /// GET that must succeed.
     /// Polls GET `path` until its body satisfies `done` and returns it;
     /// panics with the last body after `timeout`.
     pub fn wait_for(
@@ -92,6 +91,33 @@ impl RedfishClient {
         }
     }
 
+    /// Runs `#Volume.CheckConsistency` on the redundant volume at `volume`
+    /// once its health is OK (the action refuses a volume that is not)
+    /// and follows the task until it ends. Returns the task, which must
+    /// have completed, and the counts its Description gives.
+    pub fn check_consistency(&self, volume: &str) -> (Value, CheckCounts) {
+        self.wait_for(
+            volume,
+            "the volume OK to check",
+            Duration::from_secs(30),
+            |v| v["Status"]["Health"] == "OK",
+        );
+        let action = format!("{volume}/Actions/Volume.CheckConsistency");
+        let (status, accepted) = self.post(&action, &serde_json::json!({}));
+        assert_eq!(status, StatusCode::ACCEPTED, "POST {action}: {accepted}");
+        let task_uri = accepted["@odata.id"].as_str().expect("a task").to_string();
+        let task = self.wait_for(
+            &task_uri,
+            "the check to end",
+            Duration::from_secs(90),
+            |t| t["TaskState"] != "Running" && t["TaskState"] != "New",
+        );
+        assert_eq!(task["TaskState"], "Completed", "{task}");
+        let counts = CheckCounts::parse(task["Description"].as_str().unwrap_or_default())
+            .unwrap_or_else(|| panic!("no counts in the check's Description: {task}"));
+        (task, counts)
+    }
+
     pub fn get_ok(&self, path: &str) -> Value {
         let (status, body) = self.get(path);
         assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
@@ -109,4 +135,33 @@ pub fn message_key(body: &Value) -> String {
         .next()
         .unwrap_or_default()
         .to_string()
+}
+
+/// What a finished `Volume.CheckConsistency` task says it compared:
+/// "Checked N blocks of B bytes of volume X: M mismatched".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckCounts {
+    pub checked_blocks: u64,
+    pub block_bytes: u64,
+    pub mismatched_blocks: u64,
+}
+
+impl CheckCounts {
+    fn parse(description: &str) -> Option<Self> {
+        let rest = description.strip_prefix("Checked ")?;
+        let (checked, rest) = rest.split_once(" blocks of ")?;
+        let (block, rest) = rest.split_once(" bytes of volume ")?;
+        let (_, rest) = rest.rsplit_once(": ")?;
+        let mismatched = rest.strip_suffix(" mismatched")?;
+        Some(Self {
+            checked_blocks: checked.parse().ok()?,
+            block_bytes: block.parse().ok()?,
+            mismatched_blocks: mismatched.parse().ok()?,
+        })
+    }
+
+    /// Bytes of the volume the check covered.
+    pub fn checked_bytes(&self) -> u64 {
+        self.checked_blocks * self.block_bytes
+    }
 }

@@ -97,9 +97,9 @@ fn writes_from_two_paths_keep_the_volume_consistent(raid_type: &str) {
             );
         }
     }
-    let check = appliance.raid_check(holder, &bdev, Duration::from_secs(60));
-    assert_eq!(check["mismatched_blocks"], 0, "{raid_type}: {check}");
-    assert!(check["checked_blocks"].as_u64().unwrap() > 0, "{check}");
+    let (task, counts) = r.check_consistency(&path);
+    assert_eq!(counts.mismatched_blocks, 0, "{raid_type}: {task}");
+    assert!(counts.checked_blocks > 0, "{task}");
 }
 
 #[test]

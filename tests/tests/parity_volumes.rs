@@ -5,8 +5,8 @@
 //! with SIGKILL at once: no write fails, the volume is Enabled/Warning.
 //! When the clusters are back their legs rejoin, Operations shows the
 //! rebuild until it ends, Status is OK again, every acknowledged write
-//! reads back through every cluster and the parity check finds nothing
-//! amiss.
+//! reads back through every cluster and `Volume.CheckConsistency` finds
+//! nothing amiss.
 
 use std::time::Duration;
 
@@ -92,7 +92,7 @@ fn survives_the_kill_of_leg_clusters(
         "{body}"
     );
     // Zeroed through the raid on creation: data and parity agree already.
-    check_parity(&appliance, owner_cluster, &bdev, capacity);
+    check_parity(&r, &path, capacity);
     // Neither grown nor initialised: the raid's metadata is sized at
     // creation and lies on the legs.
     let (status, refused) = r.patch(&path, &json!({"CapacityBytes": 2 * capacity}));
@@ -170,23 +170,14 @@ fn survives_the_kill_of_leg_clusters(
     for cluster in 0..CLUSTERS {
         log.verify(appliance.nbd_port(cluster), &bdev);
     }
-    check_parity(&appliance, owner_cluster, &bdev, capacity);
+    check_parity(&r, &path, capacity);
 }
 
-/// Runs the raid's consistency check on its owner and asserts that it
-/// covered the whole volume and found no block whose parity disagrees.
-// TODO: through `#Volume.CheckConsistency` once that action is on main;
-// until then the dataplane's own RPC on the owner.
-fn check_parity(appliance: &Appliance, owner: u32, bdev: &str, capacity: u64) {
-    let check = appliance.raid_check(owner, bdev, Duration::from_secs(60));
-    assert_eq!(check["mismatched_blocks"], 0, "{check}");
-    let block_size =
-        appliance.dataplane_call(owner, "bdev_get_bdevs", json!({"name": bdev}))[0]["block_size"]
-            .as_u64()
-            .unwrap();
-    assert_eq!(
-        check["checked_blocks"].as_u64().map(|b| b * block_size),
-        Some(capacity),
-        "{check}"
-    );
+/// Checks the volume through `#Volume.CheckConsistency` and asserts that
+/// it covered the whole volume and found no block whose parity disagrees.
+fn check_parity(r: &RedfishClient, path: &str, capacity: u64) {
+    let (task, counts) = r.check_consistency(path);
+    assert_eq!(task["TaskStatus"], "OK", "{task}");
+    assert_eq!(counts.mismatched_blocks, 0, "{task}");
+    assert_eq!(counts.checked_bytes(), capacity, "{task}");
 }

@@ -127,6 +127,7 @@ fn survives_the_kill_of_its_owner(clusters: u32, raid_type: &str, level: &str, l
     for cluster in 0..clusters {
         log.verify(appliance.nbd_port(cluster), &bdev);
     }
-    let check = appliance.raid_check(survivor, &bdev, Duration::from_secs(60));
-    assert_eq!(check["mismatched_blocks"], 0, "{check}");
+    let (task, counts) = r.check_consistency(&path);
+    assert_eq!(counts.mismatched_blocks, 0, "{task}");
+    assert_eq!(task["TaskStatus"], "OK", "{task}");
 }
