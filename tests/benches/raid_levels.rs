@@ -223,50 +223,39 @@ impl Bench {
 
     fn run(&self, target: &Target, protocol: Protocol, workload: Workload) -> Figures {
         let max_bytes = workload.block_bytes as usize;
-        match protocol {
-            Protocol::Nbd => {
-                let port = self.appliance.nbd_port(0);
-                let make = |_: usize| -> Box<dyn Client> {
-                    Box::new(NbdConnection::new(
-                        nbd_client::connect(port, &target.name),
-                        max_bytes,
-                    ))
-                };
-                load::measure(
-                    &make,
-                    workload,
-                    target.bytes,
-                    self.connections,
-                    self.depth,
-                    self.duration,
-                )
-            }
-            Protocol::Nvme => {
-                let portal = self.appliance.nvmf_address(0);
-                let mut admin = Initiator::connect(portal, false, false).expect("admin queue");
-                let cntlid = admin.start_admin(&target.nqn, HOST, 0).expect("controller");
-                let next_qid = std::sync::atomic::AtomicU16::new(1);
-                let make = |_: usize| -> Box<dyn Client> {
-                    let qid = next_qid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let mut queue = Initiator::connect(portal, false, false).expect("I/O queue");
-                    let cqe = queue
-                        .fabric_connect_with(qid, 127, cntlid, &target.nqn, HOST, 0, true)
-                        .expect("connect");
-                    assert!(cqe.ok(), "{cqe:?}");
-                    Box::new(NvmeQueue::new(queue, BLOCK, IN_CAPSULE_BYTES, max_bytes))
-                };
-                let figures = load::measure(
-                    &make,
-                    workload,
-                    target.bytes,
-                    self.connections,
-                    self.depth,
-                    self.duration,
-                );
-                drop(admin);
-                figures
-            }
-        }
+        let nbd_port = self.appliance.nbd_port(0);
+        let portal = self.appliance.nvmf_address(0);
+        // NVMe/TCP: one controller (its admin queue lives for the run),
+        // an I/O queue per connection.
+        let controller = (protocol == Protocol::Nvme).then(|| {
+            let mut admin = Initiator::connect(portal, false, false).expect("admin queue");
+            let cntlid = admin.start_admin(&target.nqn, HOST, 0).expect("controller");
+            (admin, cntlid)
+        });
+        let next_qid = std::sync::atomic::AtomicU16::new(1);
+        let make = |_: usize| -> Box<dyn Client> {
+            let Some((_, cntlid)) = &controller else {
+                return Box::new(NbdConnection::new(
+                    nbd_client::connect(nbd_port, &target.name),
+                    max_bytes,
+                ));
+            };
+            let qid = next_qid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut queue = Initiator::connect(portal, false, false).expect("I/O queue");
+            let cqe = queue
+                .fabric_connect_with(qid, 127, *cntlid, &target.nqn, HOST, 0, true)
+                .expect("connect");
+            assert!(cqe.ok(), "{cqe:?}");
+            Box::new(NvmeQueue::new(queue, BLOCK, IN_CAPSULE_BYTES, max_bytes))
+        };
+        load::measure(
+            &make,
+            workload,
+            target.bytes,
+            self.connections,
+            self.depth,
+            self.duration,
+        )
     }
 
     fn raid(&self, name: &str) -> Value {

@@ -48,3 +48,19 @@ pub fn hold_back(dir: &Path, cluster: u32) {
 pub fn let_back(dir: &Path, cluster: u32) {
     let _ = std::fs::remove_file(dir.join(format!("slow-start-{cluster}")));
 }
+
+/// An appliance of `clusters` for redundant-volume tests: drives of
+/// 128 MiB, a 64 MiB region, and clusters that stay away `seconds` after
+/// a kill while [`hold_back`] is in effect. Returns it with the directory
+/// [`hold_back`] and [`let_back`] take.
+pub fn redundancy_appliance(clusters: u32, seconds: u32) -> (crate::Appliance, PathBuf) {
+    let builder = crate::Appliance::builder(clusters);
+    let dir = builder.dir().to_path_buf();
+    let launcher = slow_start_launcher(&dir, seconds);
+    let appliance = builder
+        .set("memory.region_mib", 64)
+        .set("dataplane.drive_size_mib", 128)
+        .set("binaries.dataplane", launcher.display().to_string())
+        .start_ready();
+    (appliance, dir)
+}

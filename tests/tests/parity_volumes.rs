@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use shoal_tests::Appliance;
-use shoal_tests::launcher::{hold_back, let_back, slow_start_launcher};
+use shoal_tests::launcher::{hold_back, let_back, redundancy_appliance};
 use shoal_tests::pattern_writer::{PatternWriter, every_slot};
 use shoal_tests::redfish_client::RedfishClient;
 
@@ -47,16 +46,9 @@ fn survives_the_kill_of_leg_clusters(
     capacity: u64,
     kills: usize,
 ) {
-    let builder = Appliance::builder(CLUSTERS);
     // The killed clusters stay away 5 s, long enough to see the volume
     // degraded with writes going on.
-    let launcher = slow_start_launcher(builder.dir(), 5);
-    let dir = builder.dir().to_path_buf();
-    let appliance = builder
-        .set("memory.region_mib", 64)
-        .set("dataplane.drive_size_mib", 128)
-        .set("binaries.dataplane", launcher.display().to_string())
-        .start_ready();
+    let (appliance, dir) = redundancy_appliance(CLUSTERS, 5);
     let r = RedfishClient::new(&appliance);
     let pool = r.get_ok(POOL);
     assert_eq!(

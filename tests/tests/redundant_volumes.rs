@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use shoal_tests::Appliance;
-use shoal_tests::launcher::{hold_back, let_back, slow_start_launcher};
+use shoal_tests::launcher::{hold_back, let_back, redundancy_appliance};
 use shoal_tests::pattern_writer::{PatternWriter, every_slot};
 use shoal_tests::redfish_client::RedfishClient;
 
@@ -33,15 +32,8 @@ fn a_raid10_volume_survives_the_kill_of_its_owner_with_writes_through_another_cl
 /// owner is killed while a host writes through a cluster that neither owns
 /// the volume nor will.
 fn survives_the_kill_of_its_owner(clusters: u32, raid_type: &str, level: &str, legs: u32) {
-    let builder = Appliance::builder(clusters);
     // The killed owner stays away 4 s: long enough for the raid to move.
-    let launcher = slow_start_launcher(builder.dir(), 4);
-    let dir = builder.dir().to_path_buf();
-    let appliance = builder
-        .set("memory.region_mib", 64)
-        .set("dataplane.drive_size_mib", 128)
-        .set("binaries.dataplane", launcher.display().to_string())
-        .start_ready();
+    let (appliance, dir) = redundancy_appliance(clusters, 4);
     let r = RedfishClient::new(&appliance);
     let (status, volume) = r.post(
         VOLUMES,

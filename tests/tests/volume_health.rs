@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shoal_tests::Appliance;
-use shoal_tests::launcher::{hold_back, let_back, slow_start_launcher};
+use shoal_tests::launcher::{hold_back, let_back, redundancy_appliance};
 use shoal_tests::nbd_client::{self, connect};
 use shoal_tests::pattern_writer::pattern;
 use shoal_tests::redfish_client::{RedfishClient, message_key};
@@ -63,15 +63,8 @@ fn wait_task(r: &RedfishClient, accepted: &Value) -> Value {
 fn a_raid1_volume_is_checked_as_a_task_and_reports_its_health() {
     let started = Instant::now();
     let clusters = 4;
-    let builder = Appliance::builder(clusters);
     // A killed leg stays away 4 s: long enough to be seen degraded.
-    let dir = builder.dir().to_path_buf();
-    let launcher = slow_start_launcher(&dir, 4);
-    let appliance = builder
-        .set("memory.region_mib", 64)
-        .set("dataplane.drive_size_mib", 128)
-        .set("binaries.dataplane", launcher.display().to_string())
-        .start_ready();
+    let (appliance, dir) = redundancy_appliance(clusters, 4);
     let r = RedfishClient::new(&appliance);
     let stream = EventStream::open(&r, "RegistryPrefix eq 'StorageDevice'");
 
