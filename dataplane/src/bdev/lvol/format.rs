@@ -74,16 +74,17 @@ const _: () = assert!(MAX_STORE_CLUSTERS < u32::MAX as u64);
 /// Where everything is on a base bdev, derived from its size and the
 /// cluster size alone, so it is recomputed and cross-checked at open.
 ///
-/// The base is split into two metadata copies (A at block 0, B right
-/// after), each a super block, the lvol table and the owner table; data
-/// clusters start at the first cluster boundary after copy B.
+/// The base starts with the two copies' super blocks (A at block 0, B at
+/// block 1: fixed, so either is found when the other is torn), then copy
+/// A's pages (lvol table, owner table), then copy B's; data clusters start
+/// at the first cluster boundary after them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
     pub cluster_bytes: u64,
     /// Size of the base, in metadata blocks.
     pub device_blocks: u64,
     pub total_clusters: u64,
-    /// Metadata blocks per copy: 1 super block, table, owner pages.
+    /// Metadata blocks per copy: its super block and its pages.
     pub copy_blocks: u64,
     /// First data cluster's place, in metadata blocks.
     pub data_offset_blocks: u64,
@@ -147,9 +148,21 @@ impl Geometry {
         self.total_clusters.div_ceil(OWNERS_PER_PAGE as u64)
     }
 
-    /// First block of metadata copy `copy` (0 or 1): its super block.
-    pub fn copy_start(&self, copy: u8) -> u64 {
-        u64::from(copy) * self.copy_blocks
+    /// Where copy `copy`'s (0 or 1) super block is.
+    pub fn super_block_at(copy: u8) -> u64 {
+        u64::from(copy)
+    }
+
+    /// Pages per copy (lvol table and owner table), indexed from 1.
+    pub fn pages_per_copy(&self) -> u32 {
+        (self.copy_blocks - 1) as u32
+    }
+
+    /// Where page `index` (1-based, see [`table_page_index`]) of copy
+    /// `copy` is.
+    pub fn page_at(&self, copy: u8, index: u32) -> u64 {
+        debug_assert!((1..=self.pages_per_copy()).contains(&index));
+        2 + u64::from(copy) * u64::from(self.pages_per_copy()) + u64::from(index - 1)
     }
 
     /// Metadata blocks per cluster.
@@ -565,7 +578,11 @@ mod tests {
         assert_eq!(g.copy_blocks, 1 + 34 + 1);
         assert_eq!(g.data_offset_blocks, 4 * BLOCKS_PER_MIB);
         assert_eq!(g.total_clusters, 255);
-        assert_eq!(g.copy_start(1), 36);
+        assert_eq!(Geometry::super_block_at(1), 1);
+        assert_eq!(g.page_at(0, 1), 2);
+        assert_eq!(g.page_at(0, 35), 36);
+        assert_eq!(g.page_at(1, 1), 37);
+        assert_eq!(g.page_at(1, 35), 71);
         assert_eq!(g.cluster_offset_blocks(2), 12 * BLOCKS_PER_MIB);
         let end = g.cluster_offset_blocks(g.total_clusters as u32);
         assert!(end <= g.device_blocks);

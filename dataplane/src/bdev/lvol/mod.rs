@@ -6,7 +6,17 @@
 //!
 //! - [`format`]: where everything is on the base and how each metadata
 //!   block is encoded and checked;
-//! - [`allocator`]: the in-memory map of free clusters.
+//! - [`allocator`]: the in-memory map of free clusters;
+//! - [`device`]: what the metadata needs of the base (block I/O, flush);
+//! - [`chain`]: which blob of a snapshot chain a read goes to;
+//! - [`store`]: the store in memory, its operations and its
+//!   crash-consistent commit (two alternating copies).
 
 pub mod allocator;
+pub mod chain;
+
+pub mod device;
 pub mod format;
+pub mod store;
+#[cfg(test)]
+mod store_tests;
