@@ -20,7 +20,9 @@ pub trait MetadataDevice {
 
 #[cfg(test)]
 pub mod testing {
+    use std::cell::RefCell;
     use std::collections::HashMap;
+    use std::rc::Rc;
 
     use super::*;
     use crate::bdev::lvol::format::METADATA_BLOCK_BYTES;
@@ -29,8 +31,14 @@ pub mod testing {
     /// and every later one are dropped (or the k-th is torn: its first
     /// half lands), and every call after it fails, as the process would
     /// be gone. [`durable`](Self::durable) is what a restart would find.
+    ///
+    /// Clones are handles on the same base, so a test keeps one while the
+    /// store owns another.
     #[derive(Debug, Clone)]
-    pub struct CrashingDevice {
+    pub struct CrashingDevice(Rc<RefCell<Base>>);
+
+    #[derive(Debug, Clone)]
+    struct Base {
         blocks: u64,
         written: HashMap<u64, Vec<u8>>,
         writes: u64,
@@ -39,43 +47,46 @@ pub mod testing {
         crashed: bool,
     }
 
+    impl Base {
+        fn block(&self, index: u64) -> Vec<u8> {
+            self.written
+                .get(&index)
+                .cloned()
+                .unwrap_or_else(|| vec![0; METADATA_BLOCK_BYTES])
+        }
+    }
+
     impl CrashingDevice {
         pub fn new(blocks: u64) -> Self {
-            Self {
+            Self(Rc::new(RefCell::new(Base {
                 blocks,
                 written: HashMap::new(),
                 writes: 0,
                 crash_at: None,
                 tear: false,
                 crashed: false,
-            }
+            })))
         }
 
         /// Power is lost at write number `k` (0-based, counted from now);
         /// with `tear` half of that write lands.
-        pub fn crash_at_write(&mut self, k: u64, tear: bool) {
-            self.crash_at = Some(self.writes + k);
-            self.tear = tear;
+        pub fn crash_at_write(&self, k: u64, tear: bool) {
+            let mut base = self.0.borrow_mut();
+            base.crash_at = Some(base.writes + k);
+            base.tear = tear;
         }
 
+        /// Writes issued so far (the lost one included).
         pub fn writes(&self) -> u64 {
-            self.writes
+            self.0.borrow().writes
         }
 
-        pub fn crashed(&self) -> bool {
-            self.crashed
-        }
-
-        /// The base as it is after a restart: what was written, working.
+        /// A new base holding what this one made durable, working.
         pub fn durable(&self) -> Self {
-            Self {
-                blocks: self.blocks,
-                written: self.written.clone(),
-                writes: 0,
-                crash_at: None,
-                tear: false,
-                crashed: false,
-            }
+            let base = self.0.borrow();
+            let copy = Self::new(base.blocks);
+            copy.0.borrow_mut().written = base.written.clone();
+            copy
         }
 
         fn gone() -> io::Error {
@@ -85,58 +96,46 @@ pub mod testing {
 
     impl MetadataDevice for CrashingDevice {
         fn blocks(&self) -> u64 {
-            self.blocks
+            self.0.borrow().blocks
         }
 
         fn read_block(&mut self, index: u64) -> io::Result<Vec<u8>> {
-            if self.crashed {
+            let base = self.0.borrow();
+            if base.crashed {
                 return Err(Self::gone());
             }
-            assert!(index < self.blocks, "read past the base");
-            Ok(self
-                .written
-                .get(&index)
-                .cloned()
-                .unwrap_or_else(|| vec![0; METADATA_BLOCK_BYTES]))
+            assert!(index < base.blocks, "read past the base");
+            Ok(base.block(index))
         }
 
         fn write_block(&mut self, index: u64, block: &[u8]) -> io::Result<()> {
-            if self.crashed {
+            let mut base = self.0.borrow_mut();
+            if base.crashed {
                 return Err(Self::gone());
             }
-            assert!(index < self.blocks, "write past the base");
+            assert!(index < base.blocks, "write past the base");
             assert_eq!(block.len(), METADATA_BLOCK_BYTES, "whole blocks only");
-            let n = self.writes;
-            self.writes += 1;
-            if self.crash_at == Some(n) {
-                self.crashed = true;
-                if self.tear {
-                    let old = self.read_block_raw(index);
+            let n = base.writes;
+            base.writes += 1;
+            if base.crash_at == Some(n) {
+                base.crashed = true;
+                if base.tear {
                     let half = METADATA_BLOCK_BYTES / 2;
-                    let torn = [&block[..half], &old[half..]].concat();
-                    self.written.insert(index, torn);
+                    let torn = [&block[..half], &base.block(index)[half..]].concat();
+                    base.written.insert(index, torn);
                 }
                 return Err(Self::gone());
             }
-            self.written.insert(index, block.to_vec());
+            base.written.insert(index, block.to_vec());
             Ok(())
         }
 
         fn flush(&mut self) -> io::Result<()> {
-            if self.crashed {
+            if self.0.borrow().crashed {
                 Err(Self::gone())
             } else {
                 Ok(())
             }
-        }
-    }
-
-    impl CrashingDevice {
-        fn read_block_raw(&self, index: u64) -> Vec<u8> {
-            self.written
-                .get(&index)
-                .cloned()
-                .unwrap_or_else(|| vec![0; METADATA_BLOCK_BYTES])
         }
     }
 }

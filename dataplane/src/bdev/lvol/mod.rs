@@ -15,6 +15,8 @@
 pub mod allocator;
 pub mod chain;
 
+#[cfg(test)]
+mod crash_tests;
 pub mod device;
 pub mod format;
 pub mod store;
