@@ -1,7 +1,7 @@
 //! What the store needs from its base for metadata: whole
 //! [`METADATA_BLOCK_BYTES`](super::format::METADATA_BLOCK_BYTES) blocks read and written, and a flush that makes
 //! every completed write durable. The bdev module adapts a base bdev to
-//! it; tests use [`testing::CrashingDevice`].
+//! it; tests use `testing::CrashingDevice`.
 
 use std::io;
 

@@ -2,7 +2,7 @@
 //!
 //! Every change follows one shape: check everything that can refuse, then
 //! change the in-memory state (marking the pages it touched dirty), then
-//! [`commit`](LvolStore::commit). The change is acknowledged only when the
+//! commit. The change is acknowledged only when the
 //! commit returns; if the commit fails the in-memory state is ahead of
 //! the disk and the store refuses everything until it is opened again.
 //!
@@ -659,11 +659,33 @@ impl<D: MetadataDevice> LvolStore<D> {
         self.check_usable()?;
         let l = self.writable(lvol)?;
         let parent = l.record.parent;
-        let wanted: Vec<(u32, Resolved)> = (0..l.record.size_clusters)
-            .filter(|&logical| !l.extents.contains_key(&(logical as u32)))
+        let size = l.record.size_clusters;
+        let missing = size - l.allocated_clusters();
+        // Refuse before walking: a thin lvol may be far larger than the
+        // store, and an inflate of it far larger than its free space.
+        if all_clusters && missing > u64::from(self.allocator.free()) {
+            return Err(StoreError::NoSpace {
+                needed: missing,
+                free: self.allocator.free(),
+            });
+        }
+        let candidates: BTreeSet<u32> = if all_clusters {
+            (0..size as u32).collect()
+        } else {
+            // Only what an ancestor holds can come through the chain.
+            std::iter::successors(l.record.parent.and_then(|p| self.get(p)), |a| {
+                a.record.parent.and_then(|p| self.get(p))
+            })
+            .flat_map(|a| a.extents.keys().copied())
+            .filter(|&logical| u64::from(logical) < size)
+            .collect()
+        };
+        let wanted: Vec<(u32, Resolved)> = candidates
+            .into_iter()
+            .filter(|logical| !l.extents.contains_key(logical))
             .map(|logical| {
-                let source = self.resolve(lvol, logical).expect("in range");
-                (logical as u32, source)
+                let source = self.resolve(lvol, u64::from(logical)).expect("in range");
+                (logical, source)
             })
             .filter(|(_, source)| all_clusters || *source != Resolved::Zeroes)
             .collect();

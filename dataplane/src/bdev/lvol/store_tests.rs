@@ -368,6 +368,25 @@ fn inflate_copies_every_cluster_decouple_only_the_chains() {
 }
 
 #[test]
+fn inflating_a_thin_lvol_larger_than_the_store_is_refused_up_front() {
+    let mut store = store();
+    let vol = store.create_lvol("vol", 4, true).unwrap();
+    write(&mut store, vol, 2).unwrap();
+    let snap = store.snapshot(vol, "snap").unwrap();
+    store.resize(vol, u64::from(u32::MAX)).unwrap();
+    assert!(matches!(
+        store.plan_inflate(vol, true),
+        Err(StoreError::NoSpace { needed, free: 63 }) if needed == u64::from(u32::MAX)
+    ));
+    // Decoupling it walks the snapshot's one cluster, not 2^32 of them.
+    let plan = store.plan_inflate(vol, false).unwrap();
+    assert_eq!(plan.steps.len(), 1);
+    assert_eq!(plan.steps[0].source, at(snap, 0));
+    store.commit_inflate(plan).unwrap();
+    reopen(&store);
+}
+
+#[test]
 fn a_plan_overtaken_by_a_change_is_refused_and_frees_its_clusters() {
     let mut store = store();
     let vol = store.create_lvol("vol", 4, true).unwrap();
