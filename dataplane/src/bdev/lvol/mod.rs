@@ -35,7 +35,7 @@
 //! allocation (reserve, write data, commit) that keeps cut first writes
 //! from leaking clusters or exposing stale data.
 //!
-//! - [`format`]: geometry and the encoding of every block, with bounds;
+//! - [`format`](mod@format): geometry and the encoding of every block, with bounds;
 //! - [`allocator`]: the in-memory map of free clusters;
 //! - [`device`]: what the metadata needs of the base (block I/O, flush);
 //! - [`chain`]: which blob of a snapshot chain a read goes to;

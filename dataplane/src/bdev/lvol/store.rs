@@ -9,7 +9,7 @@
 //! # Commit: two alternating copies
 //!
 //! The metadata exists twice (copies A and B, see
-//! [`Geometry`](super::format::Geometry)). Generation `g` is written into
+//! [`Geometry`]). Generation `g` is written into
 //! copy `g % 2`: first the pages changed since that copy was last written
 //! (every one of them sealed with `g`), a flush, then the copy's super
 //! block (sealed, naming `g`), a flush. Open takes the valid super block
@@ -174,13 +174,28 @@ impl Lvol {
 
 /// A cluster taken for a first write and not yet recorded: write its data,
 /// then [`LvolStore::commit_cluster`] (or [`LvolStore::release_cluster`]).
+/// Only the store makes one, so only a reserved cluster is committed.
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a reservation holds a cluster until committed or released"]
 pub struct Reservation {
-    pub lvol: Uuid,
-    pub logical: u32,
+    lvol: Uuid,
+    logical: u32,
+    cluster: u32,
+}
+
+impl Reservation {
+    pub fn lvol(&self) -> Uuid {
+        self.lvol
+    }
+
+    pub fn logical(&self) -> u32 {
+        self.logical
+    }
+
     /// The data cluster to write.
-    pub cluster: u32,
+    pub fn cluster(&self) -> u32 {
+        self.cluster
+    }
 }
 
 /// One cluster an inflate or decouple gives an lvol: fill `target` from
@@ -196,12 +211,23 @@ pub struct InflateStep {
 #[derive(Debug, PartialEq, Eq)]
 #[must_use = "a plan holds clusters until committed or released"]
 pub struct InflatePlan {
-    pub lvol: Uuid,
+    lvol: Uuid,
     /// `true`: every cluster (inflate, the lvol becomes thick); `false`:
     /// only those the chain holds (decouple, the lvol stays thin).
-    pub all_clusters: bool,
+    all_clusters: bool,
     parent: Option<Uuid>,
-    pub steps: Vec<InflateStep>,
+    steps: Vec<InflateStep>,
+}
+
+impl InflatePlan {
+    pub fn lvol(&self) -> Uuid {
+        self.lvol
+    }
+
+    /// The copies to make before the commit.
+    pub fn steps(&self) -> &[InflateStep] {
+        &self.steps
+    }
 }
 
 /// Pages of one copy that must be written at its next commit.
@@ -494,7 +520,9 @@ impl<D: MetadataDevice> LvolStore<D> {
 
     // ---- changes ----
 
-    /// A new lvol of `size_clusters`; a thick one gets its clusters now.
+    /// A new lvol of `size_clusters`; a thick one gets its clusters now
+    /// (holding whatever they held: clearing them, SPDK's `clear_method`,
+    /// is the bdev's job before the lvol is exposed).
     pub fn create_lvol(&mut self, name: &str, size_clusters: u64, thin: bool) -> Result<Uuid> {
         self.check_usable()?;
         self.check_new_name(name)?;

@@ -89,7 +89,7 @@ pub(super) fn write<D: MetadataDevice>(
     logical: u64,
 ) -> Result<u32, StoreError> {
     let r = store.reserve_cluster(lvol, logical)?;
-    let cluster = r.cluster;
+    let cluster = r.cluster();
     store.commit_cluster(r)?;
     Ok(cluster)
 }
@@ -151,7 +151,7 @@ fn racing_first_writes_keep_one_cluster_and_free_the_other() {
     let thin = store.create_lvol("thin", 8, true).unwrap();
     let first = store.reserve_cluster(thin, 3).unwrap();
     let second = store.reserve_cluster(thin, 3).unwrap();
-    assert_eq!((first.cluster, second.cluster), (0, 1));
+    assert_eq!((first.cluster(), second.cluster()), (0, 1));
     assert_eq!(store.free_clusters(), CLUSTERS - 2);
     store.commit_cluster(first).unwrap();
     assert!(matches!(
@@ -336,7 +336,7 @@ fn inflate_copies_every_cluster_decouple_only_the_chains() {
 
     let plan = store.plan_inflate(a, true).unwrap();
     let steps: Vec<_> = plan
-        .steps
+        .steps()
         .iter()
         .map(|s| (s.logical, s.source, s.target))
         .collect();
@@ -354,8 +354,8 @@ fn inflate_copies_every_cluster_decouple_only_the_chains() {
     assert_eq!(l.allocated_clusters(), 4);
 
     let plan = store.plan_inflate(b, false).unwrap();
-    assert_eq!(plan.steps.len(), 1);
-    assert_eq!(plan.steps[0].source, at(snap, 0));
+    assert_eq!(plan.steps().len(), 1);
+    assert_eq!(plan.steps()[0].source, at(snap, 0));
     store.commit_inflate(plan).unwrap();
     let l = store.get(b).unwrap();
     assert_eq!((l.record.parent, l.record.thin), (None, true));
@@ -380,8 +380,8 @@ fn inflating_a_thin_lvol_larger_than_the_store_is_refused_up_front() {
     ));
     // Decoupling it walks the snapshot's one cluster, not 2^32 of them.
     let plan = store.plan_inflate(vol, false).unwrap();
-    assert_eq!(plan.steps.len(), 1);
-    assert_eq!(plan.steps[0].source, at(snap, 0));
+    assert_eq!(plan.steps().len(), 1);
+    assert_eq!(plan.steps()[0].source, at(snap, 0));
     store.commit_inflate(plan).unwrap();
     reopen(&store);
 }
@@ -404,7 +404,7 @@ fn a_plan_overtaken_by_a_change_is_refused_and_frees_its_clusters() {
 
     // A cluster written while the inflate copied keeps the newer data.
     let plan = store.plan_inflate(vol, false).unwrap();
-    assert_eq!(plan.steps[0].target, 1);
+    assert_eq!(plan.steps()[0].target, 1);
     write(&mut store, vol, 0).unwrap();
     store.commit_inflate(plan).unwrap();
     assert_eq!(store.get(vol).unwrap().extents(), &BTreeMap::from([(0, 2)]));
