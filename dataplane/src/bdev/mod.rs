@@ -14,6 +14,7 @@
 
 pub mod buf;
 pub mod channel;
+pub mod lvol;
 pub mod malloc;
 pub mod null;
 pub mod part;
