@@ -35,15 +35,26 @@ PY
     # Populate the storage tree so the validator checks every kind of
     # storage resource: a volume, an initiator endpoint, a connection.
     python3 - <<'PY' || { tail -50 "$work/shoald.log"; exit 1; }
-import base64, json, ssl, urllib.request
+import base64, json, ssl, time, urllib.error, urllib.request
 context = ssl._create_unverified_context()
 auth = base64.b64encode(b"admin:validator-pass-1").decode()
 def post(path, body):
-    request = urllib.request.Request("https://127.0.0.1:8443" + path, json.dumps(body).encode(),
-        {"Content-Type": "application/json", "Authorization": "Basic " + auth})
-    with urllib.request.urlopen(request, context=context) as response:
-        assert response.status == 201, response.status
-        return json.load(response)["@odata.id"]
+    # The service answers before every data cluster runs; a storage change
+    # then gets 503 (ServiceTemporarilyUnavailable): try again, as a
+    # client should, for up to 60 s.
+    deadline = time.monotonic() + 60
+    while True:
+        request = urllib.request.Request("https://127.0.0.1:8443" + path, json.dumps(body).encode(),
+            {"Content-Type": "application/json", "Authorization": "Basic " + auth})
+        try:
+            with urllib.request.urlopen(request, context=context) as response:
+                assert response.status == 201, response.status
+                return json.load(response)["@odata.id"]
+        except urllib.error.HTTPError as error:
+            if error.code != 503 or time.monotonic() > deadline:
+                raise
+            retry_after = error.headers.get("Retry-After", "")
+            time.sleep(min(int(retry_after), 5) if retry_after.isdigit() else 0.5)
 volume = post("/redfish/v1/Storage/appliance/Volumes", {"Name": "validator", "CapacityBytes": 64 << 20})
 host = post("/redfish/v1/Fabrics/NVMeoF/Endpoints", {"Name": "validator host", "Identifiers": [
     {"DurableNameFormat": "NQN", "DurableName": "nqn.2014-08.org.nvmexpress:uuid:0b7a6f2e-7a0c-4d35-9b77-3f3c1f0e9d21"}]})
