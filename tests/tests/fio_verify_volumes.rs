@@ -60,6 +60,8 @@ fn fio_args(port: u16, export: &str, capacity: u64) -> Vec<String> {
         "--verify=crc32c".into(),
         "--verify_fatal=1".into(),
         "--do_verify=1".into(),
+        // No verify state file left in the working directory.
+        "--verify_state_save=0".into(),
         "--output-format=json".into(),
     ]
 }
