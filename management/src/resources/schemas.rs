@@ -32,6 +32,12 @@ fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {
     std::fs::read(dir.join(name)).ok()
 }
 
+/// Whether `name` is a file we ship, without reading it: an expanded
+/// JsonSchemas asks this for each of its 500+ members.
+fn exists(dir: &Path, name: &str) -> bool {
+    safe_name(name) && dir.join(name).is_file()
+}
+
 pub async fn csdl(State(state): State<AppState>, UrlPath(name): UrlPath<String>) -> Response {
     match read(&state.schema_dir.join("csdl"), &name) {
         Some(bytes) => {
@@ -77,7 +83,7 @@ pub async fn file_entry(
     headers: HeaderMap,
 ) -> Response {
     let dir = state.schema_dir.join("json-schema");
-    if read(&dir, &format!("{name}.json")).is_none() {
+    if !exists(&dir, &format!("{name}.json")) {
         return RedfishError::not_found("JsonSchemaFile", &name).into_response();
     }
     let body = json!({
