@@ -39,7 +39,11 @@
 //! - [`allocator`]: the in-memory map of free clusters;
 //! - [`device`]: what the metadata needs of the base (block I/O, flush);
 //! - [`chain`]: which blob of a snapshot chain a read goes to;
-//! - [`store`]: the store in memory, its operations and its commit.
+//! - [`store`]: the store in memory, its operations and its commit;
+//! - [`staged`]: the store's metadata on a real base bdev (loaded before
+//!   open, commits replayed in order after each change);
+//! - [`vbdev`]: the bdev module: an open store and a bdev per lvol whose
+//!   I/O goes through the chain, allocating on first write.
 
 pub mod allocator;
 pub mod chain;
@@ -47,6 +51,12 @@ pub mod chain;
 mod crash_tests;
 pub mod device;
 pub mod format;
+pub mod staged;
+#[cfg(test)]
+mod staged_tests;
 pub mod store;
 #[cfg(test)]
 mod store_tests;
+pub mod vbdev;
+#[cfg(test)]
+mod vbdev_tests;

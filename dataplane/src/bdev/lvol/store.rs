@@ -990,6 +990,14 @@ impl<D: MetadataDevice> LvolStore<D> {
     }
 }
 
+impl<D: MetadataDevice> LvolStore<D> {
+    /// The base, for the module that carries out what the store wrote
+    /// (the staged device's recorded operations).
+    pub(super) fn device_mut(&mut self) -> &mut D {
+        &mut self.device
+    }
+}
+
 #[cfg(test)]
 impl<D: MetadataDevice> LvolStore<D> {
     /// Every invariant between the owner table, the extents and the
@@ -1030,10 +1038,6 @@ impl<D: MetadataDevice> LvolStore<D> {
             ));
         }
         Ok(())
-    }
-
-    pub(super) fn device_mut(&mut self) -> &mut D {
-        &mut self.device
     }
 }
 

@@ -1,0 +1,596 @@
+//! The lvol bdev module: an open store on its base bdev ([`Lvs`]) and one
+//! bdev per lvol ([`LvolBdev`]), whose I/O goes through the chain.
+//!
+//! - **Reads** of each cluster go to the data cluster the chain resolves
+//!   (the lvol's own, or the nearest snapshot's), or read as zeroes.
+//! - **Writes** to a cluster the lvol owns go straight to it. The first
+//!   write to any other cluster allocates: reserve a cluster, fill the
+//!   part of it the write does not cover (from the snapshot it read
+//!   through, else zeroes), write the data, commit, and only then
+//!   complete. First writes take turns per store (`allocating`), so two of
+//!   them never race for one logical cluster.
+//! - **Durability:** a write completes only once the metadata it relied on
+//!   is on the base. A write that found its cluster owned in a generation
+//!   still being replayed waits for that replay (`durable`), or a crash
+//!   could lose a cluster a completed write went to.
+//! - **Snapshots** freeze an lvol's clusters under it: writes in flight to
+//!   the lvol hold its `gate` shared, a snapshot takes it exclusively, so
+//!   no write lands in a cluster that has just become the snapshot's.
+
+use shoal_appliance::locks::Recover;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use uuid::Uuid;
+
+use super::chain::Resolved;
+use super::format::Geometry;
+use super::staged::{self, StagedDevice};
+use super::store::{LvolStore, StoreError, StoreOptions};
+use crate::bdev::{
+    BackendChannel, Bdev, BdevBackend, BdevError, IoBuf, IoChannel, IoCompletion, IoError,
+    IoFuture, IoKind, IoRequest,
+};
+
+pub type Store = LvolStore<StagedDevice>;
+
+/// An open lvol store on its base bdev.
+pub struct Lvs {
+    base: Arc<Bdev>,
+    geometry: Geometry,
+    /// Base blocks per metadata block (the geometry counts in those).
+    per: u64,
+    store: Mutex<Store>,
+    /// One change (and its replay) at a time, so commits reach the base
+    /// in the order they were made.
+    changes: tokio::sync::Mutex<()>,
+    /// First writes take turns (see the module docs).
+    allocating: tokio::sync::Mutex<()>,
+    /// The newest generation whose commit is on the base.
+    durable: tokio::sync::watch::Sender<u64>,
+    /// A replay failed: the base is behind memory; changes are refused
+    /// until the store is opened again.
+    failed: AtomicBool,
+    /// Per lvol, held shared by writes and exclusively by a snapshot.
+    gates: Mutex<std::collections::HashMap<Uuid, Arc<tokio::sync::RwLock<()>>>>,
+}
+
+impl std::fmt::Debug for Lvs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lvs")
+            .field("base", &self.base.name())
+            .finish()
+    }
+}
+
+fn store_error(error: StoreError) -> BdevError {
+    match error {
+        StoreError::Device(source) => BdevError::Io {
+            context: "lvol store metadata".into(),
+            source,
+        },
+        StoreError::NameTaken(name) => BdevError::Exists(name),
+        StoreError::NoSuchLvol(uuid) => BdevError::NotFound(uuid.to_string()),
+        StoreError::NoSpace { .. } => BdevError::Io {
+            context: error.to_string(),
+            source: std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
+        },
+        StoreError::HasClones { .. } => BdevError::Busy {
+            name: String::new(),
+            user: error.to_string(),
+        },
+        other => BdevError::Invalid(other.to_string()),
+    }
+}
+
+impl Lvs {
+    /// The claim an open store holds on its base.
+    pub fn claim_owner(name: &str) -> String {
+        format!("lvs {name}")
+    }
+
+    fn with_store(base: Arc<Bdev>, store: Store) -> Result<Arc<Self>, BdevError> {
+        let per = staged::base_blocks_per_metadata_block(base.block_size()).ok_or_else(|| {
+            BdevError::Invalid(format!(
+                "an lvol store needs a base with 512-byte to 4 KiB blocks, {} has {}",
+                base.name(),
+                base.block_size()
+            ))
+        })?;
+        base.claim(&Self::claim_owner(store.name()))?;
+        let geometry = store.geometry();
+        let (durable, _) = tokio::sync::watch::channel(store.generation());
+        Ok(Arc::new(Self {
+            base,
+            geometry,
+            per,
+            store: Mutex::new(store),
+            changes: tokio::sync::Mutex::new(()),
+            allocating: tokio::sync::Mutex::new(()),
+            durable,
+            failed: AtomicBool::new(false),
+            gates: Mutex::new(Default::default()),
+        }))
+    }
+
+    /// `bdev_lvol_create_lvstore`: formats a store on `base` (over
+    /// whatever it held) and opens it. Runs on a reactor.
+    pub async fn create(base: Arc<Bdev>, options: StoreOptions) -> Result<Arc<Self>, BdevError> {
+        staged::base_blocks_per_metadata_block(base.block_size()).ok_or_else(|| {
+            BdevError::Invalid(format!(
+                "an lvol store needs a base with 512-byte to 4 KiB blocks, {} has {}",
+                base.name(),
+                base.block_size()
+            ))
+        })?;
+        if let Some(owner) = base.claimed_by() {
+            return Err(BdevError::Busy {
+                name: base.name().to_string(),
+                user: format!("bdev {owner}"),
+            });
+        }
+        let channel = base.channel();
+        let mut store = Store::format(
+            StagedDevice::empty(staged::metadata_blocks(&channel)),
+            options,
+        )
+        .map_err(store_error)?;
+        let ops = store.device_mut().take();
+        staged::replay(&channel, ops)
+            .await
+            .map_err(|source| BdevError::Io {
+                context: format!("writing the lvol store on {}", base.name()),
+                source,
+            })?;
+        Self::with_store(base, store)
+    }
+
+    /// Opens the store on `base` (SPDK's examine). Runs on a reactor.
+    pub async fn open(base: Arc<Bdev>) -> Result<Arc<Self>, BdevError> {
+        let device = staged::load(&base.channel())
+            .await
+            .map_err(|source| BdevError::Io {
+                context: format!("reading the lvol store on {}", base.name()),
+                source,
+            })?;
+        let store = Store::open(device).map_err(store_error)?;
+        Self::with_store(base, store)
+    }
+
+    pub fn base(&self) -> &Arc<Bdev> {
+        &self.base
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// Reads the store in memory (cheap: no I/O).
+    pub fn read<T>(&self, f: impl FnOnce(&Store) -> T) -> T {
+        f(&self.store.locked())
+    }
+
+    /// Makes one change and waits until it is on the base.
+    pub async fn change<T>(
+        &self,
+        f: impl FnOnce(&mut Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let _turn = self.changes.lock().await;
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StoreError::NeedsReopen);
+        }
+        let (result, ops, generation) = {
+            let mut store = self.store.locked();
+            let result = f(&mut store);
+            (result, store.device_mut().take(), store.generation())
+        };
+        if !ops.is_empty() {
+            if let Err(e) = staged::replay(&self.base.channel(), ops).await {
+                tracing::error!(base = self.base.name(), error = %e, "lvol store metadata write failed");
+                self.failed.store(true, Ordering::Release);
+                return Err(StoreError::Device(e));
+            }
+            self.durable.send_replace(generation);
+        }
+        result
+    }
+
+    /// Waits until generation `generation` is on the base.
+    async fn durable_at(&self, generation: u64) -> Result<(), IoError> {
+        if *self.durable.borrow() >= generation {
+            return Ok(());
+        }
+        let mut watch = self.durable.subscribe();
+        loop {
+            if *watch.borrow_and_update() >= generation {
+                return Ok(());
+            }
+            if self.failed.load(Ordering::Acquire) || watch.changed().await.is_err() {
+                return Err(IoError::Io);
+            }
+        }
+    }
+
+    /// The gate of lvol `uuid` (see the module docs).
+    pub fn gate(&self, uuid: Uuid) -> Arc<tokio::sync::RwLock<()>> {
+        Arc::clone(self.gates.locked().entry(uuid).or_default())
+    }
+
+    /// Where data cluster `cluster` starts on the base, in base blocks.
+    fn cluster_start(&self, cluster: u32) -> u64 {
+        self.geometry.cluster_offset_blocks(cluster) * self.per
+    }
+
+    fn cluster_blocks(&self) -> u64 {
+        self.geometry.cluster_blocks() * self.per
+    }
+
+    /// Freezes `origin` into snapshot `name` while no write to it is in
+    /// flight (see the module docs); returns the snapshot's uuid.
+    pub async fn snapshot(&self, origin: Uuid, name: &str) -> Result<Uuid, StoreError> {
+        let gate = self.gate(origin);
+        let _frozen = gate.write().await;
+        self.change(|store| store.snapshot(origin, name)).await
+    }
+
+    /// Gives the base back (the store's bdevs are gone).
+    pub fn close(&self) {
+        self.base.release_claim();
+    }
+}
+
+/// One lvol (or snapshot) as a bdev.
+pub struct LvolBdev {
+    lvs: Arc<Lvs>,
+    uuid: Uuid,
+    read_only: bool,
+    gate: Arc<tokio::sync::RwLock<()>>,
+}
+
+impl LvolBdev {
+    pub fn new(lvs: Arc<Lvs>, uuid: Uuid, read_only: bool) -> Self {
+        let gate = lvs.gate(uuid);
+        Self {
+            lvs,
+            uuid,
+            read_only,
+            gate,
+        }
+    }
+
+    pub fn lvs(&self) -> &Arc<Lvs> {
+        &self.lvs
+    }
+
+    pub fn lvol(&self) -> Uuid {
+        self.uuid
+    }
+}
+
+impl BdevBackend for LvolBdev {
+    fn module(&self) -> &'static str {
+        "lvol"
+    }
+
+    fn product_name(&self) -> &'static str {
+        "Logical Volume"
+    }
+
+    fn supports(&self, kind: IoKind) -> bool {
+        match kind {
+            IoKind::Read | IoKind::Flush => true,
+            IoKind::Write => !self.read_only,
+            IoKind::Unmap | IoKind::WriteZeroes | IoKind::Reset => false,
+        }
+    }
+
+    fn create_channel(&self) -> Box<dyn BackendChannel> {
+        Box::new(LvolChannel(std::rc::Rc::new(Path {
+            lvs: Arc::clone(&self.lvs),
+            uuid: self.uuid,
+            gate: Arc::clone(&self.gate),
+            base: self.lvs.base.channel(),
+        })))
+    }
+
+    fn driver_specific(&self) -> Option<(&'static str, serde_json::Value)> {
+        let lvs = &self.lvs;
+        let (store_uuid, described) = lvs.read(|store| {
+            let lvol = store.get(self.uuid);
+            (
+                store.uuid(),
+                lvol.map(|l| {
+                    serde_json::json!({
+                        "name": l.name(),
+                        "thin_provision": l.record.thin,
+                        "snapshot": l.record.read_only,
+                        "base_snapshot": l.record.parent.and_then(|p| store.get(p)).map(|p| p.name().to_string()),
+                        "clone": l.record.parent.is_some(),
+                        "num_allocated_clusters": l.allocated_clusters(),
+                    })
+                }),
+            )
+        });
+        let mut value = described.unwrap_or(serde_json::Value::Null);
+        if let Some(map) = value.as_object_mut() {
+            map.insert("lvol_store_uuid".into(), store_uuid.to_string().into());
+            map.insert("base_bdev".into(), lvs.base.name().into());
+        }
+        Some(("lvol", value))
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+}
+
+/// What one reactor's channel of an lvol bdev needs.
+struct Path {
+    lvs: Arc<Lvs>,
+    uuid: Uuid,
+    gate: Arc<tokio::sync::RwLock<()>>,
+    base: std::rc::Rc<IoChannel>,
+}
+
+struct LvolChannel(std::rc::Rc<Path>);
+
+impl BackendChannel for LvolChannel {
+    fn submit(&self, io: IoRequest) -> IoFuture {
+        let path = std::rc::Rc::clone(&self.0);
+        Box::pin(async move { path.run(io).await })
+    }
+}
+
+/// One piece of a request inside one logical cluster.
+struct Piece {
+    logical: u64,
+    /// Blocks into the cluster.
+    within: u64,
+    blocks: u64,
+    /// Blocks into the request.
+    at: u64,
+}
+
+fn pieces(offset: u64, blocks: u64, cluster_blocks: u64) -> Vec<Piece> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < blocks {
+        let block = offset + at;
+        let within = block % cluster_blocks;
+        let n = (cluster_blocks - within).min(blocks - at);
+        out.push(Piece {
+            logical: block / cluster_blocks,
+            within,
+            blocks: n,
+            at,
+        });
+        at += n;
+    }
+    out
+}
+
+fn io_error(error: StoreError) -> IoError {
+    match error {
+        StoreError::NoSpace { .. } => IoError::NoSpace,
+        StoreError::ReadOnly(_) => IoError::Invalid("the lvol is a read-only snapshot"),
+        StoreError::NoSuchLvol(_) => IoError::Removed,
+        _ => IoError::Io,
+    }
+}
+
+impl Path {
+    async fn run(&self, mut io: IoRequest) -> IoCompletion {
+        let block_size = self.base.bdev().block_size();
+        let result = match io.kind {
+            IoKind::Flush => {
+                if self.base.bdev().supports(IoKind::Flush) {
+                    self.base
+                        .submit(IoRequest::range(IoKind::Flush, 0, 0))
+                        .await
+                        .result
+                } else {
+                    Ok(())
+                }
+            }
+            IoKind::Read | IoKind::Write => {
+                let buf = io
+                    .buf
+                    .take()
+                    .expect("validated: reads and writes carry a buffer");
+                let pieces = pieces(io.offset_blocks, io.num_blocks, self.lvs.cluster_blocks());
+                let bs = block_size as usize;
+                // SAFETY: the pieces are disjoint ranges of the buffer and
+                // each view is used by one I/O only; `buf` outlives them
+                // (it is returned after every piece completed).
+                let views: Vec<IoBuf> = pieces
+                    .iter()
+                    .map(|p| unsafe { buf.view(p.at as usize * bs, p.blocks as usize * bs) })
+                    .collect();
+                let write = io.kind == IoKind::Write;
+                let _shared = if write {
+                    Some(self.gate.read().await)
+                } else {
+                    None
+                };
+                let runs = pieces.iter().zip(views).map(|(piece, view)| async move {
+                    if write {
+                        self.write_piece(piece, view, io.fua).await
+                    } else {
+                        self.read_piece(piece, view).await
+                    }
+                });
+                let results = futures_util::future::join_all(runs).await;
+                io.buf = Some(buf);
+                results.into_iter().collect::<Result<(), IoError>>()
+            }
+            _ => Err(IoError::NotSupported),
+        };
+        IoCompletion::new(io.buf, result)
+    }
+
+    fn resolve(&self, logical: u64) -> Result<(Resolved, u64), IoError> {
+        self.lvs.read(|store| {
+            store
+                .resolve(self.uuid, logical)
+                .map(|r| (r, store.generation()))
+                .map_err(io_error)
+        })
+    }
+
+    async fn read_piece(&self, piece: &Piece, mut view: IoBuf) -> Result<(), IoError> {
+        match self.resolve(piece.logical)?.0 {
+            Resolved::Zeroes => {
+                view.as_mut_slice().fill(0);
+                Ok(())
+            }
+            Resolved::Cluster { cluster, .. } => {
+                let offset = self.lvs.cluster_start(cluster) + piece.within;
+                let block_size = self.base.bdev().block_size();
+                self.base
+                    .submit(IoRequest::read(offset, view, block_size))
+                    .await
+                    .result
+            }
+        }
+    }
+
+    async fn write_to(
+        &self,
+        cluster: u32,
+        within: u64,
+        view: IoBuf,
+        fua: bool,
+    ) -> Result<(), IoError> {
+        let offset = self.lvs.cluster_start(cluster) + within;
+        let mut write = IoRequest::write(offset, view, self.base.bdev().block_size());
+        write.fua = fua;
+        self.base.submit(write).await.result
+    }
+
+    async fn write_piece(&self, piece: &Piece, view: IoBuf, fua: bool) -> Result<(), IoError> {
+        let (resolved, generation) = self.resolve(piece.logical)?;
+        if let Resolved::Cluster { owner, cluster } = resolved
+            && owner == self.uuid
+        {
+            self.write_to(cluster, piece.within, view, fua).await?;
+            return self.lvs.durable_at(generation).await;
+        }
+        let _turn = self.lvs.allocating.lock().await;
+        // Another first write may have allocated it while this one waited.
+        let (resolved, generation) = self.resolve(piece.logical)?;
+        if let Resolved::Cluster { owner, cluster } = resolved
+            && owner == self.uuid
+        {
+            self.write_to(cluster, piece.within, view, fua).await?;
+            return self.lvs.durable_at(generation).await;
+        }
+        let reservation = {
+            let mut store = self.lvs.store.locked();
+            store
+                .reserve_cluster(self.uuid, piece.logical)
+                .map_err(io_error)?
+        };
+        let target = reservation.cluster();
+        let filled = async {
+            self.fill_around(piece, resolved, target).await?;
+            self.write_to(target, piece.within, view, false).await
+        }
+        .await;
+        if let Err(e) = filled {
+            self.lvs.store.locked().release_cluster(reservation);
+            return Err(e);
+        }
+        self.lvs
+            .change(|store| store.commit_cluster(reservation))
+            .await
+            .map_err(io_error)
+    }
+
+    /// Fills the blocks of new cluster `target` that `piece` does not
+    /// write, from `source` (what the lvol read there until now).
+    async fn fill_around(
+        &self,
+        piece: &Piece,
+        source: Resolved,
+        target: u32,
+    ) -> Result<(), IoError> {
+        let cluster_blocks = self.lvs.cluster_blocks();
+        let before = 0..piece.within;
+        let after = piece.within + piece.blocks..cluster_blocks;
+        for range in [before, after] {
+            if range.is_empty() {
+                continue;
+            }
+            self.copy_range(source, target, range).await?;
+        }
+        Ok(())
+    }
+
+    /// Largest copy made at once while filling a new cluster.
+    const FILL_CHUNK_BYTES: u64 = 1 << 20;
+
+    async fn copy_range(
+        &self,
+        source: Resolved,
+        target: u32,
+        range: std::ops::Range<u64>,
+    ) -> Result<(), IoError> {
+        let block_size = self.base.bdev().block_size();
+        let chunk = (Self::FILL_CHUNK_BYTES / u64::from(block_size)).max(1);
+        let mut at = range.start;
+        while at < range.end {
+            let n = chunk.min(range.end - at);
+            let to = self.lvs.cluster_start(target) + at;
+            match source {
+                Resolved::Zeroes if self.base.bdev().supports(IoKind::WriteZeroes) => {
+                    self.base
+                        .submit(IoRequest::range(IoKind::WriteZeroes, to, n))
+                        .await
+                        .result?;
+                }
+                Resolved::Zeroes => {
+                    let mut zeroes = IoBuf::for_io((n * u64::from(block_size)) as usize);
+                    zeroes.as_mut_slice().fill(0);
+                    self.base
+                        .submit(IoRequest::write(to, zeroes, block_size))
+                        .await
+                        .result?;
+                }
+                Resolved::Cluster { cluster, .. } => {
+                    let from = self.lvs.cluster_start(cluster) + at;
+                    let read = self
+                        .base
+                        .submit(IoRequest::read(
+                            from,
+                            IoBuf::for_io((n * u64::from(block_size)) as usize),
+                            block_size,
+                        ))
+                        .await;
+                    read.result?;
+                    let data = read.buf.expect("a read returns its buffer");
+                    self.base
+                        .submit(IoRequest::write(to, data, block_size))
+                        .await
+                        .result?;
+                }
+            }
+            at += n;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pieces;
+
+    #[test]
+    fn a_request_splits_at_cluster_boundaries() {
+        let split: Vec<_> = pieces(6, 12, 8)
+            .iter()
+            .map(|p| (p.logical, p.within, p.blocks, p.at))
+            .collect();
+        assert_eq!(split, [(0, 6, 2, 0), (1, 0, 8, 2), (2, 0, 2, 10)]);
+        assert_eq!(pieces(8, 8, 8).len(), 1);
+    }
+}

@@ -1,0 +1,236 @@
+//! The lvol bdev on a malloc base: thin reads and first writes, copy on
+//! write under a snapshot, clones, a full store, and a reopen.
+
+use std::sync::Arc;
+
+use super::format::MIN_CLUSTER_BYTES;
+use super::store::StoreOptions;
+use super::vbdev::{LvolBdev, Lvs};
+use crate::bdev::malloc::create_malloc;
+use crate::bdev::testing::block_on;
+use crate::bdev::{Bdev, BdevRegistry, BdevSpec, IoBuf, IoError, IoRequest};
+
+const BS: u32 = 512;
+const CLUSTER: u64 = MIN_CLUSTER_BYTES;
+const CLUSTER_BLOCKS: u64 = CLUSTER / BS as u64;
+
+struct Fixture {
+    registry: BdevRegistry,
+    base: Arc<Bdev>,
+}
+
+fn fixture(clusters: u64) -> Fixture {
+    let registry = BdevRegistry::new();
+    // Room for the metadata (two copies of 35+ pages) and `clusters`.
+    let bytes = (clusters + 6) * CLUSTER;
+    let base = create_malloc(
+        &registry,
+        BdevSpec {
+            name: "base".into(),
+            uuid: None,
+            block_size: BS,
+            num_blocks: bytes / u64::from(BS),
+        },
+    )
+    .unwrap();
+    Fixture { registry, base }
+}
+
+fn options() -> StoreOptions {
+    StoreOptions {
+        cluster_bytes: CLUSTER,
+        ..StoreOptions::new("lvs0")
+    }
+}
+
+impl Fixture {
+    fn bdev(&self, lvs: &Arc<Lvs>, uuid: uuid::Uuid) -> Arc<Bdev> {
+        let (read_only, blocks) = lvs.read(|s| {
+            let l = s.get(uuid).unwrap();
+            (l.record.read_only, l.record.size_clusters * CLUSTER_BLOCKS)
+        });
+        self.registry
+            .register(
+                BdevSpec {
+                    name: uuid.to_string(),
+                    uuid: Some(uuid),
+                    block_size: BS,
+                    num_blocks: blocks,
+                },
+                Box::new(LvolBdev::new(Arc::clone(lvs), uuid, read_only)),
+            )
+            .unwrap()
+    }
+}
+
+async fn write(bdev: &Arc<Bdev>, offset: u64, fill: u8, blocks: u64) -> Result<(), IoError> {
+    let mut buf = IoBuf::new((blocks * u64::from(BS)) as usize);
+    buf.as_mut_slice().fill(fill);
+    bdev.channel()
+        .submit(IoRequest::write(offset, buf, BS))
+        .await
+        .result
+}
+
+async fn read(bdev: &Arc<Bdev>, offset: u64, blocks: u64) -> Vec<u8> {
+    let done = bdev
+        .channel()
+        .submit(IoRequest::read(
+            offset,
+            IoBuf::new((blocks * u64::from(BS)) as usize),
+            BS,
+        ))
+        .await;
+    done.result.unwrap();
+    done.buf.unwrap().as_slice().to_vec()
+}
+
+#[test]
+fn a_thin_lvol_reads_zeroes_and_allocates_on_first_write_only() {
+    let f = fixture(8);
+    block_on(async {
+        // Stale bytes under the store must never show through.
+        write(&f.base, 0, 0xee, f.base.num_blocks()).await.unwrap();
+        let lvs = Lvs::create(Arc::clone(&f.base), options()).await.unwrap();
+        let uuid = lvs
+            .change(|s| s.create_lvol("thin", 4, true))
+            .await
+            .unwrap();
+        let bdev = f.bdev(&lvs, uuid);
+        assert!(
+            read(&bdev, 0, 4 * CLUSTER_BLOCKS)
+                .await
+                .iter()
+                .all(|b| *b == 0)
+        );
+        assert_eq!(lvs.read(|s| s.get(uuid).unwrap().allocated_clusters()), 0);
+
+        // Straddles clusters 0 and 1; the rest of both clusters is zero.
+        write(&bdev, CLUSTER_BLOCKS - 2, 0x5a, 4).await.unwrap();
+        assert_eq!(lvs.read(|s| s.get(uuid).unwrap().allocated_clusters()), 2);
+        let back = read(&bdev, 0, 2 * CLUSTER_BLOCKS).await;
+        let start = (CLUSTER_BLOCKS as usize - 2) * BS as usize;
+        for (i, byte) in back.iter().enumerate() {
+            let want = if (start..start + 4 * BS as usize).contains(&i) {
+                0x5a
+            } else {
+                0
+            };
+            assert_eq!(*byte, want, "byte {i}");
+        }
+        // A second write to an owned cluster allocates nothing.
+        write(&bdev, 0, 0x11, 1).await.unwrap();
+        assert_eq!(lvs.read(|s| s.get(uuid).unwrap().allocated_clusters()), 2);
+    });
+}
+
+#[test]
+fn a_snapshot_keeps_what_the_lvol_held_and_a_clone_reads_through_it() {
+    let f = fixture(8);
+    block_on(async {
+        let lvs = Lvs::create(Arc::clone(&f.base), options()).await.unwrap();
+        let origin = lvs.change(|s| s.create_lvol("vol", 2, true)).await.unwrap();
+        let vol = f.bdev(&lvs, origin);
+        write(&vol, 0, 0xaa, 2 * CLUSTER_BLOCKS).await.unwrap();
+
+        let snapshot = lvs.snapshot(origin, "snap").await.unwrap();
+        let snap = f.bdev(&lvs, snapshot);
+        assert!(
+            write(&snap, 0, 0, 1).await.is_err(),
+            "a snapshot is read-only"
+        );
+        // Overwrite one block: its cluster is copied first.
+        write(&vol, 3, 0xbb, 1).await.unwrap();
+        let now = read(&vol, 0, CLUSTER_BLOCKS).await;
+        let bs = BS as usize;
+        assert!(now[..3 * bs].iter().all(|b| *b == 0xaa));
+        assert!(now[3 * bs..4 * bs].iter().all(|b| *b == 0xbb));
+        assert!(now[4 * bs..].iter().all(|b| *b == 0xaa));
+        assert!(
+            read(&snap, 0, 2 * CLUSTER_BLOCKS)
+                .await
+                .iter()
+                .all(|b| *b == 0xaa)
+        );
+
+        let clone = lvs
+            .change(|s| s.clone_snapshot(snapshot, "clone"))
+            .await
+            .unwrap();
+        let cloned = f.bdev(&lvs, clone);
+        assert!(
+            read(&cloned, 0, 2 * CLUSTER_BLOCKS)
+                .await
+                .iter()
+                .all(|b| *b == 0xaa)
+        );
+        write(&cloned, CLUSTER_BLOCKS, 0xcc, 1).await.unwrap();
+        assert!(
+            read(&snap, CLUSTER_BLOCKS, 1)
+                .await
+                .iter()
+                .all(|b| *b == 0xaa)
+        );
+        assert!(
+            read(&vol, CLUSTER_BLOCKS, 1)
+                .await
+                .iter()
+                .all(|b| *b == 0xaa)
+        );
+    });
+}
+
+#[test]
+fn a_full_store_fails_first_writes_with_no_space_and_keeps_what_was_written() {
+    let f = fixture(2);
+    block_on(async {
+        let lvs = Lvs::create(Arc::clone(&f.base), options()).await.unwrap();
+        let total = lvs.read(|s| s.geometry().total_clusters);
+        let uuid = lvs
+            .change(|s| s.create_lvol("big", total + 4, true))
+            .await
+            .unwrap();
+        let bdev = f.bdev(&lvs, uuid);
+        for cluster in 0..total {
+            write(&bdev, cluster * CLUSTER_BLOCKS, cluster as u8 + 1, 1)
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            write(&bdev, total * CLUSTER_BLOCKS, 9, 1).await,
+            Err(IoError::NoSpace)
+        );
+        for cluster in 0..total {
+            let back = read(&bdev, cluster * CLUSTER_BLOCKS, 1).await;
+            assert!(back.iter().all(|b| *b == cluster as u8 + 1));
+        }
+    });
+}
+
+#[test]
+fn what_was_written_is_there_after_the_store_is_opened_again() {
+    let f = fixture(8);
+    let uuid = block_on(async {
+        let lvs = Lvs::create(Arc::clone(&f.base), options()).await.unwrap();
+        let uuid = lvs.change(|s| s.create_lvol("vol", 4, true)).await.unwrap();
+        let bdev = f.bdev(&lvs, uuid);
+        write(&bdev, 5, 0x42, 3).await.unwrap();
+        write(&bdev, 3 * CLUSTER_BLOCKS, 0x43, 1).await.unwrap();
+        f.registry.unregister(&uuid.to_string(), "lvol").unwrap();
+        lvs.close();
+        uuid
+    });
+    block_on(async {
+        let lvs = Lvs::open(Arc::clone(&f.base)).await.unwrap();
+        assert_eq!(lvs.read(|s| s.get(uuid).unwrap().allocated_clusters()), 2);
+        let bdev = f.bdev(&lvs, uuid);
+        assert!(read(&bdev, 5, 3).await.iter().all(|b| *b == 0x42));
+        assert!(
+            read(&bdev, 3 * CLUSTER_BLOCKS, 1)
+                .await
+                .iter()
+                .all(|b| *b == 0x43)
+        );
+        assert!(read(&bdev, CLUSTER_BLOCKS, 1).await.iter().all(|b| *b == 0));
+    });
+}
