@@ -36,6 +36,7 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
         delete(c, p, "part")
     });
     let router = super::raid::register(router, context);
+    let router = super::lvol::register(router, context);
     let router = method(router, "bdev_write_zeroes", context, |c, p| {
         range_io(c, p, IoKind::WriteZeroes)
     });

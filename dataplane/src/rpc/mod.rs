@@ -8,6 +8,7 @@ mod bdev;
 mod framework;
 mod interconnect;
 mod keyring;
+mod lvol;
 mod nbd;
 mod nvmf;
 mod raid;
@@ -85,11 +86,11 @@ fn parse_uuid(text: Option<&str>) -> Result<Option<uuid::Uuid>, RpcError> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn version_has_spdk_shape() {
+    /// A data cluster's context with one reactor and no bdevs.
+    pub(crate) fn test_context() -> Arc<Context> {
         let reactors = Arc::new(Reactors::start(1, &[], false).unwrap());
         let nvmf = Arc::new(crate::nvmf::subsystem::Target::new());
-        let context = Arc::new(Context {
+        Arc::new(Context {
             cluster: 0,
             registry: Arc::new(BdevRegistry::new()),
             exports: Arc::new(Exports::new()),
@@ -100,7 +101,12 @@ mod tests {
             nvmf,
             reactors,
             interconnect: None,
-        });
+        })
+    }
+
+    #[tokio::test]
+    async fn version_has_spdk_shape() {
+        let context = test_context();
         let router = router(Arc::clone(&context));
         let v = router.call("spdk_get_version", None).await.unwrap();
         assert!(v["version"].as_str().unwrap().starts_with("Shoal v"));

@@ -44,7 +44,7 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
 }
 
 /// Runs `work` on reactor 0 and waits for its answer.
-async fn on_reactor<T, F, Fut>(context: &Context, work: F) -> Result<T, RpcError>
+pub(super) async fn on_reactor<T, F, Fut>(context: &Context, work: F) -> Result<T, RpcError>
 where
     T: Send + 'static,
     F: FnOnce() -> Fut + Send + 'static,

@@ -43,7 +43,8 @@
 //! - [`staged`]: the store's metadata on a real base bdev (loaded before
 //!   open, commits replayed in order after each change);
 //! - [`vbdev`]: the bdev module: an open store and a bdev per lvol whose
-//!   I/O goes through the chain, allocating on first write.
+//!   I/O goes through the chain, allocating on first write;
+//! - [`stores`]: the open stores, and what the `bdev_lvol_*` methods share.
 
 pub mod allocator;
 pub mod chain;
@@ -57,6 +58,7 @@ mod staged_tests;
 pub mod store;
 #[cfg(test)]
 mod store_tests;
+pub mod stores;
 pub mod vbdev;
 #[cfg(test)]
 mod vbdev_tests;

@@ -63,7 +63,7 @@ impl std::fmt::Debug for Lvs {
     }
 }
 
-fn store_error(error: StoreError) -> BdevError {
+pub(super) fn store_error(error: StoreError) -> BdevError {
     match error {
         StoreError::Device(source) => BdevError::Io {
             context: "lvol store metadata".into(),
@@ -89,15 +89,19 @@ impl Lvs {
         format!("lvs {name}")
     }
 
-    fn with_store(base: Arc<Bdev>, store: Store) -> Result<Arc<Self>, BdevError> {
-        let per = staged::base_blocks_per_metadata_block(base.block_size()).ok_or_else(|| {
+    fn blocks_per_metadata_block(base: &Bdev) -> Result<u64, BdevError> {
+        staged::base_blocks_per_metadata_block(base.block_size()).ok_or_else(|| {
             BdevError::Invalid(format!(
                 "an lvol store needs a base with 512-byte to 4 KiB blocks, {} has {}",
                 base.name(),
                 base.block_size()
             ))
-        })?;
-        base.claim(&Self::claim_owner(store.name()))?;
+        })
+    }
+
+    /// An open store over `base`, which the caller claimed for it.
+    fn with_store(base: Arc<Bdev>, store: Store) -> Result<Arc<Self>, BdevError> {
+        let per = Self::blocks_per_metadata_block(&base)?;
         let geometry = store.geometry();
         let (durable, _) = tokio::sync::watch::channel(store.generation());
         Ok(Arc::new(Self {
@@ -116,37 +120,39 @@ impl Lvs {
     /// `bdev_lvol_create_lvstore`: formats a store on `base` (over
     /// whatever it held) and opens it. Runs on a reactor.
     pub async fn create(base: Arc<Bdev>, options: StoreOptions) -> Result<Arc<Self>, BdevError> {
-        staged::base_blocks_per_metadata_block(base.block_size()).ok_or_else(|| {
-            BdevError::Invalid(format!(
-                "an lvol store needs a base with 512-byte to 4 KiB blocks, {} has {}",
-                base.name(),
-                base.block_size()
-            ))
-        })?;
-        if let Some(owner) = base.claimed_by() {
-            return Err(BdevError::Busy {
-                name: base.name().to_string(),
-                user: format!("bdev {owner}"),
-            });
+        Self::blocks_per_metadata_block(&base)?;
+        // Claimed before anything is written: a base that a raid or a
+        // writable export holds is refused untouched.
+        base.claim(&Self::claim_owner(&options.name))?;
+        let formatted = async {
+            let channel = base.channel();
+            let mut store = Store::format(
+                StagedDevice::empty(staged::metadata_blocks(&channel)),
+                options,
+            )
+            .map_err(store_error)?;
+            let ops = store.device_mut().take();
+            staged::replay(&channel, ops)
+                .await
+                .map_err(|source| BdevError::Io {
+                    context: format!("writing the lvol store on {}", base.name()),
+                    source,
+                })?;
+            Ok(store)
         }
-        let channel = base.channel();
-        let mut store = Store::format(
-            StagedDevice::empty(staged::metadata_blocks(&channel)),
-            options,
-        )
-        .map_err(store_error)?;
-        let ops = store.device_mut().take();
-        staged::replay(&channel, ops)
-            .await
-            .map_err(|source| BdevError::Io {
-                context: format!("writing the lvol store on {}", base.name()),
-                source,
-            })?;
-        Self::with_store(base, store)
+        .await;
+        match formatted.and_then(|store| Self::with_store(Arc::clone(&base), store)) {
+            Ok(lvs) => Ok(lvs),
+            Err(e) => {
+                base.release_claim();
+                Err(e)
+            }
+        }
     }
 
     /// Opens the store on `base` (SPDK's examine). Runs on a reactor.
     pub async fn open(base: Arc<Bdev>) -> Result<Arc<Self>, BdevError> {
+        Self::blocks_per_metadata_block(&base)?;
         let device = staged::load(&base.channel())
             .await
             .map_err(|source| BdevError::Io {
@@ -154,7 +160,8 @@ impl Lvs {
                 source,
             })?;
         let store = Store::open(device).map_err(store_error)?;
-        Self::with_store(base, store)
+        base.claim(&Self::claim_owner(store.name()))?;
+        Self::with_store(Arc::clone(&base), store).inspect_err(|_| base.release_claim())
     }
 
     pub fn base(&self) -> &Arc<Bdev> {
@@ -233,10 +240,55 @@ impl Lvs {
         self.change(|store| store.snapshot(origin, name)).await
     }
 
+    /// Zeroes every cluster lvol `uuid` owns (a thick lvol's clusters
+    /// hold whatever the base held before), in 1 MiB write-zeroes (or
+    /// writes of zeroes on a base that cannot zero).
+    pub async fn clear_lvol(&self, uuid: Uuid) -> Result<(), IoError> {
+        let clusters: Vec<u32> = self.read(|s| {
+            s.get(uuid)
+                .map(|l| l.extents().values().copied().collect())
+                .unwrap_or_default()
+        });
+        let channel = self.base.channel();
+        for cluster in clusters {
+            zero_blocks(&channel, self.cluster_start(cluster), self.cluster_blocks()).await?;
+        }
+        Ok(())
+    }
+
     /// Gives the base back (the store's bdevs are gone).
     pub fn close(&self) {
         self.base.release_claim();
     }
+}
+
+/// Largest write-zeroes or copy issued at once while clearing or filling
+/// clusters.
+const CHUNK_BYTES: u64 = 1 << 20;
+
+/// Zeroes `blocks` blocks of `channel`'s bdev from `offset`.
+async fn zero_blocks(channel: &IoChannel, offset: u64, blocks: u64) -> Result<(), IoError> {
+    let block_size = channel.bdev().block_size();
+    let chunk = (CHUNK_BYTES / u64::from(block_size)).max(1);
+    let mut at = 0;
+    while at < blocks {
+        let n = chunk.min(blocks - at);
+        if channel.bdev().supports(IoKind::WriteZeroes) {
+            channel
+                .submit(IoRequest::range(IoKind::WriteZeroes, offset + at, n))
+                .await
+                .result?;
+        } else {
+            let mut zeroes = IoBuf::for_io((n * u64::from(block_size)) as usize);
+            zeroes.as_mut_slice().fill(0);
+            channel
+                .submit(IoRequest::write(offset + at, zeroes, block_size))
+                .await
+                .result?;
+        }
+        at += n;
+    }
+    Ok(())
 }
 
 /// One lvol (or snapshot) as a bdev.
@@ -526,54 +578,33 @@ impl Path {
         Ok(())
     }
 
-    /// Largest copy made at once while filling a new cluster.
-    const FILL_CHUNK_BYTES: u64 = 1 << 20;
-
     async fn copy_range(
         &self,
         source: Resolved,
         target: u32,
         range: std::ops::Range<u64>,
     ) -> Result<(), IoError> {
+        let to = self.lvs.cluster_start(target) + range.start;
+        let Resolved::Cluster { cluster, .. } = source else {
+            return zero_blocks(&self.base, to, range.end - range.start).await;
+        };
         let block_size = self.base.bdev().block_size();
-        let chunk = (Self::FILL_CHUNK_BYTES / u64::from(block_size)).max(1);
-        let mut at = range.start;
-        while at < range.end {
-            let n = chunk.min(range.end - at);
-            let to = self.lvs.cluster_start(target) + at;
-            match source {
-                Resolved::Zeroes if self.base.bdev().supports(IoKind::WriteZeroes) => {
-                    self.base
-                        .submit(IoRequest::range(IoKind::WriteZeroes, to, n))
-                        .await
-                        .result?;
-                }
-                Resolved::Zeroes => {
-                    let mut zeroes = IoBuf::for_io((n * u64::from(block_size)) as usize);
-                    zeroes.as_mut_slice().fill(0);
-                    self.base
-                        .submit(IoRequest::write(to, zeroes, block_size))
-                        .await
-                        .result?;
-                }
-                Resolved::Cluster { cluster, .. } => {
-                    let from = self.lvs.cluster_start(cluster) + at;
-                    let read = self
-                        .base
-                        .submit(IoRequest::read(
-                            from,
-                            IoBuf::for_io((n * u64::from(block_size)) as usize),
-                            block_size,
-                        ))
-                        .await;
-                    read.result?;
-                    let data = read.buf.expect("a read returns its buffer");
-                    self.base
-                        .submit(IoRequest::write(to, data, block_size))
-                        .await
-                        .result?;
-                }
-            }
+        let chunk = (CHUNK_BYTES / u64::from(block_size)).max(1);
+        let from = self.lvs.cluster_start(cluster) + range.start;
+        let mut at = 0;
+        while at < range.end - range.start {
+            let n = chunk.min(range.end - range.start - at);
+            let buf = IoBuf::for_io((n * u64::from(block_size)) as usize);
+            let read = self
+                .base
+                .submit(IoRequest::read(from + at, buf, block_size))
+                .await;
+            read.result?;
+            let data = read.buf.expect("a read returns its buffer");
+            self.base
+                .submit(IoRequest::write(to + at, data, block_size))
+                .await
+                .result?;
             at += n;
         }
         Ok(())

@@ -234,3 +234,21 @@ fn what_was_written_is_there_after_the_store_is_opened_again() {
         assert!(read(&bdev, CLUSTER_BLOCKS, 1).await.iter().all(|b| *b == 0));
     });
 }
+
+#[test]
+fn a_base_another_bdev_holds_is_refused_untouched() {
+    let f = fixture(4);
+    block_on(async {
+        write(&f.base, 0, 0x77, 64).await.unwrap();
+        f.base.claim("raid0").unwrap();
+        let refused = Lvs::create(Arc::clone(&f.base), options()).await;
+        assert!(matches!(refused, Err(crate::bdev::BdevError::Busy { .. })));
+        assert!(read(&f.base, 0, 64).await.iter().all(|b| *b == 0x77));
+        f.base.release_claim();
+
+        let lvs = Lvs::create(Arc::clone(&f.base), options()).await.unwrap();
+        assert!(f.base.claim("raid0").is_err(), "the store holds its base");
+        lvs.close();
+        assert!(f.base.claimed_by().is_none());
+    });
+}
