@@ -19,6 +19,7 @@ use std::io;
 
 use super::device::MetadataDevice;
 use super::format::{Geometry, METADATA_BLOCK_BYTES, SuperBlock};
+use super::store::{LvolStore, StoreError, StoreOptions};
 use crate::bdev::{IoBuf, IoChannel, IoKind, IoRequest};
 
 /// One metadata operation the store asked for.
@@ -168,6 +169,18 @@ pub async fn load(channel: &IoChannel) -> io::Result<StagedDevice> {
         }
     }
     Ok(device)
+}
+
+/// Formats a store on `channel`'s bdev (over whatever it held) and
+/// writes it there.
+pub async fn format(
+    channel: &IoChannel,
+    options: StoreOptions,
+) -> Result<LvolStore<StagedDevice>, StoreError> {
+    let mut store = LvolStore::format(StagedDevice::empty(metadata_blocks(channel)), options)?;
+    let ops = store.device_mut().take();
+    replay(channel, ops).await?;
+    Ok(store)
 }
 
 /// Carries out `ops` on `channel`'s bdev in order: the writes between two

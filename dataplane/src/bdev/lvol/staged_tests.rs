@@ -60,12 +60,7 @@ fn changes_not_replayed_are_not_on_the_base() {
     let base = base(4096, 16 * DEFAULT_CLUSTER_BYTES);
     block_on(async {
         let channel = base.channel();
-        let mut store = LvolStore::format(
-            StagedDevice::empty(metadata_blocks(&channel)),
-            StoreOptions::new("lvs0"),
-        )
-        .unwrap();
-        staged::replay(&channel, store.device_mut().take())
+        let mut store = staged::format(&channel, StoreOptions::new("lvs0"))
             .await
             .unwrap();
         let kept = store.create_lvol("kept", 2, true).unwrap();

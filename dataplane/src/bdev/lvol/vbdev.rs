@@ -124,30 +124,19 @@ impl Lvs {
         // Claimed before anything is written: a base that a raid or a
         // writable export holds is refused untouched.
         base.claim(&Self::claim_owner(&options.name))?;
-        let formatted = async {
-            let channel = base.channel();
-            let mut store = Store::format(
-                StagedDevice::empty(staged::metadata_blocks(&channel)),
-                options,
-            )
-            .map_err(store_error)?;
-            let ops = store.device_mut().take();
-            staged::replay(&channel, ops)
+        let formatted =
+            staged::format(&base.channel(), options)
                 .await
-                .map_err(|source| BdevError::Io {
-                    context: format!("writing the lvol store on {}", base.name()),
-                    source,
-                })?;
-            Ok(store)
-        }
-        .await;
-        match formatted.and_then(|store| Self::with_store(Arc::clone(&base), store)) {
-            Ok(lvs) => Ok(lvs),
-            Err(e) => {
-                base.release_claim();
-                Err(e)
-            }
-        }
+                .map_err(|error| match error {
+                    StoreError::Device(source) => BdevError::Io {
+                        context: format!("writing the lvol store on {}", base.name()),
+                        source,
+                    },
+                    other => store_error(other),
+                });
+        formatted
+            .and_then(|store| Self::with_store(Arc::clone(&base), store))
+            .inspect_err(|_| base.release_claim())
     }
 
     /// Opens the store on `base` (SPDK's examine). Runs on a reactor.
