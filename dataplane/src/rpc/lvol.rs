@@ -10,8 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shoal_appliance::jsonrpc::{Router, RpcError};
 
-use super::raid::on_reactor;
-use super::{Context, method, parse_uuid};
+use super::{Context, method, on_reactor, parse_uuid};
 use crate::bdev::BdevError;
 use crate::bdev::lvol::store::StoreOptions;
 use crate::bdev::lvol::stores;

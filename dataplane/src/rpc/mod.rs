@@ -73,6 +73,32 @@ where
     })
 }
 
+/// Runs `work` on reactor 0 and waits for its answer (methods whose
+/// bdev changes do I/O: raid and lvol).
+async fn on_reactor<T, F, Fut>(context: &Context, work: F) -> Result<T, RpcError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, RpcError>> + 'static,
+{
+    let reactor = context
+        .reactors
+        .get(0)
+        .expect("a data cluster has a reactor");
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let sent = reactor.spawn(move || async move {
+        let _ = done.send(work().await);
+    });
+    if !sent {
+        return Err(stopping());
+    }
+    answer.await.unwrap_or_else(|_| Err(stopping()))
+}
+
+fn stopping() -> RpcError {
+    RpcError::errno(nix::errno::Errno::ESHUTDOWN, "the data cluster is stopping")
+}
+
 /// A UUID parameter, named in the error when malformed.
 fn parse_uuid(text: Option<&str>) -> Result<Option<uuid::Uuid>, RpcError> {
     text.map(|t| {

@@ -5,7 +5,6 @@
 //! bitmaps), so those run on reactor 0, where the raid's background
 //! processes then run too.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -14,7 +13,7 @@ use serde_json::{Value, json};
 use shoal_appliance::jsonrpc::{Router, RpcError};
 
 use super::bdev::{Named, delete, grown};
-use super::{Context, method, parse_uuid};
+use super::{Context, method, on_reactor, parse_uuid};
 use crate::bdev::BdevError;
 use crate::bdev::raid::Redundant;
 use crate::bdev::raid::process::{self, RaidOptions};
@@ -41,31 +40,6 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
         context,
         check_consistency,
     )
-}
-
-/// Runs `work` on reactor 0 and waits for its answer.
-pub(super) async fn on_reactor<T, F, Fut>(context: &Context, work: F) -> Result<T, RpcError>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = Result<T, RpcError>> + 'static,
-{
-    let reactor = context
-        .reactors
-        .get(0)
-        .expect("a data cluster has a reactor");
-    let (done, answer) = tokio::sync::oneshot::channel();
-    let sent = reactor.spawn(move || async move {
-        let _ = done.send(work().await);
-    });
-    if !sent {
-        return Err(stopping());
-    }
-    answer.await.unwrap_or_else(|_| Err(stopping()))
-}
-
-fn stopping() -> RpcError {
-    RpcError::errno(Errno::ESHUTDOWN, "the data cluster is stopping")
 }
 
 #[derive(Deserialize)]
