@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shoal_appliance::jsonrpc::{Router, RpcError};
 
-use super::{Context, method, parse_uuid};
+use super::{Context, method, on_reactor, parse_uuid};
 use crate::bdev::channel::submit;
 use crate::bdev::channel::{channel_stats, release_channel};
 use crate::bdev::malloc::create_malloc;
@@ -35,6 +35,7 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
     let router = method(router, "bdev_part_delete", context, |c, p: Named| {
         delete(c, p, "part")
     });
+    let router = method(router, "bdev_examine", context, examine);
     let router = super::raid::register(router, context);
     let router = super::lvol::register(router, context);
     let router = method(router, "bdev_write_zeroes", context, |c, p| {
@@ -60,6 +61,28 @@ struct MallocCreate {
     num_blocks: u64,
     block_size: u32,
     uuid: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Examine {
+    name: String,
+}
+
+/// SPDK's `bdev_examine`: bdevs are not examined when they are made (a
+/// part starting at block 0 of a drive holding a store would otherwise
+/// open that store a second time), only when this asks. The lvol module is the only one that examines: a base
+/// holding a store gets the store opened and its lvols' bdevs registered.
+async fn examine(context: Arc<Context>, p: Examine) -> Result<Value, RpcError> {
+    let base = context.registry.get(&p.name)?;
+    let registry = context.registry.clone();
+    on_reactor(&context, move || async move {
+        crate::bdev::lvol::stores::examine(&registry, base)
+            .await
+            .map_err(RpcError::from)
+    })
+    .await?;
+    Ok(json!(true))
 }
 
 async fn malloc_create(context: Arc<Context>, p: MallocCreate) -> Result<Value, RpcError> {

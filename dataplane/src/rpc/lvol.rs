@@ -408,4 +408,122 @@ mod tests {
             .unwrap();
         context.reactors.shutdown();
     }
+
+    #[tokio::test]
+    async fn bdev_examine_finds_a_store_and_its_lvols_again() {
+        let context = test_context();
+        let rpc = router(std::sync::Arc::clone(&context));
+        let call = |method: &'static str, params: serde_json::Value| {
+            let rpc = &rpc;
+            async move { rpc.call(method, Some(params)).await }
+        };
+        for base in ["exbase", "exempty"] {
+            call(
+                "bdev_malloc_create",
+                json!({"name": base, "num_blocks": 32768, "block_size": 512}),
+            )
+            .await
+            .unwrap();
+        }
+        let lvs = call(
+            "bdev_lvol_create_lvstore",
+            json!({"bdev_name": "exbase", "lvs_name": "exlvs", "cluster_sz": 1048576}),
+        )
+        .await
+        .unwrap();
+        let thin = call(
+            "bdev_lvol_create",
+            json!({"lvol_name": "thin", "size_in_mib": 8, "thin_provision": true, "lvs_name": "exlvs"}),
+        )
+        .await
+        .unwrap();
+        let snapshot = call(
+            "bdev_lvol_snapshot",
+            json!({"lvol_name": thin, "snapshot_name": "snap"}),
+        )
+        .await
+        .unwrap();
+
+        // What a restart leaves: the base, and no store or lvol open.
+        let uuid = uuid::Uuid::parse_str(lvs.as_str().unwrap()).unwrap();
+        let open = crate::bdev::lvol::stores::remove(uuid).unwrap();
+        for lvol in [&thin, &snapshot] {
+            context
+                .registry
+                .unregister(lvol.as_str().unwrap(), "lvol")
+                .unwrap();
+        }
+        open.close();
+        assert!(
+            call("bdev_lvol_get_lvstores", json!({"lvs_name": "exlvs"}))
+                .await
+                .is_err()
+        );
+
+        assert_eq!(
+            call("bdev_examine", json!({"name": "exempty"}))
+                .await
+                .unwrap(),
+            true
+        );
+        assert_eq!(
+            call("bdev_examine", json!({"name": "exbase"}))
+                .await
+                .unwrap(),
+            true
+        );
+        let stores = call("bdev_lvol_get_lvstores", json!({"lvs_name": "exlvs"}))
+            .await
+            .unwrap();
+        assert_eq!(stores[0]["uuid"], lvs);
+        let lvols = call("bdev_lvol_get_lvols", json!({"lvs_name": "exlvs"}))
+            .await
+            .unwrap();
+        let mut names: Vec<_> = lvols
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].clone())
+            .collect();
+        names.sort_by_key(|n| n.to_string());
+        assert_eq!(names, [json!("snap"), json!("thin")]);
+        let bdevs = call(
+            "bdev_get_bdevs",
+            json!({"name": snapshot.as_str().unwrap()}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            bdevs[0]["supported_io_types"]["write"], false,
+            "still read-only"
+        );
+
+        // Examined twice: the base is the open store's.
+        let twice = call("bdev_examine", json!({"name": "exbase"}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            twice.code,
+            -i64::from(nix::libc::EBUSY),
+            "{}",
+            twice.message
+        );
+        // The empty base was left unclaimed.
+        call("bdev_malloc_delete", json!({"name": "exempty"}))
+            .await
+            .unwrap();
+
+        for name in [&thin, &snapshot] {
+            call("bdev_lvol_delete", json!({"name": name}))
+                .await
+                .unwrap();
+        }
+        call("bdev_lvol_delete_lvstore", json!({"lvs_name": "exlvs"}))
+            .await
+            .unwrap();
+        call("bdev_malloc_delete", json!({"name": "exbase"}))
+            .await
+            .unwrap();
+        context.reactors.shutdown();
+    }
 }

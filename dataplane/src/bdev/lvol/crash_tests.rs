@@ -20,6 +20,8 @@ enum Op {
     Resize(&'static str, u64),
     /// Plan, fill, commit; `true` inflates, `false` decouples.
     Inflate(&'static str, bool),
+    /// An unmap of logical clusters `.1 .. .2`.
+    Unmap(&'static str, u64, u64),
     Delete(&'static str),
     /// A delete that must be refused (a snapshot with clones).
     DeleteRefused(&'static str),
@@ -34,6 +36,8 @@ const SCRIPT: &[Op] = &[
     Op::Snapshot("thin", "snap1"),
     Op::Write("thin", 0),
     Op::Write("thin", 7),
+    // Frees 7; 0 stays, hiding snap1's data there.
+    Op::Unmap("thin", 0, 8),
     Op::Clone("snap1", "clone"),
     Op::Write("clone", 5),
     Op::Resize("thin", 30),
@@ -41,6 +45,7 @@ const SCRIPT: &[Op] = &[
     Op::Resize("thick", 8),
     Op::Snapshot("clone", "snap2"),
     Op::Write("clone", 1),
+    Op::Unmap("clone", 0, 3),
     Op::DeleteRefused("snap1"),
     Op::Inflate("thin", true),
     Op::Inflate("clone", false),
@@ -68,6 +73,7 @@ fn apply(store: &mut LvolStore<CrashingDevice>, op: Op) -> Result<(), StoreError
             // (The bdev copies each step's source into its target here.)
             store.commit_inflate(plan)
         }
+        Op::Unmap(name, start, end) => store.unmap_clusters(id(store, name), start..end).map(drop),
         Op::Delete(name) => store.delete(id(store, name)),
         Op::DeleteRefused(name) => match store.delete(id(store, name)) {
             Err(StoreError::HasClones { .. }) => Ok(()),

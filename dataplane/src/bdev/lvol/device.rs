@@ -16,6 +16,17 @@ pub trait MetadataDevice {
     fn read_block(&mut self, index: u64) -> io::Result<Vec<u8>>;
     fn write_block(&mut self, index: u64, block: &[u8]) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+
+    /// Whether a commit is on the base once its writes and flushes have
+    /// returned. A device that only records them, to be carried out
+    /// later (the bdev module's staged device), answers no; the store then
+    /// keeps the clusters a commit frees out of reach until
+    /// [`LvolStore::settle`](super::store::LvolStore::settle) says that
+    /// commit is on the base. Reused sooner, a cut before it landed would
+    /// leave the old owner reading what the new owner wrote there.
+    fn commits_durable_on_return(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

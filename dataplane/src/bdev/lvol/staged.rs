@@ -67,6 +67,11 @@ impl MetadataDevice for StagedDevice {
         self.blocks
     }
 
+    /// Recorded, not written: the module replays them, then settles.
+    fn commits_durable_on_return(&self) -> bool {
+        false
+    }
+
     fn read_block(&mut self, index: u64) -> io::Result<Vec<u8>> {
         if let Some(block) = self.pending.iter().rev().find_map(|op| match op {
             MetaOp::Write { index: at, block } if *at == index => Some(block.clone()),

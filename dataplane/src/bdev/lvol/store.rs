@@ -249,6 +249,9 @@ pub struct LvolStore<D: MetadataDevice> {
     by_uuid: HashMap<Uuid, u32>,
     owners: Vec<Owner>,
     allocator: ClusterAllocator,
+    /// Clusters free in the owner table whose commit may not be on the
+    /// base yet: still used in `allocator` until [`settle`](Self::settle).
+    freed: Vec<u32>,
     dirty: [Dirty; 2],
     /// A commit failed: memory is ahead of the disk.
     poisoned: bool,
@@ -272,6 +275,7 @@ impl<D: MetadataDevice> LvolStore<D> {
             by_uuid: HashMap::new(),
             owners: vec![Owner::Free; geometry.total_clusters as usize],
             allocator: ClusterAllocator::new(geometry.total_clusters as u32),
+            freed: Vec::new(),
             dirty: [Dirty::All, Dirty::All],
             poisoned: false,
         };
@@ -368,6 +372,7 @@ impl<D: MetadataDevice> LvolStore<D> {
             by_uuid: HashMap::new(),
             owners,
             allocator: ClusterAllocator::new(geometry.total_clusters as u32),
+            freed: Vec::new(),
             dirty: [Dirty::Pages(BTreeSet::new()), Dirty::Pages(BTreeSet::new())],
             poisoned: false,
         };
@@ -814,6 +819,49 @@ impl<D: MetadataDevice> LvolStore<D> {
         self.commit()
     }
 
+    /// Gives back the clusters a thin `lvol` owns among logical clusters
+    /// `logical` (an unmap or write-zeroes covering them whole), where
+    /// nothing of the chain below shows through once they are gone, so
+    /// they read as zeroes after. Returns how many were freed; the caller
+    /// zeroes the rest in place: a thick lvol keeps its clusters (its
+    /// space was promised), and a clone's cluster over a snapshot's data
+    /// must stay to hide it.
+    pub fn unmap_clusters(&mut self, lvol: Uuid, logical: std::ops::Range<u64>) -> Result<u64> {
+        self.check_usable()?;
+        let l = self.writable(lvol)?;
+        if !l.record.thin {
+            return Ok(0);
+        }
+        let start = logical.start.min(l.record.size_clusters) as u32;
+        let end = logical.end.min(l.record.size_clusters) as u32;
+        let freeable: Vec<(u32, u32)> = l
+            .extents
+            .range(start..end)
+            .filter(|&(&at, _)| self.below(l, at) == Resolved::Zeroes)
+            .map(|(&at, &cluster)| (at, cluster))
+            .collect();
+        if freeable.is_empty() {
+            return Ok(0);
+        }
+        for &(at, cluster) in &freeable {
+            self.lvol_mut(lvol).extents.remove(&at);
+            self.set_free(cluster);
+        }
+        self.commit()?;
+        Ok(freeable.len() as u64)
+    }
+
+    /// What `logical` of `l` would read if `l` did not own it.
+    fn below(&self, l: &Lvol, logical: u32) -> Resolved {
+        if u64::from(logical) >= l.record.backed_clusters {
+            return Resolved::Zeroes;
+        }
+        match l.record.parent.and_then(|p| self.get(p)) {
+            Some(parent) => chain::resolve(parent, logical, |id| self.get(id)),
+            None => Resolved::Zeroes,
+        }
+    }
+
     /// Deletes `lvol` and frees its clusters. A snapshot with clones is
     /// refused: they read through it.
     pub fn delete(&mut self, lvol: Uuid) -> Result<()> {
@@ -902,9 +950,11 @@ impl<D: MetadataDevice> LvolStore<D> {
         self.touch(owner_page_index(cluster));
     }
 
+    /// Frees `cluster` in the owner table; the allocator gets it back
+    /// once the commit is on the base (see [`settle`](Self::settle)).
     fn set_free(&mut self, cluster: u32) {
         self.owners[cluster as usize] = Owner::Free;
-        self.allocator.release(cluster).expect("was used");
+        self.freed.push(cluster);
         self.touch(owner_page_index(cluster));
     }
 
@@ -957,7 +1007,22 @@ impl<D: MetadataDevice> LvolStore<D> {
         })?;
         self.generation = generation;
         self.dirty[usize::from(copy)] = Dirty::Pages(BTreeSet::new());
+        if self.device.commits_durable_on_return() {
+            self.settle();
+        }
         Ok(())
+    }
+
+    /// Every commit so far is on the base: the clusters they freed may be
+    /// allocated again. The bdev module calls it after each replay; a
+    /// device that writes at once needs no call.
+    pub fn settle(&mut self) {
+        if self.poisoned {
+            return;
+        }
+        for cluster in self.freed.drain(..) {
+            self.allocator.release(cluster).expect("was used");
+        }
     }
 
     /// Runs metadata I/O; a failure poisons the store.

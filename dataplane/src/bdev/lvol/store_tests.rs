@@ -325,6 +325,87 @@ fn a_shrunk_and_regrown_child_reads_zeroes_not_its_parent_past_the_shrink() {
 }
 
 #[test]
+fn unmap_frees_a_thin_lvols_clusters_where_nothing_shows_through() {
+    let mut store = store();
+    let thick = store.create_lvol("thick", 4, false).unwrap();
+    let thin = store.create_lvol("thin", 8, true).unwrap();
+    for logical in [0, 1, 5] {
+        write(&mut store, thin, logical).unwrap();
+    }
+    // A thick lvol keeps its clusters: its space was promised.
+    assert_eq!(store.unmap_clusters(thick, 0..4).unwrap(), 0);
+    assert_eq!(store.get(thick).unwrap().allocated_clusters(), 4);
+    let free = store.free_clusters();
+    assert_eq!(store.unmap_clusters(thin, 1..8).unwrap(), 2);
+    assert_eq!(store.free_clusters(), free + 2);
+    assert_eq!(store.resolve(thin, 1).unwrap(), Resolved::Zeroes);
+    assert_eq!(store.resolve(thin, 5).unwrap(), Resolved::Zeroes);
+    assert!(store.resolve(thin, 0).unwrap() != Resolved::Zeroes);
+    // Past the end and unowned: nothing to do, and no commit.
+    let generation = store.generation();
+    assert_eq!(store.unmap_clusters(thin, 6..100).unwrap(), 0);
+    assert_eq!(store.generation(), generation);
+
+    // A clone's cluster over its snapshot's data must stay (freed, the
+    // snapshot's data would show through); over nothing it goes.
+    let snap = store.snapshot(thin, "snap").unwrap();
+    let clone = store.clone_snapshot(snap, "clone").unwrap();
+    let over_data = write(&mut store, clone, 0).unwrap();
+    write(&mut store, clone, 3).unwrap();
+    assert_eq!(store.unmap_clusters(clone, 0..8).unwrap(), 1);
+    assert_eq!(store.resolve(clone, 0).unwrap(), at(clone, over_data));
+    assert_eq!(store.resolve(clone, 3).unwrap(), Resolved::Zeroes);
+    let snapshot = store.find("snap").unwrap().name().to_owned();
+    assert!(matches!(
+        store.unmap_clusters(snap, 0..8),
+        Err(StoreError::ReadOnly(name)) if name == snapshot
+    ));
+    reopen(&store);
+}
+
+/// A base that, like the bdev module's staged device, carries out
+/// commits only after the store returns.
+struct Deferred(CrashingDevice);
+
+impl MetadataDevice for Deferred {
+    fn blocks(&self) -> u64 {
+        self.0.blocks()
+    }
+    fn read_block(&mut self, index: u64) -> std::io::Result<Vec<u8>> {
+        self.0.read_block(index)
+    }
+    fn write_block(&mut self, index: u64, block: &[u8]) -> std::io::Result<()> {
+        self.0.write_block(index, block)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+    fn commits_durable_on_return(&self) -> bool {
+        false
+    }
+}
+
+#[test]
+fn a_freed_cluster_is_not_reused_before_its_commit_is_on_the_base() {
+    let mut store = LvolStore::format(Deferred(base()), options()).unwrap();
+    let doomed = store
+        .create_lvol("doomed", u64::from(CLUSTERS), false)
+        .unwrap();
+    let thin = store.create_lvol("thin", 4, true).unwrap();
+    store.delete(doomed).unwrap();
+    // Until the delete is on the base a cut would bring `doomed` back,
+    // and it must not find another lvol's data in its clusters.
+    assert!(matches!(
+        write(&mut store, thin, 0),
+        Err(StoreError::NoSpace { free: 0, .. })
+    ));
+    assert_eq!(store.free_clusters(), 0);
+    store.settle();
+    assert_eq!(store.free_clusters(), CLUSTERS);
+    write(&mut store, thin, 0).unwrap();
+}
+
+#[test]
 fn inflate_copies_every_cluster_decouple_only_the_chains() {
     let mut store = store();
     let vol = store.create_lvol("vol", 4, true).unwrap();

@@ -98,6 +98,52 @@ pub fn register(
     )
 }
 
+/// Examines `base` for the lvol module (after a restart the bases come
+/// back first, then this): opens the store it holds, adds it and
+/// registers a bdev for each of its lvols. `Ok(None)`: no store there.
+/// All or nothing: a store whose name or uuid is already open here (a
+/// copy of a base) or whose lvol bdevs cannot all be registered is closed
+/// again. Runs on a reactor.
+pub async fn examine(
+    registry: &BdevRegistry,
+    base: Arc<Bdev>,
+) -> Result<Option<Arc<Lvs>>, BdevError> {
+    let Some(lvs) = Lvs::examine(base).await? else {
+        return Ok(None);
+    };
+    let (uuid, name, lvols) = lvs.read(|s| {
+        let lvols: Vec<Uuid> = s.lvols().map(|l| l.uuid()).collect();
+        (s.uuid(), s.name().to_string(), lvols)
+    });
+    let clash = {
+        let stores = STORES.locked();
+        stores.contains_key(&uuid) || stores.values().any(|o| o.read(|s| s.name() == name))
+    };
+    if clash {
+        lvs.close();
+        return Err(BdevError::Exists(format!(
+            "lvol store {name} ({uuid}), found on {}",
+            lvs.base().name()
+        )));
+    }
+    let mut registered = Vec::with_capacity(lvols.len());
+    for lvol in lvols {
+        match register(registry, &lvs, lvol) {
+            Ok(bdev) => registered.push(bdev),
+            Err(error) => {
+                for bdev in registered {
+                    // Just registered, nothing claimed them yet.
+                    let _ = registry.unregister(bdev.name(), "lvol");
+                }
+                lvs.close();
+                return Err(error);
+            }
+        }
+    }
+    add(Arc::clone(&lvs));
+    Ok(Some(lvs))
+}
+
 /// The JSON-RPC view of a store error.
 pub fn error(error: StoreError) -> BdevError {
     super::vbdev::store_error(error)

@@ -13,9 +13,16 @@
 //!   is on the base. A write that found its cluster owned in a generation
 //!   still being replayed waits for that replay (`durable`), or a crash
 //!   could lose a cluster a completed write went to.
-//! - **Snapshots** freeze an lvol's clusters under it: writes in flight to
-//!   the lvol hold its `gate` shared, a snapshot takes it exclusively, so
-//!   no write lands in a cluster that has just become the snapshot's.
+//! - **Unmap and write-zeroes** leave the range reading zeroes. Whole
+//!   clusters of a thin lvol go back to the store where nothing shows
+//!   through from a snapshot below; the rest is zeroed in place (a thick
+//!   lvol keeps its clusters: its space was promised).
+//! - **Snapshots and unmaps** take the lvol's `gate` exclusively; every
+//!   read and write holds it shared. So no write lands in a cluster that
+//!   has just become the snapshot's, and no read or write reaches a
+//!   cluster an unmap gave back (another lvol may have it by then). A
+//!   freed cluster is not allocated again until the commit that freed it
+//!   is on the base ([`LvolStore::settle`]).
 
 use shoal_appliance::locks::Recover;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,8 +146,19 @@ impl Lvs {
             .inspect_err(|_| base.release_claim())
     }
 
-    /// Opens the store on `base` (SPDK's examine). Runs on a reactor.
+    /// Opens the store on `base`. Runs on a reactor.
     pub async fn open(base: Arc<Bdev>) -> Result<Arc<Self>, BdevError> {
+        let name = base.name().to_string();
+        Self::examine(base)
+            .await?
+            .ok_or_else(|| BdevError::Invalid(format!("no lvol store on {name}")))
+    }
+
+    /// SPDK's examine: opens the store on `base` if it holds one
+    /// (`None`: neither super block is a store's). A store that is there
+    /// but does not open (a corrupt page, an inconsistent table) is an
+    /// error, never taken for an empty base. Runs on a reactor.
+    pub async fn examine(base: Arc<Bdev>) -> Result<Option<Arc<Self>>, BdevError> {
         Self::blocks_per_metadata_block(&base)?;
         let device = staged::load(&base.channel())
             .await
@@ -148,9 +166,15 @@ impl Lvs {
                 context: format!("reading the lvol store on {}", base.name()),
                 source,
             })?;
-        let store = Store::open(device).map_err(store_error)?;
+        let store = match Store::open(device) {
+            Ok(store) => store,
+            Err(StoreError::NoStore { .. }) => return Ok(None),
+            Err(other) => return Err(store_error(other)),
+        };
         base.claim(&Self::claim_owner(store.name()))?;
-        Self::with_store(Arc::clone(&base), store).inspect_err(|_| base.release_claim())
+        Self::with_store(Arc::clone(&base), store)
+            .inspect_err(|_| base.release_claim())
+            .map(Some)
     }
 
     pub fn base(&self) -> &Arc<Bdev> {
@@ -186,6 +210,8 @@ impl Lvs {
                 self.failed.store(true, Ordering::Release);
                 return Err(StoreError::Device(e));
             }
+            // The clusters this commit freed may be taken again now.
+            self.store.locked().settle();
             self.durable.send_replace(generation);
         }
         result
@@ -320,8 +346,8 @@ impl BdevBackend for LvolBdev {
     fn supports(&self, kind: IoKind) -> bool {
         match kind {
             IoKind::Read | IoKind::Flush => true,
-            IoKind::Write => !self.read_only,
-            IoKind::Unmap | IoKind::WriteZeroes | IoKind::Reset => false,
+            IoKind::Write | IoKind::Unmap | IoKind::WriteZeroes => !self.read_only,
+            IoKind::Reset => false,
         }
     }
 
@@ -448,11 +474,7 @@ impl Path {
                     .map(|p| unsafe { buf.view(p.at as usize * bs, p.blocks as usize * bs) })
                     .collect();
                 let write = io.kind == IoKind::Write;
-                let _shared = if write {
-                    Some(self.gate.read().await)
-                } else {
-                    None
-                };
+                let _shared = self.gate.read().await;
                 let runs = pieces.iter().zip(views).map(|(piece, view)| async move {
                     if write {
                         self.write_piece(piece, view, io.fua).await
@@ -464,9 +486,62 @@ impl Path {
                 io.buf = Some(buf);
                 results.into_iter().collect::<Result<(), IoError>>()
             }
-            _ => Err(IoError::NotSupported),
+            IoKind::Unmap | IoKind::WriteZeroes => self.zero(io.offset_blocks, io.num_blocks).await,
+            IoKind::Reset => Err(IoError::NotSupported),
         };
         IoCompletion::new(io.buf, result)
+    }
+
+    /// Unmap and write-zeroes alike: afterwards the range reads as
+    /// zeroes, so a host may rely on either. Whole clusters of a thin lvol
+    /// with nothing showing through from below go back to the store; the
+    /// rest is zeroed where the lvol owns it and written with zeroes where
+    /// a snapshot's data would show through (that allocates, as a write
+    /// would).
+    async fn zero(&self, offset: u64, blocks: u64) -> Result<(), IoError> {
+        let cluster_blocks = self.lvs.cluster_blocks();
+        let whole = offset.div_ceil(cluster_blocks)..(offset + blocks) / cluster_blocks;
+        if !whole.is_empty() {
+            // Nothing of this lvol is in flight while clusters leave it: a
+            // read or write that resolved one before could otherwise reach
+            // it after another lvol was given it.
+            let _alone = self.gate.write().await;
+            self.lvs
+                .change(|store| store.unmap_clusters(self.uuid, whole))
+                .await
+                .map_err(io_error)?;
+        }
+        let _shared = self.gate.read().await;
+        let block_size = u64::from(self.base.bdev().block_size());
+        let chunk = (CHUNK_BYTES / block_size).max(1);
+        for piece in pieces(offset, blocks, cluster_blocks) {
+            // In chunks, so a large cluster never needs a buffer its size.
+            let mut done = 0;
+            while done < piece.blocks {
+                let part = Piece {
+                    logical: piece.logical,
+                    within: piece.within + done,
+                    blocks: chunk.min(piece.blocks - done),
+                    at: 0,
+                };
+                done += part.blocks;
+                let (resolved, generation) = self.resolve(part.logical)?;
+                match resolved {
+                    Resolved::Zeroes => {}
+                    Resolved::Cluster { owner, cluster } if owner == self.uuid => {
+                        let at = self.lvs.cluster_start(cluster) + part.within;
+                        zero_blocks(&self.base, at, part.blocks).await?;
+                        self.lvs.durable_at(generation).await?;
+                    }
+                    Resolved::Cluster { .. } => {
+                        let mut zeroes = IoBuf::for_io((part.blocks * block_size) as usize);
+                        zeroes.as_mut_slice().fill(0);
+                        self.write_piece(&part, zeroes, false).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn resolve(&self, logical: u64) -> Result<(Resolved, u64), IoError> {

@@ -8,7 +8,7 @@ use super::store::StoreOptions;
 use super::vbdev::{LvolBdev, Lvs};
 use crate::bdev::malloc::create_malloc;
 use crate::bdev::testing::block_on;
-use crate::bdev::{Bdev, BdevRegistry, BdevSpec, IoBuf, IoError, IoRequest};
+use crate::bdev::{Bdev, BdevRegistry, BdevSpec, IoBuf, IoError, IoKind, IoRequest};
 
 const BS: u32 = 512;
 const CLUSTER: u64 = MIN_CLUSTER_BYTES;
@@ -250,5 +250,113 @@ fn a_base_another_bdev_holds_is_refused_untouched() {
         assert!(f.base.claim("raid0").is_err(), "the store holds its base");
         lvs.close();
         assert!(f.base.claimed_by().is_none());
+    });
+}
+
+fn allocated_of(store: &super::vbdev::Store, uuid: uuid::Uuid) -> u64 {
+    store.get(uuid).unwrap().allocated_clusters()
+}
+
+async fn zero(bdev: &Arc<Bdev>, kind: IoKind, offset: u64, blocks: u64) {
+    bdev.channel()
+        .submit(IoRequest::range(kind, offset, blocks))
+        .await
+        .result
+        .unwrap();
+}
+
+#[test]
+fn unmap_gives_whole_clusters_back_and_zeroes_the_rest_without_uncovering_a_snapshot() {
+    let f = fixture(8);
+    block_on(async {
+        let lvs = Lvs::create(Arc::clone(&f.base), options()).await.unwrap();
+        let uuid = lvs
+            .change(|s| s.create_lvol("thin", 4, true))
+            .await
+            .unwrap();
+        let bdev = f.bdev(&lvs, uuid);
+        let allocated = |uuid| lvs.read(|s| s.get(uuid).unwrap().allocated_clusters());
+        write(&bdev, 0, 0x11, 4 * CLUSTER_BLOCKS).await.unwrap();
+        let free = lvs.read(|s| s.free_clusters());
+
+        // Half of cluster 0, all of 1: 1 goes back, 0 is zeroed in place.
+        let half = CLUSTER_BLOCKS / 2;
+        zero(&bdev, IoKind::Unmap, half, CLUSTER_BLOCKS + half).await;
+        assert_eq!(allocated(uuid), 3);
+        assert_eq!(lvs.read(|s| s.free_clusters()), free + 1);
+        let back = read(&bdev, 0, 4 * CLUSTER_BLOCKS).await;
+        let bytes = |blocks: u64| (blocks * u64::from(BS)) as usize;
+        assert!(back[..bytes(half)].iter().all(|b| *b == 0x11));
+        assert!(
+            back[bytes(half)..bytes(2 * CLUSTER_BLOCKS)]
+                .iter()
+                .all(|b| *b == 0)
+        );
+        assert!(back[bytes(2 * CLUSTER_BLOCKS)..].iter().all(|b| *b == 0x11));
+
+        // A clone of a snapshot: its unmap must not show the snapshot's
+        // data, whether the clone wrote the cluster or not.
+        let snap = lvs.snapshot(uuid, "snap").await.unwrap();
+        let snap_bdev = f.bdev(&lvs, snap);
+        let clone = lvs
+            .change(|s| s.clone_snapshot(snap, "clone"))
+            .await
+            .unwrap();
+        let clone_bdev = f.bdev(&lvs, clone);
+        write(&clone_bdev, 2 * CLUSTER_BLOCKS, 0x22, CLUSTER_BLOCKS)
+            .await
+            .unwrap();
+        zero(
+            &clone_bdev,
+            IoKind::WriteZeroes,
+            2 * CLUSTER_BLOCKS,
+            2 * CLUSTER_BLOCKS,
+        )
+        .await;
+        assert!(
+            read(&clone_bdev, 2 * CLUSTER_BLOCKS, 2 * CLUSTER_BLOCKS)
+                .await
+                .iter()
+                .all(|b| *b == 0)
+        );
+        // Clusters 2 and 3 now hide the snapshot's; the snapshot is whole.
+        assert_eq!(allocated(clone), 2);
+        assert!(
+            read(&snap_bdev, 2 * CLUSTER_BLOCKS, 2 * CLUSTER_BLOCKS)
+                .await
+                .iter()
+                .all(|b| *b == 0x11)
+        );
+        // A snapshot takes no unmap (the validation layer refuses it).
+        assert!(!snap_bdev.supports(IoKind::Unmap));
+
+        // What the unmaps left is what a reopen finds.
+        let before = lvs.read(|s| {
+            (
+                s.free_clusters(),
+                allocated_of(s, uuid),
+                allocated_of(s, clone),
+            )
+        });
+        for id in [uuid, snap, clone] {
+            f.registry.unregister(&id.to_string(), "lvol").unwrap();
+        }
+        lvs.close();
+        drop(lvs);
+        let lvs = Lvs::open(Arc::clone(&f.base)).await.unwrap();
+        let after = lvs.read(|s| {
+            (
+                s.free_clusters(),
+                allocated_of(s, uuid),
+                allocated_of(s, clone),
+            )
+        });
+        assert_eq!(after, before);
+        let clone_bdev = f.bdev(&lvs, clone);
+        assert!(
+            read(&clone_bdev, 0, 4 * CLUSTER_BLOCKS).await[..bytes(half)]
+                .iter()
+                .all(|b| *b == 0x11)
+        );
     });
 }
