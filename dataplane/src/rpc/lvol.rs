@@ -1,5 +1,5 @@
 //! lvol methods: SPDK's `bdev_lvol_*` (create and list stores; create,
-//! snapshot, clone, list and delete lvols).
+//! snapshot, clone, resize, inflate, decouple, list and delete lvols).
 //!
 //! Every change does metadata I/O on the store's base, so it runs on
 //! reactor 0, and answers only once the change is on the base.
@@ -23,6 +23,16 @@ pub fn register(router: Router, context: &Arc<Context>) -> Router {
     let router = method(router, "bdev_lvol_create", context, create);
     let router = method(router, "bdev_lvol_snapshot", context, snapshot);
     let router = method(router, "bdev_lvol_clone", context, clone);
+    let router = method(router, "bdev_lvol_resize", context, resize);
+    let router = method(router, "bdev_lvol_inflate", context, |c, p: Delete| {
+        inflate(c, p, true)
+    });
+    let router = method(
+        router,
+        "bdev_lvol_decouple_parent",
+        context,
+        |c, p: Delete| inflate(c, p, false),
+    );
     let router = method(router, "bdev_lvol_get_lvols", context, get_lvols);
     method(router, "bdev_lvol_delete", context, delete)
 }
@@ -237,6 +247,7 @@ async fn get_lvols(_context: Arc<Context>, p: StoreName) -> Result<Value, RpcErr
     Ok(Value::Array(lvols))
 }
 
+/// A method that names one lvol.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Delete {
@@ -263,7 +274,65 @@ async fn delete(context: Arc<Context>, p: Delete) -> Result<Value, RpcError> {
         .call_all(move || crate::bdev::channel::release_channel(id))
         .await;
     on_reactor(&context, move || async move {
-        lvs.change(|s| s.delete(uuid))
+        lvs.delete(uuid).await.map_err(stores::error)?;
+        Ok(json!(true))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Resize {
+    name: String,
+    size_in_mib: u64,
+}
+
+/// Grows online (the bdev grows in place and NVMe-oF hosts are told).
+/// A bdev never shrinks under its users, so a shrink takes the bdev away
+/// and registers it again at the new size: refused (EBUSY) while it is
+/// exported or claimed.
+async fn resize(context: Arc<Context>, p: Resize) -> Result<Value, RpcError> {
+    let (lvs, uuid) = stores::lvol(&context.registry, &p.name)?;
+    let bdev = context.registry.get(&uuid.to_string())?;
+    let clusters = p
+        .size_in_mib
+        .checked_mul(1 << 20)
+        .map(|bytes| bytes.div_ceil(lvs.geometry().cluster_bytes))
+        .ok_or_else(|| RpcError::invalid_params("size_in_mib overflows"))?;
+    let blocks = clusters * (lvs.geometry().cluster_bytes / u64::from(bdev.block_size()));
+    if blocks >= bdev.num_blocks() {
+        let store = Arc::clone(&lvs);
+        on_reactor(&context, move || async move {
+            store.resize(uuid, clusters).await.map_err(stores::error)?;
+            Ok(())
+        })
+        .await?;
+        bdev.grow(blocks)?;
+        return Ok(super::bdev::grown(&context, &bdev));
+    }
+    let gone = context.registry.unregister(&uuid.to_string(), "lvol")?;
+    let id = gone.id();
+    context
+        .reactors
+        .call_all(move || crate::bdev::channel::release_channel(id))
+        .await;
+    let registry = Arc::clone(&context.registry);
+    on_reactor(&context, move || async move {
+        let resized = lvs.resize(uuid, clusters).await.map_err(stores::error);
+        // Back at whatever size the store now records, shrunk or not.
+        stores::register(&registry, &lvs, uuid)?;
+        resized?;
+        Ok(json!(true))
+    })
+    .await
+}
+
+/// `bdev_lvol_inflate` (every cluster becomes the lvol's own: thick) and
+/// `bdev_lvol_decouple_parent` (only what the chain holds; stays thin).
+async fn inflate(context: Arc<Context>, p: Delete, all_clusters: bool) -> Result<Value, RpcError> {
+    let (lvs, uuid) = stores::lvol(&context.registry, &p.name)?;
+    on_reactor(&context, move || async move {
+        lvs.inflate(uuid, all_clusters)
             .await
             .map_err(stores::error)?;
         Ok(json!(true))
@@ -522,6 +591,93 @@ mod tests {
             .await
             .unwrap();
         call("bdev_malloc_delete", json!({"name": "exbase"}))
+            .await
+            .unwrap();
+        context.reactors.shutdown();
+    }
+
+    #[tokio::test]
+    async fn resize_grows_online_and_shrinks_only_what_nothing_holds() {
+        let context = test_context();
+        let rpc = router(std::sync::Arc::clone(&context));
+        let call = |method: &'static str, params: serde_json::Value| {
+            let rpc = &rpc;
+            async move { rpc.call(method, Some(params)).await }
+        };
+        call(
+            "bdev_malloc_create",
+            json!({"name": "rsbase", "num_blocks": 32768, "block_size": 512}),
+        )
+        .await
+        .unwrap();
+        call(
+            "bdev_lvol_create_lvstore",
+            json!({"bdev_name": "rsbase", "lvs_name": "rslvs", "cluster_sz": 1048576}),
+        )
+        .await
+        .unwrap();
+        let lvol = call(
+            "bdev_lvol_create",
+            json!({"lvol_name": "v", "size_in_mib": 2, "thin_provision": true, "lvs_name": "rslvs"}),
+        )
+        .await
+        .unwrap();
+        let name = lvol.as_str().unwrap().to_string();
+        let size = |bdevs: serde_json::Value| bdevs[0]["num_blocks"].as_u64().unwrap();
+        let blocks = || call("bdev_get_bdevs", json!({"name": name.clone()}));
+
+        call(
+            "bdev_lvol_resize",
+            json!({"name": "rslvs/v", "size_in_mib": 5}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(size(blocks().await.unwrap()), 5 * 2048);
+        call("bdev_lvol_resize", json!({"name": lvol, "size_in_mib": 1}))
+            .await
+            .unwrap();
+        assert_eq!(size(blocks().await.unwrap()), 2048);
+
+        // A bdev that something holds does not shrink under it.
+        let bdev = context.registry.get(&name).unwrap();
+        bdev.claim("test holder").unwrap();
+        let busy = call("bdev_lvol_resize", json!({"name": lvol, "size_in_mib": 1}))
+            .await
+            .unwrap();
+        assert_eq!(busy, true, "the same size is no shrink");
+        let refused = call("bdev_lvol_resize", json!({"name": lvol, "size_in_mib": 0}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            refused.code,
+            -i64::from(nix::libc::EBUSY),
+            "{}",
+            refused.message
+        );
+        bdev.release_claim();
+        let zero = call("bdev_lvol_resize", json!({"name": lvol, "size_in_mib": 0}))
+            .await
+            .unwrap_err();
+        assert_eq!(zero.code, -i64::from(nix::libc::EINVAL), "{}", zero.message);
+        // Refused in the store: the bdev is back at its size.
+        assert_eq!(size(blocks().await.unwrap()), 2048);
+
+        for method in ["bdev_lvol_inflate", "bdev_lvol_decouple_parent"] {
+            call(method, json!({"name": lvol})).await.unwrap();
+        }
+        let lvols = call("bdev_lvol_get_lvols", json!({"lvs_name": "rslvs"}))
+            .await
+            .unwrap();
+        assert_eq!(lvols[0]["is_thin_provisioned"], false, "inflated");
+        assert_eq!(lvols[0]["num_allocated_clusters"], 1);
+
+        call("bdev_lvol_delete", json!({"name": lvol}))
+            .await
+            .unwrap();
+        call("bdev_lvol_delete_lvstore", json!({"lvs_name": "rslvs"}))
+            .await
+            .unwrap();
+        call("bdev_malloc_delete", json!({"name": "rsbase"}))
             .await
             .unwrap();
         context.reactors.shutdown();

@@ -255,6 +255,82 @@ impl Lvs {
         self.change(|store| store.snapshot(origin, name)).await
     }
 
+    /// Deletes lvol `uuid` (its bdev already gone) once no I/O to it is
+    /// in flight: its clusters may go to another lvol.
+    pub async fn delete(&self, uuid: Uuid) -> Result<(), StoreError> {
+        let gate = self.gate(uuid);
+        let _alone = gate.write().await;
+        self.change(|store| store.delete(uuid)).await?;
+        self.gates.locked().remove(&uuid);
+        Ok(())
+    }
+
+    /// Resizes lvol `uuid` to `clusters` once no I/O to it is in flight
+    /// (a shrink frees the clusters past the new end).
+    pub async fn resize(&self, uuid: Uuid, clusters: u64) -> Result<(), StoreError> {
+        let gate = self.gate(uuid);
+        let _alone = gate.write().await;
+        self.change(|store| store.resize(uuid, clusters)).await
+    }
+
+    /// `bdev_lvol_inflate` (`all_clusters`) or `bdev_lvol_decouple_parent`:
+    /// copies what lvol `uuid` reads through its parent into clusters of
+    /// its own, then records them and drops the parent. Online: a host
+    /// write meanwhile wins over the copy of its cluster (see
+    /// [`LvolStore::commit_inflate`]).
+    pub async fn inflate(&self, uuid: Uuid, all_clusters: bool) -> Result<(), StoreError> {
+        let plan = self.store.locked().plan_inflate(uuid, all_clusters)?;
+        let channel = self.base.channel();
+        let cluster_blocks = self.cluster_blocks();
+        for step in plan.steps().to_vec() {
+            if let Err(error) = self
+                .copy_into(&channel, step.source, step.target, 0..cluster_blocks)
+                .await
+            {
+                self.store.locked().release_inflate(plan);
+                return Err(StoreError::Device(std::io::Error::other(format!(
+                    "copying cluster {} of the lvol: {error}",
+                    step.logical
+                ))));
+            }
+        }
+        self.change(|store| store.commit_inflate(plan)).await
+    }
+
+    /// Fills blocks `range` of data cluster `target` from the same blocks
+    /// of `source` (a cluster, or zeroes), in [`CHUNK_BYTES`] pieces.
+    async fn copy_into(
+        &self,
+        channel: &IoChannel,
+        source: Resolved,
+        target: u32,
+        range: std::ops::Range<u64>,
+    ) -> Result<(), IoError> {
+        let to = self.cluster_start(target) + range.start;
+        let Resolved::Cluster { cluster, .. } = source else {
+            return zero_blocks(channel, to, range.end - range.start).await;
+        };
+        let block_size = channel.bdev().block_size();
+        let chunk = (CHUNK_BYTES / u64::from(block_size)).max(1);
+        let from = self.cluster_start(cluster) + range.start;
+        let mut at = 0;
+        while at < range.end - range.start {
+            let n = chunk.min(range.end - range.start - at);
+            let buf = IoBuf::for_io((n * u64::from(block_size)) as usize);
+            let read = channel
+                .submit(IoRequest::read(from + at, buf, block_size))
+                .await;
+            read.result?;
+            let data = read.buf.expect("a read returns its buffer");
+            channel
+                .submit(IoRequest::write(to + at, data, block_size))
+                .await
+                .result?;
+            at += n;
+        }
+        Ok(())
+    }
+
     /// Zeroes every cluster lvol `uuid` owns (a thick lvol's clusters
     /// hold whatever the base held before), in 1 MiB write-zeroes (or
     /// writes of zeroes on a base that cannot zero).
@@ -358,6 +434,23 @@ impl BdevBackend for LvolBdev {
             gate: Arc::clone(&self.gate),
             base: self.lvs.base.channel(),
         })))
+    }
+
+    /// The store was resized first ([`Lvs::resize`]); the bdev may take
+    /// what the lvol now has.
+    fn prepare_growth(&self, blocks: u64) -> Result<(), BdevError> {
+        let clusters = self
+            .lvs
+            .read(|s| s.get(self.uuid).map(|l| l.record.size_clusters))
+            .ok_or_else(|| BdevError::NotFound(self.uuid.to_string()))?;
+        let has = clusters * self.lvs.cluster_blocks();
+        if blocks > has {
+            return Err(BdevError::Invalid(format!(
+                "lvol {} has {has} blocks, not {blocks}; resize it",
+                self.uuid
+            )));
+        }
+        Ok(())
     }
 
     fn driver_specific(&self) -> Option<(&'static str, serde_json::Value)> {
@@ -637,39 +730,9 @@ impl Path {
             if range.is_empty() {
                 continue;
             }
-            self.copy_range(source, target, range).await?;
-        }
-        Ok(())
-    }
-
-    async fn copy_range(
-        &self,
-        source: Resolved,
-        target: u32,
-        range: std::ops::Range<u64>,
-    ) -> Result<(), IoError> {
-        let to = self.lvs.cluster_start(target) + range.start;
-        let Resolved::Cluster { cluster, .. } = source else {
-            return zero_blocks(&self.base, to, range.end - range.start).await;
-        };
-        let block_size = self.base.bdev().block_size();
-        let chunk = (CHUNK_BYTES / u64::from(block_size)).max(1);
-        let from = self.lvs.cluster_start(cluster) + range.start;
-        let mut at = 0;
-        while at < range.end - range.start {
-            let n = chunk.min(range.end - range.start - at);
-            let buf = IoBuf::for_io((n * u64::from(block_size)) as usize);
-            let read = self
-                .base
-                .submit(IoRequest::read(from + at, buf, block_size))
-                .await;
-            read.result?;
-            let data = read.buf.expect("a read returns its buffer");
-            self.base
-                .submit(IoRequest::write(to + at, data, block_size))
-                .await
-                .result?;
-            at += n;
+            self.lvs
+                .copy_into(&self.base, source, target, range)
+                .await?;
         }
         Ok(())
     }

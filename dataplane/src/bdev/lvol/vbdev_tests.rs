@@ -360,3 +360,64 @@ fn unmap_gives_whole_clusters_back_and_zeroes_the_rest_without_uncovering_a_snap
         );
     });
 }
+
+#[test]
+fn inflate_and_decouple_copy_the_chain_so_the_snapshot_can_go() {
+    let f = fixture(16);
+    block_on(async {
+        let lvs = Lvs::create(Arc::clone(&f.base), options()).await.unwrap();
+        let origin = lvs
+            .change(|s| s.create_lvol("origin", 4, true))
+            .await
+            .unwrap();
+        let bdev = f.bdev(&lvs, origin);
+        write(&bdev, 0, 0x11, 3 * CLUSTER_BLOCKS).await.unwrap();
+        let snap = lvs.snapshot(origin, "snap").await.unwrap();
+        write(&bdev, CLUSTER_BLOCKS, 0x22, CLUSTER_BLOCKS)
+            .await
+            .unwrap();
+        let clone = lvs
+            .change(|s| s.clone_snapshot(snap, "clone"))
+            .await
+            .unwrap();
+        let clone_bdev = f.bdev(&lvs, clone);
+
+        // Decouple: only what the snapshot holds (3 clusters), stays thin.
+        lvs.inflate(clone, false).await.unwrap();
+        let (owned, parent, thin) = lvs.read(|s| {
+            let l = s.get(clone).unwrap();
+            (l.allocated_clusters(), l.record.parent, l.record.thin)
+        });
+        assert_eq!((owned, parent, thin), (3, None, true));
+        // Inflate: every cluster, thick.
+        lvs.inflate(origin, true).await.unwrap();
+        let (owned, parent, thin) = lvs.read(|s| {
+            let l = s.get(origin).unwrap();
+            (l.allocated_clusters(), l.record.parent, l.record.thin)
+        });
+        assert_eq!((owned, parent, thin), (4, None, false));
+
+        lvs.delete(snap).await.unwrap();
+        let expect = |fills: [u8; 4]| -> Vec<u8> {
+            fills
+                .iter()
+                .flat_map(|&b| vec![b; CLUSTER as usize])
+                .collect()
+        };
+        assert_eq!(
+            read(&bdev, 0, 4 * CLUSTER_BLOCKS).await,
+            expect([0x11, 0x22, 0x11, 0])
+        );
+        assert_eq!(
+            read(&clone_bdev, 0, 4 * CLUSTER_BLOCKS).await,
+            expect([0x11, 0x11, 0x11, 0])
+        );
+
+        // Shrink frees the clusters past the end; growing back reads zeroes.
+        let free = lvs.read(|s| s.free_clusters());
+        lvs.resize(clone, 1).await.unwrap();
+        assert_eq!(lvs.read(|s| s.free_clusters()), free + 2);
+        lvs.resize(clone, 4).await.unwrap();
+        assert_eq!(lvs.read(|s| s.get(clone).unwrap().allocated_clusters()), 1);
+    });
+}
