@@ -343,6 +343,9 @@ pub struct Bdev {
     users: Mutex<Users>,
     /// Statistics of channels already released.
     retired: Mutex<stats::IoStats>,
+    /// Other names it is found by (SPDK's aliases, e.g. an lvol's
+    /// `lvs/lvol`); unique across the registry, which sets them.
+    aliases: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Bdev {
@@ -366,7 +369,12 @@ impl Bdev {
             backend,
             users: Mutex::new(Users::default()),
             retired: Mutex::new(stats::IoStats::default()),
+            aliases: Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn aliases(&self) -> Vec<String> {
+        self.aliases.locked().clone()
     }
 
     pub fn id(&self) -> u64 {
@@ -534,7 +542,7 @@ impl Bdev {
         }
         serde_json::json!({
             "name": self.name,
-            "aliases": [],
+            "aliases": self.aliases(),
             "product_name": self.backend.product_name(),
             "block_size": self.block_size,
             "num_blocks": self.num_blocks(),

@@ -33,7 +33,7 @@ impl BdevRegistry {
     ) -> Result<Arc<Bdev>, BdevError> {
         spec.validate()?;
         let mut bdevs = self.bdevs.locked();
-        if bdevs.contains_key(&spec.name) {
+        if bdevs.contains_key(&spec.name) || Self::aliased(&bdevs, &spec.name).is_some() {
             return Err(BdevError::Exists(spec.name));
         }
         if let Some(uuid) = spec.uuid
@@ -58,14 +58,35 @@ impl BdevRegistry {
         Ok(bdev)
     }
 
-    /// A bdev by name or UUID.
+    /// A bdev by name, alias or UUID.
     pub fn get(&self, name: &str) -> Result<Arc<Bdev>, BdevError> {
         let bdevs = self.bdevs.locked();
         bdevs
             .get(name)
+            .or_else(|| Self::aliased(&bdevs, name))
             .or_else(|| bdevs.values().find(|b| b.uuid().to_string() == name))
             .cloned()
             .ok_or_else(|| BdevError::NotFound(name.to_string()))
+    }
+
+    fn aliased<'a>(bdevs: &'a BTreeMap<String, Arc<Bdev>>, alias: &str) -> Option<&'a Arc<Bdev>> {
+        bdevs
+            .values()
+            .find(|b| b.aliases.locked().iter().any(|a| a == alias))
+    }
+
+    /// Gives bdev `name` the alias `alias`, unique among every name and
+    /// alias here; it goes with the bdev.
+    pub fn add_alias(&self, name: &str, alias: &str) -> Result<(), BdevError> {
+        let bdevs = self.bdevs.locked();
+        if bdevs.contains_key(alias) || Self::aliased(&bdevs, alias).is_some() {
+            return Err(BdevError::Exists(alias.to_string()));
+        }
+        let bdev = bdevs
+            .get(name)
+            .ok_or_else(|| BdevError::NotFound(name.to_string()))?;
+        bdev.aliases.locked().push(alias.to_string());
+        Ok(())
     }
 
     /// Changes whenever the set of bdevs does.
@@ -198,5 +219,42 @@ mod tests {
             .register(spec("b"), Box::new(PanicsOnTeardown))
             .unwrap();
         assert_eq!(registry.list().len(), 2);
+    }
+
+    #[test]
+    fn an_alias_finds_its_bdev_is_unique_and_goes_with_it() {
+        let registry = BdevRegistry::new();
+        let named = registry
+            .register(spec("uuid-name"), Box::new(PanicsOnTeardown))
+            .unwrap();
+        registry
+            .register(spec("other"), Box::new(PanicsOnTeardown))
+            .unwrap();
+        registry.add_alias("uuid-name", "lvs/vol").unwrap();
+        assert_eq!(registry.get("lvs/vol").unwrap().id(), named.id());
+        assert_eq!(named.describe()["aliases"], serde_json::json!(["lvs/vol"]));
+        // Unique among names and aliases, both ways.
+        for taken in ["lvs/vol", "other"] {
+            assert!(matches!(
+                registry.add_alias("other", taken),
+                Err(BdevError::Exists(_))
+            ));
+        }
+        registry.add_alias("uuid-name", "plain").unwrap();
+        assert!(matches!(
+            registry.register(spec("plain"), Box::new(PanicsOnTeardown)),
+            Err(BdevError::Exists(_))
+        ));
+        assert!(matches!(
+            registry.add_alias("missing", "x"),
+            Err(BdevError::NotFound(_))
+        ));
+        // The teardown panics by design; the alias went with the bdev.
+        let _ = std::panic::catch_unwind(|| registry.unregister("uuid-name", "test"));
+        assert!(matches!(
+            registry.get("lvs/vol"),
+            Err(BdevError::NotFound(_))
+        ));
+        registry.add_alias("other", "lvs/vol").unwrap();
     }
 }

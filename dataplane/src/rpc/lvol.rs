@@ -260,7 +260,8 @@ async fn delete(context: Arc<Context>, p: Delete) -> Result<Value, RpcError> {
     // from the registry for an lvol that stays.
     let clones: Vec<String> =
         lvs.read(|s| s.children(uuid).map(|c| c.name().to_string()).collect());
-    if !clones.is_empty() {
+    // One child takes the snapshot's clusters over (see LvolStore::delete).
+    if clones.len() > 1 {
         return Err(BdevError::Busy {
             name: p.name,
             user: format!("clones {}; delete or inflate them first", clones.join(", ")),
@@ -448,6 +449,11 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(bdevs[0]["supported_io_types"]["write"], false, "read-only");
+        assert_eq!(bdevs[0]["aliases"], json!(["rpclvs/snap"]));
+        let by_alias = call("bdev_get_bdevs", json!({"name": "rpclvs/thin"}))
+            .await
+            .unwrap();
+        assert_eq!(by_alias[0]["name"], thin);
 
         let refused = call("bdev_lvol_delete", json!({"name": snapshot}))
             .await

@@ -53,6 +53,11 @@ const SCRIPT: &[Op] = &[
     Op::Delete("snap1"),
     Op::Delete("thick"),
     Op::Resize("thin", 10),
+    // A snapshot with one child is merged into it.
+    Op::Snapshot("thin", "snap3"),
+    Op::Write("thin", 2),
+    Op::Write("thin", 4),
+    Op::Delete("snap3"),
     Op::Create("late", 4, false),
 ];
 

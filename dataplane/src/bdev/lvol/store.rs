@@ -862,24 +862,59 @@ impl<D: MetadataDevice> LvolStore<D> {
         }
     }
 
-    /// Deletes `lvol` and frees its clusters. A snapshot with clones is
-    /// refused: they read through it.
+    /// Deletes `lvol` and frees its clusters. A snapshot with one child
+    /// (the next snapshot of a chain, its origin, or a single clone) is
+    /// merged into it, as SPDK does: each of its clusters that the child
+    /// reads through it becomes the child's, the rest are freed, and the
+    /// child reads through the snapshot's parent. What every lvol reads is
+    /// unchanged, and it is one commit (owner pages and two records), so a
+    /// cut leaves it whole or not at all. A snapshot with several children
+    /// is refused: they read through it.
     pub fn delete(&mut self, lvol: Uuid) -> Result<()> {
         self.check_usable()?;
         let l = self.lvol(lvol)?;
-        let clones: Vec<String> = self.children(lvol).map(|c| c.name().to_owned()).collect();
-        if !clones.is_empty() {
+        let children: Vec<Uuid> = self.children(lvol).map(|c| c.uuid()).collect();
+        if children.len() > 1 {
             return Err(StoreError::HasClones {
                 name: l.name().to_owned(),
-                clones,
+                clones: children
+                    .iter()
+                    .map(|c| self.get(*c).expect("a child").name().to_owned())
+                    .collect(),
             });
         }
         let slot = self.by_uuid.remove(&lvol).expect("found");
         let gone = self.slots[slot as usize].take().expect("indexed");
-        for &cluster in gone.extents.values() {
-            self.set_free(cluster);
-        }
         self.touch_slot(slot);
+        let Some(&child) = children.first() else {
+            for &cluster in gone.extents.values() {
+                self.set_free(cluster);
+            }
+            return self.commit();
+        };
+        let c = self.lvol(child).expect("a child");
+        let seen = c.record.backed_clusters;
+        let taken: Vec<(u32, u32)> = gone
+            .extents
+            .iter()
+            .filter(|&(&logical, _)| u64::from(logical) < seen && !c.extents.contains_key(&logical))
+            .map(|(&logical, &cluster)| (logical, cluster))
+            .collect();
+        for (&logical, &cluster) in &gone.extents {
+            if taken.binary_search(&(logical, cluster)).is_err() {
+                self.set_free(cluster);
+            }
+        }
+        for (logical, cluster) in taken {
+            self.set_owner(child, logical, cluster);
+        }
+        let c = self.lvol_mut(child);
+        c.record.parent = gone.record.parent;
+        // Past the snapshot's own backing the child read zeroes through it
+        // (unless the snapshot owned the cluster, which it now has).
+        c.record.backed_clusters = seen.min(gone.record.backed_clusters);
+        let child_slot = c.slot;
+        self.touch_slot(child_slot);
         self.commit()
     }
 

@@ -254,6 +254,63 @@ fn clones_are_writable_children_of_a_snapshot_only() {
     reopen(&store);
 }
 
+/// What every cluster of every lvol reads, by name.
+fn image<D: MetadataDevice>(store: &LvolStore<D>) -> BTreeMap<String, Vec<Option<u32>>> {
+    store
+        .lvols()
+        .map(|l| {
+            let reads = (0..l.record.size_clusters)
+                .map(|logical| match store.resolve(l.uuid(), logical).unwrap() {
+                    Resolved::Cluster { cluster, .. } => Some(cluster),
+                    Resolved::Zeroes => None,
+                })
+                .collect();
+            (l.name().to_owned(), reads)
+        })
+        .collect()
+}
+
+#[test]
+fn a_snapshot_with_one_child_is_merged_into_it() {
+    let mut store = store();
+    let live = store.create_lvol("live", 6, true).unwrap();
+    for logical in [0, 1, 2] {
+        write(&mut store, live, logical).unwrap();
+    }
+    let old = store.snapshot(live, "old").unwrap();
+    write(&mut store, live, 1).unwrap();
+    write(&mut store, live, 3).unwrap();
+    // Shrunk and grown back: `live` must keep reading zeroes at 4 and 5
+    // whatever the snapshots below hold there.
+    let new = store.snapshot(live, "new").unwrap();
+    write(&mut store, live, 2).unwrap();
+    store.resize(live, 4).unwrap();
+    store.resize(live, 6).unwrap();
+    let before = image(&store);
+    let used = CLUSTERS - store.free_clusters();
+
+    // The oldest first: `new` takes 0 and 2 (it reads them through
+    // `old`); `old`'s 1 is hidden by `new`'s and is freed.
+    store.delete(old).unwrap();
+    let mut expected = before.clone();
+    expected.remove("old");
+    assert_eq!(image(&store), expected);
+    assert_eq!(CLUSTERS - store.free_clusters(), used - 1);
+    let n = store.get(new).unwrap();
+    assert_eq!((n.record.parent, n.allocated_clusters()), (None, 4));
+    let store = &mut reopen(&store);
+
+    // Then the one under the live lvol.
+    store.delete(new).unwrap();
+    expected.remove("new");
+    assert_eq!(image(store), expected);
+    let l = store.get(live).unwrap();
+    assert_eq!((l.record.parent, l.record.backed_clusters), (None, 0));
+    assert_eq!(l.allocated_clusters(), 4);
+    assert_eq!(CLUSTERS - store.free_clusters(), 4);
+    reopen(store);
+}
+
 #[test]
 fn deleting_a_snapshot_with_clones_is_refused_clearly() {
     let mut store = store();

@@ -72,22 +72,24 @@ pub fn lvol(registry: &BdevRegistry, name: &str) -> Result<(Arc<Lvs>, Uuid), Bde
     Ok((Arc::clone(lvol.lvs()), lvol.lvol()))
 }
 
-/// Registers the bdev of lvol `uuid` of `lvs`, named by its uuid as
-/// SPDK names it.
+/// Registers the bdev of lvol `uuid` of `lvs`, named by its uuid and
+/// aliased `lvs_name/lvol_name`, as SPDK names them.
 pub fn register(
     registry: &BdevRegistry,
     lvs: &Arc<Lvs>,
     uuid: Uuid,
 ) -> Result<Arc<Bdev>, BdevError> {
-    let (read_only, clusters) = lvs
+    let (read_only, clusters, alias) = lvs
         .read(|s| {
-            s.get(uuid)
-                .map(|l| (l.record.read_only, l.record.size_clusters))
+            s.get(uuid).map(|l| {
+                let alias = format!("{}/{}", s.name(), l.name());
+                (l.record.read_only, l.record.size_clusters, alias)
+            })
         })
         .ok_or(BdevError::NotFound(uuid.to_string()))?;
     let block_size = lvs.base().block_size();
     let cluster_blocks = lvs.geometry().cluster_bytes / u64::from(block_size);
-    registry.register(
+    let bdev = registry.register(
         BdevSpec {
             name: uuid.to_string(),
             uuid: Some(uuid),
@@ -95,7 +97,12 @@ pub fn register(
             num_blocks: clusters * cluster_blocks,
         },
         Box::new(LvolBdev::new(Arc::clone(lvs), uuid, read_only)),
-    )
+    )?;
+    if let Err(error) = registry.add_alias(bdev.name(), &alias) {
+        let _ = registry.unregister(bdev.name(), "lvol");
+        return Err(error);
+    }
+    Ok(bdev)
 }
 
 /// Examines `base` for the lvol module (after a restart the bases come

@@ -256,10 +256,24 @@ impl Lvs {
     }
 
     /// Deletes lvol `uuid` (its bdev already gone) once no I/O to it is
-    /// in flight: its clusters may go to another lvol.
+    /// in flight: its clusters may go to another lvol. A snapshot merged
+    /// into its only child also waits for the child's I/O, whose clusters
+    /// change owner under it.
     pub async fn delete(&self, uuid: Uuid) -> Result<(), StoreError> {
         let gate = self.gate(uuid);
         let _alone = gate.write().await;
+        let child = self.read(|s| {
+            let mut children = s.children(uuid).map(|c| c.uuid());
+            match (children.next(), children.next()) {
+                (Some(only), None) => Some(only),
+                _ => None,
+            }
+        });
+        let child_gate = child.map(|c| self.gate(c));
+        let _child_alone = match &child_gate {
+            Some(gate) => Some(gate.write().await),
+            None => None,
+        };
         self.change(|store| store.delete(uuid)).await?;
         self.gates.locked().remove(&uuid);
         Ok(())
