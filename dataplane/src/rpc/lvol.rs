@@ -162,18 +162,12 @@ async fn create(context: Arc<Context>, p: Create) -> Result<Value, RpcError> {
     let registry = Arc::clone(&context.registry);
     let name = p.lvol_name;
     on_reactor(&context, move || async move {
-        // A thick lvol's clusters hold whatever the base held: it is not
-        // exposed until they are cleared (SPDK's clear_method).
+        // A thick lvol's clusters are zeroed before they are its own,
+        // whatever `clear_method` says (see Lvs::create_lvol).
         let uuid = lvs
-            .change(|s| s.create_lvol(&name, clusters, thin))
+            .create_lvol(&name, clusters, thin)
             .await
             .map_err(stores::error)?;
-        if !thin {
-            lvs.clear_lvol(uuid).await.map_err(|e| BdevError::Io {
-                context: format!("clearing lvol {name}"),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-        }
         let bdev = stores::register(&registry, &lvs, uuid)?;
         Ok(json!(bdev.name()))
     })

@@ -783,9 +783,13 @@ impl<D: MetadataDevice> LvolStore<D> {
         }
     }
 
-    /// Grows or shrinks `lvol` to `size_clusters`. Growing a thick lvol
-    /// allocates the new clusters; shrinking frees the clusters past the
-    /// end, and the parent's clusters there stop showing through.
+    /// Grows or shrinks `lvol` to `size_clusters`. Shrinking frees the
+    /// clusters past the end, and the parent's clusters there stop showing
+    /// through. Growing allocates nothing: the new clusters read zeroes. A
+    /// thick lvol is refused a growth its store has no room for; the bdev
+    /// module then backs the new clusters as an inflate does (reserve,
+    /// zero, commit), so a cut never leaves a cluster another lvol wrote
+    /// readable through this one.
     pub fn resize(&mut self, lvol: Uuid, size_clusters: u64) -> Result<()> {
         self.check_usable()?;
         check_size(size_clusters)?;
@@ -799,17 +803,15 @@ impl<D: MetadataDevice> LvolStore<D> {
             .take_while(|&&logical| u64::from(logical) >= size_clusters)
             .copied()
             .collect();
-        let new_clusters = if size_clusters > old && !thin {
-            self.take_clusters(size_clusters - old)?
-        } else {
-            Vec::new()
-        };
+        if size_clusters > old && !thin && size_clusters - old > u64::from(self.allocator.free()) {
+            return Err(StoreError::NoSpace {
+                needed: size_clusters - old,
+                free: self.allocator.free(),
+            });
+        }
         for logical in dropped {
             let cluster = self.lvol_mut(lvol).extents.remove(&logical).expect("owned");
             self.set_free(cluster);
-        }
-        for (i, cluster) in new_clusters.into_iter().enumerate() {
-            self.set_owner(lvol, (old + i as u64) as u32, cluster);
         }
         let l = self.lvol_mut(lvol);
         l.record.size_clusters = size_clusters;

@@ -279,12 +279,51 @@ impl Lvs {
         Ok(())
     }
 
+    /// A new lvol. A thick one is made thin, then inflated: its clusters
+    /// are reserved, zeroed and only then committed, so neither the host
+    /// nor a cut ever shows what they held before. A thick creation that
+    /// fails half way is deleted again.
+    pub async fn create_lvol(
+        &self,
+        name: &str,
+        clusters: u64,
+        thin: bool,
+    ) -> Result<Uuid, StoreError> {
+        if !thin {
+            let free = self.read(|s| s.free_clusters());
+            if clusters > u64::from(free) {
+                return Err(StoreError::NoSpace {
+                    needed: clusters,
+                    free,
+                });
+            }
+        }
+        let uuid = self
+            .change(|store| store.create_lvol(name, clusters, true))
+            .await?;
+        if !thin && let Err(error) = self.inflate(uuid, true).await {
+            if let Err(undo) = self.delete(uuid).await {
+                tracing::error!(lvol = name, error = %undo, "deleting a half-made thick lvol failed");
+            }
+            return Err(error);
+        }
+        Ok(uuid)
+    }
+
     /// Resizes lvol `uuid` to `clusters` once no I/O to it is in flight
-    /// (a shrink frees the clusters past the new end).
+    /// (a shrink frees the clusters past the new end). A thick lvol's new
+    /// clusters are backed as in [`create_lvol`](Self::create_lvol).
     pub async fn resize(&self, uuid: Uuid, clusters: u64) -> Result<(), StoreError> {
-        let gate = self.gate(uuid);
-        let _alone = gate.write().await;
-        self.change(|store| store.resize(uuid, clusters)).await
+        let thick = {
+            let gate = self.gate(uuid);
+            let _alone = gate.write().await;
+            self.change(|store| store.resize(uuid, clusters)).await?;
+            self.read(|s| s.get(uuid).is_some_and(|l| !l.record.thin))
+        };
+        if thick {
+            self.inflate(uuid, true).await?;
+        }
+        Ok(())
     }
 
     /// `bdev_lvol_inflate` (`all_clusters`) or `bdev_lvol_decouple_parent`:
@@ -341,22 +380,6 @@ impl Lvs {
                 .await
                 .result?;
             at += n;
-        }
-        Ok(())
-    }
-
-    /// Zeroes every cluster lvol `uuid` owns (a thick lvol's clusters
-    /// hold whatever the base held before), in 1 MiB write-zeroes (or
-    /// writes of zeroes on a base that cannot zero).
-    pub async fn clear_lvol(&self, uuid: Uuid) -> Result<(), IoError> {
-        let clusters: Vec<u32> = self.read(|s| {
-            s.get(uuid)
-                .map(|l| l.extents().values().copied().collect())
-                .unwrap_or_default()
-        });
-        let channel = self.base.channel();
-        for cluster in clusters {
-            zero_blocks(&channel, self.cluster_start(cluster), self.cluster_blocks()).await?;
         }
         Ok(())
     }

@@ -421,3 +421,42 @@ fn inflate_and_decouple_copy_the_chain_so_the_snapshot_can_go() {
         assert_eq!(lvs.read(|s| s.get(clone).unwrap().allocated_clusters()), 1);
     });
 }
+
+#[test]
+fn a_thick_lvol_created_or_grown_shows_zeroes_not_a_deleted_lvols_data() {
+    let f = fixture(8);
+    block_on(async {
+        let lvs = Lvs::create(Arc::clone(&f.base), options()).await.unwrap();
+        let old = lvs.create_lvol("old", 8, true).await.unwrap();
+        let bdev = f.bdev(&lvs, old);
+        write(&bdev, 0, 0xee, 8 * CLUSTER_BLOCKS).await.unwrap();
+        f.registry.unregister(&old.to_string(), "lvol").unwrap();
+        lvs.delete(old).await.unwrap();
+
+        let thick = lvs.create_lvol("thick", 3, false).await.unwrap();
+        assert_eq!(lvs.read(|s| s.get(thick).unwrap().allocated_clusters()), 3);
+        lvs.resize(thick, 6).await.unwrap();
+        let (owned, thin) = lvs.read(|s| {
+            let l = s.get(thick).unwrap();
+            (l.allocated_clusters(), l.record.thin)
+        });
+        assert_eq!((owned, thin), (6, false), "grown and backed, still thick");
+        let bdev = f.bdev(&lvs, thick);
+        assert!(
+            read(&bdev, 0, 6 * CLUSTER_BLOCKS)
+                .await
+                .iter()
+                .all(|b| *b == 0)
+        );
+        // No room for a thick growth: refused before anything changes.
+        assert!(matches!(
+            lvs.resize(thick, 20).await,
+            Err(super::store::StoreError::NoSpace { .. })
+        ));
+        assert!(matches!(
+            lvs.create_lvol("big", 20, false).await,
+            Err(super::store::StoreError::NoSpace { .. })
+        ));
+        assert!(lvs.read(|s| s.find("big").is_none()));
+    });
+}
