@@ -44,7 +44,8 @@
 //!   open, commits replayed in order after each change);
 //! - [`vbdev`]: the bdev module: an open store and a bdev per lvol whose
 //!   I/O goes through the chain, allocating on first write;
-//! - [`stores`]: the open stores, and what the `bdev_lvol_*` methods share.
+//! - [`stores`]: the open stores, and what the `bdev_lvol_*` methods share;
+//! - [`turns`]: async locks per key (first writes per logical cluster).
 
 pub mod allocator;
 pub mod chain;
@@ -59,6 +60,7 @@ pub mod store;
 #[cfg(test)]
 mod store_tests;
 pub mod stores;
+pub mod turns;
 pub mod vbdev;
 #[cfg(test)]
 mod vbdev_tests;

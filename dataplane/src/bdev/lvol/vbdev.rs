@@ -7,8 +7,9 @@
 //!   write to any other cluster allocates: reserve a cluster, fill the
 //!   part of it the write does not cover (from the snapshot it read
 //!   through, else zeroes), write the data, commit, and only then
-//!   complete. First writes take turns per store (`allocating`), so two of
-//!   them never race for one logical cluster.
+//!   complete. First writes take turns per logical cluster (`allocating`),
+//!   so two of them never race for one cluster, while first writes to
+//!   different clusters fill and write side by side.
 //! - **Durability:** a write completes only once the metadata it relied on
 //!   is on the base. A write that found its cluster owned in a generation
 //!   still being replayed waits for that replay (`durable`), or a crash
@@ -34,6 +35,7 @@ use super::chain::Resolved;
 use super::format::Geometry;
 use super::staged::{self, StagedDevice};
 use super::store::{LvolStore, StoreError, StoreOptions};
+use super::turns::Turns;
 use crate::bdev::{
     BackendChannel, Bdev, BdevBackend, BdevError, IoBuf, IoChannel, IoCompletion, IoError,
     IoFuture, IoKind, IoRequest,
@@ -51,8 +53,8 @@ pub struct Lvs {
     /// One change (and its replay) at a time, so commits reach the base
     /// in the order they were made.
     changes: tokio::sync::Mutex<()>,
-    /// First writes take turns (see the module docs).
-    allocating: tokio::sync::Mutex<()>,
+    /// First writes take turns per logical cluster (see the module docs).
+    allocating: Turns<(Uuid, u64)>,
     /// The newest generation whose commit is on the base.
     durable: tokio::sync::watch::Sender<u64>,
     /// A replay failed: the base is behind memory; changes are refused
@@ -117,7 +119,7 @@ impl Lvs {
             per,
             store: Mutex::new(store),
             changes: tokio::sync::Mutex::new(()),
-            allocating: tokio::sync::Mutex::new(()),
+            allocating: Turns::default(),
             durable,
             failed: AtomicBool::new(false),
             gates: Mutex::new(Default::default()),
@@ -721,7 +723,7 @@ impl Path {
             self.write_to(cluster, piece.within, view, fua).await?;
             return self.lvs.durable_at(generation).await;
         }
-        let _turn = self.lvs.allocating.lock().await;
+        let _turn = self.lvs.allocating.take((self.uuid, piece.logical)).await;
         // Another first write may have allocated it while this one waited.
         let (resolved, generation) = self.resolve(piece.logical)?;
         if let Resolved::Cluster { owner, cluster } = resolved
