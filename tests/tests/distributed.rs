@@ -273,3 +273,60 @@ fn killing_a_cluster_fails_io_to_it_within_seconds_and_its_new_life_serves_again
     );
     assert_eq!(peer1["outbound"]["in_flight"], 0, "{stats}");
 }
+
+/// A forwarder names an lvol by its `lvs/lvol` alias, which stays the same
+/// wherever the store is opened: the cluster holding the store serves it
+/// under the alias, and a write through another cluster lands in the lvol.
+#[test]
+fn an_lvol_is_reached_from_another_cluster_by_its_lvs_alias() {
+    let appliance = start();
+    rpc(
+        &appliance,
+        1,
+        "bdev_malloc_create",
+        json!({"name": "base1", "num_blocks": LEG_BYTES / 4096, "block_size": 4096}),
+    );
+    rpc(
+        &appliance,
+        1,
+        "bdev_lvol_create_lvstore",
+        json!({"bdev_name": "base1", "lvs_name": "pool1", "cluster_sz": 1 << 20}),
+    );
+    rpc(
+        &appliance,
+        1,
+        "bdev_lvol_create",
+        json!({"lvs_name": "pool1", "lvol_name": "thin", "size_in_mib": 8, "thin_provision": true}),
+    );
+    rpc(
+        &appliance,
+        0,
+        "bdev_remote_create",
+        json!({"name": "fwd", "cluster": 1, "remote_bdev": "pool1/thin"}),
+    );
+    let forwarder = rpc(&appliance, 0, "bdev_get_bdevs", json!({"name": "fwd"}));
+    assert_eq!(forwarder[0]["num_blocks"].as_u64(), Some((8 << 20) / 4096));
+    rpc(&appliance, 0, "nbd_start_disk", json!({"bdev_name": "fwd"}));
+    rpc(
+        &appliance,
+        1,
+        "nbd_start_disk",
+        json!({"bdev_name": "pool1/thin"}),
+    );
+
+    let pattern: Vec<u8> = (0..256 << 10)
+        .map(|i: u32| (i * 13 + i / 512) as u8)
+        .collect();
+    let mut through0 = connect(appliance.nbd_port(0), "fwd");
+    assert_eq!(nbd_client::write(&mut through0, 1, 3 << 20, &pattern), 0);
+    let mut on1 = connect(appliance.nbd_port(1), "pool1/thin");
+    let back = nbd_client::read(&mut on1, 2, 3 << 20, pattern.len() as u32).unwrap();
+    assert!(back == pattern, "the lvol holds what cluster 0 wrote");
+    let lvol = &rpc(
+        &appliance,
+        1,
+        "bdev_lvol_get_lvols",
+        json!({"lvs_name": "pool1"}),
+    )[0];
+    assert_eq!(lvol["num_allocated_clusters"], 1, "{lvol}");
+}

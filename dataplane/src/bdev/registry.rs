@@ -86,10 +86,12 @@ impl BdevRegistry {
             .get(name)
             .ok_or_else(|| BdevError::NotFound(name.to_string()))?;
         bdev.aliases.locked().push(alias.to_string());
+        // Caches of names (the interconnect's targets) take aliases too.
+        self.epoch.fetch_add(1, Ordering::Release);
         Ok(())
     }
 
-    /// Changes whenever the set of bdevs does.
+    /// Changes whenever the set of bdevs or their aliases does.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }

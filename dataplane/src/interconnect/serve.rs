@@ -42,11 +42,16 @@ impl Targets {
         let epoch = self.registry.epoch();
         if epoch != self.epoch {
             self.by_id.clear();
+            // By name and by alias: a forwarder may name an lvol
+            // `lvs/lvol`, which stays the same wherever its store opens.
             for bdev in self.registry.list() {
-                self.by_id
-                    .entry(wire::target_id(bdev.name()))
-                    .and_modify(|slot| *slot = None)
-                    .or_insert(Some(bdev));
+                let names = std::iter::once(bdev.name().to_string()).chain(bdev.aliases());
+                for name in names {
+                    self.by_id
+                        .entry(wire::target_id(&name))
+                        .and_modify(|slot| *slot = None)
+                        .or_insert(Some(Arc::clone(&bdev)));
+                }
             }
             self.epoch = epoch;
         }
