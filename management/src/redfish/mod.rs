@@ -299,14 +299,14 @@ pub fn router(state: AppState) -> Router {
     .guarded(
         "/redfish/v1/Storage/{id}/StoragePools",
         "Storage",
-        READ,
-        get(storage_pools::list),
+        COLLECTION_POST,
+        get(storage_pools::list).post(storage_pools::create),
     )
     .guarded(
         "/redfish/v1/Storage/{id}/StoragePools/{pool}",
         "Storage",
-        READ,
-        get(storage_pools::get),
+        READ_DELETE,
+        get(storage_pools::get).delete(storage_pools::delete),
     )
     .guarded(
         "/redfish/v1/Storage/{id}/StoragePools/{pool}/AllocatedVolumes",
@@ -325,6 +325,12 @@ pub fn router(state: AppState) -> Router {
         "DriveCollection",
         READ,
         get(storage_pools::providing_drives),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}/StoragePools/{pool}/CapacitySources/{source}/ProvidingVolumes",
+        "VolumeCollection",
+        READ,
+        get(storage_pools::providing_volumes),
     )
     .guarded(
         "/redfish/v1/Storage/{id}/Controllers",

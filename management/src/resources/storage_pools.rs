@@ -1,17 +1,22 @@
-//! StoragePools: `Storage/appliance/StoragePools/default`, the one pool,
-//! made of every data cluster's drive (each drive one capacity source),
-//! with capacity figures computed from the volumes' recorded extents.
+//! StoragePools: `Storage/appliance/StoragePools/default`, made of every
+//! data cluster's drive (each drive one capacity source), with capacity
+//! figures computed from the volumes' recorded extents; and the thin pools
+//! (`StoragePools/<id>`), each an lvol store on one volume (its capacity
+//! source), made by POST and removed by DELETE, whose volumes take the
+//! store's clusters as they are written.
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::{drives, storage, volumes};
+use crate::redfish::body;
 use crate::redfish::message::RedfishError;
 use crate::redfish::resource;
 use crate::state::AppState;
-use crate::storage::model::RaidType;
+use crate::storage::model::{Pool, RaidType, VolumeState};
 use crate::storage::placement::{self, Drive};
 use crate::storage::{self as model_ops};
 
@@ -20,6 +25,27 @@ pub const DEFAULT_URI: &str = "/redfish/v1/Storage/appliance/StoragePools/defaul
 
 fn collection_uri() -> String {
     format!("{}/StoragePools", storage::URI)
+}
+
+/// A thin pool's URI.
+pub fn uri(id: u64) -> String {
+    format!("{}/{id}", collection_uri())
+}
+
+/// The pool `uri` names: `Some(None)` for the default pool, `Some(id)`
+/// for a thin pool (whether or not it exists), `None` for anything else.
+pub fn pool_of_uri(uri: &str) -> Option<Option<u64>> {
+    if uri == DEFAULT_URI {
+        return Some(None);
+    }
+    let id = body::member_id(&collection_uri(), uri)?;
+    id.parse().ok().filter(|_| !id.starts_with('0')).map(Some)
+}
+
+/// Which pool a path names.
+enum Which {
+    Default,
+    Thin(Pool),
 }
 
 fn check(storage_id: &str, pool: &str) -> Result<(), RedfishError> {
@@ -31,18 +57,171 @@ fn check(storage_id: &str, pool: &str) -> Result<(), RedfishError> {
     }
 }
 
+fn find(state: &AppState, storage_id: &str, pool: &str) -> Result<Which, RedfishError> {
+    storage::check_id(storage_id)?;
+    if pool == DEFAULT_ID {
+        return Ok(Which::Default);
+    }
+    let not_found = || RedfishError::not_found("StoragePool", pool);
+    let id: u64 = pool.parse().map_err(|_| not_found())?;
+    let desired = model_ops::desired(state).map_err(RedfishError::internal)?;
+    desired
+        .pool(id)
+        .cloned()
+        .map(Which::Thin)
+        .ok_or_else(not_found)
+}
+
 pub async fn list(
+    State(state): State<AppState>,
     Path(storage_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, RedfishError> {
     storage::check_id(&storage_id)?;
+    let desired = model_ops::desired(&state).map_err(RedfishError::internal)?;
+    let members = std::iter::once(DEFAULT_URI.to_string())
+        .chain(desired.pools.iter().map(|p| uri(p.id)))
+        .collect();
     Ok(resource::collection(
         &headers,
         &collection_uri(),
         "StoragePoolCollection",
         "Storage Pool Collection",
-        vec![DEFAULT_URI.to_string()],
+        members,
     ))
+}
+
+/// POST: a thin pool on one volume, named in
+/// `CapacitySources: [{"ProvidingVolumes": [{"@odata.id": <volume>}]}]`.
+pub async fn create(
+    State(state): State<AppState>,
+    Path(storage_id): Path<String>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    storage::check_id(&storage_id)?;
+    let object = body::object(&raw)?;
+    body::only_known(&object, &["Name", "CapacitySources"])?;
+    let name = object
+        .get("Name")
+        .ok_or_else(|| RedfishError::bad_request("CreateFailedMissingReqProperties", &["Name"]))?;
+    let name = body::string("Name", name)?.to_string();
+    let sources = object.get("CapacitySources").ok_or_else(|| {
+        RedfishError::bad_request("CreateFailedMissingReqProperties", &["CapacitySources"])
+    })?;
+    let volume = providing_volume(sources)?;
+    let pool = model_ops::create_pool(&state, name, volume)
+        .await
+        .map_err(storage::error)?;
+    state.events.created(&uri(pool.id), "StoragePool");
+    Ok(resource::created(&uri(pool.id), thin_body(&state, &pool)))
+}
+
+/// The one volume a thin pool's POST names.
+fn providing_volume(sources: &Value) -> Result<u64, RedfishError> {
+    const NAME: &str = "CapacitySources/ProvidingVolumes";
+    let list = sources.as_array().filter(|l| l.len() == 1).ok_or_else(|| {
+        body::type_error("CapacitySources", sources)
+            .with_detail("a thin pool has one capacity source: the volume its store is on")
+    })?;
+    let source = list[0]
+        .as_object()
+        .ok_or_else(|| body::type_error("CapacitySources", &list[0]))?;
+    body::only_known(source, &["ProvidingVolumes"])?;
+    let volumes = source
+        .get("ProvidingVolumes")
+        .ok_or_else(|| RedfishError::bad_request("CreateFailedMissingReqProperties", &[NAME]))?;
+    let uris = match volumes {
+        Value::Array(_) => body::links(NAME, volumes)?,
+        _ => vec![body::link(NAME, volumes)?],
+    };
+    let [uri] = uris.as_slice() else {
+        return Err(RedfishError::bad_request(
+            "PropertyValueIncorrect",
+            &[NAME, &volumes.to_string()],
+        )
+        .with_detail("name exactly one volume"));
+    };
+    body::member_id(&volumes::collection_uri(), uri)
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| RedfishError::bad_request("ResourceNotFound", &["Volume", uri]))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    Path((storage_id, pool)): Path<(String, String)>,
+) -> Result<Response, RedfishError> {
+    let Which::Thin(pool) = find(&state, &storage_id, &pool)? else {
+        return Err(RedfishError::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "ActionNotSupported",
+            &["DELETE"],
+        )
+        .with_detail("the default pool is the drives themselves"));
+    };
+    model_ops::delete_pool(&state, pool.id)
+        .await
+        .map_err(storage::error)?;
+    state.events.removed(&uri(pool.id), "StoragePool");
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// The one capacity source of thin pool `pool`: its volume.
+fn thin_source(pool: &Pool, total: Option<u64>, free: Option<u64>) -> Value {
+    let id = pool.volume.to_string();
+    let at = format!("{}/CapacitySources/{id}", uri(pool.id));
+    json!({
+        "@odata.id": at,
+        "@odata.type": "#Capacity.v1_2_1.CapacitySource",
+        "Id": id,
+        "Name": format!("Volume {} holding the pool's store", pool.volume),
+        "ProvidedCapacity": {"Data": {
+            "AllocatedBytes": total,
+            "ConsumedBytes": total.zip(free).map(|(t, f)| t - f),
+        }},
+        "ProvidingVolumes": {"@odata.id": format!("{at}/ProvidingVolumes")},
+    })
+}
+
+fn thin_body(state: &AppState, pool: &Pool) -> Value {
+    let desired = model_ops::desired(state).unwrap_or_default();
+    let space = model_ops::store_bytes(state, pool.id);
+    let (total, free) = (space.map(|s| s.0), space.map(|s| s.1));
+    let provisioned: u64 = desired.volumes_in(pool.id).map(|v| v.capacity_bytes).sum();
+    let base = desired.volume(pool.volume);
+    let health = match (pool.state, space) {
+        (VolumeState::Ready, Some(_)) => "OK",
+        _ => "Critical",
+    };
+    let mut body = json!({
+        "@odata.id": uri(pool.id),
+        "@odata.type": "#StoragePool.v1_9_1.StoragePool",
+        "Id": pool.id.to_string(),
+        "Name": pool.name,
+        "Description": format!(
+            "An lvol store on volume {}: its volumes are lvols in it, protected as that volume is, and take its 1 MiB clusters as they are written",
+            pool.volume
+        ),
+        "Status": {"State": "Enabled", "Health": health},
+        "Capacity": {"Data": {
+            "AllocatedBytes": total,
+            "ConsumedBytes": total.zip(free).map(|(t, f)| t - f),
+            "ProvisionedBytes": provisioned,
+        }},
+        "RemainingCapacityPercent": total.zip(free).map(|(t, f)| (f * 100).checked_div(t).unwrap_or(0)),
+        "SupportedProvisioningPolicies": ["Thin", "Fixed"],
+        "PoolType": ["Block"],
+        "SupportedPoolTypes": ["Block"],
+        "Encrypted": false,
+        "AllocatedVolumes": {"@odata.id": format!("{}/AllocatedVolumes", uri(pool.id))},
+        "CapacitySources@odata.count": 1,
+        "CapacitySources": [thin_source(pool, total, free)],
+        "Links": {"OwningStorageResource": {"@odata.id": storage::URI}},
+    });
+    if let Some(base) = base {
+        body["SupportedRAIDTypes"] = json!([base.raid_type.redfish()]);
+        body["BlockSizeBytes"] = json!(base.block_size);
+    }
+    body
 }
 
 /// (usable, consumed) bytes of `drive`.
@@ -77,7 +256,14 @@ pub async fn get(
     Path((storage_id, pool)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, RedfishError> {
-    check(&storage_id, &pool)?;
+    if let Which::Thin(pool) = find(&state, &storage_id, &pool)? {
+        return Ok(resource::get(
+            &headers,
+            thin_body(&state, &pool),
+            "StoragePool",
+            "GET, HEAD, DELETE",
+        ));
+    }
     let desired = model_ops::desired(&state).map_err(RedfishError::internal)?;
     let drives = model_ops::known_drives(&state);
     let (usable, consumed) = drives
@@ -127,13 +313,33 @@ pub async fn allocated_volumes(
     Path((storage_id, pool)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, RedfishError> {
-    check(&storage_id, &pool)?;
+    let desired = model_ops::desired(&state).map_err(RedfishError::internal)?;
+    let (at, name, members) = match find(&state, &storage_id, &pool)? {
+        Which::Default => (
+            format!("{DEFAULT_URI}/AllocatedVolumes"),
+            "Volumes allocated from the default pool".to_string(),
+            desired
+                .volumes
+                .iter()
+                .filter(|v| v.pool.is_none())
+                .map(|v| volumes::uri(v.id))
+                .collect(),
+        ),
+        Which::Thin(pool) => (
+            format!("{}/AllocatedVolumes", uri(pool.id)),
+            format!("Volumes of thin pool {}", pool.name),
+            desired
+                .volumes_in(pool.id)
+                .map(|v| volumes::uri(v.id))
+                .collect(),
+        ),
+    };
     Ok(resource::collection(
         &headers,
-        &format!("{DEFAULT_URI}/AllocatedVolumes"),
+        &at,
         "VolumeCollection",
-        "Volumes allocated from the default pool",
-        volumes::member_uris(&state)?,
+        &name,
+        members,
     ))
 }
 
@@ -149,7 +355,18 @@ pub async fn capacity_source_get(
     Path((storage_id, pool, source)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, RedfishError> {
-    check(&storage_id, &pool)?;
+    if let Which::Thin(pool) = find(&state, &storage_id, &pool)? {
+        if source != pool.volume.to_string() {
+            return Err(RedfishError::not_found("CapacitySource", &source));
+        }
+        let space = model_ops::store_bytes(&state, pool.id);
+        return Ok(resource::get(
+            &headers,
+            thin_source(&pool, space.map(|s| s.0), space.map(|s| s.1)),
+            "Capacity",
+            "GET, HEAD",
+        ));
+    }
     let drive = find_source(&state, &source)?;
     let desired = model_ops::desired(&state).map_err(RedfishError::internal)?;
     Ok(resource::get(
@@ -173,5 +390,34 @@ pub async fn providing_drives(
         "DriveCollection",
         "Drives providing this capacity",
         vec![drives::uri(&drives::drive_id(drive.cluster))],
+    ))
+}
+
+/// A thin pool's capacity source's volume, as a collection of one (a
+/// drive of the default pool is provided by no volume: an empty one).
+pub async fn providing_volumes(
+    State(state): State<AppState>,
+    Path((storage_id, pool, source)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, RedfishError> {
+    let Which::Thin(pool) = find(&state, &storage_id, &pool)? else {
+        find_source(&state, &source)?;
+        return Ok(resource::collection(
+            &headers,
+            &format!("{}/ProvidingVolumes", source_uri(&source)),
+            "VolumeCollection",
+            "Volumes providing this capacity: none, it is a drive's",
+            Vec::new(),
+        ));
+    };
+    if source != pool.volume.to_string() {
+        return Err(RedfishError::not_found("CapacitySource", &source));
+    }
+    Ok(resource::collection(
+        &headers,
+        &format!("{}/CapacitySources/{source}/ProvidingVolumes", uri(pool.id)),
+        "VolumeCollection",
+        "The volume holding the pool's store",
+        vec![volumes::uri(pool.volume)],
     ))
 }

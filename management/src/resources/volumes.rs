@@ -18,7 +18,7 @@ use crate::redfish::message::{RedfishError, message, registry_message};
 use crate::redfish::resource;
 use crate::state::AppState;
 use crate::storage::check::{self, CheckError, CheckResult};
-use crate::storage::model::{RaidType, Volume};
+use crate::storage::model::{Provisioning, RaidType, Volume};
 use crate::storage::{self as model_ops, VolumeRequest, health, plan};
 use crate::tasks::Outcome;
 
@@ -159,16 +159,38 @@ fn body_of(state: &AppState, volume: &Volume) -> Value {
         .map(|id| json!({"@odata.id": fabrics::endpoint_uri(&id)}))
         .collect();
     let export = plan::volume_bdev(volume.id);
+    let layout = match volume.pool {
+        Some(pool) => format!(
+            "An lvol of thin pool {pool} ({} clusters of its store as it is written)",
+            if volume.provisioning == Provisioning::Thin {
+                "taking"
+            } else {
+                "holding all its"
+            }
+        ),
+        None => format!(
+            "{} striped over {} data cluster drive(s) in {}-KiB strips",
+            volume.raid_type.redfish(),
+            volume.legs.len(),
+            volume.strip_bytes / 1024,
+        ),
+    };
+    // A volume in a pool holds the store's clusters it was written in (all
+    // of them when Fixed); a volume of the drives holds its extents.
+    let allocated = match volume.pool {
+        Some(_) => model_ops::allocated_bytes(state, volume),
+        None => Some(volume.capacity_bytes),
+    };
+    let pool_uri = volume
+        .pool
+        .map_or(storage_pools::DEFAULT_URI.to_string(), storage_pools::uri);
     let mut body = json!({
         "@odata.id": uri(volume.id),
         "@odata.type": "#Volume.v1_10_2.Volume",
         "Id": volume.id.to_string(),
         "Name": volume.name,
         "Description": format!(
-            "{} striped over {} data cluster drive(s) in {}-KiB strips; NVMe namespace {} of the storage's subsystem on every cluster's portal; NBD export {export} when NBD exports are enabled",
-            volume.raid_type.redfish(),
-            volume.legs.len(),
-            volume.strip_bytes / 1024,
+            "{layout}; NVMe namespace {} of the storage's subsystem on every cluster's portal; NBD export {export} when NBD exports are enabled",
             volume.nsid,
         ),
         "Status": status(state, volume),
@@ -178,7 +200,7 @@ fn body_of(state: &AppState, volume: &Volume) -> Value {
         "StripSizeBytes": volume.strip_bytes,
         "MediaSpanCount": volume.legs.len(),
         "Encrypted": false,
-        "ProvisioningPolicy": "Fixed",
+        "ProvisioningPolicy": volume.provisioning.redfish(),
         "Identifiers": [
             {"DurableNameFormat": "NGUID", "DurableName": volume.nguid()},
             {"DurableNameFormat": "UUID", "DurableName": volume.uuid.to_string()},
@@ -189,7 +211,7 @@ fn body_of(state: &AppState, volume: &Volume) -> Value {
             "IsShareable": true,
             "MetadataTransferredAtEndOfDataLBA": false,
             "NamespaceFeatures": {
-                "SupportsThinProvisioning": false,
+                "SupportsThinProvisioning": volume.provisioning == Provisioning::Thin,
                 "SupportsAtomicTransactionSize": false,
                 "SupportsDeallocatedOrUnwrittenLBError": false,
                 "SupportsNGUIDReuse": false,
@@ -197,8 +219,8 @@ fn body_of(state: &AppState, volume: &Volume) -> Value {
             },
         },
         "Capacity": {"Data": {
-            "AllocatedBytes": volume.capacity_bytes,
-            "ConsumedBytes": volume.capacity_bytes,
+            "AllocatedBytes": allocated,
+            "ConsumedBytes": allocated,
             "ProvisionedBytes": volume.capacity_bytes,
         }},
         "Metrics": {"@odata.id": format!("{}/Metrics", uri(volume.id))},
@@ -214,7 +236,7 @@ fn body_of(state: &AppState, volume: &Volume) -> Value {
             "ServerEndpoints@odata.count": servers.len(),
             "ServerEndpoints": servers,
             "OwningStorageResource": {"@odata.id": storage::URI},
-            "ProvidingStoragePool": {"@odata.id": storage_pools::DEFAULT_URI},
+            "ProvidingStoragePool": {"@odata.id": pool_uri},
         },
     });
     if let Some(display_name) = &volume.display_name {
@@ -223,7 +245,7 @@ fn body_of(state: &AppState, volume: &Volume) -> Value {
     if let Some(percent) = model_ops::initialize_progress(state, volume.id) {
         body["Operations"] = json!([{"Operation": "Initialize", "PercentageComplete": percent}]);
     }
-    if volume.raid_type.is_redundant() {
+    if volume.raid_type.is_redundant() && volume.pool.is_none() {
         let raid = model_ops::raid_of(state, volume);
         body["Actions"][CHECK_CONSISTENCY] = json!({"target": check_target(volume.id)});
         // No spare drives: a failed leg is rebuilt when its cluster is back.
@@ -340,9 +362,11 @@ fn linked_clusters(state_clusters: u32, links: &Value) -> Result<Option<Vec<u32>
     Ok(Some(clusters))
 }
 
-/// `CapacitySources: [{"ProvidingPools": [...]}]` may only name this
-/// storage's pool.
-fn check_capacity_sources(value: &Value) -> Result<(), RedfishError> {
+/// `CapacitySources: [{"ProvidingPools": [...]}]` names one pool of this
+/// storage: the default one (extents of the drives; `None`) or a thin
+/// pool (its id).
+fn capacity_pool(value: &Value) -> Result<Option<u64>, RedfishError> {
+    let mut chosen = None;
     let sources = value
         .as_array()
         .ok_or_else(|| body::type_error("CapacitySources", value))?;
@@ -360,16 +384,34 @@ fn check_capacity_sources(value: &Value) -> Result<(), RedfishError> {
             _ => vec![body::link("CapacitySources/ProvidingPools", pools)?],
         };
         for uri in uris {
-            if uri != storage_pools::DEFAULT_URI {
+            let pool = storage_pools::pool_of_uri(uri).ok_or_else(|| {
+                RedfishError::bad_request(
+                    "PropertyValueIncorrect",
+                    &["CapacitySources/ProvidingPools", uri],
+                )
+                .with_detail(&format!(
+                    "name {} or one of this storage's thin pools",
+                    storage_pools::DEFAULT_URI
+                ))
+            })?;
+            if chosen.is_some_and(|c| c != pool) {
                 return Err(RedfishError::bad_request(
                     "PropertyValueIncorrect",
                     &["CapacitySources/ProvidingPools", uri],
                 )
-                .with_detail(&format!("the only pool is {}", storage_pools::DEFAULT_URI)));
+                .with_detail("a volume comes from one pool"));
             }
+            chosen = Some(pool);
         }
     }
-    Ok(())
+    Ok(chosen.flatten())
+}
+
+/// What a volume POST asks for: extents of the drives, or a volume in a
+/// thin pool.
+enum CreateRequest {
+    Extents(VolumeRequest),
+    InPool(model_ops::PoolVolumeRequest),
 }
 
 /// Reads a POST body into a volume request, or the first problem found.
@@ -387,7 +429,7 @@ fn initialize_method(object: &Map<String, Value>) -> Result<Option<&'static str>
     }
 }
 
-fn parse_create(object: &Map<String, Value>, clusters: u32) -> Result<VolumeRequest, RedfishError> {
+fn parse_create(object: &Map<String, Value>, clusters: u32) -> Result<CreateRequest, RedfishError> {
     for name in object.keys() {
         if READ_ONLY.contains(&name.as_str()) {
             return Err(RedfishError::bad_request("PropertyNotWritable", &[name]));
@@ -423,7 +465,7 @@ fn parse_create(object: &Map<String, Value>, clusters: u32) -> Result<VolumeRequ
     let checks: [(&str, &[Value]); 3] = [
         ("VolumeType", &[json!("RawDevice")]),
         ("Encrypted", &[json!(false)]),
-        ("ProvisioningPolicy", &[json!("Fixed")]),
+        ("ProvisioningPolicy", &[json!("Fixed"), json!("Thin")]),
     ];
     for (name, allowed) in checks {
         if let Some(value) = object.get(name)
@@ -435,21 +477,56 @@ fn parse_create(object: &Map<String, Value>, clusters: u32) -> Result<VolumeRequ
             ));
         }
     }
-    if let Some(sources) = object.get("CapacitySources") {
-        check_capacity_sources(sources)?;
+    let pool = match object.get("CapacitySources") {
+        Some(sources) => capacity_pool(sources)?,
+        None => None,
+    };
+    let provisioning = object
+        .get("ProvisioningPolicy")
+        .and_then(Value::as_str)
+        .and_then(Provisioning::parse);
+    if let Some(pool) = pool {
+        // The pool's volume decides the layout: a volume in it is an lvol.
+        for name in ["RAIDType", "StripSizeBytes", "Links", "InitializeMethod"] {
+            if object.contains_key(name) {
+                return Err(RedfishError::bad_request(
+                    "PropertyValueConflict",
+                    &[name, "CapacitySources/ProvidingPools"],
+                )
+                .with_detail(&format!(
+                    "a volume of thin pool {pool} takes its layout from the pool's volume"
+                )));
+            }
+        }
+        return Ok(CreateRequest::InPool(model_ops::PoolVolumeRequest {
+            name: optional_string(object, "Name")?,
+            display_name: optional_string(object, "DisplayName")?,
+            capacity_bytes,
+            provisioning: provisioning.unwrap_or(Provisioning::Thin),
+            pool,
+        }));
+    }
+    if provisioning == Some(Provisioning::Thin) {
+        return Err(RedfishError::bad_request(
+            "PropertyValueConflict",
+            &["ProvisioningPolicy", "CapacitySources/ProvidingPools"],
+        )
+        .with_detail(
+            "a Thin volume comes from a thin pool: name one in CapacitySources/ProvidingPools",
+        ));
     }
     let linked = match object.get("Links") {
         Some(links) => linked_clusters(clusters, links)?,
         None => None,
     };
-    Ok(VolumeRequest {
+    Ok(CreateRequest::Extents(VolumeRequest {
         name: optional_string(object, "Name")?,
         display_name: optional_string(object, "DisplayName")?,
         capacity_bytes,
         raid_type,
         strip_bytes,
         clusters: linked,
-    })
+    }))
 }
 
 pub async fn create(
@@ -464,7 +541,16 @@ pub async fn create(
             "the supervisor does not answer".into(),
         ))
     })?;
-    let request = parse_create(&object, fabric.clusters)?;
+    let request = match parse_create(&object, fabric.clusters)? {
+        CreateRequest::Extents(request) => request,
+        CreateRequest::InPool(request) => {
+            let volume = model_ops::create_pool_volume(&state, request)
+                .await
+                .map_err(storage::error)?;
+            state.events.created(&uri(volume.id), "Volume");
+            return Ok(resource::created(&uri(volume.id), body_of(&state, &volume)));
+        }
+    };
     if initialize_method(&object)?.is_none() {
         let volume = model_ops::create_volume(&state, request)
             .await
@@ -787,7 +873,7 @@ pub async fn metrics(
 mod tests {
     use super::*;
 
-    fn parse(body: Value) -> Result<VolumeRequest, String> {
+    fn parse_any(body: Value) -> Result<CreateRequest, String> {
         parse_create(body.as_object().unwrap(), 4).map_err(|e| {
             e.messages[0]["MessageId"]
                 .as_str()
@@ -795,6 +881,65 @@ mod tests {
                 .trim_start_matches("Base.1.22.")
                 .to_string()
         })
+    }
+
+    fn parse(body: Value) -> Result<VolumeRequest, String> {
+        match parse_any(body)? {
+            CreateRequest::Extents(request) => Ok(request),
+            CreateRequest::InPool(_) => Err("a volume in a pool".into()),
+        }
+    }
+
+    #[test]
+    fn a_volume_in_a_thin_pool_is_thin_unless_fixed_and_takes_the_pools_layout() {
+        let pool = storage_pools::uri(3);
+        let Ok(CreateRequest::InPool(request)) =
+            parse_any(json!({"CapacityBytes": 10u64 << 30, "Name": "t",
+                   "CapacitySources": [{"ProvidingPools": [{"@odata.id": pool}]}]}))
+        else {
+            panic!("not a pool volume");
+        };
+        assert_eq!(request.pool, 3);
+        assert_eq!(request.provisioning, Provisioning::Thin);
+        assert_eq!(request.capacity_bytes, 10 << 30);
+        let Ok(CreateRequest::InPool(fixed)) =
+            parse_any(json!({"CapacityBytes": 1, "ProvisioningPolicy": "Fixed",
+                   "CapacitySources": [{"ProvidingPools": {"@odata.id": pool}}]}))
+        else {
+            panic!("not a pool volume");
+        };
+        assert_eq!(fixed.provisioning, Provisioning::Fixed);
+        for (body, expected) in [
+            (
+                json!({"CapacityBytes": 1, "RAIDType": "RAID1",
+                       "CapacitySources": [{"ProvidingPools": [{"@odata.id": pool}]}]}),
+                "PropertyValueConflict",
+            ),
+            (
+                json!({"CapacityBytes": 1, "ProvisioningPolicy": "Thin"}),
+                "PropertyValueConflict",
+            ),
+            (
+                json!({"CapacityBytes": 1, "ProvisioningPolicy": "Deduplicated"}),
+                "PropertyValueNotInList",
+            ),
+            (
+                json!({"CapacityBytes": 1, "CapacitySources": [{"ProvidingPools": [
+                    {"@odata.id": pool}, {"@odata.id": storage_pools::DEFAULT_URI}]}]}),
+                "PropertyValueIncorrect",
+            ),
+            (
+                json!({"CapacityBytes": 1, "CapacitySources": [{"ProvidingPools": [
+                    {"@odata.id": format!("{}/StoragePools/03", storage::URI)}]}]}),
+                "PropertyValueIncorrect",
+            ),
+        ] {
+            assert_eq!(
+                parse_any(body.clone()).err().as_deref(),
+                Some(expected),
+                "{body}"
+            );
+        }
     }
 
     #[test]

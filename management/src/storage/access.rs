@@ -103,6 +103,12 @@ pub async fn create_connection(
         desired
             .volume(*id)
             .ok_or_else(|| not_found("volume", *id))?;
+        if let Some(pool) = desired.pool_on(*id) {
+            return Err(StorageError::InUse(format!(
+                "volume {id} holds storage pool {} ({}) and is no host's",
+                pool.id, pool.name
+            )));
+        }
     }
     for id in &initiators {
         desired

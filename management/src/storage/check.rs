@@ -101,6 +101,15 @@ pub async fn start_check(state: &AppState, id: u64) -> Result<RunningCheck, Chec
         .volume(id)
         .cloned()
         .ok_or_else(|| not_found("volume", id))?;
+    if let Some(pool) = volume.pool {
+        return Err(CheckError::Storage(StorageError::Invalid {
+            property: "Volume",
+            value: volume.name.clone(),
+            reason: format!(
+                "a volume of storage pool {pool} is an lvol, not a raid; check the pool's volume"
+            ),
+        }));
+    }
     if !volume.raid_type.is_redundant() {
         return Err(CheckError::NotRedundant(volume.raid_type.redfish()));
     }

@@ -6,9 +6,10 @@
 
 use serde_json::Value;
 
-use super::model::Volume;
+use super::model::{Pool, Volume};
 use super::plan;
 use crate::state::AppState;
+use crate::store::Table;
 
 /// A redundant volume's health, worst last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,9 +100,25 @@ pub fn transition(before: Option<VolumeHealth>, now: VolumeHealth) -> Vec<&'stat
 /// What the last reconciliation pass saw of a redundant volume: its
 /// health, and the cluster holding its raid (the "controller" the
 /// StorageDevice messages name). `None` when no pass has looked yet.
+///
+/// A volume of a storage pool has the health of the pool's volume, whose
+/// raid holds it, and is Failed while no cluster has its lvol.
 pub fn observe(state: &AppState, volume: &Volume) -> Option<(VolumeHealth, Option<u32>)> {
     let observation = state.storage.observed()?;
-    let bdev = plan::volume_bdev(volume.id);
+    let mut raid_volume = volume.id;
+    if let (Some(pool), Some(alias)) = (volume.pool, volume.lvol_alias()) {
+        let pool: Option<Pool> = state.store.get(Table::Pools, &pool.to_string()).ok()?;
+        let served = observation
+            .report
+            .views
+            .values()
+            .any(|view| view.lvols.contains_key(&alias));
+        match pool {
+            Some(pool) if served => raid_volume = pool.volume,
+            _ => return Some((VolumeHealth::Failed, None)),
+        }
+    }
+    let bdev = plan::volume_bdev(raid_volume);
     let held = observation.report.views.iter().find_map(|(cluster, view)| {
         let raid = &view.bdevs.get(&bdev)?["driver_specific"]["raid"];
         raid.is_object().then_some((*cluster, raid))

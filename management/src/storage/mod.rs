@@ -18,12 +18,16 @@ pub mod model;
 pub mod owner;
 pub mod placement;
 pub mod plan;
+mod pools;
 pub mod reconcile;
 pub mod secrets;
 mod volumes;
 
 pub use access::{
     create_connection, create_endpoint, delete_connection, delete_endpoint, set_connection_keys,
+};
+pub use pools::{
+    PoolVolumeRequest, allocated_bytes, create_pool, create_pool_volume, delete_pool, store_bytes,
 };
 pub use volumes::{
     VolumeRequest, check_initializable, create_volume, delete_volume, grow_volume,
@@ -227,11 +231,13 @@ async fn running_clusters(state: &AppState) -> Vec<(u32, PathBuf)> {
 pub fn desired(state: &AppState) -> Result<Desired, StoreError> {
     let mut desired = Desired {
         volumes: state.store.list(Table::Volumes)?,
+        pools: state.store.list(Table::Pools)?,
         endpoints: state.store.list(Table::Endpoints)?,
         connections: state.store.list(Table::Connections)?,
         keys: Default::default(),
     };
     desired.volumes.sort_by_key(|v| v.id);
+    desired.pools.sort_by_key(|p| p.id);
     desired.endpoints.sort_by_key(|e| e.id);
     desired.connections.sort_by_key(|c| c.id);
     let mut unopened = Vec::new();
@@ -387,12 +393,11 @@ fn not_found(kind: &'static str, id: u64) -> StorageError {
 pub fn serving(state: &AppState, volume: &Volume) -> Option<(usize, usize)> {
     let observation = state.storage.observed()?;
     let fabric = state.storage.fabric.get()?;
-    let bdev = plan::volume_bdev(volume.id);
     let serving = observation
         .report
         .views
         .values()
-        .filter(|view| view.serves(volume.nsid, &bdev))
+        .filter(|view| view.serves_volume(volume))
         .count();
     Some((serving, fabric.clusters as usize))
 }

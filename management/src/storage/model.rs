@@ -16,6 +16,13 @@ pub const MAX_VOLUMES: usize = 256;
 /// Most initiator endpoints and connections.
 pub const MAX_ENDPOINTS: usize = 256;
 pub const MAX_CONNECTIONS: usize = 256;
+/// Most thin pools (each an lvol store on one volume).
+pub const MAX_POOLS: usize = 16;
+/// Cluster size of a pool's lvol store: the unit a thin volume's space is
+/// allocated in (SPDK's default is 4 MiB;
+/// 1 MiB keeps the first write's zeroing small and matches the drives'
+/// allocation unit).
+pub const POOL_CLUSTER_BYTES: u64 = 1 << 20;
 /// Volume names: 1 to 64 printable characters.
 pub const MAX_NAME_CHARS: usize = 64;
 
@@ -224,6 +231,53 @@ pub enum VolumeState {
     Ready,
 }
 
+/// How a volume's space is promised: all of it at creation (`Fixed`:
+/// extents of the drives, or a thick lvol), or as it is written (`Thin`:
+/// an lvol whose clusters come from its pool on first write).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Provisioning {
+    #[default]
+    Fixed,
+    Thin,
+}
+
+impl Provisioning {
+    pub fn redfish(self) -> &'static str {
+        match self {
+            Self::Fixed => "Fixed",
+            Self::Thin => "Thin",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "Fixed" => Some(Self::Fixed),
+            "Thin" => Some(Self::Thin),
+            _ => None,
+        }
+    }
+}
+
+/// A thin pool: an lvol store on one (redundant) volume, whose volumes are
+/// lvols in it and so inherit its protection. The store is open on that
+/// volume's owner only, which makes every metadata change; the other
+/// clusters forward the pool's volumes there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    pub id: u64,
+    pub name: String,
+    /// The volume the store is on (it is exported to no host).
+    pub volume: u64,
+    pub state: VolumeState,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+}
+
+/// The lvol store's name on the dataplane (`bdev_lvol_*` `lvs_name`).
+pub fn pool_store(pool: u64) -> String {
+    format!("pool{pool}")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
     pub id: u64,
@@ -242,9 +296,28 @@ pub struct Volume {
     pub state: VolumeState,
     /// Seconds since the Unix epoch.
     pub created: u64,
+    /// The thin pool holding it as an lvol (then `legs` is empty and
+    /// `raid_type` is the pool volume's); `None`: extents of the drives,
+    /// as every volume made before pools existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<u64>,
+    #[serde(default)]
+    pub provisioning: Provisioning,
 }
 
 impl Volume {
+    /// The lvol's name in its pool's store.
+    pub fn lvol_name(&self) -> String {
+        format!("volume{}", self.id)
+    }
+
+    /// The lvol bdev's alias (`lvs/lvol`), the same on whichever cluster
+    /// opens the store.
+    pub fn lvol_alias(&self) -> Option<String> {
+        self.pool
+            .map(|pool| format!("{}/{}", pool_store(pool), self.lvol_name()))
+    }
+
     /// The NGUID hosts see, as Redfish and SPDK write it (32 hex digits).
     pub fn nguid(&self) -> String {
         self.uuid.simple().to_string().to_uppercase()
@@ -293,6 +366,7 @@ pub struct Connection {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
     pub volumes: Vec<Volume>,
+    pub pools: Vec<Pool>,
     pub endpoints: Vec<InitiatorEndpoint>,
     pub connections: Vec<Connection>,
     /// The opened credentials of the keyed connections, by connection id.
@@ -302,6 +376,26 @@ pub struct Desired {
 impl Desired {
     pub fn volume(&self, id: u64) -> Option<&Volume> {
         self.volumes.iter().find(|v| v.id == id)
+    }
+
+    pub fn pool(&self, id: u64) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.id == id)
+    }
+
+    /// The pool whose store is on volume `id`, if one is.
+    pub fn pool_on(&self, volume: u64) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.volume == volume)
+    }
+
+    /// The volumes hosts may reach: all but those holding a pool's store
+    /// (a host writing there would overwrite the store's metadata).
+    pub fn exported_volumes(&self) -> impl Iterator<Item = &Volume> {
+        self.volumes.iter().filter(|v| self.pool_on(v.id).is_none())
+    }
+
+    /// The volumes in pool `id`.
+    pub fn volumes_in(&self, pool: u64) -> impl Iterator<Item = &Volume> {
+        self.volumes.iter().filter(move |v| v.pool == Some(pool))
     }
 
     pub fn endpoint(&self, id: u64) -> Option<&InitiatorEndpoint> {
@@ -357,6 +451,8 @@ pub fn test_volume(id: u64, legs: Vec<Leg>) -> Volume {
         legs,
         state: VolumeState::Ready,
         created: 0,
+        pool: None,
+        provisioning: Provisioning::Fixed,
     }
 }
 

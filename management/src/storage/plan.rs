@@ -35,7 +35,7 @@ use std::net::IpAddr;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::model::{Desired, RaidType, Volume};
+use super::model::{Desired, Provisioning, RaidType, Volume, VolumeState};
 use super::secrets::{ConnectionKeys, DhchapSecret, NbdPsk};
 
 /// Facts about the appliance's front-ends, from its configuration.
@@ -423,6 +423,63 @@ pub fn delete_call(actual: &Value) -> Option<(String, Value)> {
     Some((format!("bdev_{module}_delete"), json!({"name": name})))
 }
 
+/// A thin pool's lvol store, on the cluster that owns the pool's volume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorePlan {
+    pub pool: u64,
+    /// `lvs_name`: `pool<N>`.
+    pub name: String,
+    /// The pool volume's bdev the store is on.
+    pub base: String,
+    /// The pool is being created: a base holding no store yet gets a new
+    /// one. Otherwise a missing store is a failure, never made anew (that
+    /// would lose every volume in it).
+    pub create: bool,
+    pub lvols: Vec<LvolPlan>,
+}
+
+/// One of a store's lvols: a volume of its pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LvolPlan {
+    pub volume: u64,
+    /// `lvol_name`: `volume<N>`.
+    pub name: String,
+    pub size_mib: u64,
+    pub thin: bool,
+    /// The volume is being created: a missing lvol is made (else it is a
+    /// failure, for the same reason as a store's).
+    pub create: bool,
+}
+
+impl StorePlan {
+    pub fn create_call(&self) -> (&'static str, Value) {
+        (
+            "bdev_lvol_create_lvstore",
+            json!({"bdev_name": self.base, "lvs_name": self.name,
+                   "cluster_sz": super::model::POOL_CLUSTER_BYTES}),
+        )
+    }
+
+    pub fn create_lvol_call(&self, lvol: &LvolPlan) -> (&'static str, Value) {
+        (
+            "bdev_lvol_create",
+            json!({"lvs_name": self.name, "lvol_name": lvol.name,
+                   "size_in_mib": lvol.size_mib, "thin_provision": lvol.thin}),
+        )
+    }
+
+    /// The alias of lvol `name` of this store.
+    pub fn alias(&self, lvol: &str) -> String {
+        format!("{}/{lvol}", self.name)
+    }
+}
+
+/// Whether an lvol store named `name` is one the service made.
+pub fn is_owned_store(name: &str) -> bool {
+    name.strip_prefix("pool")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// One namespace of the storage's subsystem on a cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespacePlan {
@@ -460,7 +517,11 @@ pub fn ctrlr_key_name(secret: &DhchapSecret) -> String {
 /// to over TLS (none: plaintext, to loopback clients only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NbdExportPlan {
+    /// The export's name: the volume's bdev name, `volume<N>`.
     pub name: String,
+    /// The bdev it serves: `name`, or a pool volume's lvol alias on the
+    /// pool's owner.
+    pub bdev: String,
     pub hosts: BTreeSet<String>,
 }
 
@@ -487,6 +548,8 @@ pub struct ClusterPlan {
     pub serves: bool,
     /// In creation order.
     pub bdevs: Vec<BdevPlan>,
+    /// The pools' stores this cluster opens (it owns their volumes).
+    pub stores: Vec<StorePlan>,
     pub namespaces: Vec<NamespacePlan>,
     /// Hosts allowed on the subsystem: those with a connection.
     pub hosts: BTreeSet<String>,
@@ -508,6 +571,20 @@ pub struct ClusterPlan {
 /// The bdevs volume `volume` needs on cluster `cluster`, in creation order.
 /// `owner` is the owner of a redundant volume (`None`: none can be now).
 fn volume_bdevs(volume: &Volume, cluster: u32, owner: Option<u32>) -> Vec<BdevPlan> {
+    if let Some(alias) = volume.lvol_alias() {
+        // An lvol: in the store on the pool's owner (see `StorePlan`),
+        // forwarded to there from everywhere else.
+        return match owner {
+            Some(owner) if owner != cluster => vec![BdevPlan::Remote {
+                name: volume_bdev(volume.id),
+                cluster: owner,
+                remote_bdev: alias,
+                num_blocks: volume.capacity_bytes / u64::from(volume.block_size),
+                hold_ms: FORWARD_HOLD_MS,
+            }],
+            _ => Vec::new(),
+        };
+    }
     let owner_level = volume.raid_type.owner_level();
     let owns = owner_level.is_none() || owner == Some(cluster);
     let mut bdevs = Vec::new();
@@ -647,32 +724,63 @@ pub fn plan(fabric: &Fabric, desired: &Desired, owners: &BTreeMap<u64, u32>) -> 
             }
         }
     }
-    let nbd_exports: Vec<NbdExportPlan> = desired
-        .volumes
-        .iter()
-        .filter(|v| fabric.nbd_volumes || export_hosts.contains_key(&v.id))
-        .map(|v| NbdExportPlan {
-            name: volume_bdev(v.id),
-            hosts: export_hosts.get(&v.id).cloned().unwrap_or_default(),
-        })
-        .collect();
+    // A pool's volumes are served by the owner of the pool's volume.
+    let owner_of = |v: &Volume| match v.pool.and_then(|p| desired.pool(p)) {
+        Some(pool) => owners.get(&pool.volume).copied(),
+        None if v.pool.is_some() => None,
+        None => owners.get(&v.id).copied(),
+    };
+    // The bdev that serves volume `v` on `cluster`.
+    let served_bdev = |v: &Volume, cluster: u32| match v.lvol_alias() {
+        Some(alias) if owner_of(v) == Some(cluster) => alias,
+        _ => volume_bdev(v.id),
+    };
     (0..fabric.clusters)
         .map(|cluster| {
             let mut bdevs: Vec<BdevPlan> = desired
                 .volumes
                 .iter()
-                .flat_map(|v| volume_bdevs(v, cluster, owners.get(&v.id).copied()))
+                .flat_map(|v| volume_bdevs(v, cluster, owner_of(v)))
                 .collect();
             bdevs.sort_by_key(BdevPlan::stage);
-            let namespaces = desired
-                .volumes
+            let stores = desired
+                .pools
                 .iter()
+                .filter(|pool| owners.get(&pool.volume) == Some(&cluster))
+                .map(|pool| StorePlan {
+                    pool: pool.id,
+                    name: super::model::pool_store(pool.id),
+                    base: volume_bdev(pool.volume),
+                    create: pool.state == VolumeState::Creating,
+                    lvols: desired
+                        .volumes_in(pool.id)
+                        .map(|v| LvolPlan {
+                            volume: v.id,
+                            name: v.lvol_name(),
+                            size_mib: v.capacity_bytes.div_ceil(1 << 20),
+                            thin: v.provisioning == Provisioning::Thin,
+                            create: v.state == VolumeState::Creating,
+                        })
+                        .collect(),
+                })
+                .collect();
+            let namespaces = desired
+                .exported_volumes()
                 .map(|v| NamespacePlan {
                     nsid: v.nsid,
-                    bdev: volume_bdev(v.id),
+                    bdev: served_bdev(v, cluster),
                     nguid: v.nguid(),
                     uuid: v.uuid,
                     hosts: desired.hosts_of(v.id),
+                })
+                .collect();
+            let nbd_exports = desired
+                .exported_volumes()
+                .filter(|v| fabric.nbd_volumes || export_hosts.contains_key(&v.id))
+                .map(|v| NbdExportPlan {
+                    name: volume_bdev(v.id),
+                    bdev: served_bdev(v, cluster),
+                    hosts: export_hosts.get(&v.id).cloned().unwrap_or_default(),
                 })
                 .collect();
             let serves = !desired.volumes.is_empty();
@@ -687,11 +795,12 @@ pub fn plan(fabric: &Fabric, desired: &Desired, owners: &BTreeMap<u64, u32>) -> 
                 cluster,
                 serves,
                 bdevs,
+                stores,
                 namespaces,
                 hosts: hosts.clone(),
                 listener: (address.clone(), fabric.nvmf_port(cluster).to_string()),
                 referrals,
-                nbd_exports: nbd_exports.clone(),
+                nbd_exports,
                 host_keys: host_keys.clone(),
                 keyring: keyring.clone(),
                 nbd_psks: nbd_psks.clone(),
@@ -763,7 +872,7 @@ mod tests {
             volumes: vec![v],
             endpoints: vec![endpoint.clone()],
             connections: vec![connection],
-            keys: Default::default(),
+            ..Default::default()
         };
         let plans = plan(&fabric(), &desired, &BTreeMap::new());
         assert_eq!(plans.len(), 3);
@@ -814,6 +923,7 @@ mod tests {
                 p.nbd_exports,
                 [NbdExportPlan {
                     name: "volume7".into(),
+                    bdev: "volume7".into(),
                     hosts: BTreeSet::new()
                 }]
             );
@@ -871,6 +981,7 @@ mod tests {
                 connection(3, 2, vec![1]),
             ],
             keys: [(1, keys.clone())].into(),
+            pools: Vec::new(),
         };
         let mut unexported = fabric();
         unexported.nbd_volumes = false;
@@ -913,6 +1024,7 @@ mod tests {
                 p.nbd_exports,
                 [NbdExportPlan {
                     name: "volume1".into(),
+                    bdev: "volume1".into(),
                     hosts: ["initiator1".to_string()].into(),
                 }]
             );
@@ -1078,6 +1190,100 @@ mod tests {
         // No owner (no leg cluster runs): nothing but the legs.
         let plans = plan(&fabric(), &desired, &BTreeMap::new());
         assert_eq!(plans[2].bdevs, []);
+    }
+
+    #[test]
+    fn a_pools_store_opens_on_its_volumes_owner_and_its_volumes_are_forwarded_there() {
+        let mut backing = volume(
+            3,
+            vec![
+                Leg {
+                    cluster: 0,
+                    extents: vec![extent(2048, 100)],
+                },
+                Leg {
+                    cluster: 1,
+                    extents: vec![extent(2048, 100)],
+                },
+            ],
+        );
+        backing.raid_type = RaidType::Raid1;
+        let mut thin = volume(4, Vec::new());
+        thin.raid_type = RaidType::Raid1;
+        thin.capacity_bytes = 10 << 30;
+        thin.pool = Some(2);
+        thin.provisioning = Provisioning::Thin;
+        thin.state = VolumeState::Creating;
+        let desired = Desired {
+            volumes: vec![backing, thin],
+            pools: vec![Pool {
+                id: 2,
+                name: "thin".into(),
+                volume: 3,
+                state: VolumeState::Ready,
+                created: 0,
+            }],
+            ..Desired::default()
+        };
+        let mut fabric = fabric();
+        fabric.nbd_volumes = true;
+        let plans = plan(&fabric, &desired, &BTreeMap::from([(3, 1)]));
+        // The owner of volume 3 opens the store and makes the new lvol.
+        assert!(plans[0].stores.is_empty() && plans[2].stores.is_empty());
+        assert_eq!(
+            plans[1].stores,
+            [StorePlan {
+                pool: 2,
+                name: "pool2".into(),
+                base: "volume3".into(),
+                create: false,
+                lvols: vec![LvolPlan {
+                    volume: 4,
+                    name: "volume4".into(),
+                    size_mib: 10 << 10,
+                    thin: true,
+                    create: true,
+                }],
+            }]
+        );
+        let (method, params) = plans[1].stores[0].create_lvol_call(&plans[1].stores[0].lvols[0]);
+        assert_eq!(method, "bdev_lvol_create");
+        assert_eq!(
+            params,
+            json!({"lvs_name": "pool2", "lvol_name": "volume4", "size_in_mib": 10240, "thin_provision": true})
+        );
+        // The pool's volume is no host's; the thin volume is everyone's,
+        // through its lvol's alias on the owner and forwarders elsewhere.
+        for (cluster, served) in [(0, "volume4"), (1, "pool2/volume4"), (2, "volume4")] {
+            let p = &plans[cluster];
+            assert_eq!(p.namespaces.len(), 1, "cluster {cluster}");
+            assert_eq!(p.namespaces[0].nsid, 4);
+            assert_eq!(p.namespaces[0].bdev, served);
+            assert_eq!(p.nbd_exports.len(), 1);
+            assert_eq!(p.nbd_exports[0].name, "volume4");
+            assert_eq!(p.nbd_exports[0].bdev, served);
+            let forwarder = p.bdevs.iter().find(|b| b.name() == "volume4");
+            if cluster == 1 {
+                assert_eq!(forwarder, None);
+            } else {
+                assert_eq!(
+                    forwarder,
+                    Some(&BdevPlan::Remote {
+                        name: "volume4".into(),
+                        cluster: 1,
+                        remote_bdev: "pool2/volume4".into(),
+                        num_blocks: (10 << 30) / 512,
+                        hold_ms: FORWARD_HOLD_MS,
+                    })
+                );
+            }
+        }
+        // With no owner for the pool's volume, nothing serves its volumes.
+        let plans = plan(&fabric, &desired, &BTreeMap::new());
+        assert!(plans.iter().all(|p| p.stores.is_empty()
+            && p.namespaces[0].bdev == "volume4"
+            && p.bdevs.iter().all(|b| b.name() != "volume4")));
+        assert!(is_owned_store("pool2") && !is_owned_store("pool") && !is_owned_store("lvs0"));
     }
 
     #[test]

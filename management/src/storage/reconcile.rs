@@ -62,6 +62,10 @@ pub struct ClusterView {
     pub keyring: BTreeSet<String>,
     pub referrals: Vec<Value>,
     pub transport: bool,
+    /// The open lvol stores, by name, as `bdev_lvol_get_lvstores` has them.
+    pub lvstores: BTreeMap<String, Value>,
+    /// Their lvols, by alias (`lvs/lvol`), as `bdev_lvol_get_lvols` has them.
+    pub lvols: BTreeMap<String, Value>,
 }
 
 impl ClusterView {
@@ -76,13 +80,38 @@ impl ClusterView {
             .collect()
     }
 
+    /// The name of the bdev called `name` or aliased `name` here (an
+    /// lvol's `lvs/lvol`), which is what the target reports it by.
+    pub fn bdev_named(&self, name: &str) -> Option<&str> {
+        if let Some((name, _)) = self.bdevs.get_key_value(name) {
+            return Some(name);
+        }
+        self.bdevs.iter().find_map(|(canonical, bdev)| {
+            bdev["aliases"]
+                .as_array()?
+                .iter()
+                .any(|a| a == name)
+                .then_some(canonical.as_str())
+        })
+    }
+
+    /// Whether this cluster serves `volume` as its namespace: through its
+    /// lvol's alias where its pool's store is open, else its own bdev.
+    pub fn serves_volume(&self, volume: &super::model::Volume) -> bool {
+        let bdev = volume
+            .lvol_alias()
+            .filter(|alias| self.lvols.contains_key(alias))
+            .unwrap_or_else(|| plan::volume_bdev(volume.id));
+        self.serves(volume.nsid, &bdev)
+    }
+
     /// Whether this cluster serves bdev `bdev` as namespace `nsid`.
     pub fn serves(&self, nsid: u32, bdev: &str) -> bool {
-        self.bdevs.contains_key(bdev)
-            && self
-                .namespaces()
+        self.bdev_named(bdev).is_some_and(|canonical| {
+            self.namespaces()
                 .get(&nsid)
-                .is_some_and(|n| n["bdev_name"] == bdev)
+                .is_some_and(|n| n["bdev_name"] == canonical)
+        })
     }
 }
 
@@ -154,6 +183,8 @@ impl Session {
         let transports = self.call("nvmf_get_transports", json!({})).await?;
         let keys = self.call("keyring_get_keys", json!({})).await?;
         let psks = self.call("nbd_get_psks", json!({})).await?;
+        let lvstores = self.call("bdev_lvol_get_lvstores", json!({})).await?;
+        let lvols = self.call("bdev_lvol_get_lvols", json!({})).await?;
         let referrals = if self.cluster == 0 {
             self.call("nvmf_discovery_get_referrals", json!({})).await?
         } else {
@@ -191,6 +222,14 @@ impl Session {
                 .collect(),
             referrals: list(&referrals),
             transport: !list(&transports).is_empty(),
+            lvstores: list(&lvstores)
+                .into_iter()
+                .filter_map(|l| Some((l["name"].as_str()?.to_string(), l)))
+                .collect(),
+            lvols: list(&lvols)
+                .into_iter()
+                .filter_map(|l| Some((l["alias"].as_str()?.to_string(), l)))
+                .collect(),
         })
     }
 }
@@ -259,8 +298,10 @@ impl Target<'_> {
         }
     }
 
-    fn namespace_matches(actual: &Value, planned: &plan::NamespacePlan) -> bool {
-        actual["bdev_name"] == planned.bdev.as_str()
+    fn namespace_matches(&self, actual: &Value, planned: &plan::NamespacePlan) -> bool {
+        self.view
+            .bdev_named(&planned.bdev)
+            .is_some_and(|canonical| actual["bdev_name"] == canonical)
             && actual["nguid"] == planned.nguid.as_str()
             && actual["uuid"] == planned.uuid.to_string().as_str()
             && actual["no_auto_visible"] == true
@@ -321,7 +362,7 @@ impl Target<'_> {
             let bdev = actual["bdev_name"].as_str().unwrap_or("").to_string();
             let planned = self.plan.namespaces.iter().find(|n| n.nsid == nsid);
             let keep = planned
-                .is_some_and(|p| Self::namespace_matches(&actual, p) && !doomed.contains(&bdev));
+                .is_some_and(|p| self.namespace_matches(&actual, p) && !doomed.contains(&bdev));
             let object = if bdev.is_empty() {
                 format!("namespace {nsid}")
             } else {
@@ -452,6 +493,140 @@ impl Target<'_> {
         }
     }
 
+    /// Opens the pools' stores this cluster owns (examining the pool
+    /// volume; a new pool's empty volume gets a new store), makes the
+    /// lvols of volumes being created, and deletes lvols of volumes that
+    /// are gone. A store or lvol missing otherwise is a failure, never
+    /// made anew over what it held.
+    async fn open_stores(&mut self, failures: &mut Vec<Failure>) {
+        let plan = self.plan;
+        let mut changed = false;
+        for store in &plan.stores {
+            if !self.view.lvstores.contains_key(&store.name) {
+                if self.view.bdev_named(&store.base).is_none() {
+                    continue;
+                }
+                changed = true;
+                if !self
+                    .apply(
+                        failures,
+                        &store.name,
+                        "bdev_examine",
+                        json!({"name": store.base}),
+                    )
+                    .await
+                {
+                    continue;
+                }
+                self.refresh_lvols().await;
+                if !self.view.lvstores.contains_key(&store.name) {
+                    if !store.create {
+                        failures.push(Failure {
+                            cluster: self.session.cluster,
+                            object: store.name.clone(),
+                            error: format!("no lvol store was found on {}", store.base),
+                        });
+                        continue;
+                    }
+                    let (method, params) = store.create_call();
+                    if !self.apply(failures, &store.name, method, params).await {
+                        continue;
+                    }
+                    self.refresh_lvols().await;
+                }
+            }
+            for lvol in &store.lvols {
+                let alias = store.alias(&lvol.name);
+                if self.view.lvols.contains_key(&alias) {
+                    continue;
+                }
+                let object = plan::volume_bdev(lvol.volume);
+                if !lvol.create {
+                    failures.push(Failure {
+                        cluster: self.session.cluster,
+                        object,
+                        error: format!("lvol {alias} is missing from its store"),
+                    });
+                    continue;
+                }
+                let (method, params) = store.create_lvol_call(lvol);
+                changed |= self.apply(failures, &object, method, params).await;
+            }
+            // Volumes of the service that are gone from the pool.
+            let gone: Vec<String> = self
+                .view
+                .lvols
+                .iter()
+                .filter(|(_, l)| l["lvs"]["name"] == store.name.as_str())
+                .filter_map(|(alias, l)| {
+                    let name = l["name"].as_str()?;
+                    (plan::is_owned_bdev(name) && store.lvols.iter().all(|p| p.name != name))
+                        .then(|| alias.clone())
+                })
+                .collect();
+            for alias in gone {
+                changed |= self
+                    .apply(failures, &alias, "bdev_lvol_delete", json!({"name": alias}))
+                    .await;
+            }
+        }
+        // Stores of pools that are gone (their volumes went first).
+        let gone: Vec<String> = self
+            .view
+            .lvstores
+            .keys()
+            .filter(|name| plan::is_owned_store(name))
+            .filter(|name| plan.stores.iter().all(|s| &s.name != *name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if self
+                .view
+                .lvols
+                .values()
+                .any(|l| l["lvs"]["name"] == name.as_str())
+            {
+                continue;
+            }
+            changed |= self
+                .apply(
+                    failures,
+                    &name,
+                    "bdev_lvol_delete_lvstore",
+                    json!({"lvs_name": name}),
+                )
+                .await;
+        }
+        if changed {
+            self.refresh_lvols().await;
+            if let Ok(bdevs) = self.session.call("bdev_get_bdevs", json!({})).await {
+                self.view.bdevs = bdevs
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|b| Some((b["name"].as_str()?.to_string(), b.clone())))
+                    .collect();
+            }
+        }
+    }
+
+    /// Reads the stores and lvols again.
+    async fn refresh_lvols(&mut self) {
+        let by = |list: Value, key: &str| -> BTreeMap<String, Value> {
+            list.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| Some((l[key].as_str()?.to_string(), l.clone())))
+                .collect()
+        };
+        if let Ok(list) = self.session.call("bdev_lvol_get_lvstores", json!({})).await {
+            self.view.lvstores = by(list, "name");
+        }
+        if let Ok(list) = self.session.call("bdev_lvol_get_lvols", json!({})).await {
+            self.view.lvols = by(list, "alias");
+        }
+    }
+
     /// Takes legs back into this cluster's redundant raids: a slot missing or
     /// failed whose leg is here again and whose cluster runs.
     async fn heal(&mut self, live: &BTreeSet<u32>, failures: &mut Vec<Failure>) {
@@ -577,7 +752,7 @@ impl Target<'_> {
         let existing = self.view.namespaces();
         let plan = self.plan;
         for namespace in &plan.namespaces {
-            if !self.view.bdevs.contains_key(&namespace.bdev) {
+            if self.view.bdev_named(&namespace.bdev).is_none() {
                 continue;
             }
             let shown_to = match existing.get(&namespace.nsid) {
@@ -613,7 +788,7 @@ impl Target<'_> {
         self.grant_psks(credentials, failures).await;
         for export in &plan.nbd_exports {
             let name = &export.name;
-            if !self.view.bdevs.contains_key(name) {
+            if self.view.bdev_named(&export.bdev).is_none() {
                 continue;
             }
             if !self.view.nbd_exports.contains(name) {
@@ -623,7 +798,7 @@ impl Target<'_> {
                         failures,
                         name,
                         "nbd_start_disk",
-                        json!({"bdev_name": name, "nbd_device": name, "hosts": hosts}),
+                        json!({"bdev_name": export.bdev, "nbd_device": name, "hosts": hosts}),
                     )
                     .await
                 {
@@ -889,6 +1064,8 @@ fn owners(
     desired
         .volumes
         .iter()
+        // A pool's volumes go with the pool volume's owner.
+        .filter(|volume| volume.pool.is_none())
         .filter_map(|volume| {
             let wanted = volume.raid_type.owner_level()?;
             let name = plan::volume_bdev(volume.id);
@@ -976,10 +1153,24 @@ pub async fn pass(
         };
         target.create(&[2, 3], available, &mut failures).await;
     }
-    // Forwarders need their volume's raid on the owner, made above.
+    for target in &mut targets {
+        target.open_stores(&mut failures).await;
+    }
+    // Forwarders need their volume's raid (or lvol, by its alias) on the
+    // owner, made above.
     let raids_present: BTreeMap<u32, BTreeSet<String>> = targets
         .iter()
-        .map(|t| (t.session.cluster, t.view.bdevs.keys().cloned().collect()))
+        .map(|t| {
+            let names = t.view.bdevs.iter().flat_map(|(name, bdev)| {
+                let aliases = bdev["aliases"].as_array().cloned().unwrap_or_default();
+                std::iter::once(name.clone()).chain(
+                    aliases
+                        .into_iter()
+                        .filter_map(|a| a.as_str().map(str::to_string)),
+                )
+            });
+            (t.session.cluster, names.collect())
+        })
         .collect();
     let live: BTreeSet<u32> = targets.iter().map(|t| t.session.cluster).collect();
     for target in &mut targets {

@@ -210,6 +210,8 @@ pub async fn create_volume(
         legs,
         state: VolumeState::Creating,
         created: now_s(),
+        pool: None,
+        provisioning: model::Provisioning::Fixed,
     };
     state
         .store
@@ -475,6 +477,13 @@ const INITIALIZE_SLICE_BYTES: u64 = 64 << 20;
 /// was zeroed through the raid when created). Checked before the task is
 /// made, so the action is refused at once, and again under the lock.
 pub fn check_initializable(volume: &Volume) -> Result<(), StorageError> {
+    if volume.pool.is_some() {
+        return Err(StorageError::Invalid {
+            property: "ProvisioningPolicy",
+            value: volume.provisioning.redfish().to_string(),
+            reason: "Volume.Initialize of a volume in a storage pool is not supported yet".into(),
+        });
+    }
     if !volume.raid_type.has_owner() {
         return Ok(());
     }
@@ -607,6 +616,14 @@ pub async fn grow_volume(
         .volume(id)
         .cloned()
         .ok_or_else(|| not_found("volume", id))?;
+    if volume.pool.is_some() || desired.pool_on(id).is_some() {
+        return Err(StorageError::Invalid {
+            property: "CapacityBytes",
+            value: capacity_bytes.to_string(),
+            reason: "volumes of a storage pool, and a pool's own volume, do not change size yet"
+                .into(),
+        });
+    }
     if volume.raid_type.has_owner() && capacity_bytes != volume.capacity_bytes {
         return Err(StorageError::Invalid {
             property: "CapacityBytes",
@@ -775,6 +792,12 @@ pub async fn delete_volume(state: &AppState, id: u64) -> Result<(), StorageError
         return Err(StorageError::InUse(format!(
             "volume {} is used by connection {} ({}); delete the connection first",
             volume.name, connection.id, connection.name
+        )));
+    }
+    if let Some(pool) = desired.pool_on(id) {
+        return Err(StorageError::InUse(format!(
+            "volume {} holds storage pool {} ({}); delete the pool first",
+            volume.name, pool.id, pool.name
         )));
     }
     let volume = volume.clone();
