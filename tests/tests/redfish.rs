@@ -834,3 +834,46 @@ fn each_data_cluster_drive_is_a_drive_of_the_chassis() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[test]
+fn collection_query_options_on_a_single_resource_are_refused() {
+    let r = Redfish::start();
+    // DSP0266: `only`, `$top`, `$skip` (and `$filter`) apply to
+    // collections; a singleton answers QueryNotSupportedOnResource.
+    for query in [
+        "only",
+        "$top=1",
+        "$skip=1",
+        "$skip=0&$top=5",
+        "$filter=Id%20eq%20'x'",
+    ] {
+        for path in [
+            "/redfish/v1/Systems/appliance",
+            "/redfish/v1/AccountService",
+        ] {
+            let uri = format!("{path}?{query}");
+            assert_eq!(
+                error_of(r.get(&uri)),
+                (
+                    StatusCode::BAD_REQUEST,
+                    "Base.1.22.QueryNotSupportedOnResource".into()
+                ),
+                "{uri}"
+            );
+        }
+    }
+    // On the open service root too.
+    let root = r.client.get(r.url("/redfish/v1?only")).send().unwrap();
+    assert_eq!(error_of(root).0, StatusCode::BAD_REQUEST);
+    // On collections they still apply.
+    let only: Value = r.get("/redfish/v1/Systems?only").json().unwrap();
+    assert_eq!(only["@odata.id"], "/redfish/v1/Systems/appliance");
+    let page: Value = r
+        .get("/redfish/v1/AccountService/Roles?$top=1")
+        .json()
+        .unwrap();
+    assert_eq!(page["Members"].as_array().unwrap().len(), 1);
+    // `$select` is not collection-only.
+    let selected = r.get("/redfish/v1/Systems/appliance?$select=Id");
+    assert_eq!(selected.status(), StatusCode::OK);
+}
