@@ -877,3 +877,106 @@ fn collection_query_options_on_a_single_resource_are_refused() {
     let selected = r.get("/redfish/v1/Systems/appliance?$select=Id");
     assert_eq!(selected.status(), StatusCode::OK);
 }
+
+/// POSTs a small volume; the status, and `Retry-After` if any.
+fn create_volume(r: &Redfish, name: &str) -> (StatusCode, Option<String>, Value) {
+    let response = r
+        .admin(
+            r.client
+                .post(r.url("/redfish/v1/Storage/appliance/Volumes")),
+        )
+        .json(&json!({"Name": name, "CapacityBytes": 8 << 20}))
+        .send()
+        .unwrap();
+    let status = response.status();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, retry, response.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn storage_changes_are_taken_as_soon_as_the_appliance_is_ready() {
+    // Not start_ready: the test watches for readiness itself, keeping
+    // the service busy reading storage meanwhile (as a dashboard would),
+    // so it holds a fresh view of the clusters still starting.
+    let appliance = Appliance::builder(1)
+        // A restarted cluster waits a second first: long enough for the
+        // service to have looked at it down more than once.
+        .set("supervisor.restart_backoff_initial_ms", 1000)
+        .set("supervisor.restart_backoff_max_ms", 1000)
+        .start();
+    let client = Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + shoal_tests::STARTUP_TIMEOUT;
+    let mut base = None;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "{}", appliance.log());
+        let status = appliance.rpc("appliance_get_status", None).ok();
+        if status.as_ref().is_some_and(|s| s["state"] == "running") {
+            break;
+        }
+        if base.is_none()
+            && let Ok(config) = appliance.rpc("appliance_get_config", None)
+        {
+            base = Some(format!(
+                "https://{}",
+                config["management"]["https_listen"].as_str().unwrap()
+            ));
+        }
+        let password =
+            std::fs::read_to_string(appliance.state_dir.join("initial-admin-password")).ok();
+        if let (Some(base), Some(password)) = (&base, password) {
+            let _ = client
+                .get(format!("{base}/redfish/v1/Storage/appliance"))
+                .basic_auth("admin", Some(password.trim()))
+                .send();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = Redfish {
+        base: appliance.redfish_base(),
+        password: appliance.admin_password(),
+        appliance,
+        client,
+    };
+    let (status, retry, body) = create_volume(&r, "first");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "right after ready (Retry-After {retry:?}): {body}"
+    );
+
+    // The same after a data cluster restarts: refused while it is down
+    // (with a Retry-After), taken as soon as it runs again, though the
+    // service's cached view (STATUS_MAX_AGE) still has it down.
+    let restarts = r.appliance.kill_cluster(0);
+    let mut refused_while_down = None;
+    loop {
+        let cluster = r.appliance.cluster(0);
+        if cluster["state"] == "running" && cluster["restarts"].as_u64() > Some(restarts) {
+            break;
+        }
+        let _ = r.get("/redfish/v1/Storage/appliance");
+        if refused_while_down.is_none() && cluster["state"] != "running" {
+            let (status, retry, _) = create_volume(&r, "while-down");
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                refused_while_down = Some(retry);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (status, retry, body) = create_volume(&r, "after-restart");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "right after the restart (Retry-After {retry:?}): {body}"
+    );
+    let retry = refused_while_down.expect("a change was refused while the cluster was down");
+    let seconds: u64 = retry.expect("a 503 carries Retry-After").parse().unwrap();
+    assert!(seconds >= 1);
+}
