@@ -980,3 +980,137 @@ fn storage_changes_are_taken_as_soon_as_the_appliance_is_ready() {
     let seconds: u64 = retry.expect("a 503 carries Retry-After").parse().unwrap();
     assert!(seconds >= 1);
 }
+
+#[test]
+fn bodies_are_json_with_each_property_once() {
+    let r = Redfish::start();
+    let send = |method: reqwest::Method, path: &str, content_type: Option<&str>, body: &str| {
+        let mut request = r.admin(r.client.request(method, r.url(path)));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        error_of(request.body(body.to_string()).send().unwrap())
+    };
+    let unsupported = |key: &str| {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Base.1.22.{key}"),
+        )
+    };
+    let lockout = r#"{"AccountLockoutDuration": 40}"#;
+    // Not JSON by its media type: 415, whatever the body holds.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+        "application/json; charset=latin1",
+    ] {
+        assert_eq!(
+            send(
+                reqwest::Method::PATCH,
+                "/redfish/v1/AccountService",
+                Some(content_type),
+                lockout
+            ),
+            unsupported("HeaderInvalid"),
+            "{content_type}"
+        );
+    }
+    assert_eq!(
+        send(
+            reqwest::Method::PATCH,
+            "/redfish/v1/AccountService",
+            None,
+            lockout
+        ),
+        unsupported("HeaderMissing")
+    );
+    assert_eq!(
+        send(
+            reqwest::Method::POST,
+            "/redfish/v1/AccountService/Accounts",
+            Some("text/json"),
+            r#"{"UserName": "u", "Password": "user-pass-1", "RoleId": "ReadOnly"}"#
+        ),
+        unsupported("HeaderInvalid")
+    );
+    // A login too, before any credentials are looked at.
+    let login = r
+        .client
+        .post(r.url("/redfish/v1/SessionService/Sessions"))
+        .header("content-type", "text/plain")
+        .body(format!(
+            r#"{{"UserName": "admin", "Password": "{}"}}"#,
+            r.password
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // JSON, with or without a charset: taken.
+    for content_type in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON;charset=UTF-8",
+    ] {
+        let response = r
+            .admin(r.client.patch(r.url("/redfish/v1/AccountService")))
+            .header("content-type", content_type)
+            .body(lockout)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{content_type}");
+    }
+    // An action without a body needs no Content-Type.
+    let volume = r
+        .admin(
+            r.client
+                .post(r.url("/redfish/v1/Storage/appliance/Volumes")),
+        )
+        .json(&json!({"CapacityBytes": 8 << 20}))
+        .send()
+        .unwrap();
+    assert_eq!(volume.status(), StatusCode::CREATED);
+    let volume = volume.headers()["location"].to_str().unwrap().to_string();
+    let initialize = r
+        .admin(
+            r.client
+                .post(r.url(&format!("{volume}/Actions/Volume.Initialize"))),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(initialize.status(), StatusCode::ACCEPTED);
+
+    // A property twice, at any depth: MalformedJSON, nothing applied.
+    let json = Some("application/json");
+    for twice in [
+        r#"{"AccountLockoutDuration": 50, "AccountLockoutDuration": 60}"#,
+        r#"{"AccountLockoutDuration": 50, "Oem": {"A": 1, "A": 2}}"#,
+        r#"{"AccountLockoutDuration": 50, "x": [{"B": 1, "B": 1}]}"#,
+    ] {
+        assert_eq!(
+            send(
+                reqwest::Method::PATCH,
+                "/redfish/v1/AccountService",
+                json,
+                twice
+            ),
+            (StatusCode::BAD_REQUEST, "Base.1.22.MalformedJSON".into()),
+            "{twice}"
+        );
+    }
+    let service: Value = r.get("/redfish/v1/AccountService").json().unwrap();
+    assert_eq!(service["AccountLockoutDuration"], 40, "nothing applied");
+    assert_eq!(
+        send(
+            reqwest::Method::POST,
+            "/redfish/v1/AccountService/Accounts",
+            json,
+            r#"{"UserName": "a", "UserName": "b", "Password": "user-pass-1", "RoleId": "ReadOnly"}"#
+        ),
+        (StatusCode::BAD_REQUEST, "Base.1.22.MalformedJSON".into())
+    );
+    assert_eq!(
+        r.get("/redfish/v1/AccountService/Accounts/2").status(),
+        StatusCode::NOT_FOUND
+    );
+}
