@@ -982,6 +982,176 @@ fn storage_changes_are_taken_as_soon_as_the_appliance_is_ready() {
 }
 
 #[test]
+fn manager_identification_features_and_account_types() {
+    let mut r = Redfish::start();
+    let patch = |r: &Redfish, path: &str, body: Value| {
+        let response = r
+            .admin(r.client.patch(r.url(path)))
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().unwrap_or(Value::Null))
+    };
+    const MANAGER: &str = "/redfish/v1/Managers/bmc";
+
+    // ServiceRoot claims concurrent requests: it serves HTTP/2.
+    let root: Value = r
+        .client
+        .get(r.url("/redfish/v1"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        root["ProtocolFeaturesSupported"]["MultipleHTTPRequests"],
+        true
+    );
+    assert!(root.get("ServiceIdentification").is_none(), "none set yet");
+    let h2 = Client::builder()
+        .danger_accept_invalid_certs(true)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let over_h2 = h2.get(r.url("/redfish/v1")).send().unwrap();
+    assert_eq!(over_h2.version(), reqwest::Version::HTTP_2);
+
+    // Manager.ServiceIdentification: present, PATCHable, shown in the
+    // service root, kept across a crash of the service.
+    let manager: Value = r.get(MANAGER).json().unwrap();
+    assert_eq!(manager["ServiceIdentification"], "");
+    let (status, body) = patch(
+        &r,
+        MANAGER,
+        json!({"ServiceIdentification": "rack 7 / shelf 2"}),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ServiceIdentification"], "rack 7 / shelf 2");
+    let (status, body) = patch(&r, MANAGER, json!({"ServiceIdentification": 7}));
+    assert_eq!(
+        (status, message_id(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            "Base.1.22.PropertyValueTypeError".into()
+        )
+    );
+    let (status, body) = patch(&r, MANAGER, json!({"ManagerType": "BMC"}));
+    assert_eq!(
+        (status, message_id(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            "Base.1.22.PropertyNotWritable".into()
+        )
+    );
+    let (status, body) = patch(
+        &r,
+        MANAGER,
+        json!({"ServiceIdentification": "x".repeat(257)}),
+    );
+    assert_eq!(
+        (status, message_id(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            "Base.1.22.StringValueTooLong".into()
+        )
+    );
+    // An account without ConfigureManager may not.
+    let created = r
+        .admin(r.client.post(r.url("/redfish/v1/AccountService/Accounts")))
+        .json(
+            &json!({"UserName": "op", "Password": "operator-1", "RoleId": "Operator",
+                      "AccountTypes": ["Redfish"]}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().unwrap();
+    assert_eq!(created["AccountTypes"], json!(["Redfish"]));
+    let denied = r
+        .client
+        .patch(r.url(MANAGER))
+        .basic_auth("op", Some("operator-1"))
+        .json(&json!({"ServiceIdentification": "mine"}))
+        .send()
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+
+    let management = r.appliance.status()["management"].clone();
+    let restarts = management["restarts"].as_u64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(management["pid"].as_i64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    r.appliance
+        .wait_for("management restarted", shoal_tests::STARTUP_TIMEOUT, |s| {
+            s["management"]["state"] == "running"
+                && s["management"]["restarts"].as_u64() > Some(restarts)
+        });
+    r.base = r.appliance.redfish_base();
+    let manager: Value = r.get(MANAGER).json().unwrap();
+    assert_eq!(manager["ServiceIdentification"], "rack 7 / shelf 2");
+    let root: Value = r
+        .client
+        .get(r.url("/redfish/v1"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(root["ServiceIdentification"], "rack 7 / shelf 2");
+    let (status, _) = patch(&r, MANAGER, json!({"ServiceIdentification": null}));
+    assert_eq!(status, StatusCode::OK);
+    let root: Value = r
+        .client
+        .get(r.url("/redfish/v1"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(root.get("ServiceIdentification").is_none(), "cleared");
+
+    // Accounts are Redfish accounts only.
+    let service: Value = r.get("/redfish/v1/AccountService").json().unwrap();
+    assert_eq!(service["SupportedAccountTypes"], json!(["Redfish"]));
+    let plain = r
+        .admin(r.client.post(r.url("/redfish/v1/AccountService/Accounts")))
+        .json(&json!({"UserName": "plain", "Password": "plain-pass-1", "RoleId": "ReadOnly"}))
+        .send()
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::CREATED);
+    let plain: Value = plain.json().unwrap();
+    assert_eq!(plain["AccountTypes"], json!(["Redfish"]), "the default");
+    for types in [
+        json!(["IPMI"]),
+        json!(["Redfish", "SNMP"]),
+        json!([]),
+        json!("Redfish"),
+    ] {
+        let refused = r
+            .admin(r.client.post(r.url("/redfish/v1/AccountService/Accounts")))
+            .json(
+                &json!({"UserName": "other", "Password": "other-pass-1", "RoleId": "ReadOnly",
+                          "AccountTypes": types}),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{types}");
+    }
+    let account = plain["@odata.id"].as_str().unwrap();
+    let (status, body) = patch(&r, account, json!({"AccountTypes": ["HostConsole"]}));
+    assert_eq!(
+        (status, message_id(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            "Base.1.22.PropertyValueNotInList".into()
+        )
+    );
+    let (status, body) = patch(&r, account, json!({"AccountTypes": ["Redfish"]}));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["AccountTypes"], json!(["Redfish"]));
+}
+
+#[test]
 fn bodies_are_json_with_each_property_once() {
     let r = Redfish::start();
     let send = |method: reqwest::Method, path: &str, content_type: Option<&str>, body: &str| {
