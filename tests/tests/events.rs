@@ -255,3 +255,72 @@ fn subscriptions_receive_task_events_with_retries_and_survive_restarts() {
     assert_eq!(r.delete(&subscription_uri).0, StatusCode::NO_CONTENT);
     assert_eq!(r.get(&subscription_uri).0, StatusCode::NOT_FOUND);
 }
+
+#[test]
+fn subscriptions_exclude_message_ids_and_registries() {
+    let appliance = start();
+    let r = RedfishClient::new(&appliance);
+    let receiver = EventReceiver::start(0);
+    let (status, subscription) = r.post(
+        SUBSCRIPTIONS,
+        &json!({"Destination": receiver.url, "Protocol": "Redfish",
+                "ExcludeMessageIds": ["TaskEvent.TaskRemoved"],
+                "ExcludeRegistryPrefixes": ["ResourceEvent"]}),
+    );
+    assert_eq!(status, StatusCode::CREATED, "{subscription}");
+    assert_eq!(
+        subscription["ExcludeMessageIds"],
+        json!(["TaskEvent.TaskRemoved"])
+    );
+    assert_eq!(
+        subscription["ExcludeRegistryPrefixes"],
+        json!(["ResourceEvent"])
+    );
+    let uri = subscription["@odata.id"].as_str().unwrap();
+    assert_eq!(
+        r.get_ok(uri)["ExcludeMessageIds"],
+        json!(["TaskEvent.TaskRemoved"])
+    );
+    let (status, error) = r.post(
+        SUBSCRIPTIONS,
+        &json!({"Destination": receiver.url, "Protocol": "Redfish",
+                "ExcludeRegistryPrefixes": ["Nope"]}),
+    );
+    assert_eq!(
+        (status, message_key(&error).as_str()),
+        (StatusCode::BAD_REQUEST, "PropertyValueNotInList")
+    );
+
+    let submit = |message_id: &str, args: Value| {
+        let (status, body) = r.post(
+            "/redfish/v1/EventService/Actions/EventService.SubmitTestEvent",
+            &json!({"MessageId": message_id, "MessageArgs": args}),
+        );
+        assert_eq!(status, StatusCode::NO_CONTENT, "{message_id}: {body}");
+    };
+    // Excluded: by message ID (any version), by registry; then one that
+    // is not, which arrives after them (one destination's deliveries
+    // keep their order).
+    submit("TaskEvent.1.0.TaskRemoved", json!(["1"]));
+    submit("ResourceEvent.1.4.ResourceCreated", json!([]));
+    let (_, volume) = r.post(VOLUMES, &json!({"CapacityBytes": 16 * MIB}));
+    assert!(volume["@odata.id"].is_string(), "{volume}");
+    submit("TaskEvent.1.0.TaskAborted", json!(["2"]));
+    receiver.wait_for("the event not excluded", STARTUP_TIMEOUT, |e| {
+        e["Events"][0]["Message"]
+            .as_str()
+            .is_some_and(|m| m.contains("'2'"))
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let ids: Vec<String> = receiver
+        .received()
+        .iter()
+        .map(|e| e["Events"][0]["MessageId"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        ids.iter()
+            .all(|id| !id.starts_with("ResourceEvent.") && !id.ends_with(".TaskRemoved")),
+        "{ids:?}"
+    );
+    assert!(ids.iter().any(|id| id.ends_with(".TaskAborted")), "{ids:?}");
+}

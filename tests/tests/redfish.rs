@@ -834,3 +834,453 @@ fn each_data_cluster_drive_is_a_drive_of_the_chassis() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[test]
+fn collection_query_options_on_a_single_resource_are_refused() {
+    let r = Redfish::start();
+    // DSP0266: `only`, `$top`, `$skip` (and `$filter`) apply to
+    // collections; a singleton answers QueryNotSupportedOnResource.
+    for query in [
+        "only",
+        "$top=1",
+        "$skip=1",
+        "$skip=0&$top=5",
+        "$filter=Id%20eq%20'x'",
+    ] {
+        for path in [
+            "/redfish/v1/Systems/appliance",
+            "/redfish/v1/AccountService",
+        ] {
+            let uri = format!("{path}?{query}");
+            assert_eq!(
+                error_of(r.get(&uri)),
+                (
+                    StatusCode::BAD_REQUEST,
+                    "Base.1.22.QueryNotSupportedOnResource".into()
+                ),
+                "{uri}"
+            );
+        }
+    }
+    // On the open service root too.
+    let root = r.client.get(r.url("/redfish/v1?only")).send().unwrap();
+    assert_eq!(error_of(root).0, StatusCode::BAD_REQUEST);
+    // On collections they still apply.
+    let only: Value = r.get("/redfish/v1/Systems?only").json().unwrap();
+    assert_eq!(only["@odata.id"], "/redfish/v1/Systems/appliance");
+    let page: Value = r
+        .get("/redfish/v1/AccountService/Roles?$top=1")
+        .json()
+        .unwrap();
+    assert_eq!(page["Members"].as_array().unwrap().len(), 1);
+    // `$select` is not collection-only.
+    let selected = r.get("/redfish/v1/Systems/appliance?$select=Id");
+    assert_eq!(selected.status(), StatusCode::OK);
+}
+
+/// POSTs a small volume; the status, and `Retry-After` if any.
+fn create_volume(r: &Redfish, name: &str) -> (StatusCode, Option<String>, Value) {
+    let response = r
+        .admin(
+            r.client
+                .post(r.url("/redfish/v1/Storage/appliance/Volumes")),
+        )
+        .json(&json!({"Name": name, "CapacityBytes": 8 << 20}))
+        .send()
+        .unwrap();
+    let status = response.status();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    (status, retry, response.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn storage_changes_are_taken_as_soon_as_the_appliance_is_ready() {
+    // Not start_ready: the test watches for readiness itself, keeping
+    // the service busy reading storage meanwhile (as a dashboard would),
+    // so it holds a fresh view of the clusters still starting.
+    let appliance = Appliance::builder(1)
+        // A restarted cluster waits a second first: long enough for the
+        // service to have looked at it down more than once.
+        .set("supervisor.restart_backoff_initial_ms", 1000)
+        .set("supervisor.restart_backoff_max_ms", 1000)
+        .start();
+    let client = Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let deadline = std::time::Instant::now() + shoal_tests::STARTUP_TIMEOUT;
+    let mut base = None;
+    loop {
+        assert!(std::time::Instant::now() < deadline, "{}", appliance.log());
+        let status = appliance.rpc("appliance_get_status", None).ok();
+        if status.as_ref().is_some_and(|s| s["state"] == "running") {
+            break;
+        }
+        if base.is_none()
+            && let Ok(config) = appliance.rpc("appliance_get_config", None)
+        {
+            base = Some(format!(
+                "https://{}",
+                config["management"]["https_listen"].as_str().unwrap()
+            ));
+        }
+        let password =
+            std::fs::read_to_string(appliance.state_dir.join("initial-admin-password")).ok();
+        if let (Some(base), Some(password)) = (&base, password) {
+            let _ = client
+                .get(format!("{base}/redfish/v1/Storage/appliance"))
+                .basic_auth("admin", Some(password.trim()))
+                .send();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let r = Redfish {
+        base: appliance.redfish_base(),
+        password: appliance.admin_password(),
+        appliance,
+        client,
+    };
+    let (status, retry, body) = create_volume(&r, "first");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "right after ready (Retry-After {retry:?}): {body}"
+    );
+
+    // The same after a data cluster restarts: refused while it is down
+    // (with a Retry-After), taken as soon as it runs again, though the
+    // service's cached view (STATUS_MAX_AGE) still has it down.
+    let restarts = r.appliance.kill_cluster(0);
+    let mut refused_while_down = None;
+    loop {
+        let cluster = r.appliance.cluster(0);
+        if cluster["state"] == "running" && cluster["restarts"].as_u64() > Some(restarts) {
+            break;
+        }
+        let _ = r.get("/redfish/v1/Storage/appliance");
+        if refused_while_down.is_none() && cluster["state"] != "running" {
+            let (status, retry, _) = create_volume(&r, "while-down");
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                refused_while_down = Some(retry);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (status, retry, body) = create_volume(&r, "after-restart");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "right after the restart (Retry-After {retry:?}): {body}"
+    );
+    let retry = refused_while_down.expect("a change was refused while the cluster was down");
+    let seconds: u64 = retry.expect("a 503 carries Retry-After").parse().unwrap();
+    assert!(seconds >= 1);
+}
+
+#[test]
+fn manager_identification_features_and_account_types() {
+    let mut r = Redfish::start();
+    let patch = |r: &Redfish, path: &str, body: Value| {
+        let response = r
+            .admin(r.client.patch(r.url(path)))
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = response.status();
+        (status, response.json::<Value>().unwrap_or(Value::Null))
+    };
+    const MANAGER: &str = "/redfish/v1/Managers/bmc";
+
+    // ServiceRoot claims concurrent requests: it serves HTTP/2.
+    let root: Value = r
+        .client
+        .get(r.url("/redfish/v1"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        root["ProtocolFeaturesSupported"]["MultipleHTTPRequests"],
+        true
+    );
+    assert!(root.get("ServiceIdentification").is_none(), "none set yet");
+    let h2 = Client::builder()
+        .danger_accept_invalid_certs(true)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let over_h2 = h2.get(r.url("/redfish/v1")).send().unwrap();
+    assert_eq!(over_h2.version(), reqwest::Version::HTTP_2);
+
+    // Manager.ServiceIdentification: present, PATCHable, shown in the
+    // service root, kept across a crash of the service.
+    let manager: Value = r.get(MANAGER).json().unwrap();
+    assert_eq!(manager["ServiceIdentification"], "");
+    let (status, body) = patch(
+        &r,
+        MANAGER,
+        json!({"ServiceIdentification": "rack 7 / shelf 2"}),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["ServiceIdentification"], "rack 7 / shelf 2");
+    let (status, body) = patch(&r, MANAGER, json!({"ServiceIdentification": 7}));
+    assert_eq!(
+        (status, message_id(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            "Base.1.22.PropertyValueTypeError".into()
+        )
+    );
+    let (status, body) = patch(&r, MANAGER, json!({"ManagerType": "BMC"}));
+    assert_eq!(
+        (status, message_id(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            "Base.1.22.PropertyNotWritable".into()
+        )
+    );
+    let (status, body) = patch(
+        &r,
+        MANAGER,
+        json!({"ServiceIdentification": "x".repeat(257)}),
+    );
+    assert_eq!(
+        (status, message_id(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            "Base.1.22.StringValueTooLong".into()
+        )
+    );
+    // An account without ConfigureManager may not.
+    let created = r
+        .admin(r.client.post(r.url("/redfish/v1/AccountService/Accounts")))
+        .json(
+            &json!({"UserName": "op", "Password": "operator-1", "RoleId": "Operator",
+                      "AccountTypes": ["Redfish"]}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().unwrap();
+    assert_eq!(created["AccountTypes"], json!(["Redfish"]));
+    let denied = r
+        .client
+        .patch(r.url(MANAGER))
+        .basic_auth("op", Some("operator-1"))
+        .json(&json!({"ServiceIdentification": "mine"}))
+        .send()
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+
+    let management = r.appliance.status()["management"].clone();
+    let restarts = management["restarts"].as_u64().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(management["pid"].as_i64().unwrap() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    r.appliance
+        .wait_for("management restarted", shoal_tests::STARTUP_TIMEOUT, |s| {
+            s["management"]["state"] == "running"
+                && s["management"]["restarts"].as_u64() > Some(restarts)
+        });
+    r.base = r.appliance.redfish_base();
+    let manager: Value = r.get(MANAGER).json().unwrap();
+    assert_eq!(manager["ServiceIdentification"], "rack 7 / shelf 2");
+    let root: Value = r
+        .client
+        .get(r.url("/redfish/v1"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(root["ServiceIdentification"], "rack 7 / shelf 2");
+    let (status, _) = patch(&r, MANAGER, json!({"ServiceIdentification": null}));
+    assert_eq!(status, StatusCode::OK);
+    let root: Value = r
+        .client
+        .get(r.url("/redfish/v1"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(root.get("ServiceIdentification").is_none(), "cleared");
+
+    // Accounts are Redfish accounts only.
+    let service: Value = r.get("/redfish/v1/AccountService").json().unwrap();
+    assert_eq!(service["SupportedAccountTypes"], json!(["Redfish"]));
+    let plain = r
+        .admin(r.client.post(r.url("/redfish/v1/AccountService/Accounts")))
+        .json(&json!({"UserName": "plain", "Password": "plain-pass-1", "RoleId": "ReadOnly"}))
+        .send()
+        .unwrap();
+    assert_eq!(plain.status(), StatusCode::CREATED);
+    let plain: Value = plain.json().unwrap();
+    assert_eq!(plain["AccountTypes"], json!(["Redfish"]), "the default");
+    for types in [
+        json!(["IPMI"]),
+        json!(["Redfish", "SNMP"]),
+        json!([]),
+        json!("Redfish"),
+    ] {
+        let refused = r
+            .admin(r.client.post(r.url("/redfish/v1/AccountService/Accounts")))
+            .json(
+                &json!({"UserName": "other", "Password": "other-pass-1", "RoleId": "ReadOnly",
+                          "AccountTypes": types}),
+            )
+            .send()
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{types}");
+    }
+    let account = plain["@odata.id"].as_str().unwrap();
+    let (status, body) = patch(&r, account, json!({"AccountTypes": ["HostConsole"]}));
+    assert_eq!(
+        (status, message_id(&body)),
+        (
+            StatusCode::BAD_REQUEST,
+            "Base.1.22.PropertyValueNotInList".into()
+        )
+    );
+    let (status, body) = patch(&r, account, json!({"AccountTypes": ["Redfish"]}));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["AccountTypes"], json!(["Redfish"]));
+}
+
+#[test]
+fn bodies_are_json_with_each_property_once() {
+    let r = Redfish::start();
+    let send = |method: reqwest::Method, path: &str, content_type: Option<&str>, body: &str| {
+        let mut request = r.admin(r.client.request(method, r.url(path)));
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        error_of(request.body(body.to_string()).send().unwrap())
+    };
+    let unsupported = |key: &str| {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("Base.1.22.{key}"),
+        )
+    };
+    let lockout = r#"{"AccountLockoutDuration": 40}"#;
+    // Not JSON by its media type: 415, whatever the body holds.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+        "application/json; charset=latin1",
+    ] {
+        assert_eq!(
+            send(
+                reqwest::Method::PATCH,
+                "/redfish/v1/AccountService",
+                Some(content_type),
+                lockout
+            ),
+            unsupported("HeaderInvalid"),
+            "{content_type}"
+        );
+    }
+    assert_eq!(
+        send(
+            reqwest::Method::PATCH,
+            "/redfish/v1/AccountService",
+            None,
+            lockout
+        ),
+        unsupported("HeaderMissing")
+    );
+    assert_eq!(
+        send(
+            reqwest::Method::POST,
+            "/redfish/v1/AccountService/Accounts",
+            Some("text/json"),
+            r#"{"UserName": "u", "Password": "user-pass-1", "RoleId": "ReadOnly"}"#
+        ),
+        unsupported("HeaderInvalid")
+    );
+    // A login too, before any credentials are looked at.
+    let login = r
+        .client
+        .post(r.url("/redfish/v1/SessionService/Sessions"))
+        .header("content-type", "text/plain")
+        .body(format!(
+            r#"{{"UserName": "admin", "Password": "{}"}}"#,
+            r.password
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    // JSON, with or without a charset: taken.
+    for content_type in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON;charset=UTF-8",
+    ] {
+        let response = r
+            .admin(r.client.patch(r.url("/redfish/v1/AccountService")))
+            .header("content-type", content_type)
+            .body(lockout)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{content_type}");
+    }
+    // An action without a body needs no Content-Type.
+    let volume = r
+        .admin(
+            r.client
+                .post(r.url("/redfish/v1/Storage/appliance/Volumes")),
+        )
+        .json(&json!({"CapacityBytes": 8 << 20}))
+        .send()
+        .unwrap();
+    assert_eq!(volume.status(), StatusCode::CREATED);
+    let volume = volume.headers()["location"].to_str().unwrap().to_string();
+    let initialize = r
+        .admin(
+            r.client
+                .post(r.url(&format!("{volume}/Actions/Volume.Initialize"))),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(initialize.status(), StatusCode::ACCEPTED);
+
+    // A property twice, at any depth: MalformedJSON, nothing applied.
+    let json = Some("application/json");
+    for twice in [
+        r#"{"AccountLockoutDuration": 50, "AccountLockoutDuration": 60}"#,
+        r#"{"AccountLockoutDuration": 50, "Oem": {"A": 1, "A": 2}}"#,
+        r#"{"AccountLockoutDuration": 50, "x": [{"B": 1, "B": 1}]}"#,
+    ] {
+        assert_eq!(
+            send(
+                reqwest::Method::PATCH,
+                "/redfish/v1/AccountService",
+                json,
+                twice
+            ),
+            (StatusCode::BAD_REQUEST, "Base.1.22.MalformedJSON".into()),
+            "{twice}"
+        );
+    }
+    let service: Value = r.get("/redfish/v1/AccountService").json().unwrap();
+    assert_eq!(service["AccountLockoutDuration"], 40, "nothing applied");
+    assert_eq!(
+        send(
+            reqwest::Method::POST,
+            "/redfish/v1/AccountService/Accounts",
+            json,
+            r#"{"UserName": "a", "UserName": "b", "Password": "user-pass-1", "RoleId": "ReadOnly"}"#
+        ),
+        (StatusCode::BAD_REQUEST, "Base.1.22.MalformedJSON".into())
+    );
+    assert_eq!(
+        r.get("/redfish/v1/AccountService/Accounts/2").status(),
+        StatusCode::NOT_FOUND
+    );
+}

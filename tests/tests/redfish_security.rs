@@ -394,6 +394,20 @@ fn sessions_end_with_a_password_change_and_one_account_cannot_fill_the_table() {
     assert_eq!(held, 16);
     assert_eq!(refused.0, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(message_key(&refused.1), "SessionLimitExceeded");
+    // A 503 says when to come back (DSP0266, RFC 9110 Retry-After).
+    let again = r
+        .client
+        .post(r.url(SESSIONS))
+        .json(&json!({"UserName": "viewer", "Password": "viewer-pass-1"}))
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let retry_after: u64 = again.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .expect("Retry-After in seconds");
+    assert!(retry_after >= 1);
     assert!(
         login(&r, "admin", &r.password).is_ok(),
         "others still log in"

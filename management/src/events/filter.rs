@@ -4,7 +4,8 @@
 //! `RegistryPrefix eq 'TaskEvent' or ResourceType eq 'Volume'`).
 //!
 //! Values of one property are alternatives; different properties must
-//! all match. An empty filter lets everything through.
+//! all match. An empty filter lets everything through. Exclusions
+//! (`ExcludeMessageIds`, `ExcludeRegistryPrefixes`) win over all of them.
 
 use super::EventRecord;
 
@@ -14,6 +15,13 @@ pub struct Filter {
     pub resource_types: Vec<String>,
     pub message_ids: Vec<String>,
     pub origin_resources: Vec<String>,
+    /// Never sent, whatever the properties above let through (a
+    /// subscription's `ExcludeMessageIds` / `ExcludeRegistryPrefixes`).
+    /// Absent from subscriptions stored before they existed.
+    #[serde(default)]
+    pub exclude_message_ids: Vec<String>,
+    #[serde(default)]
+    pub exclude_registry_prefixes: Vec<String>,
 }
 
 /// The SSE filter properties this service supports.
@@ -38,8 +46,17 @@ fn message_id_matches(wanted: &str, actual: &str) -> bool {
 impl Filter {
     pub fn matches(&self, record: &EventRecord) -> bool {
         let origin = record.origin.as_ref();
-        (self.registry_prefixes.is_empty()
-            || self.registry_prefixes.iter().any(|p| p == record.registry))
+        let excluded = self
+            .exclude_registry_prefixes
+            .iter()
+            .any(|p| p == record.registry)
+            || self
+                .exclude_message_ids
+                .iter()
+                .any(|m| message_id_matches(m, record.message_id()));
+        !excluded
+            && (self.registry_prefixes.is_empty()
+                || self.registry_prefixes.iter().any(|p| p == record.registry))
             && (self.resource_types.is_empty()
                 || origin.is_some_and(|(_, kind)| self.resource_types.iter().any(|t| t == kind)))
             && (self.message_ids.is_empty()
@@ -146,6 +163,35 @@ mod tests {
                 .unwrap()
                 .matches(&task)
         );
+    }
+
+    #[test]
+    fn exclusions_win() {
+        let created = record("ResourceEvent", "ResourceCreated", None);
+        let removed = record("ResourceEvent", "ResourceRemoved", None);
+        let task = record("TaskEvent", "TaskStarted", None);
+        let f = Filter {
+            exclude_message_ids: vec!["ResourceEvent.ResourceCreated".into()],
+            ..Filter::default()
+        };
+        assert!(!f.matches(&created) && f.matches(&removed) && f.matches(&task));
+        let f = Filter {
+            exclude_message_ids: vec!["ResourceEvent.1.4.ResourceRemoved".into()],
+            ..Filter::default()
+        };
+        assert!(f.matches(&created) && !f.matches(&removed));
+        let f = Filter {
+            registry_prefixes: vec!["ResourceEvent".into(), "TaskEvent".into()],
+            exclude_registry_prefixes: vec!["TaskEvent".into()],
+            ..Filter::default()
+        };
+        assert!(f.matches(&created) && !f.matches(&task));
+        // Stored before exclusions existed: read as none.
+        let old: Filter = serde_json::from_str(
+            r#"{"registry_prefixes":[],"resource_types":[],"message_ids":[],"origin_resources":[]}"#,
+        )
+        .unwrap();
+        assert_eq!(old, Filter::default());
     }
 
     #[test]

@@ -205,8 +205,8 @@ pub fn router(state: AppState) -> Router {
     .guarded(
         "/redfish/v1/Managers/{id}",
         "Manager",
-        READ,
-        get(managers::get),
+        READ_PATCH,
+        get(managers::get).patch(managers::patch),
     )
     .guarded(
         "/redfish/v1/Managers/{id}/NetworkProtocol",

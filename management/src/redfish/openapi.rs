@@ -57,6 +57,19 @@ fn operation(route: &RouteDoc, name: &str) -> utoipa::openapi::path::Operation {
             "405",
             ResponseBuilder::new().description("Method not allowed; see Allow"),
         );
+    if matches!(name, "POST" | "PATCH") {
+        builder = builder
+            .response(
+                "415",
+                ResponseBuilder::new()
+                    .description("A body that is not Content-Type application/json"),
+            )
+            .response(
+                "503",
+                ResponseBuilder::new()
+                    .description("Temporarily unavailable; retry after Retry-After seconds"),
+            );
+    }
     match name {
         "POST" => {
             builder = builder.response(
@@ -183,6 +196,9 @@ mod tests {
             assert!(thing[m].is_object(), "{m} missing: {thing}");
         }
         assert_eq!(thing["patch"]["parameters"][0]["name"], "id");
+        assert!(thing["patch"]["responses"]["415"].is_object());
+        assert!(thing["patch"]["responses"]["503"].is_object());
+        assert!(thing["get"]["responses"]["415"].is_null());
         assert!(thing["get"]["security"].is_array());
         assert!(doc["paths"]["/redfish/v1"]["get"]["security"].is_null());
     }

@@ -477,6 +477,16 @@ pub async fn apply(
     fetcher: &mut Fetcher<'_>,
 ) -> Result<Value, RedfishError> {
     let is_collection = body.get("Members").is_some_and(Value::is_array);
+    // DSP0266: `only`, `$filter`, `$skip` and `$top` apply to resource
+    // collections; on any other resource they are refused, not ignored.
+    if !is_collection
+        && (query.only || query.filter.is_some() || query.skip.is_some() || query.top.is_some())
+    {
+        return Err(RedfishError::bad_request(
+            "QueryNotSupportedOnResource",
+            &[],
+        ));
+    }
     if query.only {
         if let Some(Value::Array(members)) = body.get("Members")
             && members.len() == 1
@@ -490,9 +500,6 @@ pub async fn apply(
         return Ok(body);
     }
     if let Some(filter) = &query.filter {
-        if !is_collection {
-            return Err(bad_value("$filter", "$filter"));
-        }
         let members = body["Members"].as_array().cloned().unwrap_or_default();
         let mut kept = Vec::new();
         for member in members {
@@ -508,7 +515,7 @@ pub async fn apply(
         body["Members@odata.count"] = Value::from(kept.len());
         body["Members"] = Value::Array(kept);
     }
-    if is_collection && (query.skip.is_some() || query.top.is_some()) {
+    if query.skip.is_some() || query.top.is_some() {
         let members = body["Members"].as_array().cloned().unwrap_or_default();
         let skip = query.skip.unwrap_or(0);
         let rest: Vec<Value> = members.into_iter().skip(skip).collect();
@@ -741,6 +748,70 @@ mod tests {
         );
         assert_eq!(decode("%24select=Name%2CId"), "$select=Name,Id");
         assert_eq!(decode("%é%"), "%é%");
+    }
+
+    #[tokio::test]
+    async fn collection_queries_are_refused_on_other_resources() {
+        let router = Router::new();
+        let mut fetcher = Fetcher {
+            router: &router,
+            credentials: HeaderMap::new(),
+            authentication: None,
+            fetched: 0,
+        };
+        let single = json!({"@odata.id": "/redfish/v1/Systems/appliance", "Id": "appliance"});
+        for raw in [
+            "only",
+            "$top=1",
+            "$skip=0",
+            "$skip=1&$top=1",
+            "$filter=Id eq 'x'",
+        ] {
+            let query = Query::parse(raw).unwrap().unwrap();
+            let error = apply(
+                &query,
+                "/redfish/v1/Systems/appliance",
+                single.clone(),
+                &mut fetcher,
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(error.status, StatusCode::BAD_REQUEST, "{raw}");
+            assert_eq!(
+                error.messages[0]["MessageId"], "Base.1.22.QueryNotSupportedOnResource",
+                "{raw}"
+            );
+        }
+        // On a collection they apply; `only` with two members is the
+        // collection itself.
+        let collection = json!({"@odata.id": "/redfish/v1/Systems", "Members": [
+            {"@odata.id": "/redfish/v1/Systems/a"}, {"@odata.id": "/redfish/v1/Systems/b"}]});
+        let only = Query::parse("only").unwrap().unwrap();
+        let same = apply(
+            &only,
+            "/redfish/v1/Systems",
+            collection.clone(),
+            &mut fetcher,
+        )
+        .await;
+        assert_eq!(same.unwrap(), collection);
+        let top = Query::parse("$top=1").unwrap().unwrap();
+        let page = apply(&top, "/redfish/v1/Systems", collection, &mut fetcher)
+            .await
+            .unwrap();
+        assert_eq!(page["Members"].as_array().unwrap().len(), 1);
+        // `$select` and `$expand` stay usable on any resource.
+        let select = Query::parse("$select=Id").unwrap().unwrap();
+        assert!(
+            apply(
+                &select,
+                "/redfish/v1/Systems/appliance",
+                single,
+                &mut fetcher
+            )
+            .await
+            .is_ok()
+        );
     }
 
     #[test]

@@ -18,6 +18,34 @@ use crate::state::AppState;
 
 const ACCOUNTS: &str = "/redfish/v1/AccountService/Accounts";
 const ROLES: &str = "/redfish/v1/AccountService/Roles";
+/// What an account may use: this Redfish service, nothing else (no IPMI,
+/// SNMP, host console...).
+const ACCOUNT_TYPES: [&str; 1] = ["Redfish"];
+
+/// `AccountTypes` from a request: a non-empty array of the supported
+/// types (`PropertyValueNotInList` otherwise).
+fn check_account_types(value: &Value) -> Result<(), RedfishError> {
+    let name = "AccountTypes";
+    let items = value
+        .as_array()
+        .ok_or_else(|| body::type_error(name, value))?;
+    if items.is_empty() {
+        return Err(RedfishError::bad_request(
+            "PropertyValueNotInList",
+            &["[]", name],
+        ));
+    }
+    for item in items {
+        let text = body::string(name, item)?;
+        if !ACCOUNT_TYPES.contains(&text) {
+            return Err(RedfishError::bad_request(
+                "PropertyValueNotInList",
+                &[text, name],
+            ));
+        }
+    }
+    Ok(())
+}
 
 fn policy_body(policy: &Policy) -> Value {
     json!({
@@ -51,6 +79,7 @@ fn service_body(policy: &Policy) -> Value {
         "ServiceEnabled": true,
         "Status": {"State": "Enabled", "Health": "OK"},
         "LocalAccountAuth": "Enabled",
+        "SupportedAccountTypes": ACCOUNT_TYPES,
         "Accounts": {"@odata.id": ACCOUNTS},
         "Roles": {"@odata.id": ROLES},
     });
@@ -81,8 +110,17 @@ pub async fn patch_service(
                 number().map(|n| policy.lockout_counter_reset_after_s = n)
             }
             _ if body::is_annotation(name) => continue,
-            "Id" | "Name" | "Description" | "ServiceEnabled" | "Status" | "Accounts" | "Roles"
-            | "LocalAccountAuth" => Err(RedfishError::bad_request("PropertyNotWritable", &[name])),
+            "Id"
+            | "Name"
+            | "Description"
+            | "ServiceEnabled"
+            | "Status"
+            | "Accounts"
+            | "Roles"
+            | "LocalAccountAuth"
+            | "SupportedAccountTypes" => {
+                Err(RedfishError::bad_request("PropertyNotWritable", &[name]))
+            }
             _ => Err(RedfishError::bad_request("PropertyUnknown", &[name])),
         };
         match result {
@@ -126,7 +164,7 @@ fn account_body(state: &AppState, account: &Account) -> Value {
         "Enabled": account.enabled,
         "Locked": state.accounts.locked(&account.id),
         "PasswordChangeRequired": account.password_change_required,
-        "AccountTypes": ["Redfish"],
+        "AccountTypes": ACCOUNT_TYPES,
         "Password": null,
         "Links": {"Role": {"@odata.id": format!("{ROLES}/{}", account.role.id())}},
     })
@@ -209,10 +247,18 @@ pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Respons
         Some(value) => body::boolean("PasswordChangeRequired", value)?,
         None => false,
     };
+    if let Some(value) = object.get("AccountTypes") {
+        check_account_types(value)?;
+    }
     for name in object.keys() {
         if !matches!(
             name.as_str(),
-            "UserName" | "Password" | "RoleId" | "Enabled" | "PasswordChangeRequired"
+            "UserName"
+                | "Password"
+                | "RoleId"
+                | "Enabled"
+                | "PasswordChangeRequired"
+                | "AccountTypes"
         ) && !body::is_annotation(name)
         {
             return Err(RedfishError::bad_request("PropertyUnknown", &[name]));
@@ -354,7 +400,9 @@ pub async fn patch(
             "PasswordChangeRequired" => body::boolean(name, value).map(|required| {
                 account.password_change_required = required;
             }),
-            "Id" | "Name" | "AccountTypes" | "Links" | "Description" => {
+            // Only what every account has already: nothing to change.
+            "AccountTypes" => check_account_types(value),
+            "Id" | "Name" | "Links" | "Description" => {
                 Err(RedfishError::bad_request("PropertyNotWritable", &[name]))
             }
             _ => Err(RedfishError::bad_request("PropertyUnknown", &[name])),

@@ -30,6 +30,13 @@ pub async fn status(state: &AppState) -> Option<Arc<Value>> {
     {
         return Some(Arc::clone(value));
     }
+    fresh_status(state).await
+}
+
+/// `appliance_get_status` asked now (and cached), for an answer that must
+/// not be refused on a view up to `STATUS_MAX_AGE` old: a cluster that
+/// became ready since, as right after the appliance reports ready.
+pub async fn fresh_status(state: &AppState) -> Option<Arc<Value>> {
     let call = async {
         let mut client = RpcClient::connect(&state.supervisor_socket).await.ok()?;
         client.call("appliance_get_status", None).await.ok()
@@ -43,6 +50,13 @@ pub async fn status(state: &AppState) -> Option<Arc<Value>> {
     *state.status_cache.0.lock().expect("status cache") =
         Some((std::time::Instant::now(), Arc::clone(&value)));
     Some(value)
+}
+
+/// Whether every data cluster of `status` runs.
+pub fn all_running(status: &Value) -> bool {
+    status["clusters"]
+        .as_array()
+        .is_some_and(|clusters| clusters.iter().all(|c| c["state"] == "running"))
 }
 
 /// Redfish `Status` for the appliance from the supervisor's status: OK

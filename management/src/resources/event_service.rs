@@ -40,6 +40,9 @@ const SSE_SESSION_CHECK: Duration = Duration::from_secs(5);
 /// Longest `Destination` and `Context` accepted.
 const MAX_URI_CHARS: usize = 2048;
 const MAX_CONTEXT_CHARS: usize = 256;
+/// Most message IDs a subscription lists (`MessageIds`,
+/// `ExcludeMessageIds`): each event is compared with every one.
+const MAX_FILTER_VALUES: usize = 256;
 
 fn service_body(state: &AppState) -> Value {
     let retry = state.subscriptions.retry_policy();
@@ -160,6 +163,8 @@ fn filter_properties(body: &mut Value, filter: &Filter) {
     body["RegistryPrefixes"] = json!(filter.registry_prefixes);
     body["ResourceTypes"] = json!(filter.resource_types);
     body["MessageIds"] = json!(filter.message_ids);
+    body["ExcludeMessageIds"] = json!(filter.exclude_message_ids);
+    body["ExcludeRegistryPrefixes"] = json!(filter.exclude_registry_prefixes);
     body["OriginResources"] = Value::Array(
         filter
             .origin_resources
@@ -289,11 +294,32 @@ fn parse_filter(object: &Map<String, Value>) -> Result<Filter, RedfishError> {
             .collect(),
         None => Vec::new(),
     };
+    let exclude_registry_prefixes = strings(object, "ExcludeRegistryPrefixes")?;
+    check_in(
+        &exclude_registry_prefixes,
+        &REGISTRY_PREFIXES,
+        "ExcludeRegistryPrefixes",
+    )?;
+    let message_ids = strings(object, "MessageIds")?;
+    let exclude_message_ids = strings(object, "ExcludeMessageIds")?;
+    for (ids, name) in [
+        (&message_ids, "MessageIds"),
+        (&exclude_message_ids, "ExcludeMessageIds"),
+    ] {
+        if ids.len() > MAX_FILTER_VALUES {
+            return Err(RedfishError::bad_request(
+                "ArraySizeTooLong",
+                &[name, &MAX_FILTER_VALUES.to_string()],
+            ));
+        }
+    }
     Ok(Filter {
         registry_prefixes,
         resource_types,
-        message_ids: strings(object, "MessageIds")?,
+        message_ids,
         origin_resources,
+        exclude_message_ids,
+        exclude_registry_prefixes,
     })
 }
 
@@ -344,6 +370,8 @@ pub async fn create(State(state): State<AppState>, raw: Bytes) -> Result<Respons
             "RegistryPrefixes",
             "ResourceTypes",
             "MessageIds",
+            "ExcludeMessageIds",
+            "ExcludeRegistryPrefixes",
             "OriginResources",
             "EventFormatType",
             "SubscriptionType",

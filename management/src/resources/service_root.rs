@@ -13,7 +13,7 @@ pub async fn versions() -> axum::Json<serde_json::Value> {
 }
 
 pub async fn get(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    let body = json!({
+    let mut body = json!({
         "@odata.id": "/redfish/v1",
         "@odata.type": "#ServiceRoot.v1_17_0.ServiceRoot",
         "Id": "RootService",
@@ -37,6 +37,10 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap) -> Response 
             "TopSkipQuery": true,
             "ExcerptQuery": false,
             "DeepOperations": {"DeepPATCH": false, "DeepPOST": false},
+            // HTTP/2 (ALPN h2, up to MAX_STREAMS_PER_CONNECTION streams a
+            // connection), HTTP/1.1 keep-alive and many connections, all
+            // served concurrently.
+            "MultipleHTTPRequests": true,
         },
         "SessionService": {"@odata.id": "/redfish/v1/SessionService"},
         "AccountService": {"@odata.id": "/redfish/v1/AccountService"},
@@ -51,5 +55,11 @@ pub async fn get(State(state): State<AppState>, headers: HeaderMap) -> Response 
         "JsonSchemas": {"@odata.id": "/redfish/v1/JsonSchemas"},
         "Links": {"Sessions": {"@odata.id": "/redfish/v1/SessionService/Sessions"}},
     });
+    // The manager's, and absent while that is empty (ServiceRoot schema).
+    if let Ok(identification) = super::managers::service_identification(&state)
+        && !identification.is_empty()
+    {
+        body["ServiceIdentification"] = json!(identification);
+    }
     resource::get(&headers, body, "ServiceRoot", "GET, HEAD")
 }

@@ -81,12 +81,14 @@ pub fn error(e: StorageError) -> RedfishError {
     match e {
         StorageError::Unavailable(why) => {
             tracing::warn!("storage change refused: {why}");
+            let retry = storage::RECONCILE_PERIOD.as_secs().to_string();
             RedfishError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "ServiceTemporarilyUnavailable",
-                &[&storage::RECONCILE_PERIOD.as_secs().to_string()],
+                &[&retry],
             )
             .with_detail(&why)
+            .with_header(axum::http::header::RETRY_AFTER, retry)
         }
         StorageError::InsufficientCapacity(why) => {
             RedfishError::new(StatusCode::BAD_REQUEST, "InsufficientStorage", &[]).with_detail(&why)

@@ -209,10 +209,19 @@ async fn supervisor_call(state: &AppState, method: &str) -> Option<Value> {
 }
 
 /// The data clusters the supervisor reports running: index and socket.
+/// A cached status with a cluster not running is asked again before the
+/// answer is believed: a change refused on a view up to
+/// `STATUS_MAX_AGE` old would be a 503 right after the cluster (or the
+/// whole appliance) reported ready.
 async fn running_clusters(state: &AppState) -> Vec<(u32, PathBuf)> {
-    let Some(status) = appliance::status(state).await else {
+    let Some(mut status) = appliance::status(state).await else {
         return Vec::new();
     };
+    if !appliance::all_running(&status)
+        && let Some(fresh) = appliance::fresh_status(state).await
+    {
+        status = fresh;
+    }
     status["clusters"]
         .as_array()
         .into_iter()
