@@ -6,7 +6,8 @@
 //! that neither owns the pool's volume nor will while the owner is killed
 //! with SIGKILL: the raid moves, the new owner examines the store, the
 //! forwarders follow, and every acknowledged write reads back through
-//! every cluster. Then deletes are refused or done in every order.
+//! every cluster, and again after a whole-appliance restart. Then deletes
+//! are refused or done in every order.
 
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ fn store_holder(
 #[test]
 fn a_thin_volume_in_a_raid1_pool_survives_the_kill_of_the_pools_owner() {
     let clusters = 3;
-    let (appliance, dir) = redundancy_appliance(clusters, 4);
+    let (mut appliance, dir) = redundancy_appliance(clusters, 4);
     let r = RedfishClient::new(&appliance);
     let (status, base) = r.post(
         VOLUMES,
@@ -174,6 +175,16 @@ fn a_thin_volume_in_a_raid1_pool_survives_the_kill_of_the_pools_owner() {
         "I/O errors at the host: {:?}",
         log.errors()
     );
+    for cluster in 0..clusters {
+        log.verify(appliance.nbd_port(cluster), &export);
+    }
+    // A whole-appliance restart: every cluster starts empty, the store is
+    // examined on the pool volume's owner again, nothing is lost.
+    appliance.restart();
+    let r = RedfishClient::new(&appliance);
+    r.wait_for(&path, "OK", Duration::from_secs(60), |b| {
+        b["Status"]["Health"] == "OK"
+    });
     for cluster in 0..clusters {
         log.verify(appliance.nbd_port(cluster), &export);
     }
