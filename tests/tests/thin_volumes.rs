@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shoal_tests::Appliance;
 use shoal_tests::launcher::{hold_back, let_back, redundancy_appliance};
+use shoal_tests::nbd_client::{self, connect};
 use shoal_tests::pattern_writer::{PatternWriter, every_slot};
 use shoal_tests::redfish_client::{RedfishClient, message_key};
 
@@ -168,6 +170,7 @@ fn a_thin_volume_in_a_raid1_pool_survives_the_kill_of_the_pools_owner() {
     r.wait_for(&path, "OK", Duration::from_secs(60), |b| {
         b["Status"]["Health"] == "OK"
     });
+    wait_exported(&appliance, clusters, &[&export]);
     writer.wait_sent(100);
     let log = writer.finish();
     assert!(
@@ -185,6 +188,7 @@ fn a_thin_volume_in_a_raid1_pool_survives_the_kill_of_the_pools_owner() {
     r.wait_for(&path, "OK", Duration::from_secs(60), |b| {
         b["Status"]["Health"] == "OK"
     });
+    wait_exported(&appliance, clusters, &[&export]);
     for cluster in 0..clusters {
         log.verify(appliance.nbd_port(cluster), &export);
     }
@@ -209,5 +213,213 @@ fn a_thin_volume_in_a_raid1_pool_survives_the_kill_of_the_pools_owner() {
     let (status, _) = r.get(&pool_path);
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, body) = r.delete(&base_path);
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+}
+
+/// A RAID1 volume of 48 MiB and a thin pool on it: (volume path, pool path).
+fn raid1_pool(r: &RedfishClient) -> (String, String) {
+    let (status, base) = r.post(
+        VOLUMES,
+        &json!({"Name": "pool volume", "CapacityBytes": 48 * MIB, "RAIDType": "RAID1"}),
+    );
+    assert_eq!(status, StatusCode::CREATED, "{base}");
+    let base_path = base["@odata.id"].as_str().unwrap().to_string();
+    r.wait_for(&base_path, "OK", Duration::from_secs(20), |b| {
+        b["Status"]["Health"] == "OK"
+    });
+    let (status, pool) = r.post(
+        POOLS,
+        &json!({"Name": "thin", "CapacitySources": [{"ProvidingVolumes": [
+            {"@odata.id": base_path}]}]}),
+    );
+    assert_eq!(status, StatusCode::CREATED, "{pool}");
+    (base_path, pool["@odata.id"].as_str().unwrap().to_string())
+}
+
+/// `bytes` of `fill`, each 4 KiB block tagged so a misplaced one shows.
+fn fill(tag: u8, bytes: usize) -> Vec<u8> {
+    (0..bytes)
+        .map(|i| tag.wrapping_add((i / 4096) as u8))
+        .collect()
+}
+
+/// Waits until every cluster exports `exports` over NBD (a restarted
+/// cluster gets them back within a pass or two).
+fn wait_exported(appliance: &Appliance, clusters: u32, exports: &[&String]) {
+    appliance.wait_for(
+        "every cluster exports the volumes",
+        Duration::from_secs(30),
+        |_| {
+            (0..clusters).all(|c| {
+                let Ok(disks) = appliance.dataplane_rpc(c, "nbd_get_disks", Some(json!({}))) else {
+                    return false;
+                };
+                exports.iter().all(|e| {
+                    disks
+                        .as_array()
+                        .is_some_and(|d| d.iter().any(|d| d["nbd_device"] == e.as_str()))
+                })
+            })
+        },
+    );
+}
+
+fn read_back(appliance: &Appliance, cluster: u32, export: &str, len: usize) -> Vec<u8> {
+    let mut s = connect(appliance.nbd_port(cluster), export);
+    let mut data = Vec::with_capacity(len);
+    for (cookie, at) in (0..len).step_by(MIB as usize).enumerate() {
+        let piece = nbd_client::read(&mut s, cookie as u64, at as u64, MIB as u32)
+            .unwrap_or_else(|e| panic!("NBD error {e} reading {export} on cluster {cluster}"));
+        data.extend_from_slice(&piece);
+    }
+    data
+}
+
+fn write_at(appliance: &Appliance, cluster: u32, export: &str, offset: u64, data: &[u8]) -> u32 {
+    let mut s = connect(appliance.nbd_port(cluster), export);
+    let mut error = 0;
+    for (cookie, piece) in data.chunks(MIB as usize).enumerate() {
+        error = nbd_client::write(&mut s, cookie as u64, offset + cookie as u64 * MIB, piece);
+        if error != 0 {
+            break;
+        }
+    }
+    error
+}
+
+fn replica(
+    r: &RedfishClient,
+    source: &str,
+    kind: &str,
+    pool: &str,
+    name: &str,
+) -> (StatusCode, Value) {
+    r.post(
+        &format!("{source}/Actions/Volume.CreateReplicaTarget"),
+        &json!({"ReplicaType": kind, "ReplicaUpdateMode": "Asynchronous",
+                "TargetStoragePool": pool, "VolumeName": name}),
+    )
+}
+
+#[test]
+fn a_snapshot_keeps_the_old_data_a_clone_writes_its_own_and_deletes_go_in_any_order() {
+    let clusters = 3;
+    let (appliance, _dir) = redundancy_appliance(clusters, 1);
+    let r = RedfishClient::new(&appliance);
+    let (_, pool) = raid1_pool(&r);
+    let (status, origin) = r.post(
+        VOLUMES,
+        &json!({"Name": "origin", "CapacityBytes": 256 * MIB,
+                "CapacitySources": [{"ProvidingPools": [{"@odata.id": pool}]}]}),
+    );
+    assert_eq!(status, StatusCode::CREATED, "{origin}");
+    let origin_path = origin["@odata.id"].as_str().unwrap().to_string();
+    let origin_export = format!("volume{}", origin["Id"].as_str().unwrap());
+    let old = fill(0x10, 4 * MIB as usize);
+    assert_eq!(write_at(&appliance, 2, &origin_export, 0, &old), 0);
+
+    // The snapshot: read-only, the origin's data as it was.
+    let (status, snap) = replica(&r, &origin_path, "Snapshot", &pool, "snap");
+    assert_eq!(status, StatusCode::CREATED, "{snap}");
+    assert_eq!(snap["ReplicaInfo"]["ReplicaType"], "Snapshot");
+    assert_eq!(snap["ReplicaInfo"]["ReplicaRole"], "Target");
+    assert_eq!(
+        snap["ReplicaInfo"]["Replica"]["@odata.id"],
+        origin_path.as_str()
+    );
+    assert_eq!(snap["AccessCapabilities"], json!(["Read"]));
+    assert_eq!(snap["CapacityBytes"], 256 * MIB);
+    let snap_path = snap["@odata.id"].as_str().unwrap().to_string();
+    let snap_export = format!("volume{}", snap["Id"].as_str().unwrap());
+    let origin = r.get_ok(&origin_path);
+    assert_eq!(
+        origin["ReplicaTargets"],
+        json!([{"@odata.id": snap_path}]),
+        "{origin}"
+    );
+    let new = fill(0x80, 2 * MIB as usize);
+    assert_eq!(write_at(&appliance, 2, &origin_export, 0, &new), 0);
+    assert_ne!(
+        write_at(&appliance, 2, &snap_export, 0, &new),
+        0,
+        "a snapshot takes no write"
+    );
+    // Refused: a snapshot of a snapshot, a clone of a writable volume,
+    // a bad update mode.
+    let (status, body) = replica(&r, &snap_path, "Snapshot", &pool, "again");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = replica(&r, &origin_path, "Clone", &pool, "bad clone");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = r.post(
+        &format!("{snap_path}/Actions/Volume.CreateReplicaTarget"),
+        &json!({"ReplicaType": "Clone", "ReplicaUpdateMode": "Synchronous", "TargetStoragePool": pool}),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(message_key(&body), "ActionParameterValueNotInList");
+
+    // A clone of the snapshot, written on its own.
+    let (status, clone) = replica(&r, &snap_path, "Clone", &pool, "clone");
+    assert_eq!(status, StatusCode::CREATED, "{clone}");
+    assert_eq!(clone["ReplicaInfo"]["ReplicaType"], "Clone");
+    assert_eq!(clone["AccessCapabilities"], json!(["Read", "Write"]));
+    let clone_path = clone["@odata.id"].as_str().unwrap().to_string();
+    let clone_export = format!("volume{}", clone["Id"].as_str().unwrap());
+    let own = fill(0xc0, MIB as usize);
+    assert_eq!(write_at(&appliance, 1, &clone_export, 3 * MIB, &own), 0);
+
+    let mut origin_now = old.clone();
+    origin_now[..new.len()].copy_from_slice(&new);
+    let mut clone_now = old.clone();
+    clone_now[3 * MIB as usize..].copy_from_slice(&own);
+    let expect = |what: &str| {
+        for cluster in 0..clusters {
+            for (export, want) in [
+                (&origin_export, &origin_now),
+                (&snap_export, &old),
+                (&clone_export, &clone_now),
+            ] {
+                let back = read_back(&appliance, cluster, export, want.len());
+                assert!(back == **want, "{export} on cluster {cluster} {what}");
+            }
+        }
+    };
+    expect("after the writes");
+
+    // Every cluster killed in turn; everything reads back each time.
+    for victim in 0..clusters {
+        let restarts = appliance.kill_cluster(victim);
+        appliance.wait_restarted(victim, restarts);
+        for path in [&origin_path, &snap_path, &clone_path] {
+            r.wait_for(path, "OK", Duration::from_secs(60), |b| {
+                b["Status"]["Health"] == "OK"
+            });
+        }
+        wait_exported(
+            &appliance,
+            clusters,
+            &[&origin_export, &snap_export, &clone_export],
+        );
+        expect(&format!("after cluster {victim} was killed"));
+    }
+
+    // The snapshot goes only once one volume at most reads through it.
+    let (status, body) = r.delete(&snap_path);
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(message_key(&body), "ResourceInUse");
+    let (status, body) = r.delete(&clone_path);
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) = r.delete(&snap_path);
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    for cluster in 0..clusters {
+        let back = read_back(&appliance, cluster, &origin_export, origin_now.len());
+        assert!(
+            back == origin_now,
+            "the origin after its snapshot merged into it"
+        );
+    }
+    let origin = r.get_ok(&origin_path);
+    assert_eq!(origin["ReplicaTargets@odata.count"], 0, "{origin}");
+    assert_eq!(data(&origin)["AllocatedBytes"], 4 * MIB, "{origin}");
+    let (status, body) = r.delete(&origin_path);
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
 }

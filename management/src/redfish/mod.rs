@@ -285,6 +285,12 @@ pub fn router(state: AppState) -> Router {
         post(volumes::initialize),
     )
     .guarded(
+        "/redfish/v1/Storage/{id}/Volumes/{volume}/Actions/Volume.CreateReplicaTarget",
+        "Volume",
+        "POST",
+        post(volumes::create_replica),
+    )
+    .guarded(
         "/redfish/v1/Storage/{id}/Volumes/{volume}/Actions/Volume.CheckConsistency",
         "Volume",
         "POST",

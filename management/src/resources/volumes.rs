@@ -18,7 +18,7 @@ use crate::redfish::message::{RedfishError, message, registry_message};
 use crate::redfish::resource;
 use crate::state::AppState;
 use crate::storage::check::{self, CheckError, CheckResult};
-use crate::storage::model::{Provisioning, RaidType, Volume};
+use crate::storage::model::{Provisioning, RaidType, ReplicaKind, Volume};
 use crate::storage::{self as model_ops, VolumeRequest, health, plan};
 use crate::tasks::Outcome;
 
@@ -241,6 +241,36 @@ fn body_of(state: &AppState, volume: &Volume) -> Value {
     });
     if let Some(display_name) = &volume.display_name {
         body["DisplayName"] = json!(display_name);
+    }
+    if volume.pool.is_some() {
+        body["Actions"][CREATE_REPLICA_TARGET] = json!({
+            "target": create_replica_target(volume.id),
+            "ReplicaType@Redfish.AllowableValues": [if volume.is_read_only() { "Clone" } else { "Snapshot" }],
+            "ReplicaUpdateMode@Redfish.AllowableValues": REPLICA_UPDATE_MODES,
+        });
+        body["AccessCapabilities"] = if volume.is_read_only() {
+            json!(["Read"])
+        } else {
+            json!(["Read", "Write"])
+        };
+        let targets: Vec<Value> = desired
+            .volumes
+            .iter()
+            .filter(|v| v.replica.is_some_and(|r| r.source == volume.id))
+            .map(|v| json!({"@odata.id": uri(v.id)}))
+            .collect();
+        body["ReplicaTargets@odata.count"] = json!(targets.len());
+        body["ReplicaTargets"] = json!(targets);
+    }
+    if let Some(replica) = volume.replica {
+        body["ReplicaInfo"] = json!({
+            "ReplicaType": replica.kind.redfish(),
+            "ReplicaRole": "Target",
+            "ReplicaUpdateMode": "Asynchronous",
+            "ReplicaReadOnlyAccess": if replica.kind == ReplicaKind::Snapshot { "ReplicaElement" } else { "SourceElement" },
+            "Replica": {"@odata.id": uri(replica.source)},
+            "WhenActivated": super::time::rfc3339(super::time::from_unix(volume.created)),
+        });
     }
     if let Some(percent) = model_ops::initialize_progress(state, volume.id) {
         body["Operations"] = json!([{"Operation": "Initialize", "PercentageComplete": percent}]);
@@ -634,6 +664,102 @@ pub async fn initialize(
         ))
     })
     .await
+}
+
+const CREATE_REPLICA_TARGET: &str = "#Volume.CreateReplicaTarget";
+
+fn create_replica_target(id: u64) -> String {
+    format!("{}/Actions/Volume.CreateReplicaTarget", uri(id))
+}
+
+/// The update modes a replica takes: a snapshot or clone is a point in
+/// time, never updated from its source afterwards.
+const REPLICA_UPDATE_MODES: [&str; 1] = ["Asynchronous"];
+
+/// `Volume.CreateReplicaTarget` of a volume in a thin pool: a `Snapshot`
+/// (read-only) of it, or a `Clone` (writable) of a snapshot, in the same
+/// pool; 201 with the new volume.
+pub async fn create_replica(
+    State(state): State<AppState>,
+    Path((storage_id, id)): Path<(String, String)>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    storage::check_id(&storage_id)?;
+    let source = find(&state, &id)?;
+    const ACTION: &str = "Volume.CreateReplicaTarget";
+    let object = body::object(&raw)?;
+    if let Some(name) = object.keys().find(|name| {
+        !body::is_annotation(name)
+            && ![
+                "ReplicaType",
+                "ReplicaUpdateMode",
+                "TargetStoragePool",
+                "VolumeName",
+            ]
+            .contains(&name.as_str())
+    }) {
+        return Err(RedfishError::bad_request(
+            "ActionParameterUnknown",
+            &[ACTION, name],
+        ));
+    }
+    let required = |name: &str| {
+        object
+            .get(name)
+            .ok_or_else(|| RedfishError::bad_request("ActionParameterMissing", &[ACTION, name]))
+    };
+    let text = |name: &str, value: &Value| {
+        value.as_str().map(str::to_string).ok_or_else(|| {
+            RedfishError::bad_request(
+                "ActionParameterValueTypeError",
+                &[&value.to_string(), name, ACTION],
+            )
+        })
+    };
+    let kind = text("ReplicaType", required("ReplicaType")?)?;
+    let kind = ReplicaKind::parse(&kind).ok_or_else(|| {
+        RedfishError::bad_request(
+            "ActionParameterValueNotInList",
+            &[&kind, "ReplicaType", ACTION],
+        )
+        .with_detail("supported: Snapshot, Clone (of a snapshot)")
+    })?;
+    let mode = text("ReplicaUpdateMode", required("ReplicaUpdateMode")?)?;
+    if !REPLICA_UPDATE_MODES.contains(&mode.as_str()) {
+        return Err(RedfishError::bad_request(
+            "ActionParameterValueNotInList",
+            &[&mode, "ReplicaUpdateMode", ACTION],
+        )
+        .with_detail("a snapshot or clone is a point in time: only Asynchronous"));
+    }
+    let target = text("TargetStoragePool", required("TargetStoragePool")?)?;
+    let pool = match storage_pools::pool_of_uri(&target) {
+        Some(Some(pool)) => pool,
+        _ => {
+            return Err(RedfishError::bad_request(
+                "ActionParameterValueNotInList",
+                &[&target, "TargetStoragePool", ACTION],
+            )
+            .with_detail("name the thin pool of the source volume"));
+        }
+    };
+    let name = object
+        .get("VolumeName")
+        .map(|v| text("VolumeName", v))
+        .transpose()?;
+    let volume = model_ops::create_replica(
+        &state,
+        model_ops::ReplicaRequest {
+            source: source.id,
+            kind,
+            pool,
+            name,
+        },
+    )
+    .await
+    .map_err(storage::error)?;
+    state.events.created(&uri(volume.id), "Volume");
+    Ok(resource::created(&uri(volume.id), body_of(&state, &volume)))
 }
 
 const CHECK_CONSISTENCY: &str = "#Volume.CheckConsistency";

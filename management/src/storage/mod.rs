@@ -27,7 +27,8 @@ pub use access::{
     create_connection, create_endpoint, delete_connection, delete_endpoint, set_connection_keys,
 };
 pub use pools::{
-    PoolVolumeRequest, allocated_bytes, create_pool, create_pool_volume, delete_pool, store_bytes,
+    PoolVolumeRequest, ReplicaRequest, allocated_bytes, create_pool, create_pool_volume,
+    create_replica, delete_pool, store_bytes,
 };
 pub use volumes::{
     VolumeRequest, check_initializable, create_volume, delete_volume, grow_volume,

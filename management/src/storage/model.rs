@@ -258,6 +258,41 @@ impl Provisioning {
     }
 }
 
+/// What a replica volume is of its source (Swordfish `ReplicaType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReplicaKind {
+    /// A read-only point-in-time copy (`bdev_lvol_snapshot`): it takes
+    /// the source's clusters, the source goes on writing new ones.
+    Snapshot,
+    /// A writable child of a snapshot (`bdev_lvol_clone`), reading what
+    /// it has not written through the snapshot.
+    Clone,
+}
+
+impl ReplicaKind {
+    pub fn redfish(self) -> &'static str {
+        match self {
+            Self::Snapshot => "Snapshot",
+            Self::Clone => "Clone",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "Snapshot" => Some(Self::Snapshot),
+            "Clone" => Some(Self::Clone),
+            _ => None,
+        }
+    }
+}
+
+/// A volume made as a replica of another (in the same pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replica {
+    pub source: u64,
+    pub kind: ReplicaKind,
+}
+
 /// A thin pool: an lvol store on one (redundant) volume, whose volumes are
 /// lvols in it and so inherit its protection. The store is open on that
 /// volume's owner only, which makes every metadata change; the other
@@ -303,9 +338,18 @@ pub struct Volume {
     pub pool: Option<u64>,
     #[serde(default)]
     pub provisioning: Provisioning,
+    /// Made by `Volume.CreateReplicaTarget` of another volume of its pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<Replica>,
 }
 
 impl Volume {
+    /// A snapshot: read-only on every protocol.
+    pub fn is_read_only(&self) -> bool {
+        self.replica
+            .is_some_and(|r| r.kind == ReplicaKind::Snapshot)
+    }
+
     /// The lvol's name in its pool's store.
     pub fn lvol_name(&self) -> String {
         format!("volume{}", self.id)
@@ -453,6 +497,7 @@ pub fn test_volume(id: u64, legs: Vec<Leg>) -> Volume {
         created: 0,
         pool: None,
         provisioning: Provisioning::Fixed,
+        replica: None,
     }
 }
 

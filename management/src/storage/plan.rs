@@ -446,8 +446,9 @@ pub struct LvolPlan {
     pub name: String,
     pub size_mib: u64,
     pub thin: bool,
-    /// The volume is being created: a missing lvol is made (else it is a
-    /// failure, for the same reason as a store's).
+    /// The volume is being created (and is no replica, which its own
+    /// method makes): a missing lvol is made (else it is a failure, for
+    /// the same reason as a store's).
     pub create: bool,
 }
 
@@ -523,6 +524,8 @@ pub struct NbdExportPlan {
     /// pool's owner.
     pub bdev: String,
     pub hosts: BTreeSet<String>,
+    /// A snapshot's: writes are refused at the export.
+    pub read_only: bool,
 }
 
 /// The NBD PSK identity of initiator endpoint `id` (its Redfish Id: NQNs
@@ -759,7 +762,7 @@ pub fn plan(fabric: &Fabric, desired: &Desired, owners: &BTreeMap<u64, u32>) -> 
                             name: v.lvol_name(),
                             size_mib: v.capacity_bytes.div_ceil(1 << 20),
                             thin: v.provisioning == Provisioning::Thin,
-                            create: v.state == VolumeState::Creating,
+                            create: v.state == VolumeState::Creating && v.replica.is_none(),
                         })
                         .collect(),
                 })
@@ -781,6 +784,7 @@ pub fn plan(fabric: &Fabric, desired: &Desired, owners: &BTreeMap<u64, u32>) -> 
                     name: volume_bdev(v.id),
                     bdev: served_bdev(v, cluster),
                     hosts: export_hosts.get(&v.id).cloned().unwrap_or_default(),
+                    read_only: v.is_read_only(),
                 })
                 .collect();
             let serves = !desired.volumes.is_empty();
@@ -924,7 +928,8 @@ mod tests {
                 [NbdExportPlan {
                     name: "volume7".into(),
                     bdev: "volume7".into(),
-                    hosts: BTreeSet::new()
+                    hosts: BTreeSet::new(),
+                    read_only: false,
                 }]
             );
             assert!(p.host_keys.is_empty() && p.keyring.is_empty() && p.nbd_psks.is_empty());
@@ -1026,6 +1031,7 @@ mod tests {
                     name: "volume1".into(),
                     bdev: "volume1".into(),
                     hosts: ["initiator1".to_string()].into(),
+                    read_only: false,
                 }]
             );
         }

@@ -9,7 +9,9 @@
 //! to it by their lvols' aliases (`pool<P>/volume<V>`), which stay the
 //! same when the owner moves and the store is examined there.
 
-use super::model::{self, MAX_POOLS, MAX_VOLUMES, Pool, Provisioning, Volume, VolumeState};
+use super::model::{
+    self, MAX_POOLS, MAX_VOLUMES, Pool, Provisioning, Replica, ReplicaKind, Volume, VolumeState,
+};
 use super::reconcile::{Failure, Report};
 use super::{
     StorageError, check_name, desired, not_found, now_s, pass_locked, plan, ready_fabric,
@@ -246,38 +248,13 @@ pub async fn create_pool_volume(
         created: now_s(),
         pool: Some(pool.id),
         provisioning: request.provisioning,
+        replica: None,
     };
     state
         .store
         .put(Table::Volumes, &id.to_string(), &volume)
         .await?;
-    let object = plan::volume_bdev(id);
-    let running = running_clusters(state).await;
-    let built = pass_locked(state, &fabric)
-        .await
-        .map_err(|e| vec![failure(&object, e.to_string())])
-        .and_then(|observation| {
-            let report = &observation.report;
-            let mut failures: Vec<Failure> = report.failures_of(id).into_iter().cloned().collect();
-            for (cluster, _) in &running {
-                let served = report
-                    .views
-                    .get(cluster)
-                    .is_some_and(|view| view.serves_volume(&volume));
-                if !served && failures.iter().all(|f| f.cluster != *cluster) {
-                    failures.push(Failure {
-                        cluster: *cluster,
-                        object: object.clone(),
-                        error: "the volume is not served after the pass".into(),
-                    });
-                }
-            }
-            if failures.is_empty() {
-                Ok(())
-            } else {
-                Err(failures)
-            }
-        });
+    let built = served_everywhere(state, &fabric, &volume).await;
     if let Err(failures) = built {
         state.store.remove(Table::Volumes, &id.to_string()).await?;
         let _ = pass_locked(state, &fabric).await;
@@ -300,6 +277,276 @@ pub async fn create_pool_volume(
         "volume created in a storage pool"
     );
     Ok(ready)
+}
+
+/// A replica of a volume in a pool (`Volume.CreateReplicaTarget`).
+#[derive(Debug, Clone)]
+pub struct ReplicaRequest {
+    pub source: u64,
+    pub kind: ReplicaKind,
+    /// The pool the target goes to: the source's (an lvol's replicas share
+    /// its store's clusters).
+    pub pool: u64,
+    pub name: Option<String>,
+}
+
+/// Longest a snapshot or clone call may take on the store's owner (both
+/// change metadata only: constant time whatever the size).
+const REPLICA_CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Makes a snapshot of a pool volume, or a clone of a snapshot, on the
+/// store's owner, then serves it everywhere (a snapshot read-only).
+pub async fn create_replica(
+    state: &AppState,
+    request: ReplicaRequest,
+) -> Result<Volume, StorageError> {
+    let fabric = ready_fabric(state).await?;
+    let _guard = state.storage.lock.lock().await;
+    let desired = desired(state)?;
+    if desired.volumes.len() >= MAX_VOLUMES {
+        return Err(StorageError::Limit {
+            kind: "volumes",
+            limit: MAX_VOLUMES,
+        });
+    }
+    if let Some(name) = &request.name {
+        check_name("VolumeName", name)?;
+        if desired.volumes.iter().any(|v| &v.name == name) {
+            return Err(StorageError::NameTaken {
+                kind: "volume",
+                name: name.clone(),
+            });
+        }
+    }
+    let source = desired
+        .volume(request.source)
+        .cloned()
+        .ok_or_else(|| not_found("volume", request.source))?;
+    let Some(pool) = source.pool else {
+        return Err(StorageError::Invalid {
+            property: "ReplicaType",
+            value: request.kind.redfish().into(),
+            reason: format!(
+                "volume {} is extents of the drives; only volumes of a thin pool have replicas",
+                source.name
+            ),
+        });
+    };
+    if request.pool != pool {
+        return Err(StorageError::Invalid {
+            property: "TargetStoragePool",
+            value: format!("pool {}", request.pool),
+            reason: format!(
+                "a replica of volume {} is made in its own pool, {pool}",
+                source.name
+            ),
+        });
+    }
+    if source.state != VolumeState::Ready {
+        return Err(StorageError::Unavailable(format!(
+            "volume {} is still being created",
+            source.name
+        )));
+    }
+    match (request.kind, source.is_read_only()) {
+        (ReplicaKind::Snapshot, true) => {
+            return Err(StorageError::Invalid {
+                property: "ReplicaType",
+                value: "Snapshot".into(),
+                reason: format!("volume {} is a snapshot already", source.name),
+            });
+        }
+        (ReplicaKind::Clone, false) => {
+            return Err(StorageError::Invalid {
+                property: "ReplicaType",
+                value: "Clone".into(),
+                reason: format!(
+                    "a clone is made of a snapshot; volume {} is none (make a Snapshot of it first)",
+                    source.name
+                ),
+            });
+        }
+        _ => {}
+    }
+    let nsid = (1..=MAX_VOLUMES as u32)
+        .find(|n| desired.volumes.iter().all(|v| v.nsid != *n))
+        .expect("fewer volumes than namespace IDs");
+    let id = state.store.next_id("volume").await?;
+    let volume = Volume {
+        id,
+        name: request.name.unwrap_or_else(|| format!("Volume {id}")),
+        display_name: None,
+        uuid: uuid::Uuid::new_v4(),
+        nsid,
+        state: VolumeState::Creating,
+        created: now_s(),
+        provisioning: Provisioning::Thin,
+        replica: Some(Replica {
+            source: source.id,
+            kind: request.kind,
+        }),
+        ..source.clone()
+    };
+    state
+        .store
+        .put(Table::Volumes, &id.to_string(), &volume)
+        .await?;
+    let built = match replicate(state, &source, &volume).await {
+        Err((cluster, error)) => Err(vec![Failure {
+            cluster,
+            object: plan::volume_bdev(id),
+            error,
+        }]),
+        Ok(()) => served_everywhere(state, &fabric, &volume).await,
+    };
+    if let Err(failures) = built {
+        state.store.remove(Table::Volumes, &id.to_string()).await?;
+        let _ = pass_locked(state, &fabric).await;
+        return Err(StorageError::Dataplane(failures));
+    }
+    let ready = Volume {
+        state: VolumeState::Ready,
+        ..volume
+    };
+    state
+        .store
+        .put(Table::Volumes, &id.to_string(), &ready)
+        .await?;
+    tracing::info!(
+        volume = id,
+        source = source.id,
+        kind = request.kind.redfish(),
+        "replica created"
+    );
+    Ok(ready)
+}
+
+/// The snapshot or clone call, on the cluster that has the store open.
+async fn replicate(
+    state: &AppState,
+    source: &Volume,
+    target: &Volume,
+) -> Result<(), (u32, String)> {
+    let alias = source.lvol_alias().expect("a pool volume");
+    let (cluster, socket) = store_owner(state, source).await.ok_or_else(|| {
+        (
+            0,
+            "no running data cluster has the pool's store open".to_string(),
+        )
+    })?;
+    let (method, params) = match target.replica.map(|r| r.kind) {
+        Some(ReplicaKind::Clone) => (
+            "bdev_lvol_clone",
+            serde_json::json!({"snapshot_name": alias, "clone_name": target.lvol_name()}),
+        ),
+        _ => (
+            "bdev_lvol_snapshot",
+            serde_json::json!({"lvol_name": alias, "snapshot_name": target.lvol_name()}),
+        ),
+    };
+    super::volumes::call(&socket, method, params, REPLICA_CALL_TIMEOUT)
+        .await
+        .map(|_| ())
+        .map_err(|e| (cluster, e))
+}
+
+/// The running cluster with `volume`'s lvol, and its socket.
+async fn store_owner(state: &AppState, volume: &Volume) -> Option<(u32, std::path::PathBuf)> {
+    let alias = volume.lvol_alias()?;
+    let observation = state.storage.observed()?;
+    let cluster = observation
+        .report
+        .views
+        .iter()
+        .find(|(_, view)| view.lvols.contains_key(&alias))
+        .map(|(cluster, _)| *cluster)?;
+    running_clusters(state)
+        .await
+        .into_iter()
+        .find(|(c, _)| *c == cluster)
+}
+
+/// Runs a pass and checks that every running cluster serves `volume`.
+async fn served_everywhere(
+    state: &AppState,
+    fabric: &super::plan::Fabric,
+    volume: &Volume,
+) -> Result<(), Vec<Failure>> {
+    let object = plan::volume_bdev(volume.id);
+    let running = running_clusters(state).await;
+    let observation = pass_locked(state, fabric)
+        .await
+        .map_err(|e| vec![failure(&object, e.to_string())])?;
+    let report = &observation.report;
+    let mut failures: Vec<Failure> = report.failures_of(volume.id).into_iter().cloned().collect();
+    for (cluster, _) in &running {
+        let served = report
+            .views
+            .get(cluster)
+            .is_some_and(|view| view.serves_volume(volume));
+        if !served && failures.iter().all(|f| f.cluster != *cluster) {
+            failures.push(Failure {
+                cluster: *cluster,
+                object: object.clone(),
+                error: "the volume is not served after the pass".into(),
+            });
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures)
+    }
+}
+
+/// Why pool volume `volume` cannot be deleted now, if it cannot: a
+/// snapshot that more than one volume reads through (its one child, if
+/// it has one, takes its clusters over).
+pub fn check_deletable(
+    state: &AppState,
+    desired: &model::Desired,
+    volume: &Volume,
+) -> Result<(), StorageError> {
+    let Some(alias) = volume.lvol_alias() else {
+        return Ok(());
+    };
+    let Some(observation) = state.storage.observed() else {
+        return Ok(());
+    };
+    let children: Vec<String> = observation
+        .report
+        .views
+        .values()
+        .find_map(|view| {
+            let canonical = view.bdev_named(&alias)?;
+            let lvol = &view.bdevs.get(canonical)?["driver_specific"]["lvol"];
+            let clones = lvol["clones"].as_array()?;
+            Some(
+                clones
+                    .iter()
+                    .filter_map(|c| c.as_str().map(str::to_string))
+                    .collect(),
+            )
+        })
+        .unwrap_or_default();
+    if children.len() <= 1 {
+        return Ok(());
+    }
+    let names: Vec<String> = children
+        .iter()
+        .map(|lvol| {
+            desired
+                .volumes
+                .iter()
+                .find(|v| v.pool == volume.pool && &v.lvol_name() == lvol)
+                .map_or_else(|| lvol.clone(), |v| format!("volume {} ({})", v.id, v.name))
+        })
+        .collect();
+    Err(StorageError::InUse(format!(
+        "snapshot {} is read through by {}; delete all but one of them first",
+        volume.name,
+        names.join(", ")
+    )))
 }
 
 /// Space a pool's store has, as the cluster holding it last said:

@@ -798,7 +798,8 @@ impl Target<'_> {
                         failures,
                         name,
                         "nbd_start_disk",
-                        json!({"bdev_name": export.bdev, "nbd_device": name, "hosts": hosts}),
+                        json!({"bdev_name": export.bdev, "nbd_device": name, "hosts": hosts,
+                               "read_only": export.read_only}),
                     )
                     .await
                 {

@@ -212,6 +212,7 @@ pub async fn create_volume(
         created: now_s(),
         pool: None,
         provisioning: model::Provisioning::Fixed,
+        replica: None,
     };
     state
         .store
@@ -800,6 +801,7 @@ pub async fn delete_volume(state: &AppState, id: u64) -> Result<(), StorageError
             volume.name, pool.id, pool.name
         )));
     }
+    super::pools::check_deletable(state, &desired, volume)?;
     let volume = volume.clone();
     state.store.remove(Table::Volumes, &id.to_string()).await?;
     tracing::info!(volume = id, name = volume.name, "volume deleted");

@@ -505,6 +505,7 @@ impl BdevBackend for LvolBdev {
                         "snapshot": l.record.read_only,
                         "base_snapshot": l.record.parent.and_then(|p| store.get(p)).map(|p| p.name().to_string()),
                         "clone": l.record.parent.is_some(),
+                        "clones": store.children(self.uuid).map(|c| c.name().to_string()).collect::<Vec<_>>(),
                         "num_allocated_clusters": l.allocated_clusters(),
                     })
                 }),
