@@ -50,6 +50,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let reconciler = tokio::spawn(crate::storage::run_reconciler(state.clone(), stop.clone()));
     let cluster_watch = tokio::spawn(crate::events::clusters::watch(state.clone(), stop.clone()));
     let volume_watch = tokio::spawn(crate::events::volumes::watch(state.clone(), stop.clone()));
+    let pool_watch = tokio::spawn(crate::events::pools::watch(state.clone(), stop.clone()));
     let store_recovery = tokio::spawn(recover_store(state.store.clone(), stop.clone()));
     let redirect_task = match args.http_redirect_listen {
         Some(address) => {
@@ -83,6 +84,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 let _ = reconciler.await;
                 let _ = cluster_watch.await;
                 let _ = volume_watch.await;
+                let _ = pool_watch.await;
                 let _ = store_recovery.await;
                 if let Some(task) = redirect_task {
                     let _ = task.await;

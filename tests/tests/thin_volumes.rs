@@ -18,6 +18,7 @@ use shoal_tests::launcher::{hold_back, let_back, redundancy_appliance};
 use shoal_tests::nbd_client::{self, connect};
 use shoal_tests::pattern_writer::{PatternWriter, every_slot};
 use shoal_tests::redfish_client::{RedfishClient, message_key};
+use shoal_tests::sse::EventStream;
 
 const VOLUMES: &str = "/redfish/v1/Storage/appliance/Volumes";
 const POOLS: &str = "/redfish/v1/Storage/appliance/StoragePools";
@@ -193,7 +194,9 @@ fn a_thin_volume_in_a_raid1_pool_survives_the_kill_of_the_pools_owner() {
         log.verify(appliance.nbd_port(cluster), &export);
     }
     // Only what was written is allocated, and the pool says so.
-    let volume = r.get_ok(&path);
+    let volume = r.wait_for(&path, "allocated", Duration::from_secs(10), |v| {
+        data(v)["AllocatedBytes"] == WRITTEN
+    });
     assert_eq!(data(&volume)["AllocatedBytes"], WRITTEN, "{volume}");
     let pool = r.get_ok(&pool_path);
     assert_eq!(data(&pool)["ConsumedBytes"], WRITTEN, "{pool}");
@@ -309,7 +312,7 @@ fn a_snapshot_keeps_the_old_data_a_clone_writes_its_own_and_deletes_go_in_any_or
     let (_, pool) = raid1_pool(&r);
     let (status, origin) = r.post(
         VOLUMES,
-        &json!({"Name": "origin", "CapacityBytes": 256 * MIB,
+        &json!({"Name": "origin", "CapacityBytes": 16 * MIB,
                 "CapacitySources": [{"ProvidingPools": [{"@odata.id": pool}]}]}),
     );
     assert_eq!(status, StatusCode::CREATED, "{origin}");
@@ -328,7 +331,7 @@ fn a_snapshot_keeps_the_old_data_a_clone_writes_its_own_and_deletes_go_in_any_or
         origin_path.as_str()
     );
     assert_eq!(snap["AccessCapabilities"], json!(["Read"]));
-    assert_eq!(snap["CapacityBytes"], 256 * MIB);
+    assert_eq!(snap["CapacityBytes"], 16 * MIB);
     let snap_path = snap["@odata.id"].as_str().unwrap().to_string();
     let snap_export = format!("volume{}", snap["Id"].as_str().unwrap());
     let origin = r.get_ok(&origin_path);
@@ -406,9 +409,36 @@ fn a_snapshot_keeps_the_old_data_a_clone_writes_its_own_and_deletes_go_in_any_or
     let (status, body) = r.delete(&snap_path);
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(message_key(&body), "ResourceInUse");
-    let (status, body) = r.delete(&clone_path);
-    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    // Split the clone off (inflate): it holds all its data itself, every
+    // cluster of it (it is Fixed from then on).
+    let (status, accepted) = r.post(
+        &format!("{snap_path}/Actions/Volume.SplitReplication"),
+        &json!({"TargetVolume": clone_path}),
+    );
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let task_uri = accepted["@odata.id"].as_str().unwrap().to_string();
+    let task = r.wait_for(&task_uri, "the split", Duration::from_secs(60), |t| {
+        t["TaskState"] != "Running" && t["TaskState"] != "New"
+    });
+    assert_eq!(task["TaskState"], "Completed", "{task}");
+    let clone = r.wait_for(
+        &clone_path,
+        "the split clone",
+        Duration::from_secs(10),
+        |v| data(v)["AllocatedBytes"] == 16 * MIB,
+    );
+    assert!(clone.get("ReplicaInfo").is_none(), "{clone}");
+    assert_eq!(clone["ProvisioningPolicy"], "Fixed", "{clone}");
+    let snap = r.get_ok(&snap_path);
+    assert_eq!(snap["ReplicaTargets@odata.count"], 0, "{snap}");
+    // Now only the origin reads through the snapshot: it merges into it.
     let (status, body) = r.delete(&snap_path);
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    for cluster in 0..clusters {
+        let back = read_back(&appliance, cluster, &clone_export, clone_now.len());
+        assert!(back == clone_now, "the split clone on cluster {cluster}");
+    }
+    let (status, body) = r.delete(&clone_path);
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     for cluster in 0..clusters {
         let back = read_back(&appliance, cluster, &origin_export, origin_now.len());
@@ -417,9 +447,109 @@ fn a_snapshot_keeps_the_old_data_a_clone_writes_its_own_and_deletes_go_in_any_or
             "the origin after its snapshot merged into it"
         );
     }
-    let origin = r.get_ok(&origin_path);
+    let origin = r.wait_for(&origin_path, "the merge", Duration::from_secs(10), |v| {
+        data(v)["AllocatedBytes"] == 4 * MIB
+    });
     assert_eq!(origin["ReplicaTargets@odata.count"], 0, "{origin}");
-    assert_eq!(data(&origin)["AllocatedBytes"], 4 * MIB, "{origin}");
     let (status, body) = r.delete(&origin_path);
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+}
+
+/// A full pool: first writes fail with ENOSPC at the host (through a
+/// forwarding cluster too), nothing written before is lost, and writes go
+/// on once a volume's deletion gives clusters back.
+#[test]
+fn a_full_pool_fails_new_writes_with_enospc_keeps_the_rest_and_recovers() {
+    let clusters = 2;
+    let (appliance, _dir) = redundancy_appliance(clusters, 1);
+    let r = RedfishClient::new(&appliance);
+    let (_, pool) = raid1_pool(&r);
+    let pool_bytes = data(&r.get_ok(&pool))["AllocatedBytes"].as_u64().unwrap();
+    // Warnings below 50 % and 10 % remaining.
+    let (status, body) = r.patch(&pool, &json!({"LowSpaceWarningThresholdPercents": [101]}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = r.patch(
+        &pool,
+        &json!({"LowSpaceWarningThresholdPercents": [10, 50]}),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["LowSpaceWarningThresholdPercents"], json!([50, 10]));
+    let events = EventStream::open(&r, "RegistryPrefix eq 'ResourceEvent'");
+    let thin = |name: &str| {
+        let (status, volume) = r.post(
+            VOLUMES,
+            &json!({"Name": name, "CapacityBytes": 256 * MIB,
+                    "CapacitySources": [{"ProvidingPools": [{"@odata.id": pool}]}]}),
+        );
+        assert_eq!(status, StatusCode::CREATED, "{volume}");
+        (
+            volume["@odata.id"].as_str().unwrap().to_string(),
+            format!("volume{}", volume["Id"].as_str().unwrap()),
+        )
+    };
+    let (filler_path, filler) = thin("filler");
+    let (_, victim) = thin("victim");
+    // The filler takes all but 8 MiB of the pool.
+    let filled = pool_bytes - 8 * MIB;
+    assert_eq!(
+        write_at(&appliance, 0, &filler, 0, &fill(0x20, filled as usize)),
+        0
+    );
+    // The other volume, written through both clusters (one forwards),
+    // runs out after the 8 MiB left.
+    let mut written = 0u64;
+    let mut error = 0;
+    let mut s = [
+        connect(appliance.nbd_port(0), &victim),
+        connect(appliance.nbd_port(1), &victim),
+    ];
+    for cookie in 0..32u64 {
+        let piece = fill(0x40 + cookie as u8, MIB as usize);
+        error = nbd_client::write(&mut s[(cookie % 2) as usize], cookie, cookie * MIB, &piece);
+        if error != 0 {
+            break;
+        }
+        written += MIB;
+    }
+    assert_eq!(error, 28, "NBD ENOSPC once the pool is full");
+    assert_eq!(written, 8 * MIB, "every free cluster was used first");
+    // The pool's figures are the store's as the last pass saw them.
+    let pool_now = r.wait_for(&pool, "full", Duration::from_secs(10), |p| {
+        data(p)["ConsumedBytes"] == pool_bytes
+    });
+    assert_eq!(pool_now["RemainingCapacityPercent"], 0, "{pool_now}");
+    let mut seen = Vec::new();
+    for threshold in [50, 10] {
+        let record = events.wait_about(
+            &pool,
+            "ResourceEvent",
+            "ResourceWarningThresholdExceeded",
+            &mut seen,
+        );
+        assert_eq!(record["MessageArgs"][1], threshold.to_string(), "{record}");
+    }
+    // Nothing acknowledged is lost, on either volume.
+    let back = read_back(&appliance, 1, &filler, filled as usize);
+    assert!(back == fill(0x20, filled as usize), "the filler is whole");
+    for cookie in 0..written / MIB {
+        let piece = nbd_client::read(&mut s[0], 100 + cookie, cookie * MIB, MIB as u32).unwrap();
+        assert!(
+            piece == fill(0x40 + cookie as u8, MIB as usize),
+            "victim MiB {cookie}"
+        );
+    }
+    // Space given back: the write that failed now succeeds.
+    let (status, body) = r.delete(&filler_path);
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let piece = fill(0x60, MIB as usize);
+    assert_eq!(nbd_client::write(&mut s[1], 200, written, &piece), 0);
+    for threshold in [50, 10] {
+        let record = events.wait_about(
+            &pool,
+            "ResourceEvent",
+            "ResourceWarningThresholdCleared",
+            &mut seen,
+        );
+        assert_eq!(record["MessageArgs"][1], threshold.to_string(), "{record}");
+    }
 }

@@ -9,6 +9,7 @@
 pub mod clusters;
 pub mod destination;
 pub mod filter;
+pub mod pools;
 pub mod subscriptions;
 pub mod volumes;
 

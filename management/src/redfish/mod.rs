@@ -291,6 +291,18 @@ pub fn router(state: AppState) -> Router {
         post(volumes::create_replica),
     )
     .guarded(
+        "/redfish/v1/Storage/{id}/Volumes/{volume}/Actions/Volume.SplitReplication",
+        "Volume",
+        "POST",
+        post(volumes::split_replication),
+    )
+    .guarded(
+        "/redfish/v1/Storage/{id}/Volumes/{volume}/Actions/Volume.RemoveReplicaRelationship",
+        "Volume",
+        "POST",
+        post(volumes::remove_replica_relationship),
+    )
+    .guarded(
         "/redfish/v1/Storage/{id}/Volumes/{volume}/Actions/Volume.CheckConsistency",
         "Volume",
         "POST",
@@ -311,8 +323,10 @@ pub fn router(state: AppState) -> Router {
     .guarded(
         "/redfish/v1/Storage/{id}/StoragePools/{pool}",
         "Storage",
-        READ_DELETE,
-        get(storage_pools::get).delete(storage_pools::delete),
+        "GET, HEAD, PATCH, DELETE",
+        get(storage_pools::get)
+            .patch(storage_pools::patch)
+            .delete(storage_pools::delete),
     )
     .guarded(
         "/redfish/v1/Storage/{id}/StoragePools/{pool}/AllocatedVolumes",

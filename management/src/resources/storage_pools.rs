@@ -16,6 +16,7 @@ use crate::redfish::body;
 use crate::redfish::message::RedfishError;
 use crate::redfish::resource;
 use crate::state::AppState;
+use crate::storage::low_space;
 use crate::storage::model::{Pool, RaidType, VolumeState};
 use crate::storage::placement::{self, Drive};
 use crate::storage::{self as model_ops};
@@ -165,6 +166,48 @@ pub async fn delete(
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
 
+/// PATCH of a thin pool: `LowSpaceWarningThresholdPercents` (the
+/// remaining-capacity percentages whose crossing is an event).
+pub async fn patch(
+    State(state): State<AppState>,
+    Path((storage_id, pool)): Path<(String, String)>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    let Which::Thin(pool) = find(&state, &storage_id, &pool)? else {
+        return Err(RedfishError::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "ActionNotSupported",
+            &["PATCH"],
+        )
+        .with_detail("the default pool has no settings"));
+    };
+    let object = body::object(&raw)?;
+    const NAME: &str = "LowSpaceWarningThresholdPercents";
+    if let Some(other) = object
+        .keys()
+        .find(|k| *k != NAME && !body::is_annotation(k))
+    {
+        return Err(RedfishError::bad_request("PropertyUnknown", &[other])
+            .with_detail(&format!("a thin pool takes only {NAME}")));
+    }
+    let value = object
+        .get(NAME)
+        .ok_or_else(|| RedfishError::bad_request("NoOperation", &[]))?;
+    let numbers = value
+        .as_array()
+        .and_then(|list| list.iter().map(Value::as_u64).collect::<Option<Vec<u64>>>())
+        .ok_or_else(|| body::type_error(NAME, value))?;
+    let thresholds = low_space::check(&numbers).map_err(|why| {
+        RedfishError::bad_request("PropertyValueIncorrect", &[NAME, &value.to_string()])
+            .with_detail(&why)
+    })?;
+    let pool = model_ops::set_low_space_thresholds(&state, pool.id, thresholds)
+        .await
+        .map_err(storage::error)?;
+    state.events.changed(&uri(pool.id), "StoragePool");
+    Ok(resource::updated(thin_body(&state, &pool), Vec::new()))
+}
+
 /// The one capacity source of thin pool `pool`: its volume.
 fn thin_source(pool: &Pool, total: Option<u64>, free: Option<u64>) -> Value {
     let id = pool.volume.to_string();
@@ -207,7 +250,8 @@ fn thin_body(state: &AppState, pool: &Pool) -> Value {
             "ConsumedBytes": total.zip(free).map(|(t, f)| t - f),
             "ProvisionedBytes": provisioned,
         }},
-        "RemainingCapacityPercent": total.zip(free).map(|(t, f)| (f * 100).checked_div(t).unwrap_or(0)),
+        "RemainingCapacityPercent": total.zip(free).map(|(t, f)| low_space::remaining_percent(t, f)),
+        "LowSpaceWarningThresholdPercents": pool.low_space_warning_percents,
         "SupportedProvisioningPolicies": ["Thin", "Fixed"],
         "PoolType": ["Block"],
         "SupportedPoolTypes": ["Block"],
@@ -261,7 +305,7 @@ pub async fn get(
             &headers,
             thin_body(&state, &pool),
             "StoragePool",
-            "GET, HEAD, DELETE",
+            "GET, HEAD, PATCH, DELETE",
         ));
     }
     let desired = model_ops::desired(&state).map_err(RedfishError::internal)?;

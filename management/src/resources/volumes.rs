@@ -259,6 +259,14 @@ fn body_of(state: &AppState, volume: &Volume) -> Value {
             .filter(|v| v.replica.is_some_and(|r| r.source == volume.id))
             .map(|v| json!({"@odata.id": uri(v.id)}))
             .collect();
+        if volume.is_read_only() {
+            body["Actions"][SPLIT_REPLICATION] = json!({
+                "target": action_target(volume.id, "Volume.SplitReplication"),
+            });
+        }
+        body["Actions"][REMOVE_REPLICA_RELATIONSHIP] = json!({
+            "target": action_target(volume.id, "Volume.RemoveReplicaRelationship"),
+        });
         body["ReplicaTargets@odata.count"] = json!(targets.len());
         body["ReplicaTargets"] = json!(targets);
     }
@@ -760,6 +768,127 @@ pub async fn create_replica(
     .map_err(storage::error)?;
     state.events.created(&uri(volume.id), "Volume");
     Ok(resource::created(&uri(volume.id), body_of(&state, &volume)))
+}
+
+const SPLIT_REPLICATION: &str = "#Volume.SplitReplication";
+const REMOVE_REPLICA_RELATIONSHIP: &str = "#Volume.RemoveReplicaRelationship";
+
+fn action_target(id: u64, action: &str) -> String {
+    format!("{}/Actions/{action}", uri(id))
+}
+
+/// The `TargetVolume` of a replication action on `source`, by id.
+fn replication_target(
+    object: &Map<String, Value>,
+    action: &str,
+    known: &[&str],
+) -> Result<u64, RedfishError> {
+    if let Some(name) = object
+        .keys()
+        .find(|name| !body::is_annotation(name) && !known.contains(&name.as_str()))
+    {
+        return Err(RedfishError::bad_request(
+            "ActionParameterUnknown",
+            &[action, name],
+        ));
+    }
+    let value = object.get("TargetVolume").ok_or_else(|| {
+        RedfishError::bad_request("ActionParameterMissing", &[action, "TargetVolume"])
+    })?;
+    let text = value.as_str().ok_or_else(|| {
+        RedfishError::bad_request(
+            "ActionParameterValueTypeError",
+            &[&value.to_string(), "TargetVolume", action],
+        )
+    })?;
+    body::member_id(&collection_uri(), text)
+        .and_then(|id| id.parse().ok())
+        .ok_or_else(|| RedfishError::bad_request("ResourceNotFound", &["Volume", text]))
+}
+
+/// `Volume.SplitReplication` (inflate) and, without `DeleteTargetVolume`,
+/// `Volume.RemoveReplicaRelationship` (decouple) of a clone of this
+/// snapshot, as a task: both copy clusters.
+async fn split(
+    state: AppState,
+    source: Volume,
+    target: u64,
+    inflate: bool,
+    action: &'static str,
+) -> Result<Response, RedfishError> {
+    let name = format!("{action} of volume {target} from volume {}", source.name);
+    let worker = state.clone();
+    task_service::spawn(
+        &state,
+        &name,
+        "POST",
+        &action_target(source.id, action),
+        move |_| async move {
+            let volume = model_ops::split_replica(&worker, source.id, target, inflate)
+                .await
+                .map_err(storage::error)?;
+            worker.events.changed(&uri(volume.id), "Volume");
+            Ok(Outcome::response(
+                StatusCode::OK.as_u16(),
+                None,
+                body_of(&worker, &volume),
+            ))
+        },
+    )
+    .await
+}
+
+pub async fn split_replication(
+    State(state): State<AppState>,
+    Path((storage_id, id)): Path<(String, String)>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    storage::check_id(&storage_id)?;
+    let source = find(&state, &id)?;
+    const ACTION: &str = "Volume.SplitReplication";
+    let target = replication_target(&body::object(&raw)?, ACTION, &["TargetVolume"])?;
+    split(state, source, target, true, ACTION).await
+}
+
+pub async fn remove_replica_relationship(
+    State(state): State<AppState>,
+    Path((storage_id, id)): Path<(String, String)>,
+    raw: Bytes,
+) -> Result<Response, RedfishError> {
+    storage::check_id(&storage_id)?;
+    let source = find(&state, &id)?;
+    const ACTION: &str = "Volume.RemoveReplicaRelationship";
+    let object = body::object(&raw)?;
+    let target = replication_target(&object, ACTION, &["TargetVolume", "DeleteTargetVolume"])?;
+    let delete = match object.get("DeleteTargetVolume") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(RedfishError::bad_request(
+                "ActionParameterValueTypeError",
+                &[&other.to_string(), "DeleteTargetVolume", ACTION],
+            ));
+        }
+    };
+    if !delete {
+        return split(state, source, target, false, ACTION).await;
+    }
+    let volume = find(&state, &target.to_string())?;
+    if volume.replica.map(|r| r.source) != Some(source.id) {
+        return Err(RedfishError::bad_request(
+            "ActionParameterValueNotInList",
+            &[&uri(target), "TargetVolume", ACTION],
+        )
+        .with_detail(&format!(
+            "volume {target} is no replica of volume {}",
+            source.id
+        )));
+    }
+    model_ops::delete_volume(&state, target)
+        .await
+        .map_err(storage::error)?;
+    state.events.removed(&uri(target), "Volume");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 const CHECK_CONSISTENCY: &str = "#Volume.CheckConsistency";

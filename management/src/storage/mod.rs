@@ -14,6 +14,7 @@ mod access;
 pub mod check;
 pub mod free_space;
 pub mod health;
+pub mod low_space;
 pub mod model;
 pub mod owner;
 pub mod placement;
@@ -28,7 +29,7 @@ pub use access::{
 };
 pub use pools::{
     PoolVolumeRequest, ReplicaRequest, allocated_bytes, create_pool, create_pool_volume,
-    create_replica, delete_pool, store_bytes,
+    create_replica, delete_pool, set_low_space_thresholds, split_replica, store_bytes,
 };
 pub use volumes::{
     VolumeRequest, check_initializable, create_volume, delete_volume, grow_volume,

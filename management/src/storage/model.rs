@@ -306,6 +306,10 @@ pub struct Pool {
     pub state: VolumeState,
     /// Seconds since the Unix epoch.
     pub created: u64,
+    /// Remaining-capacity percentages whose crossing is an event, highest
+    /// first (`storage::low_space`).
+    #[serde(default)]
+    pub low_space_warning_percents: Vec<u8>,
 }
 
 /// The lvol store's name on the dataplane (`bdev_lvol_*` `lvs_name`).
@@ -504,6 +508,30 @@ pub fn test_volume(id: u64, legs: Vec<Leg>) -> Volume {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A volume as the service kept it before pools existed (the record
+    /// every volume made until then has in sled): it reads as a Fixed
+    /// volume of the drives' extents, served as before, no conversion.
+    #[test]
+    fn a_volume_recorded_before_pools_reads_as_fixed_extents() {
+        let before = r#"{"id":3,"name":"vol","display_name":null,"raid_type":"Raid1",
+            "capacity_bytes":33554432,"block_size":512,"strip_bytes":65536,
+            "uuid":"6f3c1c1e-8d3b-4a57-9a44-0d2b8f1f6a01","nsid":3,
+            "legs":[{"cluster":0,"extents":[{"offset_blocks":2048,"num_blocks":73728}]},
+                    {"cluster":1,"extents":[{"offset_blocks":2048,"num_blocks":73728}]}],
+            "state":"Ready","created":1764800000}"#;
+        let volume: Volume = serde_json::from_str(before).unwrap();
+        assert_eq!(volume.pool, None);
+        assert_eq!(volume.provisioning, Provisioning::Fixed);
+        assert_eq!(volume.replica, None);
+        assert_eq!(volume.legs.len(), 2);
+        assert_eq!(volume.lvol_alias(), None);
+        // Written back, it gains only `provisioning`, which the earlier
+        // service ignores: a downgrade still reads it.
+        let after: serde_json::Value = serde_json::to_value(&volume).unwrap();
+        assert_eq!(after["provisioning"], "Fixed");
+        assert!(after.get("pool").is_none() && after.get("replica").is_none());
+    }
 
     #[test]
     fn parity_levels_are_built_on_an_owner_with_their_leg_rules() {

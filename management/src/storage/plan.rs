@@ -1228,6 +1228,7 @@ mod tests {
                 volume: 3,
                 state: VolumeState::Ready,
                 created: 0,
+                low_space_warning_percents: Vec::new(),
             }],
             ..Desired::default()
         };

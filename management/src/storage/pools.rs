@@ -103,6 +103,7 @@ pub async fn create_pool(
         volume,
         state: VolumeState::Creating,
         created: now_s(),
+        low_space_warning_percents: Vec::new(),
     };
     state
         .store
@@ -144,6 +145,30 @@ pub async fn create_pool(
         .await?;
     tracing::info!(pool = id, name = ready.name, volume, "storage pool created");
     Ok(ready)
+}
+
+/// Sets the remaining-capacity percentages whose crossing pool `id`
+/// reports (already checked by `low_space::check`).
+pub async fn set_low_space_thresholds(
+    state: &AppState,
+    id: u64,
+    thresholds: Vec<u8>,
+) -> Result<Pool, StorageError> {
+    let _guard = state.storage.lock.lock().await;
+    let desired = desired(state)?;
+    let pool = Pool {
+        low_space_warning_percents: thresholds,
+        ..desired
+            .pool(id)
+            .cloned()
+            .ok_or_else(|| not_found("storage pool", id))?
+    };
+    state
+        .store
+        .put(Table::Pools, &id.to_string(), &pool)
+        .await?;
+    tracing::info!(pool = id, thresholds = ?pool.low_space_warning_percents, "low-space thresholds set");
+    Ok(pool)
 }
 
 /// Deletes a pool that holds no volume; its store goes with the pass.
@@ -497,6 +522,99 @@ async fn served_everywhere(
     } else {
         Err(failures)
     }
+}
+
+/// Longest an inflate or decouple may take: they copy the clusters the
+/// target reads through its snapshot.
+const SPLIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
+
+/// Ends clone `target`'s reliance on its snapshot `source`: `inflate`
+/// (`Volume.SplitReplication`) gives it its own copy of every cluster,
+/// else (`RemoveReplicaRelationship`) of those the snapshot holds, its
+/// parent becoming the snapshot's (`bdev_lvol_decouple_parent`). Either
+/// way it is no replica afterwards. The copy runs without the storage
+/// lock (the dataplane orders it with the clone's I/O), so the
+/// reconciler goes on meanwhile.
+pub async fn split_replica(
+    state: &AppState,
+    source: u64,
+    target: u64,
+    inflate: bool,
+) -> Result<Volume, StorageError> {
+    let (volume, socket) = {
+        let _guard = state.storage.lock.lock().await;
+        let desired = desired(state)?;
+        let volume = desired
+            .volume(target)
+            .cloned()
+            .ok_or_else(|| not_found("volume", target))?;
+        match volume.replica {
+            Some(Replica {
+                source: s,
+                kind: ReplicaKind::Clone,
+            }) if s == source => {}
+            _ => {
+                return Err(StorageError::Invalid {
+                    property: "TargetVolume",
+                    value: format!("volume {target}"),
+                    reason: format!(
+                        "it is no clone of volume {source}; only a clone is split from its snapshot (a snapshot is deleted instead)"
+                    ),
+                });
+            }
+        }
+        let (_, socket) = store_owner(state, &volume).await.ok_or_else(|| {
+            StorageError::Unavailable("no running data cluster has the pool's store open".into())
+        })?;
+        (volume, socket)
+    };
+    let alias = volume.lvol_alias().expect("a pool volume");
+    let method = if inflate {
+        "bdev_lvol_inflate"
+    } else {
+        "bdev_lvol_decouple_parent"
+    };
+    super::volumes::call(
+        &socket,
+        method,
+        serde_json::json!({"name": alias}),
+        SPLIT_TIMEOUT,
+    )
+    .await
+    .map_err(|error| {
+        StorageError::Dataplane(vec![Failure {
+            cluster: 0,
+            object: plan::volume_bdev(target),
+            error,
+        }])
+    })?;
+    let _guard = state.storage.lock.lock().await;
+    let current = desired(state)?
+        .volume(target)
+        .cloned()
+        .ok_or_else(|| not_found("volume", target))?;
+    // An inflated lvol holds every cluster: it is thick from then on.
+    let provisioning = if inflate {
+        Provisioning::Fixed
+    } else {
+        current.provisioning
+    };
+    let split = Volume {
+        replica: None,
+        provisioning,
+        ..current
+    };
+    state
+        .store
+        .put(Table::Volumes, &target.to_string(), &split)
+        .await?;
+    tracing::info!(
+        volume = target,
+        source,
+        method,
+        "clone split from its snapshot"
+    );
+    Ok(split)
 }
 
 /// Why pool volume `volume` cannot be deleted now, if it cannot: a
