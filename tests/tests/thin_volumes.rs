@@ -447,6 +447,30 @@ fn a_snapshot_keeps_the_old_data_a_clone_writes_its_own_and_deletes_go_in_any_or
             "the origin after its snapshot merged into it"
         );
     }
+    // The origin grows online, everywhere; it never shrinks.
+    let (status, body) = r.patch(&origin_path, &json!({"CapacityBytes": 32 * MIB}));
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["CapacityBytes"], 32 * MIB);
+    appliance.wait_for("the forwarders grew", Duration::from_secs(10), |_| {
+        (0..clusters).all(|c| {
+            appliance
+                .dataplane_rpc(c, "bdev_get_bdevs", Some(json!({"name": origin_export})))
+                .ok()
+                .and_then(|b| b[0]["num_blocks"].as_u64())
+                .is_none_or(|blocks| blocks * 512 == 32 * MIB)
+        })
+    });
+    let (status, body) = r.patch(&origin_path, &json!({"CapacityBytes": 8 * MIB}));
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let back = read_back(&appliance, 2, &origin_export, 32 * MIB as usize);
+    assert!(
+        back[..origin_now.len()] == origin_now[..],
+        "grown, the data stays"
+    );
+    assert!(
+        back[origin_now.len()..].iter().all(|b| *b == 0),
+        "and the growth reads zeroes"
+    );
     let origin = r.wait_for(&origin_path, "the merge", Duration::from_secs(10), |v| {
         data(v)["AllocatedBytes"] == 4 * MIB
     });

@@ -617,6 +617,76 @@ pub async fn split_replica(
     Ok(split)
 }
 
+/// Grows a volume of a pool online: its lvol on the store's owner
+/// (`bdev_lvol_resize`; a Fixed one gets its new clusters reserved and
+/// zeroed, refused if the pool has too few), then the forwarders and the
+/// namespaces everywhere with the next pass. Called with the storage lock
+/// held. Shrinking is refused: the host's data past the new end would go.
+pub(super) async fn grow_pool_volume(
+    state: &AppState,
+    fabric: &super::plan::Fabric,
+    volume: Volume,
+    capacity_bytes: u64,
+) -> Result<Volume, StorageError> {
+    let invalid = |reason: String| StorageError::Invalid {
+        property: "CapacityBytes",
+        value: capacity_bytes.to_string(),
+        reason,
+    };
+    if volume.is_read_only() {
+        return Err(invalid("a snapshot keeps the size it was taken at".into()));
+    }
+    let rounded = capacity_bytes
+        .div_ceil(model::POOL_CLUSTER_BYTES)
+        .saturating_mul(model::POOL_CLUSTER_BYTES);
+    if rounded < volume.capacity_bytes {
+        return Err(invalid(format!(
+            "volumes of a pool grow, they do not shrink yet (it has {} bytes)",
+            volume.capacity_bytes
+        )));
+    }
+    if rounded > MAX_POOL_VOLUME_BYTES {
+        return Err(invalid(format!("at most {MAX_POOL_VOLUME_BYTES} bytes")));
+    }
+    if rounded == volume.capacity_bytes {
+        return Ok(volume);
+    }
+    let (cluster, socket) = store_owner(state, &volume).await.ok_or_else(|| {
+        StorageError::Unavailable("no running data cluster has the pool's store open".into())
+    })?;
+    let alias = volume.lvol_alias().expect("a pool volume");
+    let params = serde_json::json!({"name": alias, "size_in_mib": rounded / (1 << 20)});
+    super::volumes::call(&socket, "bdev_lvol_resize", params, SPLIT_TIMEOUT)
+        .await
+        .map_err(|error| {
+            // The store's NoSpace, as the dataplane words it.
+            if error.contains("free clusters") {
+                StorageError::InsufficientCapacity(format!(
+                    "the pool has too few free clusters for a Fixed volume of {rounded} bytes: {error}"
+                ))
+            } else {
+                StorageError::Dataplane(vec![Failure {
+                    cluster,
+                    object: plan::volume_bdev(volume.id),
+                    error,
+                }])
+            }
+        })?;
+    let grown = Volume {
+        capacity_bytes: rounded,
+        ..volume
+    };
+    state
+        .store
+        .put(Table::Volumes, &grown.id.to_string(), &grown)
+        .await?;
+    tracing::info!(volume = grown.id, bytes = rounded, "pool volume grown");
+    // The forwarders follow (`bdev_remote_resize`); a failure there is the
+    // reconciler's to retry, the lvol has grown.
+    let _ = pass_locked(state, fabric).await;
+    Ok(grown)
+}
+
 /// Why pool volume `volume` cannot be deleted now, if it cannot: a
 /// snapshot that more than one volume reads through (its one child, if
 /// it has one, takes its clusters over).

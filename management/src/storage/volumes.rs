@@ -617,12 +617,16 @@ pub async fn grow_volume(
         .volume(id)
         .cloned()
         .ok_or_else(|| not_found("volume", id))?;
-    if volume.pool.is_some() || desired.pool_on(id).is_some() {
+    if volume.pool.is_some() {
+        return super::pools::grow_pool_volume(state, &fabric, volume, capacity_bytes).await;
+    }
+    if desired.pool_on(id).is_some() {
         return Err(StorageError::Invalid {
             property: "CapacityBytes",
             value: capacity_bytes.to_string(),
-            reason: "volumes of a storage pool, and a pool's own volume, do not change size yet"
-                .into(),
+            reason:
+                "a pool's own volume does not change size yet (its store would not grow with it)"
+                    .into(),
         });
     }
     if volume.raid_type.has_owner() && capacity_bytes != volume.capacity_bytes {
