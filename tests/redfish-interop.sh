@@ -33,7 +33,8 @@ PY
         sleep 0.1
     done
     # Populate the storage tree so the validator checks every kind of
-    # storage resource: a volume, an initiator endpoint, a connection.
+    # storage resource: volumes, a thin pool, replicas, an initiator
+    # endpoint, a connection.
     python3 - <<'PY' || { tail -50 "$work/shoald.log"; exit 1; }
 import base64, json, ssl, time, urllib.error, urllib.request
 context = ssl._create_unverified_context()
@@ -60,7 +61,18 @@ host = post("/redfish/v1/Fabrics/NVMeoF/Endpoints", {"Name": "validator host", "
     {"DurableNameFormat": "NQN", "DurableName": "nqn.2014-08.org.nvmexpress:uuid:0b7a6f2e-7a0c-4d35-9b77-3f3c1f0e9d21"}]})
 post("/redfish/v1/Fabrics/NVMeoF/Connections", {"VolumeInfo": [{"Volume": {"@odata.id": volume}}],
     "Links": {"InitiatorEndpoints": [{"@odata.id": host}]}})
-print("storage tree populated:", volume, host)
+# A thin pool on a RAID1 volume, a thin volume in it, a snapshot of that
+# and a clone of the snapshot: the pool and replica resources.
+mirror = post("/redfish/v1/Storage/appliance/Volumes", {"Name": "pool volume", "CapacityBytes": 64 << 20,
+    "RAIDType": "RAID1"})
+pool = post("/redfish/v1/Storage/appliance/StoragePools", {"Name": "thin",
+    "CapacitySources": [{"ProvidingVolumes": [{"@odata.id": mirror}]}]})
+thin = post("/redfish/v1/Storage/appliance/Volumes", {"Name": "thin", "CapacityBytes": 1 << 30,
+    "CapacitySources": [{"ProvidingPools": [{"@odata.id": pool}]}]})
+replica = {"ReplicaUpdateMode": "Asynchronous", "TargetStoragePool": pool}
+snapshot = post(thin + "/Actions/Volume.CreateReplicaTarget", dict(replica, ReplicaType="Snapshot"))
+post(snapshot + "/Actions/Volume.CreateReplicaTarget", dict(replica, ReplicaType="Clone"))
+print("storage tree populated:", volume, host, pool, thin, snapshot)
 PY
     venv="$root/target/redfish-interop-venv/bin"
     status=0

@@ -1,6 +1,6 @@
 //! Thin volumes through Swordfish (issue 16): a thin pool is an lvol store
 //! on a RAID1 volume, opened on that volume's owner; a volume in it is an
-//! lvol, larger than the pool (over-provisioned, and reported so), served
+//! lvol, 250 times the pool's size (over-provisioned, and reported so), served
 //! by every cluster: the owner through the lvol's `pool<P>/volume<V>`
 //! alias, the others by forwarding there. A host writes through a cluster
 //! that neither owns the pool's volume nor will while the owner is killed
@@ -27,6 +27,8 @@ const CHUNK: usize = 64 << 10;
 /// The part of the thin volume the host writes: the store's clusters it
 /// takes, of the pool's ~40.
 const WRITTEN: u64 = 16 * MIB;
+/// The thin volume: 10 GiB, 250 times the pool.
+const THIN_BYTES: u64 = 10 << 30;
 
 fn data(body: &Value) -> &Value {
     &body["Capacity"]["Data"]
@@ -109,16 +111,16 @@ fn a_thin_volume_in_a_raid1_pool_survives_the_kill_of_the_pools_owner() {
         "{exports}"
     );
 
-    // A 1 GiB thin volume in a pool of ~40 MiB.
+    // A 10 GiB thin volume in a pool of ~40 MiB on drives of 128 MiB.
     let (status, volume) = r.post(
         VOLUMES,
-        &json!({"Name": "thin one", "CapacityBytes": 1024 * MIB,
+        &json!({"Name": "thin one", "CapacityBytes": THIN_BYTES,
                 "CapacitySources": [{"ProvidingPools": [{"@odata.id": pool_path}]}]}),
     );
     assert_eq!(status, StatusCode::CREATED, "{volume}");
     assert_eq!(volume["ProvisioningPolicy"], "Thin");
-    assert_eq!(volume["CapacityBytes"], 1024 * MIB);
-    assert_eq!(data(&volume)["ProvisionedBytes"], 1024 * MIB);
+    assert_eq!(volume["CapacityBytes"], THIN_BYTES);
+    assert_eq!(data(&volume)["ProvisionedBytes"], THIN_BYTES);
     assert_eq!(data(&volume)["AllocatedBytes"], 0, "{volume}");
     assert_eq!(
         volume["Links"]["ProvidingStoragePool"]["@odata.id"],
@@ -127,7 +129,7 @@ fn a_thin_volume_in_a_raid1_pool_survives_the_kill_of_the_pools_owner() {
     let id = volume["Id"].as_str().unwrap().to_string();
     let path = format!("{VOLUMES}/{id}");
     let pool = r.get_ok(&pool_path);
-    assert_eq!(data(&pool)["ProvisionedBytes"], 1024 * MIB, "{pool}");
+    assert_eq!(data(&pool)["ProvisionedBytes"], THIN_BYTES, "{pool}");
     // Fixed volumes must fit.
     let (status, too_big) = r.post(
         VOLUMES,
