@@ -10,7 +10,7 @@
 //! same when the owner moves and the store is examined there.
 
 use super::model::{
-    self, MAX_POOLS, MAX_VOLUMES, Pool, Provisioning, Replica, ReplicaKind, Volume, VolumeState,
+    self, MAX_POOLS, Pool, Provisioning, Replica, ReplicaKind, Volume, VolumeState,
 };
 use super::reconcile::{Failure, Report};
 use super::{
@@ -203,21 +203,7 @@ pub async fn create_pool_volume(
     let fabric = ready_fabric(state).await?;
     let _guard = state.storage.lock.lock().await;
     let desired = desired(state)?;
-    if desired.volumes.len() >= MAX_VOLUMES {
-        return Err(StorageError::Limit {
-            kind: "volumes",
-            limit: MAX_VOLUMES,
-        });
-    }
-    if let Some(name) = &request.name {
-        check_name("Name", name)?;
-        if desired.volumes.iter().any(|v| &v.name == name) {
-            return Err(StorageError::NameTaken {
-                kind: "volume",
-                name: name.clone(),
-            });
-        }
-    }
+    super::volumes::check_new_volume(&desired, "Name", request.name.as_deref())?;
     let pool = desired
         .pool(request.pool)
         .ok_or_else(|| not_found("storage pool", request.pool))?;
@@ -254,9 +240,7 @@ pub async fn create_pool_volume(
             )));
         }
     }
-    let nsid = (1..=MAX_VOLUMES as u32)
-        .find(|n| desired.volumes.iter().all(|v| v.nsid != *n))
-        .expect("fewer volumes than namespace IDs");
+    let nsid = super::volumes::free_nsid(&desired);
     let id = state.store.next_id("volume").await?;
     let volume = Volume {
         id,
@@ -280,19 +264,7 @@ pub async fn create_pool_volume(
         .put(Table::Volumes, &id.to_string(), &volume)
         .await?;
     let built = served_everywhere(state, &fabric, &volume).await;
-    if let Err(failures) = built {
-        state.store.remove(Table::Volumes, &id.to_string()).await?;
-        let _ = pass_locked(state, &fabric).await;
-        return Err(StorageError::Dataplane(failures));
-    }
-    let ready = Volume {
-        state: VolumeState::Ready,
-        ..volume
-    };
-    state
-        .store
-        .put(Table::Volumes, &id.to_string(), &ready)
-        .await?;
+    let ready = settle_creation(state, &fabric, volume, built).await?;
     tracing::info!(
         volume = id,
         name = ready.name,
@@ -328,21 +300,7 @@ pub async fn create_replica(
     let fabric = ready_fabric(state).await?;
     let _guard = state.storage.lock.lock().await;
     let desired = desired(state)?;
-    if desired.volumes.len() >= MAX_VOLUMES {
-        return Err(StorageError::Limit {
-            kind: "volumes",
-            limit: MAX_VOLUMES,
-        });
-    }
-    if let Some(name) = &request.name {
-        check_name("VolumeName", name)?;
-        if desired.volumes.iter().any(|v| &v.name == name) {
-            return Err(StorageError::NameTaken {
-                kind: "volume",
-                name: name.clone(),
-            });
-        }
-    }
+    super::volumes::check_new_volume(&desired, "VolumeName", request.name.as_deref())?;
     let source = desired
         .volume(request.source)
         .cloned()
@@ -393,9 +351,7 @@ pub async fn create_replica(
         }
         _ => {}
     }
-    let nsid = (1..=MAX_VOLUMES as u32)
-        .find(|n| desired.volumes.iter().all(|v| v.nsid != *n))
-        .expect("fewer volumes than namespace IDs");
+    let nsid = super::volumes::free_nsid(&desired);
     let id = state.store.next_id("volume").await?;
     let volume = Volume {
         id,
@@ -424,25 +380,35 @@ pub async fn create_replica(
         }]),
         Ok(()) => served_everywhere(state, &fabric, &volume).await,
     };
-    if let Err(failures) = built {
-        state.store.remove(Table::Volumes, &id.to_string()).await?;
-        let _ = pass_locked(state, &fabric).await;
-        return Err(StorageError::Dataplane(failures));
-    }
-    let ready = Volume {
-        state: VolumeState::Ready,
-        ..volume
-    };
-    state
-        .store
-        .put(Table::Volumes, &id.to_string(), &ready)
-        .await?;
+    let ready = settle_creation(state, &fabric, volume, built).await?;
     tracing::info!(
         volume = id,
         source = source.id,
         kind = request.kind.redfish(),
         "replica created"
     );
+    Ok(ready)
+}
+
+/// Ends a volume's creation: recorded Ready if it was `built`, else
+/// removed again (and what of it the clusters hold deleted by a pass).
+async fn settle_creation(
+    state: &AppState,
+    fabric: &super::plan::Fabric,
+    volume: Volume,
+    built: Result<(), Vec<Failure>>,
+) -> Result<Volume, StorageError> {
+    let key = volume.id.to_string();
+    if let Err(failures) = built {
+        state.store.remove(Table::Volumes, &key).await?;
+        let _ = pass_locked(state, fabric).await;
+        return Err(StorageError::Dataplane(failures));
+    }
+    let ready = Volume {
+        state: VolumeState::Ready,
+        ..volume
+    };
+    state.store.put(Table::Volumes, &key, &ready).await?;
     Ok(ready)
 }
 

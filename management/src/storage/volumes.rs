@@ -112,21 +112,7 @@ pub async fn create_volume(
     let fabric = ready_fabric(state).await?;
     let _guard = state.storage.lock.lock().await;
     let desired = desired(state)?;
-    if desired.volumes.len() >= MAX_VOLUMES {
-        return Err(StorageError::Limit {
-            kind: "volumes",
-            limit: MAX_VOLUMES,
-        });
-    }
-    if let Some(name) = &request.name {
-        check_name("Name", name)?;
-        if desired.volumes.iter().any(|v| &v.name == name) {
-            return Err(StorageError::NameTaken {
-                kind: "volume",
-                name: name.clone(),
-            });
-        }
-    }
+    check_new_volume(&desired, "Name", request.name.as_deref())?;
     let clusters = request
         .clusters
         .clone()
@@ -193,9 +179,7 @@ pub async fn create_volume(
         },
     )?;
     check_free_space(&spaces, &vec![leg_bytes; clusters.len()])?;
-    let nsid = (1..=MAX_VOLUMES as u32)
-        .find(|n| desired.volumes.iter().all(|v| v.nsid != *n))
-        .expect("fewer volumes than namespace IDs");
+    let nsid = free_nsid(&desired);
     let id = state.store.next_id("volume").await?;
     let volume = Volume {
         id,
@@ -246,6 +230,39 @@ pub async fn create_volume(
             Err(StorageError::Dataplane(failures))
         }
     }
+}
+
+/// Refuses a new volume past [`MAX_VOLUMES`] or named as another
+/// (`property`: the request's name for it).
+pub(super) fn check_new_volume(
+    desired: &model::Desired,
+    property: &'static str,
+    name: Option<&str>,
+) -> Result<(), StorageError> {
+    if desired.volumes.len() >= MAX_VOLUMES {
+        return Err(StorageError::Limit {
+            kind: "volumes",
+            limit: MAX_VOLUMES,
+        });
+    }
+    if let Some(name) = name {
+        check_name(property, name)?;
+        if desired.volumes.iter().any(|v| v.name == name) {
+            return Err(StorageError::NameTaken {
+                kind: "volume",
+                name: name.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The lowest namespace ID no volume has (there are as many as volumes
+/// may be, and the caller checked the count).
+pub(super) fn free_nsid(desired: &model::Desired) -> u32 {
+    (1..=MAX_VOLUMES as u32)
+        .find(|n| desired.volumes.iter().all(|v| v.nsid != *n))
+        .expect("fewer volumes than namespace IDs")
 }
 
 /// Builds a recorded volume on every running cluster and zeroes its legs.
