@@ -152,6 +152,15 @@ pub fn links<'a>(name: &str, value: &'a Value) -> Result<Vec<&'a str>, RedfishEr
     array.iter().map(|item| link(name, item)).collect()
 }
 
+/// A list of links, or one link where a client names a single resource
+/// (Swordfish capacity sources take either).
+pub fn one_or_more_links<'a>(name: &str, value: &'a Value) -> Result<Vec<&'a str>, RedfishError> {
+    match value {
+        Value::Array(_) => links(name, value),
+        _ => Ok(vec![link(name, value)?]),
+    }
+}
+
 /// The member ID of `uri` if it names a member of `collection`
 /// (`/redfish/v1/.../Volumes` + `/7` → `7`).
 pub fn member_id<'a>(collection: &str, uri: &'a str) -> Option<&'a str> {

@@ -131,10 +131,7 @@ fn providing_volume(sources: &Value) -> Result<u64, RedfishError> {
     let volumes = source
         .get("ProvidingVolumes")
         .ok_or_else(|| RedfishError::bad_request("CreateFailedMissingReqProperties", &[NAME]))?;
-    let uris = match volumes {
-        Value::Array(_) => body::links(NAME, volumes)?,
-        _ => vec![body::link(NAME, volumes)?],
-    };
+    let uris = body::one_or_more_links(NAME, volumes)?;
     let [uri] = uris.as_slice() else {
         return Err(RedfishError::bad_request(
             "PropertyValueIncorrect",

@@ -416,11 +416,7 @@ fn capacity_pool(value: &Value) -> Result<Option<u64>, RedfishError> {
         let Some(pools) = object.get("ProvidingPools") else {
             continue;
         };
-        // Either a list of pool links or one link (a collection's URI).
-        let uris = match pools {
-            Value::Array(_) => body::links("CapacitySources/ProvidingPools", pools)?,
-            _ => vec![body::link("CapacitySources/ProvidingPools", pools)?],
-        };
+        let uris = body::one_or_more_links("CapacitySources/ProvidingPools", pools)?;
         for uri in uris {
             let pool = storage_pools::pool_of_uri(uri).ok_or_else(|| {
                 RedfishError::bad_request(

@@ -317,6 +317,12 @@ pub fn pool_store(pool: u64) -> String {
     format!("pool{pool}")
 }
 
+/// An lvol's alias (`lvs/lvol`), the same on whichever cluster opens its
+/// store.
+pub fn lvol_alias(store: &str, lvol: &str) -> String {
+    format!("{store}/{lvol}")
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Volume {
     pub id: u64,
@@ -359,11 +365,10 @@ impl Volume {
         format!("volume{}", self.id)
     }
 
-    /// The lvol bdev's alias (`lvs/lvol`), the same on whichever cluster
-    /// opens the store.
+    /// The lvol bdev's alias ([`lvol_alias`]), if it is an lvol.
     pub fn lvol_alias(&self) -> Option<String> {
         self.pool
-            .map(|pool| format!("{}/{}", pool_store(pool), self.lvol_name()))
+            .map(|pool| lvol_alias(&pool_store(pool), &self.lvol_name()))
     }
 
     /// The NGUID hosts see, as Redfish and SPDK write it (32 hex digits).

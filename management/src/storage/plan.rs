@@ -471,7 +471,7 @@ impl StorePlan {
 
     /// The alias of lvol `name` of this store.
     pub fn alias(&self, lvol: &str) -> String {
-        format!("{}/{lvol}", self.name)
+        super::model::lvol_alias(&self.name, lvol)
     }
 }
 

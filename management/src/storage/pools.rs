@@ -263,7 +263,9 @@ pub async fn create_pool_volume(
         .store
         .put(Table::Volumes, &id.to_string(), &volume)
         .await?;
-    let built = served_everywhere(state, &fabric, &volume).await;
+    let built = super::volumes::pass_and_check_served(state, &fabric, &volume)
+        .await
+        .map(|_| ());
     let ready = settle_creation(state, &fabric, volume, built).await?;
     tracing::info!(
         volume = id,
@@ -378,7 +380,9 @@ pub async fn create_replica(
             object: plan::volume_bdev(id),
             error,
         }]),
-        Ok(()) => served_everywhere(state, &fabric, &volume).await,
+        Ok(()) => super::volumes::pass_and_check_served(state, &fabric, &volume)
+            .await
+            .map(|_| ()),
     };
     let ready = settle_creation(state, &fabric, volume, built).await?;
     tracing::info!(
@@ -455,39 +459,6 @@ async fn store_owner(state: &AppState, volume: &Volume) -> Option<(u32, std::pat
         .await
         .into_iter()
         .find(|(c, _)| *c == cluster)
-}
-
-/// Runs a pass and checks that every running cluster serves `volume`.
-async fn served_everywhere(
-    state: &AppState,
-    fabric: &super::plan::Fabric,
-    volume: &Volume,
-) -> Result<(), Vec<Failure>> {
-    let object = plan::volume_bdev(volume.id);
-    let running = running_clusters(state).await;
-    let observation = pass_locked(state, fabric)
-        .await
-        .map_err(|e| vec![failure(&object, e.to_string())])?;
-    let report = &observation.report;
-    let mut failures: Vec<Failure> = report.failures_of(volume.id).into_iter().cloned().collect();
-    for (cluster, _) in &running {
-        let served = report
-            .views
-            .get(cluster)
-            .is_some_and(|view| view.serves_volume(volume));
-        if !served && failures.iter().all(|f| f.cluster != *cluster) {
-            failures.push(Failure {
-                cluster: *cluster,
-                object: object.clone(),
-                error: "the volume is not served after the pass".into(),
-            });
-        }
-    }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
 }
 
 /// Longest an inflate or decouple may take: they copy the clusters the

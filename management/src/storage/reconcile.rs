@@ -192,10 +192,7 @@ impl Session {
         };
         let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
         Ok(ClusterView {
-            bdevs: list(&bdevs)
-                .into_iter()
-                .filter_map(|b| Some((b["name"].as_str()?.to_string(), b)))
-                .collect(),
+            bdevs: keyed_by(bdevs, "name"),
             subsystem: list(&subsystems)
                 .into_iter()
                 .find(|s| s["nqn"] == fabric.nqn.as_str()),
@@ -222,14 +219,8 @@ impl Session {
                 .collect(),
             referrals: list(&referrals),
             transport: !list(&transports).is_empty(),
-            lvstores: list(&lvstores)
-                .into_iter()
-                .filter_map(|l| Some((l["name"].as_str()?.to_string(), l)))
-                .collect(),
-            lvols: list(&lvols)
-                .into_iter()
-                .filter_map(|l| Some((l["alias"].as_str()?.to_string(), l)))
-                .collect(),
+            lvstores: keyed_by(lvstores, "name"),
+            lvols: keyed_by(lvols, "alias"),
         })
     }
 }
@@ -600,30 +591,18 @@ impl Target<'_> {
         if changed {
             self.refresh_lvols().await;
             if let Ok(bdevs) = self.session.call("bdev_get_bdevs", json!({})).await {
-                self.view.bdevs = bdevs
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|b| Some((b["name"].as_str()?.to_string(), b.clone())))
-                    .collect();
+                self.view.bdevs = keyed_by(bdevs, "name");
             }
         }
     }
 
     /// Reads the stores and lvols again.
     async fn refresh_lvols(&mut self) {
-        let by = |list: Value, key: &str| -> BTreeMap<String, Value> {
-            list.as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| Some((l[key].as_str()?.to_string(), l.clone())))
-                .collect()
-        };
         if let Ok(list) = self.session.call("bdev_lvol_get_lvstores", json!({})).await {
-            self.view.lvstores = by(list, "name");
+            self.view.lvstores = keyed_by(list, "name");
         }
         if let Ok(list) = self.session.call("bdev_lvol_get_lvols", json!({})).await {
-            self.view.lvols = by(list, "alias");
+            self.view.lvols = keyed_by(list, "alias");
         }
     }
 
@@ -1001,6 +980,17 @@ impl Target<'_> {
 }
 
 /// The bdevs an existing bdev is built on (raid legs, a part's base).
+/// The objects of a JSON-RPC list, by their string field `key`.
+fn keyed_by(list: Value, key: &str) -> BTreeMap<String, Value> {
+    let Value::Array(items) = list else {
+        return BTreeMap::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| Some((item[key].as_str()?.to_string(), item)))
+        .collect()
+}
+
 fn bases_of(actual: &Value) -> Vec<String> {
     let specific = &actual["driver_specific"];
     if let Some(base) = specific["part"]["base_bdev"].as_str() {

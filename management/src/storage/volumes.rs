@@ -271,10 +271,26 @@ async fn build_volume(
     fabric: &Fabric,
     volume: &Volume,
 ) -> Result<(), Vec<Failure>> {
+    let observation = pass_and_check_served(state, fabric, volume).await?;
+    let report = &observation.report;
+    if volume.raid_type.has_owner() {
+        return scrub_through_owner(state, volume, &report.views).await;
+    }
+    scrub(state, volume).await
+}
+
+/// Runs a pass and checks that every running cluster serves `volume`
+/// (the failures the pass met on it, or the clusters that do not).
+pub(super) async fn pass_and_check_served(
+    state: &AppState,
+    fabric: &Fabric,
+    volume: &Volume,
+) -> Result<std::sync::Arc<super::Observation>, Vec<Failure>> {
+    let object = plan::volume_bdev(volume.id);
     let observation = pass_locked(state, fabric).await.map_err(|e| {
         vec![Failure {
             cluster: 0,
-            object: plan::volume_bdev(volume.id),
+            object: object.clone(),
             error: e.to_string(),
         }]
     })?;
@@ -284,22 +300,20 @@ async fn build_volume(
         let served = report
             .views
             .get(&cluster)
-            .is_some_and(|v| v.serves(volume.nsid, &plan::volume_bdev(volume.id)));
+            .is_some_and(|view| view.serves_volume(volume));
         if !served && failures.iter().all(|f| f.cluster != cluster) {
             failures.push(Failure {
                 cluster,
-                object: plan::volume_bdev(volume.id),
+                object: object.clone(),
                 error: "the volume is not served after the pass".into(),
             });
         }
     }
-    if !failures.is_empty() {
-        return Err(failures);
+    if failures.is_empty() {
+        Ok(observation)
+    } else {
+        Err(failures)
     }
-    if volume.raid_type.has_owner() {
-        return scrub_through_owner(state, volume, &report.views).await;
-    }
-    scrub(state, volume).await
 }
 
 /// The clusters a volume's legs go to when the POST names none: every
