@@ -538,6 +538,23 @@ impl Appliance {
             .expect("nbd_base_port");
         (base + u64::from(index)) as u16
     }
+
+    /// The first `len` bytes of NBD export `export` through cluster
+    /// `index`, read in 1 MiB requests; panics on an NBD error.
+    pub fn nbd_read_all(&self, index: u32, export: &str, len: usize) -> Vec<u8> {
+        const PIECE: usize = 1 << 20;
+        let mut s = nbd_client::connect(self.nbd_port(index), export);
+        let mut data = Vec::with_capacity(len);
+        for (cookie, at) in (0..len).step_by(PIECE).enumerate() {
+            let piece =
+                nbd_client::read(&mut s, cookie as u64, at as u64, PIECE.min(len - at) as u32)
+                    .unwrap_or_else(|e| {
+                        panic!("NBD error {e} reading {export} on cluster {index}")
+                    });
+            data.extend_from_slice(&piece);
+        }
+        data
+    }
 }
 
 /// Whether an external client program is installed. `.ci/run` sets

@@ -58,31 +58,16 @@ fn a_thin_volume_in_a_raid1_pool_survives_the_kill_of_the_pools_owner() {
     let clusters = 3;
     let (mut appliance, dir) = redundancy_appliance(clusters, 4);
     let r = RedfishClient::new(&appliance);
-    let (status, base) = r.post(
-        VOLUMES,
-        &json!({"Name": "pool volume", "CapacityBytes": 48 * MIB, "RAIDType": "RAID1"}),
-    );
-    assert_eq!(status, StatusCode::CREATED, "{base}");
-    let base_id = base["Id"].as_str().unwrap().to_string();
-    let base_path = format!("{VOLUMES}/{base_id}");
-    r.wait_for(&base_path, "OK", Duration::from_secs(20), |b| {
-        b["Status"]["Health"] == "OK"
-    });
-
-    // A pool on it: one capacity source, the volume.
+    // A pool on a RAID1 volume: one capacity source, the volume.
+    let (base_path, pool_path) = raid1_pool(&r);
+    let base_id = base_path.rsplit('/').next().unwrap().to_string();
     let (status, refused) = r.post(
         POOLS,
-        &json!({"Name": "thin", "CapacitySources": [{"ProvidingVolumes": [
+        &json!({"Name": "other", "CapacitySources": [{"ProvidingVolumes": [
             {"@odata.id": format!("{VOLUMES}/999")}]}]}),
     );
     assert_eq!(status, StatusCode::NOT_FOUND, "{refused}");
-    let (status, pool) = r.post(
-        POOLS,
-        &json!({"Name": "thin", "CapacitySources": [{"ProvidingVolumes": [
-            {"@odata.id": base_path}]}]}),
-    );
-    assert_eq!(status, StatusCode::CREATED, "{pool}");
-    let pool_path = pool["@odata.id"].as_str().unwrap().to_string();
+    let pool = r.get_ok(&pool_path);
     let pool_id = pool["Id"].as_str().unwrap().to_string();
     assert_eq!(
         pool["SupportedProvisioningPolicies"],
@@ -269,17 +254,6 @@ fn wait_exported(appliance: &Appliance, clusters: u32, exports: &[&String]) {
     );
 }
 
-fn read_back(appliance: &Appliance, cluster: u32, export: &str, len: usize) -> Vec<u8> {
-    let mut s = connect(appliance.nbd_port(cluster), export);
-    let mut data = Vec::with_capacity(len);
-    for (cookie, at) in (0..len).step_by(MIB as usize).enumerate() {
-        let piece = nbd_client::read(&mut s, cookie as u64, at as u64, MIB as u32)
-            .unwrap_or_else(|e| panic!("NBD error {e} reading {export} on cluster {cluster}"));
-        data.extend_from_slice(&piece);
-    }
-    data
-}
-
 fn write_at(appliance: &Appliance, cluster: u32, export: &str, offset: u64, data: &[u8]) -> u32 {
     let mut s = connect(appliance.nbd_port(cluster), export);
     let mut error = 0;
@@ -383,7 +357,7 @@ fn a_snapshot_keeps_the_old_data_a_clone_writes_its_own_and_deletes_go_in_any_or
                 (&snap_export, &old),
                 (&clone_export, &clone_now),
             ] {
-                let back = read_back(&appliance, cluster, export, want.len());
+                let back = appliance.nbd_read_all(cluster, export, want.len());
                 assert!(back == **want, "{export} on cluster {cluster} {what}");
             }
         }
@@ -437,13 +411,13 @@ fn a_snapshot_keeps_the_old_data_a_clone_writes_its_own_and_deletes_go_in_any_or
     let (status, body) = r.delete(&snap_path);
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     for cluster in 0..clusters {
-        let back = read_back(&appliance, cluster, &clone_export, clone_now.len());
+        let back = appliance.nbd_read_all(cluster, &clone_export, clone_now.len());
         assert!(back == clone_now, "the split clone on cluster {cluster}");
     }
     let (status, body) = r.delete(&clone_path);
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     for cluster in 0..clusters {
-        let back = read_back(&appliance, cluster, &origin_export, origin_now.len());
+        let back = appliance.nbd_read_all(cluster, &origin_export, origin_now.len());
         assert!(
             back == origin_now,
             "the origin after its snapshot merged into it"
@@ -464,7 +438,7 @@ fn a_snapshot_keeps_the_old_data_a_clone_writes_its_own_and_deletes_go_in_any_or
     });
     let (status, body) = r.patch(&origin_path, &json!({"CapacityBytes": 8 * MIB}));
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let back = read_back(&appliance, 2, &origin_export, 32 * MIB as usize);
+    let back = appliance.nbd_read_all(2, &origin_export, 32 * MIB as usize);
     assert!(
         back[..origin_now.len()] == origin_now[..],
         "grown, the data stays"
@@ -555,7 +529,7 @@ fn a_full_pool_fails_new_writes_with_enospc_keeps_the_rest_and_recovers() {
         assert_eq!(record["MessageArgs"][1], threshold.to_string(), "{record}");
     }
     // Nothing acknowledged is lost, on either volume.
-    let back = read_back(&appliance, 1, &filler, filled as usize);
+    let back = appliance.nbd_read_all(1, &filler, filled as usize);
     assert!(back == fill(0x20, filled as usize), "the filler is whole");
     for cookie in 0..written / MIB {
         let piece = nbd_client::read(&mut s[0], 100 + cookie, cookie * MIB, MIB as u32).unwrap();

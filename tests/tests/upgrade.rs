@@ -27,17 +27,6 @@ fn pattern(tag: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-fn read_all(appliance: &Appliance, cluster: u32, export: &str, len: u64) -> Vec<u8> {
-    let mut s = connect(appliance.nbd_port(cluster), export);
-    let mut data = Vec::new();
-    for (cookie, at) in (0..len).step_by(MIB as usize).enumerate() {
-        let piece = nbd_client::read(&mut s, cookie as u64, at, MIB as u32)
-            .unwrap_or_else(|e| panic!("NBD error {e} reading {export} on cluster {cluster}"));
-        data.extend_from_slice(&piece);
-    }
-    data
-}
-
 #[test]
 fn a_state_dir_from_before_pools_serves_its_volumes_as_fixed_and_takes_a_pool() {
     // A region large enough for 1 MiB pool buffers: the RAID1's leg on the
@@ -76,7 +65,7 @@ fn a_state_dir_from_before_pools_serves_its_volumes_as_fixed_and_takes_a_pool() 
         });
         let export = format!("volume{}", volume["Id"].as_str().unwrap());
         for cluster in 0..2 {
-            let back = read_all(&appliance, cluster, &export, 8 * MIB);
+            let back = appliance.nbd_read_all(cluster, &export, 8 * MIB as usize);
             assert!(
                 back == pattern(tag, back.len()),
                 "{export} on cluster {cluster} reads what was written before the upgrade"
