@@ -335,6 +335,37 @@ fn a_snapshot_keeps_the_old_data_a_clone_writes_its_own_and_deletes_go_in_any_or
     );
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(message_key(&body), "ActionParameterValueNotInList");
+    let action = format!("{snap_path}/Actions/Volume.CreateReplicaTarget");
+    for (garbage, key) in [
+        (
+            json!({"ReplicaType": "Clone", "ReplicaUpdateMode": "Asynchronous",
+                "TargetStoragePool": pool, "Colour": 1}),
+            "ActionParameterUnknown",
+        ),
+        (
+            json!({"ReplicaUpdateMode": "Asynchronous", "TargetStoragePool": pool}),
+            "ActionParameterMissing",
+        ),
+        (
+            json!({"ReplicaType": 7, "ReplicaUpdateMode": "Asynchronous", "TargetStoragePool": pool}),
+            "ActionParameterValueTypeError",
+        ),
+        (
+            json!({"ReplicaType": "Mirror", "ReplicaUpdateMode": "Asynchronous", "TargetStoragePool": pool}),
+            "ActionParameterValueNotInList",
+        ),
+    ] {
+        let (status, body) = r.post(&action, &garbage);
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{garbage}: {body}");
+        assert_eq!(message_key(&body), key, "{garbage}");
+    }
+    // Only a clone is split from its snapshot.
+    let (status, body) = r.post(
+        &format!("{origin_path}/Actions/Volume.SplitReplication"),
+        &json!({"TargetVolume": snap_path}),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(message_key(&body), "ActionParameterValueNotInList");
 
     // A clone of the snapshot, written on its own.
     let (status, clone) = replica(&r, &snap_path, "Clone", &pool, "clone");

@@ -170,6 +170,25 @@ pub fn member_id<'a>(collection: &str, uri: &'a str) -> Option<&'a str> {
 
 /// `PropertyUnknown` for the first of `object`'s properties that is not
 /// in `known` and is not an annotation.
+/// An action's body names only parameters of `known` (and annotations),
+/// else `ActionParameterUnknown`.
+pub fn only_known_parameters(
+    object: &Map<String, Value>,
+    action: &str,
+    known: &[&str],
+) -> Result<(), RedfishError> {
+    match object
+        .keys()
+        .find(|name| !known.contains(&name.as_str()) && !is_annotation(name))
+    {
+        Some(name) => Err(RedfishError::bad_request(
+            "ActionParameterUnknown",
+            &[action, name],
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn only_known(object: &Map<String, Value>, known: &[&str]) -> Result<(), RedfishError> {
     match object
         .keys()

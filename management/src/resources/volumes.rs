@@ -18,7 +18,7 @@ use crate::redfish::message::{RedfishError, message, registry_message};
 use crate::redfish::resource;
 use crate::state::AppState;
 use crate::storage::check::{self, CheckError, CheckResult};
-use crate::storage::model::{Provisioning, RaidType, ReplicaKind, Volume};
+use crate::storage::model::{Provisioning, RaidType, Replica, ReplicaKind, Volume};
 use crate::storage::{self as model_ops, VolumeRequest, health, plan};
 use crate::tasks::Outcome;
 
@@ -692,21 +692,16 @@ pub async fn create_replica(
     let source = find(&state, &id)?;
     const ACTION: &str = "Volume.CreateReplicaTarget";
     let object = body::object(&raw)?;
-    if let Some(name) = object.keys().find(|name| {
-        !body::is_annotation(name)
-            && ![
-                "ReplicaType",
-                "ReplicaUpdateMode",
-                "TargetStoragePool",
-                "VolumeName",
-            ]
-            .contains(&name.as_str())
-    }) {
-        return Err(RedfishError::bad_request(
-            "ActionParameterUnknown",
-            &[ACTION, name],
-        ));
-    }
+    body::only_known_parameters(
+        &object,
+        ACTION,
+        &[
+            "ReplicaType",
+            "ReplicaUpdateMode",
+            "TargetStoragePool",
+            "VolumeName",
+        ],
+    )?;
     let required = |name: &str| {
         object
             .get(name)
@@ -779,15 +774,7 @@ fn replication_target(
     action: &str,
     known: &[&str],
 ) -> Result<u64, RedfishError> {
-    if let Some(name) = object
-        .keys()
-        .find(|name| !body::is_annotation(name) && !known.contains(&name.as_str()))
-    {
-        return Err(RedfishError::bad_request(
-            "ActionParameterUnknown",
-            &[action, name],
-        ));
-    }
+    body::only_known_parameters(object, action, known)?;
     let value = object.get("TargetVolume").ok_or_else(|| {
         RedfishError::bad_request("ActionParameterMissing", &[action, "TargetVolume"])
     })?;
@@ -812,6 +799,24 @@ async fn split(
     inflate: bool,
     action: &'static str,
 ) -> Result<Response, RedfishError> {
+    // Refused at once, not in the task: only a clone splits from its
+    // snapshot (the storage layer checks again under its lock).
+    let clone = find(&state, &target.to_string())?;
+    if clone.replica
+        != Some(Replica {
+            source: source.id,
+            kind: ReplicaKind::Clone,
+        })
+    {
+        return Err(RedfishError::bad_request(
+            "ActionParameterValueNotInList",
+            &[&uri(target), "TargetVolume", action],
+        )
+        .with_detail(&format!(
+            "volume {target} is no clone of volume {}; a snapshot is deleted instead",
+            source.id
+        )));
+    }
     let name = format!("{action} of volume {target} from volume {}", source.name);
     let worker = state.clone();
     task_service::spawn(
@@ -911,12 +916,7 @@ pub async fn check_consistency(
         body::object(&raw)?
     };
     // The action takes no parameters.
-    if let Some(name) = object.keys().find(|name| !body::is_annotation(name)) {
-        return Err(RedfishError::bad_request(
-            "ActionParameterUnknown",
-            &[ACTION, name],
-        ));
-    }
+    body::only_known_parameters(&object, ACTION, &[])?;
     let check = check::start_check(&state, volume.id)
         .await
         .map_err(|e| match e {
